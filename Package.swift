@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Kernels are built for x86-64 with AVX2/FMA/F16C (Haswell and newer, every machine we target);
+/// the AVX2 paths sit behind `#if arch(x86_64)` and a portable SIMD path covers other CPUs.
+let x86Flags: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-target-cpu", "haswell"],
+                 .when(platforms: [.linux, .macOS])),
+]
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Pivot",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Pivot", targets: ["Pivot"]),
+        .executable(name: "pivot", targets: ["pivot"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "PivotKernels", swiftSettings: x86Flags + fast),
+        .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
+        .executableTarget(
+            name: "pivot",
+            dependencies: ["Pivot", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: x86Flags + fast),
+        .testTarget(name: "PivotKernelsTests", dependencies: ["PivotKernels"], swiftSettings: x86Flags),
+        .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], swiftSettings: x86Flags),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,74 @@
+/// Picks the next token from logits: greedy at temperature 0, else temperature + top-k + top-p.
+public struct Sampler {
+    public var temperature: Float
+    public var topK: Int
+    public var topP: Float
+    var rng: SplitMix64
+    /// Reused scratch so sampling does not allocate per token.
+    private var candidates: [(id: Int, logit: Float)] = []
+
+    public init(temperature: Float = 0, topK: Int = 40, topP: Float = 0.95, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        rng = SplitMix64(seed: seed)
+    }
+
+    public mutating func sample(_ logits: UnsafePointer<Float>, count: Int) -> Int {
+        if temperature <= 0 { return argmax(logits, count: count) }
+        let k = topK > 0 ? min(topK, count) : count
+        candidates.removeAll(keepingCapacity: true)
+        // Keep the k largest with a simple bounded selection.
+        for i in 0..<count {
+            let v = logits[i]
+            if candidates.count < k { candidates.append((i, v)); if candidates.count == k { candidates.sort { $0.logit > $1.logit } }; continue }
+            if v > candidates[k - 1].logit {
+                var j = k - 1
+                while j > 0 && candidates[j - 1].logit < v { candidates[j] = candidates[j - 1]; j -= 1 }
+                candidates[j] = (i, v)
+            }
+        }
+        if candidates.count < k || k == count { candidates.sort { $0.logit > $1.logit } }
+        let maximum = candidates[0].logit
+        var weights = candidates.map { expf(($0.logit - maximum) / temperature) }
+        let total = weights.reduce(0, +)
+        var cumulative: Float = 0
+        var keep = weights.count
+        for i in 0..<weights.count {
+            weights[i] /= total
+            cumulative += weights[i]
+            if cumulative >= topP { keep = i + 1; break }
+        }
+        let mass = weights[..<keep].reduce(0, +)
+        var r = Float(rng.nextUnit()) * mass
+        for i in 0..<keep {
+            r -= weights[i]
+            if r <= 0 { return candidates[i].id }
+        }
+        return candidates[keep - 1].id
+    }
+}
+
+/// Index of the largest value (first on ties), as PyTorch's argmax.
+public func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+    var best = 0
+    var bestValue = x[0]
+    for i in 1..<count where x[i] > bestValue { best = i; bestValue = x[i] }
+    return best
+}
+
+/// Small, fast, seedable generator so `--seed` reproduces a run.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+import Foundation

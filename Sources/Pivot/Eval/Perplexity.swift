@@ -1,0 +1,79 @@
+import Foundation
+import PivotKernels
+
+/// Perplexity over non-overlapping windows of `contextLength` tokens starting at token 0, every
+/// token but each window's first scored — the windowing of the reference file and of
+/// llama.cpp's `perplexity` without its half-window rule, so figures compare directly.
+public struct PerplexityResult: Sendable {
+    public var windows: Int
+    public var scoredTokens: Int
+    public var meanNLL: Double
+    /// Standard error of the mean negative log-likelihood.
+    public var standardError: Double
+    public var seconds: Double
+
+    public var perplexity: Double { exp(meanNLL) }
+    /// ± on the perplexity, by the delta method (PPL · SE(mean NLL)).
+    public var perplexityError: Double { perplexity * standardError }
+}
+
+public final class PerplexityEvaluator {
+    public let model: LoadedModel
+    public let contextLength: Int
+    let state: ForwardState
+    let cache: KVCache
+    let pool: ThreadPool
+
+    public init(model: LoadedModel, contextLength: Int = 512, pool: ThreadPool, precision: ActivationPrecision = .int8) {
+        self.model = model
+        self.contextLength = contextLength
+        self.pool = pool
+        state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: true, pool: pool, precision: precision)
+        cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
+    }
+
+    /// How many windows `tokens` yields (at most `limit`).
+    public func windowCount(tokens: Int, limit: Int?) -> Int {
+        let available = tokens / contextLength
+        return limit.map { min($0, available) } ?? available
+    }
+
+    /// Scores the windows; `progress(done, total, runningPPL)` after each.
+    public func evaluate(tokens: [Int], windows limit: Int? = nil,
+                         progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws -> PerplexityResult {
+        let windows = windowCount(tokens: tokens.count, limit: limit)
+        guard windows > 0 else {
+            throw PivotError.invalidArgument("the text has \(tokens.count) tokens, fewer than one window of \(contextLength)")
+        }
+        let vocabulary = model.config.vocabularySize
+        let perWindow = contextLength - 1
+        var nll = [Double](repeating: 0, count: windows * perWindow)
+        let start = Date()
+        for w in 0..<windows {
+            cache.truncate(to: 0)
+            let window = Array(tokens[(w * contextLength)..<((w + 1) * contextLength)])
+            let logits = model.transformer.forward(window, cache: cache, state: state, logits: .all)
+            nll.withUnsafeMutableBufferPointer { out in
+                let base = out.baseAddress! + w * perWindow
+                window.withUnsafeBufferPointer { ids in
+                    let idsBase = ids.baseAddress!
+                    pool.parallelRanges(count: perWindow) { range in
+                        for t in range {
+                            let row = logits.row(t)
+                            let target = idsBase[t + 1]
+                            precondition(target < vocabulary)
+                            base[t] = Double(logSumExp(row, count: vocabulary) - row[target])
+                        }
+                    }
+                }
+            }
+            let scored = (w + 1) * perWindow
+            progress(w + 1, windows, exp(nll[0..<scored].reduce(0, +) / Double(scored)))
+        }
+        let n = Double(nll.count)
+        let mean = nll.reduce(0, +) / n
+        let variance = nll.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / max(1, n - 1)
+        return PerplexityResult(windows: windows, scoredTokens: nll.count, meanNLL: mean,
+                                standardError: (variance / n).squareRoot(), seconds: Date().timeIntervalSince(start))
+    }
+}

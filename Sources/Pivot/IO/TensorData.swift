@@ -1,0 +1,89 @@
+import PivotKernels
+
+/// Element types a weight tensor can have, across GGUF and safetensors.
+public enum TensorType: Equatable, Sendable, CustomStringConvertible {
+    case f32, f16, bf16
+    case block(BlockFormat)
+
+    /// GGML type ids (ggml.h): 0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 30 BF16.
+    init?(ggmlType: UInt32) {
+        switch ggmlType {
+        case 0: self = .f32
+        case 1: self = .f16
+        case 2: self = .block(.q4_0)
+        case 3: self = .block(.q4_1)
+        case 8: self = .block(.q8_0)
+        case 30: self = .bf16
+        default: return nil
+        }
+    }
+
+    /// Bytes for `elements` values, or nil when `elements` does not fill whole blocks.
+    func byteCount(elements: Int) -> Int? {
+        switch self {
+        case .f32: return elements.multipliedReportingOverflow(by: 4).overflow ? nil : elements * 4
+        case .f16, .bf16: return elements.multipliedReportingOverflow(by: 2).overflow ? nil : elements * 2
+        case .block(let format):
+            guard elements % BlockFormat.blockSize == 0 else { return nil }
+            return elements / BlockFormat.blockSize * format.bytesPerBlock
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .f32: return "F32"
+        case .f16: return "F16"
+        case .bf16: return "BF16"
+        case .block(.q4_0): return "Q4_0"
+        case .block(.q4_1): return "Q4_1"
+        case .block(.q8_0): return "Q8_0"
+        }
+    }
+}
+
+/// A tensor in a mapped file. `shape` is outermost first (PyTorch order): a linear weight is [out, in].
+public struct TensorData {
+    public let name: String
+    public let type: TensorType
+    public let shape: [Int]
+    public let data: UnsafeRawPointer
+    public let byteCount: Int
+    /// Keeps the mapping alive as long as the tensor is referenced.
+    public let owner: AnyObject
+
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Copies the tensor to floats (dequantizing if needed).
+    public func toFloats() -> [Float] {
+        let count = elementCount
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let out = buffer.baseAddress!
+            switch type {
+            case .f32: out.update(from: data.assumingMemoryBound(to: Float.self), count: count)
+            case .f16: convertHalfs(data, count: count, into: out)
+            case .bf16: for i in 0..<count { out[i] = bfloat16ToFloat(data.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            case .block(let format): format.dequantizeRow(data, count: count, into: out)
+            }
+            initialized = count
+        }
+    }
+}
+
+/// Something that holds named tensors: a GGUF file or a set of safetensors files.
+public protocol TensorStore {
+    var path: String { get }
+    func tensor(named name: String) -> TensorData?
+    var tensorNames: [String] { get }
+    /// Why a tensor present in the file cannot be used (e.g. an unknown type), if so.
+    func unusableReason(_ name: String) -> String?
+}
+
+extension TensorStore {
+    /// The tensor, checked against the expected shape; a clear error otherwise.
+    public func require(_ name: String, shape: [Int]) throws -> TensorData {
+        if let reason = unusableReason(name) { throw PivotError.unsupported(file: path, reason) }
+        guard let t = tensor(named: name) else { throw PivotError.missingTensor(file: path, name) }
+        guard t.shape == shape else { throw PivotError.shapeMismatch(file: path, tensor: name, expected: shape, found: t.shape) }
+        return t
+    }
+}

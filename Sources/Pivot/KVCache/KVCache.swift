@@ -1,0 +1,39 @@
+import PivotKernels
+
+/// Stores past keys/values per layer and computes attention over them: the seam where cache
+/// compression methods (quantized, pivot tokens, low-rank) plug in.
+///
+/// The forward pass appends the new tokens' keys and values for each layer, asks for attention
+/// of the new queries (causal: query t sees positions 0...length+t), and after the last layer
+/// calls `advance(by:)` once.
+public protocol KVCache: AnyObject {
+    /// Tokens stored (positions 0..<length).
+    var length: Int { get }
+    /// Most tokens the cache can hold.
+    var capacity: Int { get }
+    /// Keys/values: tokens × (kvHeads·headDim), written at positions length..<length+tokens.
+    func append(layer: Int, keys: Matrix, values: Matrix)
+    /// queries: tokens × (heads·headDim); out: same shape.
+    func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool)
+    func advance(by tokens: Int)
+    /// Forget everything after `length` tokens (for resets and draft rejection).
+    func truncate(to length: Int)
+    /// Memory per cached token over all layers, in bytes.
+    var bytesPerToken: Double { get }
+}
+
+/// Geometry every cache needs.
+public struct AttentionShape: Sendable {
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+
+    public init(layers: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        self.layers = layers; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+    }
+
+    public init(_ config: ModelConfig) {
+        self.init(layers: config.layerCount, heads: config.headCount, kvHeads: config.kvHeadCount, headDim: config.headDim)
+    }
+}

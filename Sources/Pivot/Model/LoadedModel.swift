@@ -1,0 +1,90 @@
+import Foundation
+import PivotKernels
+
+/// A model ready to run: weights, tokenizer and chat format, from a GGUF file or an HF folder.
+public final class LoadedModel {
+    public let path: String
+    public let transformer: Transformer
+    public let tokenizer: Tokenizer
+    public let chatTemplate: ChatTemplate
+    /// Keeps the mapped files alive.
+    let stores: [AnyObject]
+
+    public var config: ModelConfig { transformer.config }
+
+    init(path: String, transformer: Transformer, tokenizer: Tokenizer, stores: [AnyObject]) {
+        self.path = path
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.chatTemplate = ChatTemplate(jinja: tokenizer.chatTemplate)
+        self.stores = stores
+    }
+
+    /// Loads a `.gguf` file or a HuggingFace folder (config.json + safetensors + tokenizer.json).
+    public static func load(path: String) throws -> LoadedModel {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw PivotError.fileNotFound(path)
+        }
+        if isDirectory.boolValue { return try HuggingFaceLoader.load(directory: path) }
+        let gguf = try GGUFFile(path: path)
+        let transformer = try GGUFModelLoader.load(gguf)
+        let tokenizer = try Tokenizer(gguf: gguf)
+        guard tokenizer.vocabularySize <= transformer.config.vocabularySize else {
+            throw PivotError.malformed(file: path, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(transformer.config.vocabularySize)")
+        }
+        return LoadedModel(path: path, transformer: transformer, tokenizer: tokenizer, stores: [gguf])
+    }
+
+    /// A fresh full-precision KV cache for `capacity` tokens.
+    public func makeCache(capacity: Int? = nil, maxBatch: Int = 512) -> KVCache {
+        DenseKVCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength), maxBatch: maxBatch)
+    }
+
+    /// Parameter count over every linear operator, the embedding and the norms.
+    public var parameterCount: Int {
+        let c = config
+        var total = c.vocabularySize * c.hiddenSize + c.hiddenSize
+        for layer in transformer.layers {
+            total += 2 * c.hiddenSize
+            for op in layer.linears { total += op.inFeatures * op.outFeatures }
+        }
+        if !c.tiedEmbeddings { total += transformer.output.inFeatures * transformer.output.outFeatures }
+        return total
+    }
+
+    /// Bytes of weights as they are held for inference.
+    public var weightBytes: Int {
+        let c = config
+        var total = transformer.embedding.tensor.byteCount + c.hiddenSize * 4
+        for layer in transformer.layers {
+            total += 2 * c.hiddenSize * 4
+            for op in layer.linears { total += op.weightBytes }
+        }
+        if !c.tiedEmbeddings { total += transformer.output.weightBytes }
+        return total
+    }
+}
+
+/// Resolves `-m` arguments: an existing path, else a name under $PIVOT_MODELS, ./models or ../shared/models.
+public enum ModelLocator {
+    public static let defaultModelName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    public static var searchDirectories: [String] {
+        var dirs: [String] = []
+        if let env = ProcessInfo.processInfo.environment["PIVOT_MODELS"], !env.isEmpty { dirs.append(env) }
+        dirs += ["models", "../shared/models"]
+        return dirs
+    }
+
+    public static func resolve(_ name: String?) -> String? {
+        let wanted = name ?? defaultModelName
+        if FileManager.default.fileExists(atPath: wanted) { return wanted }
+        if wanted.contains("/") && name != nil { return nil }
+        for dir in searchDirectories {
+            let candidate = (dir as NSString).appendingPathComponent(wanted)
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}

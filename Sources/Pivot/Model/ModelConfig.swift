@@ -1,0 +1,38 @@
+/// The shape of a Llama-family decoder (Llama, Mistral, Qwen2, SmolLM).
+public struct ModelConfig: Sendable, Equatable {
+    public var architecture: String
+    public var vocabularySize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var kvHeadCount: Int
+    public var headDim: Int
+    public var contextLength: Int
+    public var ropeTheta: Float
+    public var rmsNormEpsilon: Float
+    /// GGUF stores Q/K permuted so that RoPE rotates adjacent pairs; HF weights rotate halves.
+    public var ropeInterleaved: Bool
+    public var tiedEmbeddings: Bool
+    /// Qwen2 has biases on the Q/K/V projections.
+    public var attentionBias: Bool
+
+    public var queryWidth: Int { headCount * headDim }
+    public var kvWidth: Int { kvHeadCount * headDim }
+
+    /// Checks that the numbers describe a model the forward pass can run.
+    public func validate(file: String) throws {
+        func fail(_ why: String) -> PivotError { .malformed(file: file, why) }
+        guard vocabularySize > 0, hiddenSize > 0, intermediateSize > 0, layerCount > 0 else {
+            throw fail("model dimensions must be positive (vocab \(vocabularySize), hidden \(hiddenSize), ffn \(intermediateSize), layers \(layerCount))")
+        }
+        guard headCount > 0, kvHeadCount > 0, headCount % kvHeadCount == 0 else {
+            throw fail("\(headCount) attention heads cannot be grouped over \(kvHeadCount) key/value heads")
+        }
+        guard headDim > 0, headDim % 2 == 0, headDim <= 512 else { throw fail("head dimension \(headDim) is not supported") }
+        guard hiddenSize <= 1 << 16, intermediateSize <= 1 << 18, layerCount <= 512, vocabularySize <= 1 << 22 else {
+            throw fail("model dimensions are implausibly large")
+        }
+        guard ropeTheta > 0, rmsNormEpsilon >= 0 else { throw fail("rope theta and norm epsilon must be positive") }
+    }
+}

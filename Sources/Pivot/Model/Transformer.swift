@@ -1,0 +1,219 @@
+import PivotKernels
+
+/// One decoder block's weights. Every projection is a `LinearOperator`, whatever its format.
+public struct DecoderLayer {
+    public var attentionNorm: FloatBuffer
+    public var query: LinearOperator
+    public var key: LinearOperator
+    public var value: LinearOperator
+    public var attentionOutput: LinearOperator
+    public var mlpNorm: FloatBuffer
+    public var gate: LinearOperator
+    public var up: LinearOperator
+    public var down: LinearOperator
+
+    public var linears: [LinearOperator] { [query, key, value, attentionOutput, gate, up, down] }
+}
+
+/// Which rows of logits a forward pass must produce.
+public enum LogitRows { case last, all }
+
+/// THE forward pass: embeddings → blocks (RMSNorm, RoPE, GQA attention via the KV cache,
+/// SwiGLU MLP) → final norm → output projection. Weight formats and caches plug in through
+/// `LinearOperator` and `KVCache`; nothing here knows which method produced them.
+public final class Transformer {
+    public let config: ModelConfig
+    public let embedding: Embedding
+    public var layers: [DecoderLayer]
+    public let finalNorm: FloatBuffer
+    public var output: LinearOperator
+    let rope: RoPETable
+
+    public init(config: ModelConfig, embedding: Embedding, layers: [DecoderLayer], finalNorm: FloatBuffer, output: LinearOperator) {
+        self.config = config
+        self.embedding = embedding
+        self.layers = layers
+        self.finalNorm = finalNorm
+        self.output = output
+        rope = RoPETable(headDim: config.headDim, theta: config.ropeTheta)
+    }
+
+    /// Runs `tokens` (at positions cache.length...) through the model, appends them to `cache`
+    /// and returns logits for the last token or for all of them (rows of `state.logits`).
+    /// Batches larger than `state.maxTokens` are split; for `.all` the caller must keep batches within it.
+    @discardableResult
+    public func forward(_ tokens: [Int], cache: KVCache, state: ForwardState, logits rows: LogitRows = .last) -> Matrix {
+        precondition(!tokens.isEmpty, "forward needs at least one token")
+        precondition(cache.length + tokens.count <= cache.capacity, "context of \(cache.capacity) tokens exceeded")
+        if tokens.count > state.maxTokens {
+            precondition(rows == .last, "all-row logits need batches of at most \(state.maxTokens) tokens")
+            var start = 0
+            var result = Matrix(state.logits.pointer, rows: 1, columns: config.vocabularySize)
+            while start < tokens.count {
+                let end = min(tokens.count, start + state.maxTokens)
+                result = forward(Array(tokens[start..<end]), cache: cache, state: state, logits: .last)
+                start = end
+            }
+            return result
+        }
+        let c = config
+        let count = tokens.count
+        let context = state.context
+        let pool = context.pool
+        rope.ensure(positions: cache.length + count)
+
+        let x = state.hidden.matrix(rows: count, columns: c.hiddenSize)
+        let normed = state.normed.matrix(rows: count, columns: c.hiddenSize)
+        let q = state.queries.matrix(rows: count, columns: c.queryWidth)
+        let k = state.keys.matrix(rows: count, columns: c.kvWidth)
+        let v = state.values.matrix(rows: count, columns: c.kvWidth)
+        let attention = state.attention.matrix(rows: count, columns: c.queryWidth)
+        let gate = state.gate.matrix(rows: count, columns: c.intermediateSize)
+        let up = state.up.matrix(rows: count, columns: c.intermediateSize)
+
+        for t in 0..<count { embedding.lookup(tokens[t], into: x.row(t)) }
+
+        for (index, layer) in layers.enumerated() {
+            normalize(x, weight: layer.attentionNorm, into: normed)
+            layer.query.forward(normed, into: q, context: context)
+            layer.key.forward(normed, into: k, context: context)
+            layer.value.forward(normed, into: v, context: context)
+            applyRotary(q, heads: c.headCount, firstPosition: cache.length)
+            applyRotary(k, heads: c.kvHeadCount, firstPosition: cache.length)
+            cache.append(layer: index, keys: k, values: v)
+            cache.attend(layer: index, queries: q, into: attention, pool: pool)
+            layer.attentionOutput.forward(attention, into: normed, context: context)
+            addInPlace(x, normed)
+
+            normalize(x, weight: layer.mlpNorm, into: normed)
+            layer.gate.forward(normed, into: gate, context: context)
+            layer.up.forward(normed, into: up, context: context)
+            for t in 0..<count { siluMultiply(gate.row(t), up.row(t), count: c.intermediateSize) }
+            layer.down.forward(gate, into: normed, context: context)
+            addInPlace(x, normed)
+        }
+        cache.advance(by: count)
+
+        let first = rows == .last ? count - 1 : 0
+        let outRows = count - first
+        let finalInput = state.normed.matrix(rows: outRows, columns: c.hiddenSize)
+        for t in 0..<outRows {
+            rmsNorm(x.row(first + t), weight: finalNorm.pointer, epsilon: c.rmsNormEpsilon,
+                    out: finalInput.row(t), count: c.hiddenSize)
+        }
+        let logits = state.logits.matrix(rows: outRows, columns: c.vocabularySize)
+        output.forward(finalInput, into: logits, context: context)
+        return logits
+    }
+
+    private func normalize(_ x: Matrix, weight: FloatBuffer, into out: Matrix) {
+        for t in 0..<x.rows {
+            rmsNorm(x.row(t), weight: weight.pointer, epsilon: config.rmsNormEpsilon, out: out.row(t), count: x.columns)
+        }
+    }
+
+    private func applyRotary(_ m: Matrix, heads: Int, firstPosition: Int) {
+        let d = config.headDim, half = d / 2, interleaved = config.ropeInterleaved
+        for t in 0..<m.rows {
+            let cos = rope.cos(position: firstPosition + t), sin = rope.sin(position: firstPosition + t)
+            for h in 0..<heads {
+                applyRoPE(m.row(t) + h * d, headDim: d, cos: cos, sin: sin, interleaved: interleaved)
+            }
+        }
+        _ = half
+    }
+
+    private func addInPlace(_ x: Matrix, _ delta: Matrix) {
+        for t in 0..<x.rows { axpyF32(1, delta.row(t), x.row(t), count: x.columns) }
+    }
+}
+
+/// Buffers for one forward pass, allocated once for up to `maxTokens` tokens per call.
+public final class ForwardState {
+    public let maxTokens: Int
+    public let context: ComputeContext
+    let hidden, normed, queries, keys, values, attention, gate, up: FloatBuffer
+    public let logits: FloatBuffer
+
+    /// `allLogits`: room for logits of every token (perplexity); otherwise only the last.
+    public init(config c: ModelConfig, maxTokens: Int, allLogits: Bool, pool: ThreadPool, precision: ActivationPrecision = .int8) {
+        self.maxTokens = maxTokens
+        context = ComputeContext(pool: pool, maxTokens: maxTokens, maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth),
+                                 precision: precision)
+        hidden = FloatBuffer(count: maxTokens * c.hiddenSize)
+        normed = FloatBuffer(count: maxTokens * max(c.hiddenSize, c.queryWidth))
+        queries = FloatBuffer(count: maxTokens * c.queryWidth)
+        keys = FloatBuffer(count: maxTokens * c.kvWidth)
+        values = FloatBuffer(count: maxTokens * c.kvWidth)
+        attention = FloatBuffer(count: maxTokens * c.queryWidth)
+        gate = FloatBuffer(count: maxTokens * c.intermediateSize)
+        up = FloatBuffer(count: maxTokens * c.intermediateSize)
+        logits = FloatBuffer(count: (allLogits ? maxTokens : 1) * c.vocabularySize)
+    }
+}
+
+/// cos/sin of position·θ^(-2i/d), grown on demand; computed in Double like the reference's F32 to within rounding.
+final class RoPETable {
+    let half: Int
+    let inverseFrequencies: [Double]
+    var positions = 0
+    var cosTable: UnsafeMutablePointer<Float>
+    var sinTable: UnsafeMutablePointer<Float>
+
+    init(headDim: Int, theta: Float) {
+        half = headDim / 2
+        inverseFrequencies = (0..<half).map { Double(Float(1) / powf(theta, Float(2 * $0) / Float(headDim))) }
+        cosTable = .allocate(capacity: 1)
+        sinTable = .allocate(capacity: 1)
+    }
+
+    deinit { cosTable.deallocate(); sinTable.deallocate() }
+
+    func ensure(positions needed: Int) {
+        if needed <= positions { return }
+        let newCount = max(needed, positions * 2, 1024)
+        let newCos = UnsafeMutablePointer<Float>.allocate(capacity: newCount * half)
+        let newSin = UnsafeMutablePointer<Float>.allocate(capacity: newCount * half)
+        for p in 0..<newCount {
+            for i in 0..<half {
+                let angle = Double(Float(p) * Float(inverseFrequencies[i]))
+                newCos[p * half + i] = Float(Foundation.cos(angle))
+                newSin[p * half + i] = Float(Foundation.sin(angle))
+            }
+        }
+        cosTable.deallocate(); sinTable.deallocate()
+        cosTable = newCos; sinTable = newSin
+        positions = newCount
+    }
+
+    @inline(__always) func cos(position: Int) -> UnsafePointer<Float> { UnsafePointer(cosTable + position * half) }
+    @inline(__always) func sin(position: Int) -> UnsafePointer<Float> { UnsafePointer(sinTable + position * half) }
+}
+
+/// Token embedding table in its stored format; rows are dequantized on lookup.
+public final class Embedding {
+    public let tensor: TensorData
+    public let vocabularySize: Int
+    public let width: Int
+    let rowBytes: Int
+
+    public init(_ tensor: TensorData) {
+        self.tensor = tensor
+        vocabularySize = tensor.shape[0]
+        width = tensor.shape[1]
+        rowBytes = tensor.type.byteCount(elements: width)!
+    }
+
+    public func lookup(_ token: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(token >= 0 && token < vocabularySize, "token id \(token) outside the vocabulary of \(vocabularySize)")
+        let row = tensor.data + token * rowBytes
+        switch tensor.type {
+        case .f32: out.update(from: row.assumingMemoryBound(to: Float.self), count: width)
+        case .f16: convertHalfs(row, count: width, into: out)
+        case .bf16: for i in 0..<width { out[i] = bfloat16ToFloat(row.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .block(let format): format.dequantizeRow(row, count: width, into: out)
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,38 @@
+/// A row-major float matrix view: `rows` × `columns`, consecutive rows `stride` floats apart.
+/// It does not own its memory; `FloatBuffer` does.
+public struct Matrix {
+    public var base: UnsafeMutablePointer<Float>
+    public var rows: Int
+    public var columns: Int
+    public var stride: Int
+
+    @inline(__always) public init(_ base: UnsafeMutablePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
+        self.base = base; self.rows = rows; self.columns = columns; self.stride = stride ?? columns
+    }
+
+    @inline(__always) public func row(_ r: Int) -> UnsafeMutablePointer<Float> { base + r * stride }
+
+    /// The first `count` rows.
+    @inline(__always) public func prefix(rows count: Int) -> Matrix {
+        Matrix(base, rows: count, columns: columns, stride: stride)
+    }
+}
+
+/// Owned, 64-byte aligned float storage, allocated once and reused.
+public final class FloatBuffer {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+        pointer = raw.initializeMemory(as: Float.self, repeating: 0, count: max(1, count))
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+
+    public func matrix(rows: Int, columns: Int) -> Matrix {
+        precondition(rows * columns <= count, "buffer of \(count) floats is too small for \(rows)x\(columns)")
+        return Matrix(pointer, rows: rows, columns: columns)
+    }
+}

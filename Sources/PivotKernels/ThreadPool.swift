@@ -1,0 +1,120 @@
+import Foundation
+import Synchronization
+
+/// One persistent pool of worker threads shared by every kernel.
+///
+/// Decode issues a few hundred parallel regions per token, so dispatch must cost microseconds:
+/// workers spin on a generation counter for a while before they park on a condition variable.
+/// The calling thread always takes part, so `threads == 1` runs inline with no synchronization.
+public final class ThreadPool: @unchecked Sendable {
+    public var threads: Int { state.threads }
+    private let state: PoolState
+
+    public init(threads: Int = ThreadPool.defaultThreadCount) {
+        state = PoolState(threads: max(1, threads))
+        for index in 1..<state.threads {
+            let shared = state
+            let thread = Thread { shared.workerLoop() }
+            thread.name = "pivot-worker-\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    deinit { state.shutDown() }
+
+    /// All cores: the kernels are bandwidth-bound and the machines we target have few cores.
+    public static var defaultThreadCount: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Runs `body(chunk)` for every chunk in `0..<chunks`, spread across the pool; returns when all are done.
+    public func parallelFor(chunks: Int, _ body: (Int) -> Void) { state.parallelFor(chunks: chunks, body) }
+
+    /// Splits `0..<count` into about `threads * 4` ranges and runs `body(range)` on each.
+    public func parallelRanges(count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        if count <= 0 { return }
+        let target = max(1, min(threads * 4, count / max(1, minChunk)))
+        let size = (count + target - 1) / target
+        let chunks = (count + size - 1) / size
+        parallelFor(chunks: chunks) { chunk in
+            let start = chunk * size
+            body(start..<min(count, start + size))
+        }
+    }
+}
+
+/// The state workers share; workers hold it strongly so it outlives the pool object.
+private final class PoolState: @unchecked Sendable {
+    let threads: Int
+    private let generation = Atomic<Int>(0)
+    private let nextChunk = Atomic<Int>(0)
+    private let pending = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let shuttingDown = Atomic<Bool>(false)
+    private let condition = NSCondition()
+    private var job: ((Int) -> Void)?
+    private var chunkCount = 0
+
+    /// Spin iterations before a worker parks; a few milliseconds of spinning covers the gap
+    /// between two matrix products without burning a core while a chat waits for input.
+    private let spinLimit = 200_000
+
+    init(threads: Int) { self.threads = threads }
+
+    func shutDown() {
+        shuttingDown.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        condition.lock(); condition.broadcast(); condition.unlock()
+    }
+
+    func parallelFor(chunks: Int, _ body: (Int) -> Void) {
+        if chunks <= 0 { return }
+        if threads == 1 || chunks == 1 {
+            for chunk in 0..<chunks { body(chunk) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            job = escapable
+            chunkCount = chunks
+            nextChunk.store(0, ordering: .relaxed)
+            pending.store(threads - 1, ordering: .relaxed)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                condition.lock(); condition.broadcast(); condition.unlock()
+            }
+            runChunks(escapable)
+            while pending.load(ordering: .acquiring) > 0 { spinHint() }
+            job = nil
+        }
+    }
+
+    private func runChunks(_ body: (Int) -> Void) {
+        while true {
+            let chunk = nextChunk.add(1, ordering: .relaxed).oldValue
+            if chunk >= chunkCount { return }
+            body(chunk)
+        }
+    }
+
+    func workerLoop() {
+        var seen = generation.load(ordering: .acquiring)
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins < spinLimit { spinHint(); continue }
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                condition.lock()
+                while generation.load(ordering: .sequentiallyConsistent) == seen { condition.wait() }
+                condition.unlock()
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+            }
+            seen = generation.load(ordering: .acquiring)
+            if shuttingDown.load(ordering: .acquiring) { return }
+            if let job { runChunks(job) }
+            pending.subtract(1, ordering: .releasing)
+        }
+    }
+}
+
+/// An empty spin step; the atomic load in the loop is what waits.
+@inline(__always) func spinHint() {}

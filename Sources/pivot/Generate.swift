@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Pivot
+import PivotKernels
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate a continuation of a prompt, streamed to stdout.")
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt text.")
+    var prompt: String
+
+    @Option(name: [.customShort("n"), .customLong("n-predict")], help: "Maximum number of tokens to generate.")
+    var tokens: Int = 128
+
+    @OptionGroup var sampling: SamplingOptions
+
+    @Option(help: "Activation precision for quantized weights: int8 (fast) or float (exact, matches a float reference).")
+    var precision: ActivationPrecision = .int8
+
+    @Flag(help: "Do not print timings to stderr at the end.")
+    var quiet = false
+
+    func validate() throws {
+        guard tokens > 0 else { throw ValidationError("-n must be positive") }
+        try sampling.check()
+    }
+
+    func run() throws {
+        let loaded = try model.load()
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: model.cacheSize(for: loaded), precision: precision)
+        let ids = loaded.tokenizer.encode(prompt)
+        guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
+        guard ids.count < generator.cache.capacity else {
+            throw ValidationError("the prompt has \(ids.count) tokens; the context holds \(generator.cache.capacity) (raise --ctx-size)")
+        }
+        var sampler = sampling.makeSampler()
+        var stats = GenerationStats()
+        var decoder = StreamingDecoder(tokenizer: loaded.tokenizer)
+        writeOut(prompt)
+        generator.generate(prompt: ids, maxTokens: tokens, sampler: &sampler, stats: &stats) { id in
+            if !loaded.tokenizer.isSpecial(id) { writeOut(decoder.push(id)) }
+            return true
+        }
+        writeOut(decoder.flush() + "\n")
+        if !quiet {
+            writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
+                            stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
+        }
+    }
+}

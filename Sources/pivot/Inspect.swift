@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Pivot
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a model's architecture, tensor types, parameter count and size.")
+
+    @OptionGroup var model: ModelOptions
+
+    @Flag(help: "List every tensor of a GGUF file.")
+    var tensors = false
+
+    func run() throws {
+        let loaded = try model.load()
+        let c = loaded.config
+        print("file:            \(loaded.path)")
+        print("architecture:    \(c.architecture)")
+        print("layers:          \(c.layerCount)")
+        print("hidden size:     \(c.hiddenSize)")
+        print("FFN size:        \(c.intermediateSize)")
+        print("heads:           \(c.headCount) query, \(c.kvHeadCount) key/value (head dim \(c.headDim))")
+        print("vocabulary:      \(c.vocabularySize)")
+        print("context length:  \(c.contextLength)")
+        print("rope theta:      \(c.ropeTheta) (\(c.ropeInterleaved ? "adjacent pairs" : "rotate half"))")
+        print("rms norm eps:    \(c.rmsNormEpsilon)")
+        print("tied embeddings: \(c.tiedEmbeddings)")
+        print("attention bias:  \(c.attentionBias)")
+        print(String(format: "parameters:      %.2f M", Double(loaded.parameterCount) / 1e6))
+        print(String(format: "weights:         %.2f MiB (%.2f bits per weight)", Double(loaded.weightBytes) / 1_048_576,
+                     Double(loaded.weightBytes * 8) / Double(loaded.parameterCount)))
+        var formats: [String: Int] = [:]
+        for layer in loaded.transformer.layers { for op in layer.linears { formats[op.formatName, default: 0] += 1 } }
+        print("projections:     " + formats.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", "))
+        print("embedding:       \(loaded.transformer.embedding.tensor.type)" + (c.tiedEmbeddings ? " (also the output head)" : ""))
+        let t = loaded.tokenizer
+        print("tokenizer:       \(t.kind), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none"), add BOS \(t.addBOS)")
+        print("chat template:   \(loaded.chatTemplate)")
+        if tensors, let gguf = try? GGUFFile(path: loaded.path) {
+            for name in gguf.tensorOrder {
+                let tensor = gguf.tensors[name]!
+                print("  \(name)  \(tensor.type)  \(tensor.shape)  \(tensor.byteCount) bytes")
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Pivot
+import PivotKernels
+
+/// `-m` and the machine options every verb shares.
+struct ModelOptions: ParsableArguments {
+    @Option(name: [.customShort("m"), .customLong("model")],
+            help: "A .gguf file or a HuggingFace folder (config.json + *.safetensors + tokenizer.json). A bare file name is also looked up in $PIVOT_MODELS, ./models and ../shared/models. Default: SmolLM2-135M-Instruct.Q4_1.gguf.")
+    var path: String?
+
+    @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "KV cache size in tokens (default: the model's context length, at most 4096).")
+    var contextSize: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        if let contextSize, contextSize < 2 { throw ValidationError("--ctx-size must be at least 2") }
+    }
+
+    func resolvedPath() throws -> String {
+        guard let resolved = ModelLocator.resolve(path) else {
+            let name = path ?? ModelLocator.defaultModelName
+            throw PivotError.fileNotFound(name + (path == nil ? " (run scripts/fetch-model.sh to download the default model)" : ""))
+        }
+        return resolved
+    }
+
+    func load() throws -> LoadedModel {
+        try LoadedModel.load(path: try resolvedPath())
+    }
+
+    func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
+
+    /// The cache size: the flag, else the model's context capped at 4096 to keep memory modest.
+    func cacheSize(for model: LoadedModel) -> Int { contextSize ?? min(model.config.contextLength, 4096) }
+}
+
+struct SamplingOptions: ParsableArguments {
+    @Option(name: .customLong("temp"), help: "Sampling temperature; 0 is greedy (deterministic).")
+    var temperature: Float = 0.8
+
+    @Option(name: .customLong("top-k"), help: "Sample among the K most likely tokens (0 = all).")
+    var topK: Int = 40
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling: smallest set of tokens with this total probability.")
+    var topP: Float = 0.95
+
+    @Option(name: .customLong("seed"), help: "Random seed for sampling (default: from the clock).")
+    var seed: UInt64?
+
+    func check() throws {
+        guard temperature >= 0 else { throw ValidationError("--temp must be >= 0") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be >= 0") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+    }
+
+    func makeSampler() -> Sampler {
+        Sampler(temperature: temperature, topK: topK, topP: topP, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
+    }
+}
+
+func writeOut(_ s: String) {
+    if s.isEmpty { return }
+    FileHandle.standardOutput.write(s.data(using: .utf8)!)
+}
+
+func writeErr(_ s: String) {
+    FileHandle.standardError.write(s.data(using: .utf8)!)
+}

@@ -1,0 +1,104 @@
+import XCTest
+import PivotKernels
+
+/// Each fast kernel against a plain reference loop (dequantize, then a float dot).
+final class QuantizedDotTests: XCTestCase {
+    var rng = SystemRandomNumberGenerator()
+
+    /// Random blocks of `format` for `rows` × `columns` weights.
+    func randomBlocks(_ format: BlockFormat, rows: Int, columns: Int, seed: UInt64) -> [UInt8] {
+        var g = SeededGenerator(seed: seed)
+        var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(columns))
+        for b in 0..<(rows * columns / 32) {
+            let base = b * format.bytesPerBlock
+            let d = Float16(Float.random(in: 0.001...0.05, using: &g))
+            withUnsafeBytes(of: d.bitPattern.littleEndian) { for i in 0..<2 { bytes[base + i] = $0[i] } }
+            var start = 2
+            if format == .q4_1 {
+                let m = Float16(Float.random(in: -0.3...0.1, using: &g))
+                withUnsafeBytes(of: m.bitPattern.littleEndian) { for i in 0..<2 { bytes[base + 2 + i] = $0[i] } }
+                start = 4
+            }
+            for i in start..<format.bytesPerBlock { bytes[base + i] = UInt8.random(in: 0...255, using: &g) }
+        }
+        return bytes
+    }
+
+    func referenceDot(_ format: BlockFormat, row: UnsafeRawPointer, x: [Float]) -> Float {
+        var w = [Float](repeating: 0, count: x.count)
+        w.withUnsafeMutableBufferPointer { format.dequantizeRow(row, count: x.count, into: $0.baseAddress!) }
+        var total: Double = 0
+        for i in 0..<x.count { total += Double(w[i]) * Double(x[i]) }
+        return Float(total)
+    }
+
+    func testMatMulMatchesReferenceForEveryFormatAndBatch() {
+        let columns = 256, rows = 37
+        for format in BlockFormat.allCases {
+            let weights = randomBlocks(format, rows: rows, columns: columns, seed: 7)
+            for tokens in [1, 3, 4, 9] {
+                var g = SeededGenerator(seed: UInt64(tokens))
+                let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
+                let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
+                x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
+                var out = [Float](repeating: 0, count: tokens * rows)
+                weights.withUnsafeBytes { w in
+                    out.withUnsafeMutableBufferPointer { o in
+                        quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
+                                        act: act, out: o.baseAddress!, outStride: rows)
+                    }
+                    for t in 0..<tokens {
+                        // The kernel must equal an exact dot with the dequantized int8 activations.
+                        let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
+                        for r in 0..<rows {
+                            let expected = referenceDot(format, row: w.baseAddress! + r * format.rowBytes(columns), x: restored)
+                            XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5,
+                                           "\(format) token \(t) row \(r)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testActivationQuantizationRoundTrips() {
+        let x: [Float] = (0..<64).map { Float($0 - 20) * 0.37 }
+        let act = Q8Activations(capacityRows: 1, maxColumns: 64)
+        x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: 1, columns: 64, stride: 64) }
+        XCTAssertEqual(act.scales[0], 20 * 0.37 / 127, accuracy: 1e-6)
+        for b in 0..<2 {
+            var sum: Float = 0
+            for j in 0..<32 {
+                let restored = Float(act.quants[b * 32 + j]) * act.scales[b]
+                XCTAssertEqual(restored, x[b * 32 + j], accuracy: act.scales[b] / 2 + 1e-6)
+                sum += Float(act.quants[b * 32 + j])
+            }
+            XCTAssertEqual(act.scaledSums[b], sum * act.scales[b], accuracy: 1e-4)
+        }
+    }
+
+    func testQ4_1DequantizeLayout() {
+        // d = 0.5, m = -1, first byte 0x21: element 0 = low nibble 1, element 16 = high nibble 2.
+        var block = [UInt8](repeating: 0, count: 20)
+        withUnsafeBytes(of: Float16(0.5).bitPattern) { block[0] = $0[0]; block[1] = $0[1] }
+        withUnsafeBytes(of: Float16(-1).bitPattern) { block[2] = $0[0]; block[3] = $0[1] }
+        block[4] = 0x21
+        var out = [Float](repeating: 0, count: 32)
+        block.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { BlockFormat.q4_1.dequantizeRow(b.baseAddress!, count: 32, into: $0.baseAddress!) } }
+        XCTAssertEqual(out[0], -0.5)
+        XCTAssertEqual(out[16], 0.0)
+        XCTAssertEqual(out[1], -1.0)
+    }
+}
+
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &+ 0x1234_5678 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
