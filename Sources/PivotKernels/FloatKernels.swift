@@ -19,7 +19,7 @@ public func dotF32(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: 
         i += 16
     }
     if i + 8 <= count { acc0 = acc0.addingProduct(load8(a + i), load8(b + i)); i += 8 }
-    var total = (acc0 + acc1).sum()
+    var total = horizontalAdd(acc0 + acc1)
     while i < count { total += a[i] * b[i]; i += 1 }
     return total
 }
@@ -67,8 +67,9 @@ public func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointe
 
 /// exp for SIMD8 by range reduction (2^k · e^r) and a degree-6 polynomial; rel. error < 2e-7.
 @inline(__always) public func fastExp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let clamped = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.0)), SIMD8(repeating: 88.0))
-    let k = (clamped * 1.442_695_040_888_963_4).rounded(.toNearestOrEven)
+    let clamped = minimum(maximum(x, SIMD8(repeating: -87.0)), SIMD8(repeating: 88.0))
+    let ki = roundToInt32(clamped * 1.442_695_040_888_963_4)
+    let k = toFloat(ki)
     let r = clamped - k * 0.693_145_751_953_125 - k * 1.428_606_765_330_187e-06
     var p = SIMD8<Float>(repeating: 1.0 / 720)
     p = p * r + 1.0 / 120
@@ -77,7 +78,7 @@ public func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointe
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = (SIMD8<Int32>(k, rounding: .towardZero) &+ 127) &<< 23
+    let bits = (ki &+ 127) &<< 23
     return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
 }
 
@@ -127,14 +128,14 @@ import Darwin
 public func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
     var m8 = SIMD8<Float>(repeating: -.infinity)
     var i = 0
-    while i + 8 <= count { m8 = pointwiseMax(m8, load8(x + i)); i += 8 }
-    var maximum = m8.max()
-    while i < count { maximum = max(maximum, x[i]); i += 1 }
-    let mv = SIMD8<Float>(repeating: maximum)
+    while i + 8 <= count { m8 = PivotKernels.maximum(m8, load8(x + i)); i += 8 }
+    var largest = horizontalMax(m8)
+    while i < count { largest = max(largest, x[i]); i += 1 }
+    let mv = SIMD8<Float>(repeating: largest)
     var s8 = SIMD8<Float>()
     i = 0
     while i + 8 <= count { s8 += fastExp8(load8(x + i) - mv); i += 8 }
-    var total = s8.sum()
-    while i < count { total += fastExp(x[i] - maximum); i += 1 }
-    return maximum + logf(total)
+    var total = horizontalAdd(s8)
+    while i < count { total += fastExp(x[i] - largest); i += 1 }
+    return largest + logf(total)
 }

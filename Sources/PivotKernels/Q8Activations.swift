@@ -49,15 +49,15 @@ func quantizeRow(_ x: UnsafePointer<Float>, quants: UnsafeMutablePointer<Int8>,
         var amax = SIMD8<Float>()
         for k in 0..<4 {
             let lane = raw.loadUnaligned(fromByteOffset: (b * 32 + k * 8) * 4, as: SIMD8<Float>.self)
-            amax = pointwiseMax(amax, abs(lane))
+            amax = maximum(amax, abs(lane))
         }
-        let maxAbs = amax.max()
+        let maxAbs = horizontalMax(amax)
         let scale = maxAbs / 127
         let inverse: Float = maxAbs > 0 ? 127 / maxAbs : 0
         var total = SIMD8<Int32>()
         for k in 0..<4 {
             let lane = raw.loadUnaligned(fromByteOffset: (b * 32 + k * 8) * 4, as: SIMD8<Float>.self)
-            let q = SIMD8<Int32>(lane * inverse, rounding: .toNearestOrEven)
+            let q = roundToInt32(lane * inverse)
             total &+= q
             UnsafeMutableRawPointer(quants + b * 32 + k * 8)
                 .storeBytes(of: SIMD8<Int8>(truncatingIfNeeded: q), as: SIMD8<Int8>.self)
