@@ -80,19 +80,26 @@ final class HuggingFaceTests: XCTestCase {
         let hf = try LoadedModel.load(path: folder.path)
         XCTAssertEqual(hf.config.ropeInterleaved, false)
         XCTAssertEqual(hf.config.layerCount, c.layerCount)
-        let reference = try Shared.reference()
         XCTAssertEqual(hf.chatTemplate, model.chatTemplate)
-        XCTAssertEqual(hf.tokenizer.encode(reference.chat_template_text), reference.chat_template_ids)
-        for prompt in reference.prompts {
-            XCTAssertEqual(hf.tokenizer.encode(prompt.text), prompt.ids)
+        let prompts = ["The capital of France is", "Once upon a time, there was a little robot who", "def fibonacci(n):\n    "]
+        let floatState = ForwardState(config: c, maxTokens: 32, allLogits: false, pool: Shared.pool, precision: .float)
+        for text in prompts {
+            let ids = model.tokenizer.encode(text)
+            XCTAssertEqual(hf.tokenizer.encode(text), ids, "tokenizer.json encodes like the GGUF vocabulary")
+            XCTAssertEqual(hf.tokenizer.decode(ids), text)
+            let expected = Array(UnsafeBufferPointer(start: model.transformer.forward(ids, cache: model.makeCache(capacity: 64, maxBatch: 32),
+                                                                                     state: floatState).row(0), count: c.vocabularySize))
             let state = ForwardState(config: hf.config, maxTokens: 32, allLogits: false, pool: Shared.pool)
-            let logits = hf.transformer.forward(prompt.ids, cache: hf.makeCache(capacity: 64, maxBatch: 32), state: state)
+            let logits = hf.transformer.forward(ids, cache: hf.makeCache(capacity: 64, maxBatch: 32), state: state)
             let row = Array(UnsafeBufferPointer(start: logits.row(0), count: c.vocabularySize))
-            let top = row.indices.sorted { row[$0] > row[$1] }.prefix(10)
-            XCTAssertEqual(Array(top), prompt.last_logits_top10.ids)
-            for (id, expected) in zip(prompt.last_logits_top10.ids, prompt.last_logits_top10.values) {
-                XCTAssertEqual(row[id], expected, accuracy: 1e-2)
-            }
+            XCTAssertEqual(Array(row.indices.sorted { row[$0] > row[$1] }.prefix(10)), Array(expected.indices.sorted { expected[$0] > expected[$1] }.prefix(10)))
+            var worst: Float = 0
+            for i in 0..<c.vocabularySize { worst = max(worst, abs(row[i] - expected[i])) }
+            // F16-rounded v_proj in half the layers is the only difference.
+            XCTAssertLessThan(worst, 1e-2, "largest logit difference for \(text.debugDescription)")
+        }
+        if let reference = try? Shared.reference() {
+            XCTAssertEqual(hf.tokenizer.encode(reference.chat_template_text), reference.chat_template_ids)
         }
         // Damage: a missing tensor in the index is reported by name.
         var broken = weightMap

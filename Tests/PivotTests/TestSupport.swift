@@ -39,7 +39,7 @@ enum Shared {
         return loaded
     }
 
-    nonisolated(unsafe) static let pool = ThreadPool()
+    static let pool = ThreadPool()
 
     static func reference() throws -> Reference {
         guard FileManager.default.fileExists(atPath: referencePath) else { throw XCTSkip("reference file \(referencePath) not found") }

@@ -24,7 +24,9 @@ public enum LogitRows { case last, all }
 public final class Transformer {
     public let config: ModelConfig
     public let embedding: Embedding
-    public var layers: [DecoderLayer]
+    public var layers: [DecoderLayer] { didSet { groups = Self.makeGroups(layers) } }
+    /// Q/K/V and gate/up of each layer, dispatched together.
+    private var groups: [(attention: ProjectionGroup, mlp: ProjectionGroup)]
     public let finalNorm: FloatBuffer
     public var output: LinearOperator
     let rope: RoPETable
@@ -35,6 +37,7 @@ public final class Transformer {
         self.layers = layers
         self.finalNorm = finalNorm
         self.output = output
+        groups = Self.makeGroups(layers)
         rope = RoPETable(headDim: config.headDim, theta: config.ropeTheta)
     }
 
@@ -75,9 +78,7 @@ public final class Transformer {
 
         for (index, layer) in layers.enumerated() {
             normalize(x, weight: layer.attentionNorm, into: normed)
-            layer.query.forward(normed, into: q, context: context)
-            layer.key.forward(normed, into: k, context: context)
-            layer.value.forward(normed, into: v, context: context)
+            groups[index].attention.forward(normed, into: (q, k, v), context: context)
             applyRotary(q, heads: c.headCount, firstPosition: cache.length)
             applyRotary(k, heads: c.kvHeadCount, firstPosition: cache.length)
             cache.append(layer: index, keys: k, values: v)
@@ -86,8 +87,7 @@ public final class Transformer {
             addInPlace(x, normed)
 
             normalize(x, weight: layer.mlpNorm, into: normed)
-            layer.gate.forward(normed, into: gate, context: context)
-            layer.up.forward(normed, into: up, context: context)
+            groups[index].mlp.forward(normed, into: (gate, up, up), context: context)
             for t in 0..<count { siluMultiply(gate.row(t), up.row(t), count: c.intermediateSize) }
             layer.down.forward(gate, into: normed, context: context)
             addInPlace(x, normed)
@@ -104,6 +104,10 @@ public final class Transformer {
         let logits = state.logits.matrix(rows: outRows, columns: c.vocabularySize)
         output.forward(finalInput, into: logits, context: context)
         return logits
+    }
+
+    private static func makeGroups(_ layers: [DecoderLayer]) -> [(attention: ProjectionGroup, mlp: ProjectionGroup)] {
+        layers.map { (ProjectionGroup([$0.query, $0.key, $0.value]), ProjectionGroup([$0.gate, $0.up])) }
     }
 
     private func normalize(_ x: Matrix, weight: FloatBuffer, into out: Matrix) {

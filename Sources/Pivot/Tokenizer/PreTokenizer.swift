@@ -130,8 +130,8 @@ public enum PreTokenizer: Sendable, Equatable {
 }
 
 /// GPT-2's reversible map from bytes to printable characters, so byte-level tokens are strings.
-enum ByteLevel {
-    static let byteToScalar: [Unicode.Scalar] = {
+public enum ByteLevel {
+    public static let byteToScalar: [Unicode.Scalar] = {
         var table = [Unicode.Scalar](repeating: " ", count: 256)
         var extra: UInt32 = 0
         for b in 0..<256 {
@@ -141,7 +141,7 @@ enum ByteLevel {
         return table
     }()
 
-    static let scalarToByte: [UInt32: UInt8] = {
+    public static let scalarToByte: [UInt32: UInt8] = {
         var map: [UInt32: UInt8] = [:]
         for (b, s) in byteToScalar.enumerated() { map[s.value] = UInt8(b) }
         return map

@@ -209,7 +209,8 @@ public struct StreamingDecoder {
 }
 
 extension String {
-    init(format2hex byte: Int) {
+    /// "<0xAB>", the SentencePiece byte-fallback token for a byte.
+    public init(format2hex byte: Int) {
         let digits = Array("0123456789ABCDEF")
         self = "<0x" + String(digits[byte >> 4]) + String(digits[byte & 15]) + ">"
     }
