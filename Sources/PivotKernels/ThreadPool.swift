@@ -96,7 +96,8 @@ private final class PoolState: @unchecked Sendable {
     }
 
     func workerLoop() {
-        var seen = generation.load(ordering: .acquiring)
+        // Generation 0 is "no work yet": a worker that starts late still joins the first dispatch.
+        var seen = 0
         while true {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {

@@ -1,0 +1,87 @@
+import XCTest
+import Foundation
+import PivotKernels
+
+/// Float kernels and the pool against plain reference loops.
+final class FloatKernelTests: XCTestCase {
+    var g = SeededGenerator(seed: 3)
+
+    func random(_ n: Int, _ range: ClosedRange<Float> = -3...3) -> [Float] { (0..<n).map { _ in Float.random(in: range, using: &g) } }
+
+    func testDotAndAxpy() {
+        for n in [1, 7, 8, 15, 16, 64, 577] {
+            let a = random(n), b = random(n)
+            let expected = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertEqual(Double(dotF32(a, b, count: n)), expected, accuracy: 1e-4 * Double(n))
+            var y = b
+            y.withUnsafeMutableBufferPointer { axpyF32(0.5, a, $0.baseAddress!, count: n) }
+            for i in 0..<n { XCTAssertEqual(y[i], b[i] + 0.5 * a[i], accuracy: 1e-6) }
+        }
+    }
+
+    func testRMSNorm() {
+        let x = random(576), w = random(576, 0.5...1.5)
+        var out = [Float](repeating: 0, count: 576)
+        out.withUnsafeMutableBufferPointer { rmsNorm(x, weight: w, epsilon: 1e-5, out: $0.baseAddress!, count: 576) }
+        let rms = (x.reduce(0) { $0 + $1 * $1 } / 576 + 1e-5).squareRoot()
+        for i in 0..<576 { XCTAssertEqual(out[i], x[i] / rms * w[i], accuracy: 1e-5) }
+    }
+
+    func testExpSoftmaxLogSumExpAndSiLU() {
+        for x: Float in [-80, -10, -1, -0.1, 0, 0.3, 1, 5, 20, 80] {
+            XCTAssertEqual(fastExp(x), expf(x), accuracy: expf(x) * 2e-6)
+        }
+        let x = random(1003, -20...20)
+        var p = x
+        p.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: 1003) }
+        let m = x.max()!
+        let total = x.reduce(0.0) { $0 + exp(Double($1 - m)) }
+        for i in 0..<1003 { XCTAssertEqual(Double(p[i]), exp(Double(x[i] - m)) / total, accuracy: 1e-6) }
+        XCTAssertEqual(Double(logSumExp(x, count: 1003)), Double(m) + log(total), accuracy: 1e-4)
+        var gate = random(37), up = random(37)
+        let expected = (0..<37).map { gate[$0] / (1 + expf(-gate[$0])) * up[$0] }
+        gate.withUnsafeMutableBufferPointer { siluMultiply($0.baseAddress!, &up, count: 37) }
+        for i in 0..<37 { XCTAssertEqual(gate[i], expected[i], accuracy: 1e-5) }
+    }
+
+    func testRoPEBothLayouts() {
+        let d = 8
+        let x = random(d)
+        let cos: [Float] = (0..<4).map { Foundation.cos(Float($0) + 0.5) }, sin: [Float] = (0..<4).map { Foundation.sin(Float($0) + 0.5) }
+        var pairs = x, halves = x
+        pairs.withUnsafeMutableBufferPointer { applyRoPE($0.baseAddress!, headDim: d, cos: cos, sin: sin, interleaved: true) }
+        halves.withUnsafeMutableBufferPointer { applyRoPE($0.baseAddress!, headDim: d, cos: cos, sin: sin, interleaved: false) }
+        for i in 0..<4 {
+            XCTAssertEqual(pairs[2 * i], x[2 * i] * cos[i] - x[2 * i + 1] * sin[i], accuracy: 1e-6)
+            XCTAssertEqual(pairs[2 * i + 1], x[2 * i] * sin[i] + x[2 * i + 1] * cos[i], accuracy: 1e-6)
+            XCTAssertEqual(halves[i], x[i] * cos[i] - x[i + 4] * sin[i], accuracy: 1e-6)
+            XCTAssertEqual(halves[i + 4], x[i] * sin[i] + x[i + 4] * cos[i], accuracy: 1e-6)
+        }
+    }
+
+    func testThreadPoolRunsEveryChunkExactlyOnce() {
+        let pool = ThreadPool(threads: 3)
+        for chunks in [1, 2, 7, 100] {
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: chunks)
+            counts.initialize(repeating: 0, count: chunks)
+            for _ in 0..<50 { pool.parallelFor(chunks: chunks) { counts[$0] += 1 } }
+            for i in 0..<chunks { XCTAssertEqual(counts[i], 50) }
+            counts.deallocate()
+        }
+        var covered = [Int](repeating: 0, count: 1000)
+        covered.withUnsafeMutableBufferPointer { c in pool.parallelRanges(count: 1000, minChunk: 16) { for i in $0 { c[i] += 1 } } }
+        XCTAssertEqual(covered, [Int](repeating: 1, count: 1000))
+    }
+
+    func testDenseMatMul() {
+        let w = random(5 * 40), x = random(3 * 40)
+        var out = [Float](repeating: 0, count: 3 * 5)
+        out.withUnsafeMutableBufferPointer {
+            denseMatMul(weights: w, inFeatures: 40, outputs: 0..<5, x: x, xStride: 40, tokens: 3, out: $0.baseAddress!, outStride: 5)
+        }
+        for t in 0..<3 { for o in 0..<5 {
+            let e = (0..<40).reduce(Float(0)) { $0 + w[o * 40 + $1] * x[t * 40 + $1] }
+            XCTAssertEqual(out[t * 5 + o], e, accuracy: 1e-4)
+        } }
+    }
+}
