@@ -55,7 +55,7 @@ struct Bench: ParsableCommand {
             let tokens = randomTokens(generatedTokens)
             let rates = measure {
                 cache.truncate(to: 0)
-                for token in tokens { loaded.transformer.forward([token], cache: cache, state: state, logits: .last) }
+                for token in tokens { loaded.transformer.forward(token: token, cache: cache, state: state) }
                 return generatedTokens
             }
             rows.append(("tg\(generatedTokens)", rates))

@@ -57,7 +57,7 @@ public final class Generator {
             if !onToken(next) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
             if cache.length + 1 >= cache.capacity { return .contextFull }
-            logits = transformer.forward([next], cache: cache, state: decodeState, logits: .last)
+            logits = transformer.forward(token: next, cache: cache, state: decodeState)
         }
     }
 

@@ -30,7 +30,7 @@ public final class DenseKVCache: KVCache {
     }
 
     public func append(layer: Int, keys k: Matrix, values v: Matrix) {
-        precondition(length + k.rows <= capacity, "KV cache overflow")
+        guard length + k.rows <= capacity else { fatalError("KV cache overflow: \(length) + \(k.rows) > \(capacity)") }
         let d = shape.headDim
         for t in 0..<k.rows {
             for h in 0..<shape.kvHeads {

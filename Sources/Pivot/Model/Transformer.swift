@@ -46,19 +46,35 @@ public final class Transformer {
     /// Batches larger than `state.maxTokens` are split; for `.all` the caller must keep batches within it.
     @discardableResult
     public func forward(_ tokens: [Int], cache: KVCache, state: ForwardState, logits rows: LogitRows = .last) -> Matrix {
-        precondition(!tokens.isEmpty, "forward needs at least one token")
-        precondition(cache.length + tokens.count <= cache.capacity, "context of \(cache.capacity) tokens exceeded")
+        // Real checks even under -Ounchecked: overflowing the cache would write out of bounds.
+        guard !tokens.isEmpty else { fatalError("forward needs at least one token") }
+        guard cache.length + tokens.count <= cache.capacity else { fatalError("context of \(cache.capacity) tokens exceeded") }
         if tokens.count > state.maxTokens {
             precondition(rows == .last, "all-row logits need batches of at most \(state.maxTokens) tokens")
             var start = 0
             var result = Matrix(state.logits.pointer, rows: 1, columns: config.vocabularySize)
             while start < tokens.count {
                 let end = min(tokens.count, start + state.maxTokens)
-                result = forward(Array(tokens[start..<end]), cache: cache, state: state, logits: .last)
+                result = tokens.withUnsafeBufferPointer {
+                    run(UnsafeBufferPointer(rebasing: $0[start..<end]), cache: cache, state: state, logits: .last)
+                }
                 start = end
             }
             return result
         }
+        return tokens.withUnsafeBufferPointer { run($0, cache: cache, state: state, logits: rows) }
+    }
+
+    /// One decode step without allocating: the token goes through a stack buffer.
+    @discardableResult
+    public func forward(token: Int, cache: KVCache, state: ForwardState) -> Matrix {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 1) { buffer in
+            buffer[0] = token
+            return run(UnsafeBufferPointer(buffer), cache: cache, state: state, logits: .last)
+        }
+    }
+
+    private func run(_ tokens: UnsafeBufferPointer<Int>, cache: KVCache, state: ForwardState, logits rows: LogitRows) -> Matrix {
         let c = config
         let count = tokens.count
         let context = state.context
@@ -209,7 +225,7 @@ public final class Embedding {
     }
 
     public func lookup(_ token: Int, into out: UnsafeMutablePointer<Float>) {
-        precondition(token >= 0 && token < vocabularySize, "token id \(token) outside the vocabulary of \(vocabularySize)")
+        guard token >= 0 && token < vocabularySize else { fatalError("token id \(token) outside the vocabulary of \(vocabularySize)") }
         let row = tensor.data + token * rowBytes
         switch tensor.type {
         case .f32: out.update(from: row.assumingMemoryBound(to: Float.self), count: width)
