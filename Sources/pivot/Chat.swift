@@ -17,6 +17,9 @@ struct Chat: ParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
+    @Option(help: "Activation precision for quantized weights: int8 (fast, like llama.cpp) or float (exact, slower).")
+    var precision: ActivationPrecision = .int8
+
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
         try sampling.check()
@@ -24,7 +27,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: model.cacheSize(for: loaded))
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: model.cacheSize(for: loaded), precision: precision)
         var sampler = sampling.makeSampler()
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []
