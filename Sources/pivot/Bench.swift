@@ -19,8 +19,8 @@ struct Bench: ParsableCommand {
     @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed repetitions of each test.")
     var repetitions: Int = 5
 
-    @Option(help: "Activation precision for quantized weights: int8 (fast) or float (exact).")
-    var precision: ActivationPrecision = .int8
+    @OptionGroup var precisionOption: PrecisionOption
+    var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
         guard promptTokens >= 0, generatedTokens >= 0, promptTokens + generatedTokens > 0 else {

@@ -8,6 +8,7 @@ struct Chat: ParsableCommand {
         discussion: "Type a message and press Enter. Commands: /reset starts over, /exit (or Ctrl-D) quits. The KV cache is kept between turns, so only new text is processed.")
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var context: ContextOption
 
     @Option(name: .customLong("system"), help: "System prompt (default: the template's own, if any).")
     var system: String?
@@ -17,8 +18,8 @@ struct Chat: ParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
-    @Option(help: "Activation precision for quantized weights: int8 (fast, like llama.cpp) or float (exact, slower).")
-    var precision: ActivationPrecision = .int8
+    @OptionGroup var precisionOption: PrecisionOption
+    var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
@@ -27,7 +28,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: model.cacheSize(for: loaded), precision: precision)
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision)
         var sampler = sampling.makeSampler()
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []

@@ -7,6 +7,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate a continuation of a prompt, streamed to stdout.")
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var context: ContextOption
 
     @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt text.")
     var prompt: String
@@ -16,8 +17,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
-    @Option(help: "Activation precision for quantized weights: int8 (fast) or float (exact, matches a float reference).")
-    var precision: ActivationPrecision = .int8
+    @OptionGroup var precisionOption: PrecisionOption
+    var precision: ActivationPrecision { precisionOption.precision }
 
     @Flag(help: "Do not print timings to stderr at the end.")
     var quiet = false
@@ -29,7 +30,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: model.cacheSize(for: loaded), precision: precision)
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision)
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {

@@ -12,12 +12,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
     var threads: Int?
 
-    @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "KV cache size in tokens (default: the model's context length, at most 4096).")
-    var contextSize: Int?
-
     func validate() throws {
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
-        if let contextSize, contextSize < 2 { throw ValidationError("--ctx-size must be at least 2") }
     }
 
     func resolvedPath() throws -> String {
@@ -33,6 +29,17 @@ struct ModelOptions: ParsableArguments {
     }
 
     func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
+
+}
+
+/// `-c`, for the verbs that keep a conversation in the KV cache.
+struct ContextOption: ParsableArguments {
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "KV cache size in tokens (default: the model's context length, at most 4096).")
+    var contextSize: Int?
+
+    func validate() throws {
+        if let contextSize, contextSize < 2 { throw ValidationError("--ctx-size must be at least 2") }
+    }
 
     /// The cache size: the flag, else the model's context capped at 4096 to keep memory modest.
     func cacheSize(for model: LoadedModel) -> Int { contextSize ?? min(model.config.contextLength, 4096) }
@@ -61,6 +68,14 @@ struct SamplingOptions: ParsableArguments {
         Sampler(temperature: temperature, topK: topK, topP: topP, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
     }
 }
+
+/// `--precision`, for every verb that runs the model.
+struct PrecisionOption: ParsableArguments {
+    @Option(help: "Activation precision for quantized weights: int8 (fast, like llama.cpp) or float (exact: matches a float reference implementation, slower).")
+    var precision: ActivationPrecision = .int8
+}
+
+extension ActivationPrecision: ExpressibleByArgument {}
 
 func writeOut(_ s: String) {
     if s.isEmpty { return }

@@ -18,8 +18,8 @@ struct Perplexity: ParsableCommand {
     @Option(name: .customLong("chunks"), help: "Score at most this many windows (default: all).")
     var chunks: Int?
 
-    @Option(help: "Activation precision for quantized weights: int8 (fast) or float (exact).")
-    var precision: ActivationPrecision = .int8
+    @OptionGroup var precisionOption: PrecisionOption
+    var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
         guard windowLength >= 2 && windowLength <= 8192 else { throw ValidationError("--ctx must be between 2 and 8192") }
@@ -52,4 +52,3 @@ struct Perplexity: ParsableCommand {
     }
 }
 
-extension ActivationPrecision: ExpressibleByArgument {}

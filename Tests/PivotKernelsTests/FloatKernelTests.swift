@@ -4,7 +4,7 @@ import PivotKernels
 
 /// Float kernels and the pool against plain reference loops.
 final class FloatKernelTests: XCTestCase {
-    var g = SeededGenerator(seed: 3)
+    var g = SplitMix64(seed: 3)
 
     func random(_ n: Int, _ range: ClosedRange<Float> = -3...3) -> [Float] { (0..<n).map { _ in Float.random(in: range, using: &g) } }
 

@@ -7,7 +7,7 @@ final class QuantizedDotTests: XCTestCase {
 
     /// Random blocks of `format` for `rows` × `columns` weights.
     func randomBlocks(_ format: BlockFormat, rows: Int, columns: Int, seed: UInt64) -> [UInt8] {
-        var g = SeededGenerator(seed: seed)
+        var g = SplitMix64(seed: seed)
         var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(columns))
         for b in 0..<(rows * columns / 32) {
             let base = b * format.bytesPerBlock
@@ -37,7 +37,7 @@ final class QuantizedDotTests: XCTestCase {
         for format in BlockFormat.allCases {
             let weights = randomBlocks(format, rows: rows, columns: columns, seed: 7)
             for tokens in [1, 3, 4, 9] {
-                var g = SeededGenerator(seed: UInt64(tokens))
+                var g = SplitMix64(seed: UInt64(tokens))
                 let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
                 let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
                 x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
@@ -91,14 +91,3 @@ final class QuantizedDotTests: XCTestCase {
     }
 }
 
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x1234_5678 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -8,7 +8,7 @@ final class AttentionTests: XCTestCase {
         let shape = AttentionShape(layers: 2, heads: 4, kvHeads: 2, headDim: 8)
         let cache = DenseKVCache(shape: shape, capacity: 40, maxBatch: 20)
         let pool = ThreadPool(threads: 2)
-        var g = SeededGenerator(seed: 11)
+        var g = SplitMix64(seed: 11)
         var allK: [[Float]] = [], allV: [[Float]] = []
         func randomRows(_ n: Int, _ w: Int) -> [Float] { (0..<(n * w)).map { _ in Float.random(in: -1...1, using: &g) } }
         for batch in [17, 1, 1, 3] {

@@ -10,7 +10,7 @@ final class TinyModelTests: XCTestCase {
     let theta: Float = 10000, eps: Float = 1e-6
 
     func testQwen2ShapedModelMatchesPlainReference() throws {
-        var g = SeededGenerator(seed: 5)
+        var g = SplitMix64(seed: 5)
         func random(_ n: Int, _ scale: Float = 0.2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale, using: &g) } }
         var weights: [String: [Float]] = [:]
         var shapes: [String: [Int]] = [:]

@@ -1,3 +1,4 @@
+import PivotKernels
 /// Picks the next token from logits: greedy at temperature 0, else temperature + top-k + top-p.
 public struct Sampler {
     public var temperature: Float
@@ -55,20 +56,6 @@ public func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
     var bestValue = x[0]
     for i in 1..<count where x[i] > bestValue { best = i; bestValue = x[i] }
     return best
-}
-
-/// Small, fast, seedable generator so `--seed` reproduces a run.
-public struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
 import Foundation

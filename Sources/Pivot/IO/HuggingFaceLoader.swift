@@ -9,7 +9,7 @@ enum HuggingFaceLoader {
         let json = try readJSON(configPath)
         let config = try ModelConfig(huggingFace: json, file: configPath)
         let store = try SafetensorsStore(directory: directory)
-        let transformer = try buildTransformer(config: config, store: store)
+        let transformer = try WeightLoader.build(config: config, store: store, names: .huggingFace)
         let tokenizer = try Tokenizer(huggingFaceDirectory: directory)
         guard tokenizer.vocabularySize <= config.vocabularySize else {
             throw PivotError.malformed(file: directory, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(config.vocabularySize)")
@@ -24,39 +24,6 @@ enum HuggingFaceLoader {
             throw PivotError.malformed(file: path, "not a JSON object")
         }
         return object
-    }
-
-    static func buildTransformer(config c: ModelConfig, store: SafetensorsStore) throws -> Transformer {
-        let d = c.hiddenSize
-        func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
-            let values = try store.require(name, shape: [count]).toFloats()
-            let buffer = FloatBuffer(count: count)
-            for i in 0..<count { buffer.pointer[i] = values[i] }
-            return buffer
-        }
-        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
-            let op = makeLinear(try store.require(name + ".weight", shape: [out, inFeatures]))
-            guard bias else { return op }
-            return BiasedLinear(op, bias: try store.require(name + ".bias", shape: [out]).toFloats())
-        }
-        let embedding = try store.require("model.embed_tokens.weight", shape: [c.vocabularySize, d])
-        var layers: [DecoderLayer] = []
-        for i in 0..<c.layerCount {
-            let p = "model.layers.\(i)."
-            layers.append(DecoderLayer(
-                attentionNorm: try vector(p + "input_layernorm.weight", d),
-                query: try linear(p + "self_attn.q_proj", out: c.queryWidth, in: d, bias: c.attentionBias),
-                key: try linear(p + "self_attn.k_proj", out: c.kvWidth, in: d, bias: c.attentionBias),
-                value: try linear(p + "self_attn.v_proj", out: c.kvWidth, in: d, bias: c.attentionBias),
-                attentionOutput: try linear(p + "self_attn.o_proj", out: d, in: c.queryWidth),
-                mlpNorm: try vector(p + "post_attention_layernorm.weight", d),
-                gate: try linear(p + "mlp.gate_proj", out: c.intermediateSize, in: d),
-                up: try linear(p + "mlp.up_proj", out: c.intermediateSize, in: d),
-                down: try linear(p + "mlp.down_proj", out: d, in: c.intermediateSize)))
-        }
-        let output = c.tiedEmbeddings ? makeLinear(embedding) : try linear("lm_head", out: c.vocabularySize, in: d)
-        return Transformer(config: c, embedding: Embedding(embedding), layers: layers,
-                           finalNorm: try vector("model.norm.weight", d), output: output)
     }
 }
 

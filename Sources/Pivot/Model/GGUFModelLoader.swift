@@ -40,39 +40,6 @@ extension ModelConfig {
 /// Maps llama.cpp tensor names onto the forward pass's weights.
 enum GGUFModelLoader {
     static func load(_ gguf: GGUFFile) throws -> Transformer {
-        let c = try ModelConfig(gguf: gguf)
-        let d = c.hiddenSize
-        func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
-            let t = try gguf.require(name, shape: [count])
-            let buffer = FloatBuffer(count: count)
-            let values = t.toFloats()
-            for i in 0..<count { buffer.pointer[i] = values[i] }
-            return buffer
-        }
-        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
-            let t = try gguf.require(name + ".weight", shape: [out, inFeatures])
-            let op = makeLinear(t)
-            guard bias else { return op }
-            return BiasedLinear(op, bias: try gguf.require(name + ".bias", shape: [out]).toFloats())
-        }
-        let embedTensor = try gguf.require("token_embd.weight", shape: [c.vocabularySize, d])
-        var layers: [DecoderLayer] = []
-        for i in 0..<c.layerCount {
-            let p = "blk.\(i)."
-            layers.append(DecoderLayer(
-                attentionNorm: try vector(p + "attn_norm.weight", d),
-                query: try linear(p + "attn_q", out: c.queryWidth, in: d, bias: c.attentionBias),
-                key: try linear(p + "attn_k", out: c.kvWidth, in: d, bias: c.attentionBias),
-                value: try linear(p + "attn_v", out: c.kvWidth, in: d, bias: c.attentionBias),
-                attentionOutput: try linear(p + "attn_output", out: d, in: c.queryWidth),
-                mlpNorm: try vector(p + "ffn_norm.weight", d),
-                gate: try linear(p + "ffn_gate", out: c.intermediateSize, in: d),
-                up: try linear(p + "ffn_up", out: c.intermediateSize, in: d),
-                down: try linear(p + "ffn_down", out: d, in: c.intermediateSize)))
-        }
-        let output = c.tiedEmbeddings ? makeLinear(embedTensor)
-                                      : try linear("output", out: c.vocabularySize, in: d)
-        return Transformer(config: c, embedding: Embedding(embedTensor), layers: layers,
-                           finalNorm: try vector("output_norm.weight", d), output: output)
+        try WeightLoader.build(config: try ModelConfig(gguf: gguf), store: gguf, names: .gguf)
     }
 }

@@ -1,0 +1,61 @@
+import PivotKernels
+
+/// The tensor names of one checkpoint family; everything else about building the model is shared.
+struct TensorNaming {
+    var embedding: String
+    var finalNorm: String
+    /// Untied output head, without ".weight".
+    var output: String
+    /// Prefix of layer i's tensors.
+    var layerPrefix: (Int) -> String
+    var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
+
+    /// llama.cpp's GGUF names.
+    static let gguf = TensorNaming(
+        embedding: "token_embd.weight", finalNorm: "output_norm.weight", output: "output", layerPrefix: { "blk.\($0)." },
+        attentionNorm: "attn_norm.weight", query: "attn_q", key: "attn_k", value: "attn_v", attentionOutput: "attn_output",
+        mlpNorm: "ffn_norm.weight", gate: "ffn_gate", up: "ffn_up", down: "ffn_down")
+
+    /// HuggingFace transformers' Llama/Mistral/Qwen2 names.
+    static let huggingFace = TensorNaming(
+        embedding: "model.embed_tokens.weight", finalNorm: "model.norm.weight", output: "lm_head", layerPrefix: { "model.layers.\($0)." },
+        attentionNorm: "input_layernorm.weight", query: "self_attn.q_proj", key: "self_attn.k_proj", value: "self_attn.v_proj",
+        attentionOutput: "self_attn.o_proj", mlpNorm: "post_attention_layernorm.weight", gate: "mlp.gate_proj",
+        up: "mlp.up_proj", down: "mlp.down_proj")
+}
+
+/// Builds the forward pass from a tensor store, checking every shape against the config.
+enum WeightLoader {
+    static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming) throws -> Transformer {
+        let d = c.hiddenSize
+        func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
+            let values = try store.require(name, shape: [count]).toFloats()
+            let buffer = FloatBuffer(count: count)
+            for i in 0..<count { buffer.pointer[i] = values[i] }
+            return buffer
+        }
+        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
+            let op = makeLinear(try store.require(name + ".weight", shape: [out, inFeatures]))
+            guard bias else { return op }
+            return BiasedLinear(op, bias: try store.require(name + ".bias", shape: [out]).toFloats())
+        }
+        let embedding = try store.require(names.embedding, shape: [c.vocabularySize, d])
+        var layers: [DecoderLayer] = []
+        for i in 0..<c.layerCount {
+            let p = names.layerPrefix(i)
+            layers.append(DecoderLayer(
+                attentionNorm: try vector(p + names.attentionNorm, d),
+                query: try linear(p + names.query, out: c.queryWidth, in: d, bias: c.attentionBias),
+                key: try linear(p + names.key, out: c.kvWidth, in: d, bias: c.attentionBias),
+                value: try linear(p + names.value, out: c.kvWidth, in: d, bias: c.attentionBias),
+                attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth),
+                mlpNorm: try vector(p + names.mlpNorm, d),
+                gate: try linear(p + names.gate, out: c.intermediateSize, in: d),
+                up: try linear(p + names.up, out: c.intermediateSize, in: d),
+                down: try linear(p + names.down, out: d, in: c.intermediateSize)))
+        }
+        let output = c.tiedEmbeddings ? makeLinear(embedding) : try linear(names.output, out: c.vocabularySize, in: d)
+        return Transformer(config: c, embedding: Embedding(embedding), layers: layers,
+                           finalNorm: try vector(names.finalNorm, d), output: output)
+    }
+}
