@@ -31,13 +31,14 @@ public final class Q8Activations {
         self.columns = columns
         let blocks = columns / 32
         let quants = self.quants, scales = self.scales, sums = self.scaledSums
-        let body = { (range: Range<Int>) in
+        // A nested function, not a closure value: a stored closure would be heap-allocated per call.
+        func quantizeRows(_ range: Range<Int>) {
             for r in range {
                 quantizeRow(x + r * stride, quants: quants + r * columns,
                             scales: scales + r * blocks, sums: sums + r * blocks, blocks: blocks)
             }
         }
-        if let pool, rows >= 16 { pool.parallelRanges(count: rows, body) } else { body(0..<rows) }
+        if let pool, rows >= 16 { pool.parallelRanges(count: rows) { quantizeRows($0) } } else { quantizeRows(0..<rows) }
     }
 }
 

@@ -27,19 +27,38 @@ public final class ThreadPool: @unchecked Sendable {
     public static var defaultThreadCount: Int { ProcessInfo.processInfo.activeProcessorCount }
 
     /// Runs `body(chunk)` for every chunk in `0..<chunks`, spread across the pool; returns when all are done.
+    /// One small allocation per call; hot paths use `run(_:chunks:)` with a reused job object.
     public func parallelFor(chunks: Int, _ body: (Int) -> Void) { state.parallelFor(chunks: chunks, body) }
+
+    /// Runs `job.run(chunk:)` for every chunk, without allocating.
+    public func run(_ job: ParallelJob, chunks: Int) { state.run(job, chunks: chunks) }
+
+    /// How `parallelRanges` would split `count` items: (chunk size, chunk count).
+    public func rangeSplit(count: Int, minChunk: Int = 1) -> (size: Int, chunks: Int) {
+        let target = max(1, min(threads * 4, count / max(1, minChunk)))
+        let size = (count + target - 1) / target
+        return (size, (count + size - 1) / size)
+    }
 
     /// Splits `0..<count` into about `threads * 4` ranges and runs `body(range)` on each.
     public func parallelRanges(count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         if count <= 0 { return }
-        let target = max(1, min(threads * 4, count / max(1, minChunk)))
-        let size = (count + target - 1) / target
-        let chunks = (count + size - 1) / size
+        let (size, chunks) = rangeSplit(count: count, minChunk: minChunk)
         parallelFor(chunks: chunks) { chunk in
             let start = chunk * size
             body(start..<min(count, start + size))
         }
     }
+}
+
+/// Work split into numbered chunks; one object per call site, reused across dispatches.
+public protocol ParallelJob: AnyObject {
+    func run(chunk: Int)
+}
+
+private final class ClosureJob: ParallelJob {
+    var body: ((Int) -> Void)?
+    func run(chunk: Int) { body!(chunk) }
 }
 
 /// The state workers share; workers hold it strongly so it outlives the pool object.
@@ -51,7 +70,9 @@ private final class PoolState: @unchecked Sendable {
     private let sleepers = Atomic<Int>(0)
     private let shuttingDown = Atomic<Bool>(false)
     private let condition = NSCondition()
-    private var job: ((Int) -> Void)?
+    /// The job of the running dispatch.
+    private var job: ParallelJob?
+    private let closureJob = ClosureJob()
     private var chunkCount = 0
 
     /// Spin iterations before a worker parks; a few milliseconds of spinning covers the gap
@@ -66,6 +87,7 @@ private final class PoolState: @unchecked Sendable {
         condition.lock(); condition.broadcast(); condition.unlock()
     }
 
+    /// Convenience path: wraps the closure (Swift allocates a small escape-check box per call).
     func parallelFor(chunks: Int, _ body: (Int) -> Void) {
         if chunks <= 0 { return }
         if threads == 1 || chunks == 1 {
@@ -73,25 +95,37 @@ private final class PoolState: @unchecked Sendable {
             return
         }
         withoutActuallyEscaping(body) { escapable in
-            job = escapable
-            chunkCount = chunks
-            nextChunk.store(0, ordering: .relaxed)
-            pending.store(threads - 1, ordering: .relaxed)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                condition.lock(); condition.broadcast(); condition.unlock()
-            }
-            runChunks(escapable)
-            while pending.load(ordering: .acquiring) > 0 { spinHint() }
-            job = nil
+            closureJob.body = escapable
+            run(closureJob, chunks: chunks)
+            closureJob.body = nil
         }
     }
 
-    private func runChunks(_ body: (Int) -> Void) {
+    /// Allocation-free path: the job object is created once and reused.
+    func run(_ job: ParallelJob, chunks: Int) {
+        if chunks <= 0 { return }
+        if threads == 1 || chunks == 1 {
+            for chunk in 0..<chunks { job.run(chunk: chunk) }
+            return
+        }
+        self.job = job
+        chunkCount = chunks
+        nextChunk.store(0, ordering: .relaxed)
+        pending.store(threads - 1, ordering: .relaxed)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            condition.lock(); condition.broadcast(); condition.unlock()
+        }
+        runChunks(job)
+        while pending.load(ordering: .acquiring) > 0 { spinHint() }
+        self.job = nil
+    }
+
+    private func runChunks(_ job: ParallelJob) {
         while true {
             let chunk = nextChunk.add(1, ordering: .relaxed).oldValue
             if chunk >= chunkCount { return }
-            body(chunk)
+            job.run(chunk: chunk)
         }
     }
 

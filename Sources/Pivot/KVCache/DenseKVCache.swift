@@ -12,6 +12,7 @@ public final class DenseKVCache: KVCache {
     let scores: FloatBuffer
     let scoreRows: Int
     static let queryBlock = 16
+    private lazy var attentionJob = AttentionJob(cache: self)
 
     public init(shape: AttentionShape, capacity: Int, maxBatch: Int = 512) {
         self.shape = shape
@@ -41,23 +42,35 @@ public final class DenseKVCache: KVCache {
     }
 
     public func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) {
-        let tokens = queries.rows
-        let block = Self.queryBlock
-        let blocks = (tokens + block - 1) / block
-        let heads = shape.heads, group = shape.heads / shape.kvHeads, d = shape.headDim
-        let start = length, capacity = self.capacity
-        let scale = 1 / Float(d).squareRoot()
-        let scoreBase = scores.pointer
-        pool.parallelFor(chunks: heads * blocks) { item in
-            let h = item % heads, qb = item / heads
-            let keyBase = UnsafePointer(self.headBase(self.keys, layer: layer, kvHead: h / group))
-            let valueBase = UnsafePointer(self.headBase(self.values, layer: layer, kvHead: h / group))
-            let p = scoreBase + item * capacity
-            for t in (qb * block)..<min(tokens, (qb + 1) * block) {
-                let q = UnsafePointer(queries.row(t) + h * d)
-                let visible = start + t + 1
-                attendOneQuery(q, keys: keyBase, values: valueBase, count: visible, headDim: d,
-                               scale: scale, scores: p, out: out.row(t) + h * d)
+        let job = attentionJob
+        job.layer = layer
+        job.queries = queries
+        job.out = out
+        job.start = length
+        job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
+        pool.run(job, chunks: shape.heads * job.blocks)
+    }
+
+    /// One work item per (head, block of 16 queries); reused so decode does not allocate.
+    final class AttentionJob: ParallelJob {
+        unowned let cache: DenseKVCache
+        var layer = 0, start = 0, blocks = 1
+        var queries = Matrix(UnsafeMutablePointer(bitPattern: 64)!, rows: 0, columns: 0)
+        var out = Matrix(UnsafeMutablePointer(bitPattern: 64)!, rows: 0, columns: 0)
+
+        init(cache: DenseKVCache) { self.cache = cache }
+
+        func run(chunk item: Int) {
+            let c = cache, shape = c.shape
+            let h = item % shape.heads, qb = item / shape.heads
+            let group = shape.heads / shape.kvHeads, d = shape.headDim
+            let keys = UnsafePointer(c.headBase(c.keys, layer: layer, kvHead: h / group))
+            let values = UnsafePointer(c.headBase(c.values, layer: layer, kvHead: h / group))
+            let scores = c.scores.pointer + item * c.capacity
+            let scale = 1 / Float(d).squareRoot()
+            for t in (qb * DenseKVCache.queryBlock)..<min(queries.rows, (qb + 1) * DenseKVCache.queryBlock) {
+                attendOneQuery(UnsafePointer(queries.row(t) + h * d), keys: keys, values: values, count: start + t + 1,
+                               headDim: d, scale: scale, scores: scores, out: out.row(t) + h * d)
             }
         }
     }

@@ -7,6 +7,8 @@ public final class ComputeContext {
     public let activations: Q8Activations
     /// How quantized weights meet activations.
     public var precision: ActivationPrecision
+    /// Reused dispatch object so quantized products do not allocate.
+    public let matMulJob = QuantizedMatMulJob()
 
     public init(pool: ThreadPool, maxTokens: Int, maxColumns: Int, precision: ActivationPrecision = .int8) {
         self.pool = pool
@@ -73,12 +75,12 @@ public final class QuantizedLinear: LinearOperator {
         }
         let act = context.activations
         act.quantize(x.base, rows: x.rows, columns: inFeatures, stride: x.stride, pool: context.pool)
-        let format = self.format, weights = self.weights, rowBytes = self.rowBytes
-        let out = y.base, outStride = y.stride
-        context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
-            quantizedMatMul(format, weights: weights, rowBytes: rowBytes, outputs: range,
-                            act: act, out: out, outStride: outStride)
-        }
+        context.matMulJob.run(segment(into: y), act: act, pool: context.pool)
+    }
+
+    /// This operator's weights writing into `y`, for a fused dispatch.
+    func segment(into y: Matrix) -> QuantizedMatMulJob.Segment {
+        .init(format: format, weights: weights, rowBytes: rowBytes, rows: outFeatures, out: y.base, outStride: y.stride)
     }
 }
 

@@ -8,20 +8,13 @@ import PivotKernels
 final class ProjectionGroup {
     let members: [LinearOperator]
     private let quantized: [QuantizedLinear]
-    /// Start of each member's rows in the concatenated output range.
-    private let offsets: [Int]
-    private let totalRows: Int
 
     init(_ members: [LinearOperator]) {
         self.members = members
         let quantized = members.compactMap { $0 as? QuantizedLinear }
         let fusable = quantized.count == members.count && Set(quantized.map(\.inFeatures)).count == 1
         self.quantized = fusable ? quantized : []
-        var offsets: [Int] = []
-        var total = 0
-        for m in members { offsets.append(total); total += m.outFeatures }
-        self.offsets = offsets
-        totalRows = total
+        precondition(members.count <= 3, "a projection group fuses at most three operators")
     }
 
     /// `outputs` holds one matrix per member (unused trailing slots are ignored).
@@ -33,16 +26,9 @@ final class ProjectionGroup {
         }
         let act = context.activations
         act.quantize(x.base, rows: x.rows, columns: quantized[0].inFeatures, stride: x.stride, pool: context.pool)
-        let quantized = self.quantized, offsets = self.offsets
-        context.pool.parallelRanges(count: totalRows, minChunk: 16) { range in
-            for (i, op) in quantized.enumerated() {
-                let lower = max(range.lowerBound, offsets[i]) - offsets[i]
-                let upper = min(range.upperBound, offsets[i] + op.outFeatures) - offsets[i]
-                if lower >= upper { continue }
-                let out = output(i)
-                quantizedMatMul(op.format, weights: op.weights, rowBytes: op.rowBytes, outputs: lower..<upper,
-                                act: act, out: out.base, outStride: out.stride)
-            }
-        }
+        context.matMulJob.run(quantized[0].segment(into: outputs.0),
+                              quantized.count > 1 ? quantized[1].segment(into: outputs.1) : nil,
+                              quantized.count > 2 ? quantized[2].segment(into: outputs.2) : nil,
+                              act: act, pool: context.pool)
     }
 }

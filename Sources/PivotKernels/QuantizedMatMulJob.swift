@@ -1,0 +1,56 @@
+/// A reusable pool job: one to three quantized weight matrices sharing one Q8 activation matrix,
+/// their output rows concatenated and split into chunks (Q/K/V or gate/up run as one dispatch).
+public final class QuantizedMatMulJob: ParallelJob {
+    public struct Segment {
+        public var format: BlockFormat
+        public var weights: UnsafeRawPointer
+        public var rowBytes: Int
+        public var rows: Int
+        public var out: UnsafeMutablePointer<Float>
+        public var outStride: Int
+
+        public init(format: BlockFormat, weights: UnsafeRawPointer, rowBytes: Int, rows: Int,
+                    out: UnsafeMutablePointer<Float>, outStride: Int) {
+            self.format = format; self.weights = weights; self.rowBytes = rowBytes
+            self.rows = rows; self.out = out; self.outStride = outStride
+        }
+    }
+
+    private var segments: (Segment?, Segment?, Segment?) = (nil, nil, nil)
+    private var activations: Q8Activations?
+    private var chunkSize = 1
+    private var totalRows = 0
+
+    public init() {}
+
+    /// Runs the segments over the pool; `act` must already hold the quantized input.
+    public func run(_ a: Segment, _ b: Segment? = nil, _ c: Segment? = nil, act: Q8Activations, pool: ThreadPool) {
+        segments = (a, b, c)
+        activations = act
+        totalRows = a.rows + (b?.rows ?? 0) + (c?.rows ?? 0)
+        let split = pool.rangeSplit(count: totalRows, minChunk: 16)
+        chunkSize = split.size
+        pool.run(self, chunks: split.chunks)
+        activations = nil
+    }
+
+    public func run(chunk: Int) {
+        let start = chunk * chunkSize, end = min(totalRows, start + chunkSize)
+        guard let act = activations else { return }
+        var offset = 0
+        // Three explicit steps rather than a loop over an array literal, which would allocate.
+        if let s = segments.0 { runSegment(s, offset: &offset, start: start, end: end, act: act) }
+        if let s = segments.1 { runSegment(s, offset: &offset, start: start, end: end, act: act) }
+        if let s = segments.2 { runSegment(s, offset: &offset, start: start, end: end, act: act) }
+    }
+
+    @inline(__always)
+    private func runSegment(_ s: Segment, offset: inout Int, start: Int, end: Int, act: Q8Activations) {
+        let lower = max(start, offset) - offset, upper = min(end, offset + s.rows) - offset
+        if lower < upper {
+            quantizedMatMul(s.format, weights: s.weights, rowBytes: s.rowBytes, outputs: lower..<upper,
+                            act: act, out: s.out, outStride: s.outStride)
+        }
+        offset += s.rows
+    }
+}
