@@ -35,7 +35,7 @@ struct Tokenize: ParsableCommand {
         if pieces {
             for id in ids { print("\(id)\t\(loaded.tokenizer.decode([id]).debugDescription)") }
         } else {
-            print(ids.map(String.init).joined(separator: " "))
+            print(ids.map { "\($0)" }.joined(separator: " "))
         }
         writeErr("\(ids.count) tokens\n")
     }

@@ -53,7 +53,7 @@ final class TokenizerTests: XCTestCase {
 
     /// SentencePiece BPE from scores: "▁" prefix, merges by score, byte fallback for unknown characters.
     func testSentencePieceBPE() {
-        var tokens = ["<unk>", "<s>", "</s>"] + (0..<256).map { String(format2hex: $0) }
+        var tokens = ["<unk>", "<s>", "</s>"] + (0..<256).map { Tokenizer.byteFallbackToken(UInt8($0)) }
         tokens += ["▁", "h", "i", "▁h", "▁hi", "!"]
         var scores = [Float](repeating: 0, count: tokens.count)
         scores[tokens.firstIndex(of: "▁h")!] = -1

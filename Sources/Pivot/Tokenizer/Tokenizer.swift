@@ -22,7 +22,9 @@ public final class Tokenizer: @unchecked Sendable {
     /// Extra ids that end a turn (e.g. `<|endoftext|>` next to `<|im_end|>`).
     public let stopTokens: Set<Int>
     public let chatTemplate: String?
+    /// Pieces already encoded (wikitext has ~300k pieces but few distinct ones); guarded for concurrent callers.
     private var cache: [String: [Int]] = [:]
+    private let cacheLock = NSLock()
 
     public var vocabularySize: Int { tokens.count }
 
@@ -47,9 +49,12 @@ public final class Tokenizer: @unchecked Sendable {
         }
         if mergeList.isEmpty, let scores, case .sentencePiece = kind {
             // Every vocabulary entry that splits into two entries is a merge, ranked by score.
+            // Equal scores share a rank, so the leftmost pair wins a tie (llama.cpp's SPM order).
             let order = tokens.indices.sorted { scores[$0] > scores[$1] }
             var rank: Int32 = 0
+            var previousScore = scores[order.first ?? 0]
             for id in order {
+                if scores[id] != previousScore { rank += 1; previousScore = scores[id] }
                 let chars = Array(tokens[id])
                 guard chars.count >= 2 else { continue }
                 for cut in 1..<chars.count {
@@ -58,13 +63,12 @@ public final class Tokenizer: @unchecked Sendable {
                         if table[key] == nil { table[key] = (rank, Int32(id)) }
                     }
                 }
-                rank += 1
             }
         }
         merges = table.mapValues { (rank: $0.0, merged: $0.1) }
         switch kind {
         case .byteLevel: byteTokens = (0..<256).map { ids[String(ByteLevel.byteToScalar[$0])] ?? -1 }
-        case .sentencePiece: byteTokens = (0..<256).map { ids[String(format2hex: $0)] ?? -1 }
+        case .sentencePiece: byteTokens = (0..<256).map { ids[Tokenizer.byteFallbackToken(UInt8($0))] ?? -1 }
         }
         self.bos = bos
         self.eos = eos
@@ -114,9 +118,14 @@ public final class Tokenizer: @unchecked Sendable {
                 var word = String.UnicodeScalarView()
                 word.append(contentsOf: scalars[piece])
                 let key = String(word)
-                if let cached = cache[key] { out.append(contentsOf: cached); continue }
+                cacheLock.lock()
+                let cached = cache[key]
+                cacheLock.unlock()
+                if let cached { out.append(contentsOf: cached); continue }
                 let ids = bpe(Array(key.utf8).map { byteTokens[Int($0)] })
-                cache[key] = ids
+                cacheLock.lock()
+                if cache.count < 1 << 20 { cache[key] = ids }
+                cacheLock.unlock()
                 out.append(contentsOf: ids)
             }
         case .sentencePiece(let addSpacePrefix):
@@ -208,11 +217,12 @@ public struct StreamingDecoder {
     }
 }
 
-extension String {
-    /// "<0xAB>", the SentencePiece byte-fallback token for a byte.
-    public init(format2hex byte: Int) {
+extension Tokenizer {
+    /// "<0xAB>", the SentencePiece byte-fallback token for a byte (0...255).
+    /// A static function, not a `String.init`, so `map(String.init)` cannot pick it up.
+    public static func byteFallbackToken(_ byte: UInt8) -> String {
         let digits = Array("0123456789ABCDEF")
-        self = "<0x" + String(digits[byte >> 4]) + String(digits[byte & 15]) + ">"
+        return "<0x" + String(digits[Int(byte >> 4)]) + String(digits[Int(byte & 15)]) + ">"
     }
 }
 
