@@ -64,3 +64,13 @@ public enum ChatTemplate: Sendable, Equatable {
         return out
     }
 }
+
+extension ChatTemplate: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .chatML(let system): return "ChatML" + (system.map { " (default system prompt: \"\($0)\")" } ?? "")
+        case .llama3: return "Llama-3"
+        case .llama2: return "Llama-2 [INST]"
+        }
+    }
+}

@@ -147,3 +147,12 @@ public enum ByteLevel {
         return map
     }()
 }
+
+extension PreTokenizer: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .gpt2(let digits): return digits ? "GPT-2 regex, single digits (SmolLM)" : "GPT-2 regex"
+        case .llama3(let n): return n == 3 ? "Llama-3 regex" : "Qwen2 regex"
+        }
+    }
+}

@@ -227,3 +227,12 @@ extension Tokenizer {
 }
 
 import Foundation
+
+extension Tokenizer.Kind: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .byteLevel(let pre): return "byte-level BPE, \(pre)"
+        case .sentencePiece: return "SentencePiece BPE"
+        }
+    }
+}
