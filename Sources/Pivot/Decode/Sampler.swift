@@ -7,6 +7,7 @@ public struct Sampler {
     var rng: SplitMix64
     /// Reused scratch so sampling does not allocate per token.
     private var candidates: [(id: Int, logit: Float)] = []
+    private var weights: [Float] = []
 
     public init(temperature: Float = 0, topK: Int = 40, topP: Float = 0.95, seed: UInt64 = 0) {
         self.temperature = temperature
@@ -31,7 +32,8 @@ public struct Sampler {
         }
         if candidates.count < k || k == count { candidates.sort { $0.logit > $1.logit } }
         let maximum = candidates[0].logit
-        var weights = candidates.map { expf(($0.logit - maximum) / temperature) }
+        weights.removeAll(keepingCapacity: true)
+        for candidate in candidates { weights.append(expf((candidate.logit - maximum) / temperature)) }
         let total = weights.reduce(0, +)
         var cumulative: Float = 0
         var keep = weights.count
@@ -40,7 +42,8 @@ public struct Sampler {
             cumulative += weights[i]
             if cumulative >= topP { keep = i + 1; break }
         }
-        let mass = weights[..<keep].reduce(0, +)
+        var mass: Float = 0
+        for i in 0..<keep { mass += weights[i] }
         var r = Float(rng.nextUnit()) * mass
         for i in 0..<keep {
             r -= weights[i]
