@@ -51,7 +51,7 @@ struct Chat: ParsableCommand {
             var common = 0
             while common < min(cached.count, prompt.count) - 1 && cached[common] == prompt[common] { common += 1 }
             generator.cache.truncate(to: common)
-            guard prompt.count + tokens < generator.cache.capacity else {
+            guard prompt.count + 1 < generator.cache.capacity else {
                 writeErr("[the conversation is longer than the context (\(generator.cache.capacity) tokens); /reset to start over]\n")
                 messages.removeLast()
                 continue
@@ -59,12 +59,13 @@ struct Chat: ParsableCommand {
             var reply: [Int] = []
             var decoder = StreamingDecoder(tokenizer: loaded.tokenizer)
             var stats = GenerationStats()
-            generator.generate(prompt: Array(prompt[common...]), maxTokens: tokens, sampler: &sampler, stats: &stats) { id in
+            let reason = generator.generate(prompt: Array(prompt[common...]), maxTokens: tokens, sampler: &sampler, stats: &stats) { id in
                 reply.append(id)
                 if !loaded.tokenizer.isSpecial(id) { writeOut(decoder.push(id)) }
                 return true
             }
             writeOut(decoder.flush() + "\n")
+            if reason == .contextFull { writeErr("[context full (\(generator.cache.capacity) tokens); /reset to start over]\n") }
             let text = loaded.tokenizer.decode(reply, skipSpecial: true)
             messages.append(ChatMessage(role: "assistant", content: text))
             cached = prompt + reply

@@ -40,11 +40,12 @@ struct Generate: ParsableCommand {
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: loaded.tokenizer)
         writeOut(prompt)
-        generator.generate(prompt: ids, maxTokens: tokens, sampler: &sampler, stats: &stats) { id in
+        let reason = generator.generate(prompt: ids, maxTokens: tokens, sampler: &sampler, stats: &stats) { id in
             if !loaded.tokenizer.isSpecial(id) { writeOut(decoder.push(id)) }
             return true
         }
         writeOut(decoder.flush() + "\n")
+        if reason == .contextFull { writeErr("[stopped: the context of \(generator.cache.capacity) tokens is full; raise --ctx-size]\n") }
         if !quiet {
             writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
                             stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
