@@ -20,14 +20,12 @@ public final class Generator {
     public let model: LoadedModel
     public let cache: KVCache
     let state: ForwardState
-    let decodeState: ForwardState
 
     public init(model: LoadedModel, pool: ThreadPool, contextLength: Int? = nil, maxBatch: Int = 512,
                 precision: ActivationPrecision = .int8) {
         self.model = model
         cache = model.makeCache(capacity: contextLength, maxBatch: maxBatch)
         state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, pool: pool, precision: precision)
-        decodeState = state
     }
 
     /// Feeds `prompt` (after whatever the cache already holds) and generates up to `maxTokens`,
@@ -57,7 +55,7 @@ public final class Generator {
             if !onToken(next) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
             if cache.length + 1 >= cache.capacity { return .contextFull }
-            logits = transformer.forward(token: next, cache: cache, state: decodeState)
+            logits = transformer.forward(token: next, cache: cache, state: state)
         }
     }
 

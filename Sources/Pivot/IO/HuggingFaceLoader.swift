@@ -10,11 +10,8 @@ enum HuggingFaceLoader {
         let config = try ModelConfig(huggingFace: json, file: configPath)
         let store = try SafetensorsStore(directory: directory)
         let transformer = try WeightLoader.build(config: config, store: store, names: .huggingFace)
-        let tokenizer = try Tokenizer(huggingFaceDirectory: directory)
-        guard tokenizer.vocabularySize <= config.vocabularySize else {
-            throw PivotError.malformed(file: directory, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(config.vocabularySize)")
-        }
-        return LoadedModel(path: directory, transformer: transformer, tokenizer: tokenizer, stores: [store])
+        return try LoadedModel(path: directory, transformer: transformer,
+                               tokenizer: try Tokenizer(huggingFaceDirectory: directory), stores: [store])
     }
 
     static func readJSON(_ path: String) throws -> [String: Any] {

@@ -22,9 +22,7 @@ public final class SafetensorsStore: TensorStore {
         let index = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
         let single = (directory as NSString).appendingPathComponent("model.safetensors")
         if fm.fileExists(atPath: index) {
-            guard let data = fm.contents(atPath: index),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = json["weight_map"] as? [String: String] else {
+            guard let map = try HuggingFaceLoader.readJSON(index)["weight_map"] as? [String: String] else {
                 throw PivotError.malformed(file: index, "expected a JSON object with a 'weight_map'")
             }
             for shard in Set(map.values).sorted() {

@@ -29,6 +29,16 @@ public enum TensorType: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Converts `count` consecutive elements at `source` to floats (a block type needs whole blocks).
+    public func convert(_ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .f32: for i in 0..<count { out[i] = source.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+        case .f16: convertHalfs(source, count: count, into: out)
+        case .bf16: for i in 0..<count { out[i] = bfloat16ToFloat(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .block(let format): format.dequantizeRow(source, count: count, into: out)
+        }
+    }
+
     public var description: String {
         switch self {
         case .f32: return "F32"
@@ -57,15 +67,14 @@ public struct TensorData {
     public func toFloats() -> [Float] {
         let count = elementCount
         return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            let out = buffer.baseAddress!
-            switch type {
-            case .f32: out.update(from: data.assumingMemoryBound(to: Float.self), count: count)
-            case .f16: convertHalfs(data, count: count, into: out)
-            case .bf16: for i in 0..<count { out[i] = bfloat16ToFloat(data.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
-            case .block(let format): format.dequantizeRow(data, count: count, into: out)
-            }
+            copyFloats(into: buffer.baseAddress!)
             initialized = count
         }
+    }
+
+    /// Writes all `elementCount` values as floats into `out`.
+    public func copyFloats(into out: UnsafeMutablePointer<Float>) {
+        type.convert(data, count: elementCount, into: out)
     }
 }
 

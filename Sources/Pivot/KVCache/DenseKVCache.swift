@@ -10,7 +10,6 @@ public final class DenseKVCache: KVCache {
     let values: FloatBuffer
     /// Attention probabilities, one row of `capacity` per parallel work item.
     let scores: FloatBuffer
-    let scoreRows: Int
     static let queryBlock = 16
     private lazy var attentionJob = AttentionJob(cache: self)
 
@@ -20,7 +19,7 @@ public final class DenseKVCache: KVCache {
         let perLayer = shape.kvHeads * capacity * shape.headDim
         keys = FloatBuffer(count: shape.layers * perLayer)
         values = FloatBuffer(count: shape.layers * perLayer)
-        scoreRows = shape.heads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock)
+        let scoreRows = shape.heads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock)
         scores = FloatBuffer(count: scoreRows * capacity)
     }
 
@@ -49,18 +48,21 @@ public final class DenseKVCache: KVCache {
         job.start = length
         job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
         pool.run(job, chunks: shape.heads * job.blocks)
+        job.queries = nil
+        job.out = nil
     }
 
     /// One work item per (head, block of 16 queries); reused so decode does not allocate.
     final class AttentionJob: ParallelJob {
         unowned let cache: DenseKVCache
         var layer = 0, start = 0, blocks = 1
-        var queries = Matrix(UnsafeMutablePointer(bitPattern: 64)!, rows: 0, columns: 0)
-        var out = Matrix(UnsafeMutablePointer(bitPattern: 64)!, rows: 0, columns: 0)
+        var queries: Matrix?
+        var out: Matrix?
 
         init(cache: DenseKVCache) { self.cache = cache }
 
         func run(chunk item: Int) {
+            guard let queries, let out else { return }
             let c = cache, shape = c.shape
             let h = item % shape.heads, qb = item / shape.heads
             let group = shape.heads / shape.kvHeads, d = shape.headDim

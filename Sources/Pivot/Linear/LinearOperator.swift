@@ -97,8 +97,7 @@ public final class DenseLinear: LinearOperator {
         inFeatures = tensor.shape[1]
         sourceType = tensor.type
         weights = FloatBuffer(count: outFeatures * inFeatures)
-        let values = tensor.toFloats()
-        values.withUnsafeBufferPointer { weights.pointer.update(from: $0.baseAddress!, count: values.count) }
+        tensor.copyFloats(into: weights.pointer)
     }
 
     public init(weights values: [Float], outFeatures: Int, inFeatures: Int) {

@@ -12,7 +12,10 @@ public final class LoadedModel {
 
     public var config: ModelConfig { transformer.config }
 
-    init(path: String, transformer: Transformer, tokenizer: Tokenizer, stores: [AnyObject]) {
+    init(path: String, transformer: Transformer, tokenizer: Tokenizer, stores: [AnyObject]) throws {
+        guard tokenizer.vocabularySize <= transformer.config.vocabularySize else {
+            throw PivotError.malformed(file: path, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(transformer.config.vocabularySize)")
+        }
         self.path = path
         self.transformer = transformer
         self.tokenizer = tokenizer
@@ -29,11 +32,7 @@ public final class LoadedModel {
         if isDirectory.boolValue { return try HuggingFaceLoader.load(directory: path) }
         let gguf = try GGUFFile(path: path)
         let transformer = try GGUFModelLoader.load(gguf)
-        let tokenizer = try Tokenizer(gguf: gguf)
-        guard tokenizer.vocabularySize <= transformer.config.vocabularySize else {
-            throw PivotError.malformed(file: path, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(transformer.config.vocabularySize)")
-        }
-        return LoadedModel(path: path, transformer: transformer, tokenizer: tokenizer, stores: [gguf])
+        return try LoadedModel(path: path, transformer: transformer, tokenizer: try Tokenizer(gguf: gguf), stores: [gguf])
     }
 
     /// A fresh full-precision KV cache for `capacity` tokens.

@@ -46,9 +46,6 @@ public final class Transformer {
     /// Batches larger than `state.maxTokens` are split; for `.all` the caller must keep batches within it.
     @discardableResult
     public func forward(_ tokens: [Int], cache: KVCache, state: ForwardState, logits rows: LogitRows = .last) -> Matrix {
-        // Real checks even under -Ounchecked: overflowing the cache would write out of bounds.
-        guard !tokens.isEmpty else { fatalError("forward needs at least one token") }
-        guard cache.length + tokens.count <= cache.capacity else { fatalError("context of \(cache.capacity) tokens exceeded") }
         if tokens.count > state.maxTokens {
             precondition(rows == .last, "all-row logits need batches of at most \(state.maxTokens) tokens")
             var start = 0
@@ -74,7 +71,11 @@ public final class Transformer {
         }
     }
 
+    /// The pass itself; every entry point comes through here, so the checks live here.
     private func run(_ tokens: UnsafeBufferPointer<Int>, cache: KVCache, state: ForwardState, logits rows: LogitRows) -> Matrix {
+        // Real checks even under -Ounchecked: overflowing the cache would write out of bounds.
+        guard !tokens.isEmpty else { fatalError("forward needs at least one token") }
+        guard cache.length + tokens.count <= cache.capacity else { fatalError("context of \(cache.capacity) tokens exceeded") }
         let c = config
         let count = tokens.count
         let context = state.context
@@ -226,13 +227,7 @@ public final class Embedding {
 
     public func lookup(_ token: Int, into out: UnsafeMutablePointer<Float>) {
         guard token >= 0 && token < vocabularySize else { fatalError("token id \(token) outside the vocabulary of \(vocabularySize)") }
-        let row = tensor.data + token * rowBytes
-        switch tensor.type {
-        case .f32: out.update(from: row.assumingMemoryBound(to: Float.self), count: width)
-        case .f16: convertHalfs(row, count: width, into: out)
-        case .bf16: for i in 0..<width { out[i] = bfloat16ToFloat(row.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
-        case .block(let format): format.dequantizeRow(row, count: width, into: out)
-        }
+        tensor.type.convert(tensor.data + token * rowBytes, count: width, into: out)
     }
 }
 

@@ -29,9 +29,8 @@ enum WeightLoader {
     static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming) throws -> Transformer {
         let d = c.hiddenSize
         func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
-            let values = try store.require(name, shape: [count]).toFloats()
             let buffer = FloatBuffer(count: count)
-            for i in 0..<count { buffer.pointer[i] = values[i] }
+            try store.require(name, shape: [count]).copyFloats(into: buffer.pointer)
             return buffer
         }
         func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
