@@ -29,7 +29,7 @@ struct Chat: ParsableCommand {
     func run() throws {
         let loaded = try model.load()
         let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision)
-        var sampler = sampling.makeSampler()
+        var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []
         writeErr("Chatting with \((loaded.path as NSString).lastPathComponent). /reset to start over, /exit to quit.\n")

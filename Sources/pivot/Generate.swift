@@ -36,7 +36,7 @@ struct Generate: ParsableCommand {
         guard ids.count < generator.cache.capacity else {
             throw ValidationError("the prompt has \(ids.count) tokens; the context holds \(generator.cache.capacity) (raise --ctx-size)")
         }
-        var sampler = sampling.makeSampler()
+        var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: loaded.tokenizer)
         writeOut(prompt)

@@ -22,6 +22,9 @@ struct Inspect: ParsableCommand {
         print("vocabulary:      \(c.vocabularySize)")
         print("context length:  \(c.contextLength)")
         print("rope theta:      \(c.ropeTheta) (\(c.ropeInterleaved ? "adjacent pairs" : "rotate half"))")
+        print("rope scaling:    \(c.ropeScaling)" + (c.ropeLayers.map { " (RoPE in \($0.filter { $0 }.count) of \($0.count) layers)" } ?? ""))
+        if c.queryKeyNorm { print("q/k norm:        per head (Qwen3)") }
+        if let dtype = c.declaredDType { print("declared dtype:  \(dtype)") }
         print("rms norm eps:    \(c.rmsNormEpsilon)")
         print("tied embeddings: \(c.tiedEmbeddings)")
         print("attention bias:  \(c.attentionBias)")
@@ -35,6 +38,11 @@ struct Inspect: ParsableCommand {
         let t = loaded.tokenizer
         print("tokenizer:       \(t.kind), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none"), add BOS \(t.addBOS)")
         print("chat template:   \(loaded.chatTemplate)")
+        print("stop tokens:     \(t.stopTokens.sorted().map { "\($0) \(t.tokens[$0].debugDescription)" }.joined(separator: ", "))")
+        let g = loaded.generationDefaults
+        if g != GenerationDefaults() {
+            print("sampling (generation_config): temperature \(g.temperature.map { "\($0)" } ?? "-"), top-k \(g.topK.map(String.init) ?? "-"), top-p \(g.topP.map { "\($0)" } ?? "-")")
+        }
         if tensors, let gguf = try? GGUFFile(path: loaded.path) {
             for name in gguf.tensorOrder {
                 let tensor = gguf.tensors[name]!

@@ -45,27 +45,30 @@ struct ContextOption: ParsableArguments {
     func cacheSize(for model: LoadedModel) -> Int { contextSize ?? min(model.config.contextLength, 4096) }
 }
 
+/// Sampling flags; where one is not given, the checkpoint's generation_config.json value is used,
+/// else temperature 0.8, top-k 40, top-p 0.95.
 struct SamplingOptions: ParsableArguments {
-    @Option(name: .customLong("temp"), help: "Sampling temperature; 0 is greedy (deterministic).")
-    var temperature: Float = 0.8
+    @Option(name: .customLong("temp"), help: "Sampling temperature; 0 is greedy (deterministic). Default: the model's generation_config.json, else 0.8.")
+    var temperature: Float?
 
-    @Option(name: .customLong("top-k"), help: "Sample among the K most likely tokens (0 = all).")
-    var topK: Int = 40
+    @Option(name: .customLong("top-k"), help: "Sample among the K most likely tokens (0 = all). Default: the model's, else 40.")
+    var topK: Int?
 
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling: smallest set of tokens with this total probability.")
-    var topP: Float = 0.95
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling: smallest set of tokens with this total probability. Default: the model's, else 0.95.")
+    var topP: Float?
 
     @Option(name: .customLong("seed"), help: "Random seed for sampling (default: from the clock).")
     var seed: UInt64?
 
     func check() throws {
-        guard temperature >= 0 else { throw ValidationError("--temp must be >= 0") }
-        guard topK >= 0 else { throw ValidationError("--top-k must be >= 0") }
-        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        if let temperature, temperature < 0 { throw ValidationError("--temp must be >= 0") }
+        if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
+        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
     }
 
-    func makeSampler() -> Sampler {
-        Sampler(temperature: temperature, topK: topK, topP: topP, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
+    func makeSampler(defaults: GenerationDefaults) -> Sampler {
+        Sampler(temperature: temperature ?? defaults.temperature ?? 0.8, topK: topK ?? defaults.topK ?? 40,
+                topP: topP ?? defaults.topP ?? 0.95, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
     }
 }
 

@@ -3,8 +3,9 @@ import XCTest
 import Pivot
 import PivotKernels
 
-/// Converts the real GGUF model into a HuggingFace folder (sharded safetensors, F16 projections,
-/// Q/K un-permuted to the rotate-half layout, tokenizer.json) and checks it runs identically.
+/// Converts the real GGUF model into a HuggingFace folder as transformers 5 writes it (sharded
+/// safetensors, F16 projections, Q/K un-permuted to the rotate-half layout, tokenizer.json,
+/// `rope_parameters` instead of `rope_theta`, `chat_template.jinja`) and checks it runs identically.
 final class HuggingFaceTests: XCTestCase {
     func testHuggingFaceFolderMatchesGGUF() throws {
         let model = try Shared.model()
@@ -52,9 +53,9 @@ final class HuggingFaceTests: XCTestCase {
         let config: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": c.hiddenSize,
             "intermediate_size": c.intermediateSize, "num_hidden_layers": c.layerCount, "num_attention_heads": c.headCount,
-            "num_key_value_heads": c.kvHeadCount, "rope_theta": Double(c.ropeTheta), "rms_norm_eps": Double(c.rmsNormEpsilon),
+            "num_key_value_heads": c.kvHeadCount, "rms_norm_eps": Double(c.rmsNormEpsilon),
+            "rope_parameters": ["rope_theta": Double(c.ropeTheta), "rope_type": "default"], "dtype": "bfloat16",
             "max_position_embeddings": c.contextLength, "tie_word_embeddings": true, "vocab_size": c.vocabularySize,
-            "rope_scaling": NSNull(),
         ]
         try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("config.json"))
 
@@ -73,12 +74,13 @@ final class HuggingFaceTests: XCTestCase {
             "model": ["type": "BPE", "vocab": vocab, "merges": gguf.metadata["tokenizer.ggml.merges"]!.array!.map { $0.string! }],
         ]
         try JSONSerialization.data(withJSONObject: tokenizer).write(to: folder.appendingPathComponent("tokenizer.json"))
-        let tokenizerConfig: [String: Any] = ["bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": false,
-                                              "chat_template": gguf.metadata["tokenizer.chat_template"]!.string!]
+        let tokenizerConfig: [String: Any] = ["bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": false]
         try JSONSerialization.data(withJSONObject: tokenizerConfig).write(to: folder.appendingPathComponent("tokenizer_config.json"))
+        try gguf.metadata["tokenizer.chat_template"]!.string!.write(to: folder.appendingPathComponent("chat_template.jinja"), atomically: true, encoding: .utf8)
 
         let hf = try LoadedModel.load(path: folder.path)
         XCTAssertEqual(hf.config.ropeInterleaved, false)
+        XCTAssertEqual(hf.config.ropeTheta, 100_000, "rope_parameters.rope_theta, not the 10000 default")
         XCTAssertEqual(hf.config.layerCount, c.layerCount)
         XCTAssertEqual(hf.chatTemplate, model.chatTemplate)
         let prompts = ["The capital of France is", "Once upon a time, there was a little robot who", "def fibonacci(n):\n    "]

@@ -7,11 +7,29 @@ enum HuggingFaceLoader {
     static func load(directory: String) throws -> LoadedModel {
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         let json = try readJSON(configPath)
-        let config = try ModelConfig(huggingFace: json, file: configPath)
+        var config = try ModelConfig(huggingFace: json, file: configPath)
         let store = try SafetensorsStore(directory: directory)
+        // Without the key, a checkpoint with no lm_head is tied (what transformers does on load).
+        if json["tie_word_embeddings"] == nil && store.tensor(named: "lm_head.weight") == nil { config.tiedEmbeddings = true }
         let transformer = try WeightLoader.build(config: config, store: store, names: .huggingFace)
-        return try LoadedModel(path: directory, transformer: transformer,
-                               tokenizer: try Tokenizer(huggingFaceDirectory: directory), stores: [store])
+        let generationPath = (directory as NSString).appendingPathComponent("generation_config.json")
+        let generation = FileManager.default.fileExists(atPath: generationPath) ? try readJSON(generationPath) : [:]
+        let defaults = try GenerationDefaults(huggingFace: generation, file: generationPath)
+        var stops = try eosIDs(json, file: configPath)
+        stops.formUnion(try eosIDs(generation, file: generationPath))
+        let tokenizer = try Tokenizer(huggingFaceDirectory: directory, extraStopTokens: stops)
+        return try LoadedModel(path: directory, transformer: transformer, tokenizer: tokenizer, stores: [store],
+                               generationDefaults: defaults)
+    }
+
+    /// `eos_token_id` as one id or a list (Llama-3 lists several end-of-turn tokens).
+    static func eosIDs(_ json: [String: Any], file: String) throws -> Set<Int> {
+        switch json["eos_token_id"] {
+        case nil, is NSNull: return []
+        case let list as [Int]: return Set(list)
+        case let id as Int: return [id]
+        default: throw PivotError.malformed(file: file, "'eos_token_id' must be an integer or a list of integers")
+        }
     }
 
     static func readJSON(_ path: String) throws -> [String: Any] {
@@ -21,41 +39,5 @@ enum HuggingFaceLoader {
             throw PivotError.malformed(file: path, "not a JSON object")
         }
         return object
-    }
-}
-
-extension ModelConfig {
-    /// From a HuggingFace `config.json` (Llama, Mistral, Qwen2, SmolLM).
-    public init(huggingFace json: [String: Any], file: String) throws {
-        let modelType = (json["model_type"] as? String) ?? "llama"
-        guard ["llama", "mistral", "qwen2"].contains(modelType) else {
-            throw PivotError.unsupported(file: file, "model_type '\(modelType)' (supported: llama, mistral, qwen2)")
-        }
-        func int(_ key: String) throws -> Int {
-            guard let v = json[key] as? Int else { throw PivotError.malformed(file: file, "missing or non-integer '\(key)'") }
-            return v
-        }
-        func double(_ key: String, _ fallback: Double) -> Double { (json[key] as? Double) ?? (json[key] as? Int).map(Double.init) ?? fallback }
-        let hidden = try int("hidden_size")
-        let heads = try int("num_attention_heads")
-        if let scaling = json["rope_scaling"], !(scaling is NSNull) {
-            throw PivotError.unsupported(file: file, "rope_scaling is not implemented")
-        }
-        self.init(
-            architecture: modelType,
-            vocabularySize: try int("vocab_size"),
-            hiddenSize: hidden,
-            intermediateSize: try int("intermediate_size"),
-            layerCount: try int("num_hidden_layers"),
-            headCount: heads,
-            kvHeadCount: (json["num_key_value_heads"] as? Int) ?? heads,
-            headDim: (json["head_dim"] as? Int) ?? (heads > 0 ? hidden / heads : 0),
-            contextLength: (json["max_position_embeddings"] as? Int) ?? 2048,
-            ropeTheta: Float(double("rope_theta", 10000)),
-            rmsNormEpsilon: Float(double("rms_norm_eps", 1e-6)),
-            ropeInterleaved: false,
-            tiedEmbeddings: (json["tie_word_embeddings"] as? Bool) ?? false,
-            attentionBias: (json["attention_bias"] as? Bool) ?? (modelType == "qwen2"))
-        try validate(file: file)
     }
 }

@@ -7,8 +7,8 @@ extension ModelConfig {
         guard let arch = m["general.architecture"]?.string else {
             throw PivotError.malformed(file: gguf.path, "missing general.architecture")
         }
-        guard ["llama", "mistral", "qwen2"].contains(arch) else {
-            throw PivotError.unsupported(file: gguf.path, "architecture '\(arch)' (supported: llama, mistral, qwen2)")
+        guard ["llama", "mistral", "qwen2", "qwen3"].contains(arch) else {
+            throw PivotError.unsupported(file: gguf.path, "architecture '\(arch)' (supported: llama, mistral, qwen2, qwen3)")
         }
         func int(_ key: String) throws -> Int {
             guard let v = m["\(arch).\(key)"]?.int else { throw PivotError.malformed(file: gguf.path, "missing \(arch).\(key)") }
@@ -29,11 +29,30 @@ extension ModelConfig {
             contextLength: m["\(arch).context_length"]?.int ?? 2048,
             ropeTheta: Float(m["\(arch).rope.freq_base"]?.double ?? 10000),
             rmsNormEpsilon: Float(m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
-            // llama.cpp's converter permutes llama/mistral Q,K for pairwise RoPE; qwen2 keeps NEOX order.
-            ropeInterleaved: arch != "qwen2",
+            // llama.cpp's converter permutes llama/mistral Q,K for pairwise RoPE; qwen keeps NEOX order.
+            ropeInterleaved: !arch.hasPrefix("qwen"),
             tiedEmbeddings: gguf.tensor(named: "output.weight") == nil,
-            attentionBias: gguf.tensor(named: "blk.0.attn_q.bias") != nil)
+            attentionBias: gguf.tensor(named: "blk.0.attn_q.bias") != nil,
+            outputBias: gguf.tensor(named: "blk.0.attn_output.bias") != nil,
+            ropeScaling: try Self.ropeScaling(gguf, arch: arch),
+            queryKeyNorm: gguf.tensor(named: "blk.0.attn_q_norm.weight") != nil)
         try validate(file: gguf.path)
+    }
+
+    /// `rope_freqs.weight` (Llama-3.1 files) or `{arch}.rope.scaling.type` linear; others are refused.
+    static func ropeScaling(_ gguf: GGUFFile, arch: String) throws -> RoPEScaling {
+        if let factors = gguf.tensor(named: "rope_freqs.weight") { return .frequencyFactors(factors.toFloats()) }
+        let type = gguf.metadata["\(arch).rope.scaling.type"]?.string ?? "none"
+        switch type {
+        case "none": return .none
+        case "linear":
+            guard let factor = gguf.metadata["\(arch).rope.scaling.factor"]?.double, factor > 0 else {
+                throw PivotError.malformed(file: gguf.path, "\(arch).rope.scaling.factor missing for linear RoPE scaling")
+            }
+            return .linear(factor: factor)
+        default:
+            throw PivotError.unsupported(file: gguf.path, "\(arch).rope.scaling.type '\(type)' (supported: none, linear)")
+        }
     }
 }
 

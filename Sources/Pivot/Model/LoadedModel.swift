@@ -7,12 +7,15 @@ public final class LoadedModel {
     public let transformer: Transformer
     public let tokenizer: Tokenizer
     public let chatTemplate: ChatTemplate
+    /// Sampling defaults the checkpoint ships (HF generation_config.json), used when the user gives none.
+    public let generationDefaults: GenerationDefaults
     /// Keeps the mapped files alive.
     let stores: [AnyObject]
 
     public var config: ModelConfig { transformer.config }
 
-    init(path: String, transformer: Transformer, tokenizer: Tokenizer, stores: [AnyObject]) throws {
+    init(path: String, transformer: Transformer, tokenizer: Tokenizer, stores: [AnyObject],
+         generationDefaults: GenerationDefaults = GenerationDefaults()) throws {
         guard tokenizer.vocabularySize <= transformer.config.vocabularySize else {
             throw PivotError.malformed(file: path, "tokenizer has \(tokenizer.vocabularySize) tokens, the model only \(transformer.config.vocabularySize)")
         }
@@ -21,6 +24,7 @@ public final class LoadedModel {
         self.tokenizer = tokenizer
         self.chatTemplate = ChatTemplate(jinja: tokenizer.chatTemplate)
         self.stores = stores
+        self.generationDefaults = generationDefaults
     }
 
     /// Loads a `.gguf` file or a HuggingFace folder (config.json + safetensors + tokenizer.json).
@@ -62,6 +66,25 @@ public final class LoadedModel {
         }
         if !c.tiedEmbeddings { total += transformer.output.weightBytes }
         return total
+    }
+}
+
+/// Sampling settings from a checkpoint's generation_config.json; nil where it sets none.
+public struct GenerationDefaults: Sendable, Equatable {
+    public var temperature: Float?
+    public var topK: Int?
+    public var topP: Float?
+
+    public init(temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil) {
+        self.temperature = temperature; self.topK = topK; self.topP = topP
+    }
+
+    /// `do_sample: false` means greedy, whatever temperature says.
+    init(huggingFace json: [String: Any], file: String) throws {
+        let reader = ConfigReader(json: json, file: file)
+        self.init(temperature: try reader.double("temperature").map(Float.init), topK: try reader.int("top_k"),
+                  topP: try reader.double("top_p").map(Float.init))
+        if try reader.bool("do_sample") == false { temperature = 0 }
     }
 }
 

@@ -16,9 +16,22 @@ public struct ModelConfig: Sendable, Equatable {
     public var tiedEmbeddings: Bool
     /// Qwen2 has biases on the Q/K/V projections.
     public var attentionBias: Bool
+    /// Llama with `attention_bias: true` also has a bias on the output projection.
+    public var outputBias: Bool = false
+    /// Long-context frequency scaling (`rope_type`).
+    public var ropeScaling: RoPEScaling = .none
+    /// Qwen3: RMSNorm over each head of Q and K before RoPE.
+    public var queryKeyNorm: Bool = false
+    /// SmolLM3: which layers apply RoPE (nil: all of them).
+    public var ropeLayers: [Bool]? = nil
+    /// The checkpoint's declared float type (`torch_dtype`/`dtype`), for reports only.
+    public var declaredDType: String? = nil
 
     public var queryWidth: Int { headCount * headDim }
     public var kvWidth: Int { kvHeadCount * headDim }
+
+    /// Whether layer `index` rotates its queries and keys.
+    public func usesRoPE(layer index: Int) -> Bool { ropeLayers?[index] ?? true }
 
     /// Checks that the numbers describe a model the forward pass can run.
     public func validate(file: String) throws {
@@ -34,5 +47,11 @@ public struct ModelConfig: Sendable, Equatable {
             throw fail("model dimensions are implausibly large")
         }
         guard ropeTheta > 0, rmsNormEpsilon >= 0 else { throw fail("rope theta and norm epsilon must be positive") }
+        if let ropeLayers, ropeLayers.count != layerCount {
+            throw fail("no_rope_layers has \(ropeLayers.count) entries for \(layerCount) layers")
+        }
+        if case .frequencyFactors(let f) = ropeScaling, f.count != headDim / 2 {
+            throw fail("rope frequency factors have \(f.count) entries, expected \(headDim / 2)")
+        }
     }
 }

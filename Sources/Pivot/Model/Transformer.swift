@@ -11,6 +11,9 @@ public struct DecoderLayer {
     public var gate: LinearOperator
     public var up: LinearOperator
     public var down: LinearOperator
+    /// Qwen3: RMSNorm weights (headDim) applied to each head of Q and K before RoPE.
+    public var queryNorm: FloatBuffer? = nil
+    public var keyNorm: FloatBuffer? = nil
 
     public var linears: [LinearOperator] { [query, key, value, attentionOutput, gate, up, down] }
 }
@@ -38,7 +41,7 @@ public final class Transformer {
         self.finalNorm = finalNorm
         self.output = output
         groups = Self.makeGroups(layers)
-        rope = RoPETable(headDim: config.headDim, theta: config.ropeTheta)
+        rope = RoPETable(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling)
     }
 
     /// Runs `tokens` (at positions cache.length...) through the model, appends them to `cache`
@@ -96,8 +99,14 @@ public final class Transformer {
         for (index, layer) in layers.enumerated() {
             normalize(x, weight: layer.attentionNorm, into: normed)
             groups[index].attention.forward(normed, into: (q, k, v), context: context)
-            applyRotary(q, heads: c.headCount, firstPosition: cache.length)
-            applyRotary(k, heads: c.kvHeadCount, firstPosition: cache.length)
+            if let queryNorm = layer.queryNorm, let keyNorm = layer.keyNorm {
+                normalizeHeads(q, heads: c.headCount, weight: queryNorm)
+                normalizeHeads(k, heads: c.kvHeadCount, weight: keyNorm)
+            }
+            if c.usesRoPE(layer: index) {
+                applyRotary(q, heads: c.headCount, firstPosition: cache.length)
+                applyRotary(k, heads: c.kvHeadCount, firstPosition: cache.length)
+            }
             cache.append(layer: index, keys: k, values: v)
             cache.attend(layer: index, queries: q, into: attention, pool: pool)
             layer.attentionOutput.forward(attention, into: normed, context: context)
@@ -133,15 +142,25 @@ public final class Transformer {
         }
     }
 
+    /// RMSNorm of every head vector in place (Qwen3's q_norm/k_norm).
+    private func normalizeHeads(_ m: Matrix, heads: Int, weight: FloatBuffer) {
+        let d = config.headDim
+        for t in 0..<m.rows {
+            for h in 0..<heads {
+                let head = m.row(t) + h * d
+                rmsNorm(head, weight: weight.pointer, epsilon: config.rmsNormEpsilon, out: head, count: d)
+            }
+        }
+    }
+
     private func applyRotary(_ m: Matrix, heads: Int, firstPosition: Int) {
-        let d = config.headDim, half = d / 2, interleaved = config.ropeInterleaved
+        let d = config.headDim, interleaved = config.ropeInterleaved
         for t in 0..<m.rows {
             let cos = rope.cos(position: firstPosition + t), sin = rope.sin(position: firstPosition + t)
             for h in 0..<heads {
                 applyRoPE(m.row(t) + h * d, headDim: d, cos: cos, sin: sin, interleaved: interleaved)
             }
         }
-        _ = half
     }
 
     private func addInPlace(_ x: Matrix, _ delta: Matrix) {
@@ -173,17 +192,19 @@ public final class ForwardState {
     }
 }
 
-/// cos/sin of position·θ^(-2i/d), grown on demand; computed in Double like the reference's F32 to within rounding.
+/// cos/sin of position·θ^(-2i/d) (after any long-context scaling, times YaRN's attention factor),
+/// grown on demand; computed in Double like the reference's F32 to within rounding.
 final class RoPETable {
     let half: Int
     let inverseFrequencies: [Double]
+    let attentionFactor: Double
     var positions = 0
     var cosTable: UnsafeMutablePointer<Float>
     var sinTable: UnsafeMutablePointer<Float>
 
-    init(headDim: Int, theta: Float) {
+    init(headDim: Int, theta: Float, scaling: RoPEScaling) {
         half = headDim / 2
-        inverseFrequencies = (0..<half).map { Double(Float(1) / powf(theta, Float(2 * $0) / Float(headDim))) }
+        (inverseFrequencies, attentionFactor) = scaling.frequencies(headDim: headDim, theta: Double(theta))
         cosTable = .allocate(capacity: 1)
         sinTable = .allocate(capacity: 1)
     }
@@ -198,8 +219,8 @@ final class RoPETable {
         for p in 0..<newCount {
             for i in 0..<half {
                 let angle = Double(Float(p) * Float(inverseFrequencies[i]))
-                newCos[p * half + i] = Float(Foundation.cos(angle))
-                newSin[p * half + i] = Float(Foundation.sin(angle))
+                newCos[p * half + i] = Float(Foundation.cos(angle) * attentionFactor)
+                newSin[p * half + i] = Float(Foundation.sin(angle) * attentionFactor)
             }
         }
         cosTable.deallocate(); sinTable.deallocate()

@@ -9,19 +9,22 @@ struct TensorNaming {
     /// Prefix of layer i's tensors.
     var layerPrefix: (Int) -> String
     var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
+    /// Qwen3's per-head RMSNorm weights of Q and K.
+    var queryNorm, keyNorm: String
 
     /// llama.cpp's GGUF names.
     static let gguf = TensorNaming(
         embedding: "token_embd.weight", finalNorm: "output_norm.weight", output: "output", layerPrefix: { "blk.\($0)." },
         attentionNorm: "attn_norm.weight", query: "attn_q", key: "attn_k", value: "attn_v", attentionOutput: "attn_output",
-        mlpNorm: "ffn_norm.weight", gate: "ffn_gate", up: "ffn_up", down: "ffn_down")
+        mlpNorm: "ffn_norm.weight", gate: "ffn_gate", up: "ffn_up", down: "ffn_down",
+        queryNorm: "attn_q_norm.weight", keyNorm: "attn_k_norm.weight")
 
     /// HuggingFace transformers' Llama/Mistral/Qwen2 names.
     static let huggingFace = TensorNaming(
         embedding: "model.embed_tokens.weight", finalNorm: "model.norm.weight", output: "lm_head", layerPrefix: { "model.layers.\($0)." },
         attentionNorm: "input_layernorm.weight", query: "self_attn.q_proj", key: "self_attn.k_proj", value: "self_attn.v_proj",
         attentionOutput: "self_attn.o_proj", mlpNorm: "post_attention_layernorm.weight", gate: "mlp.gate_proj",
-        up: "mlp.up_proj", down: "mlp.down_proj")
+        up: "mlp.up_proj", down: "mlp.down_proj", queryNorm: "self_attn.q_norm.weight", keyNorm: "self_attn.k_norm.weight")
 }
 
 /// Builds the forward pass from a tensor store, checking every shape against the config.
@@ -47,11 +50,13 @@ enum WeightLoader {
                 query: try linear(p + names.query, out: c.queryWidth, in: d, bias: c.attentionBias),
                 key: try linear(p + names.key, out: c.kvWidth, in: d, bias: c.attentionBias),
                 value: try linear(p + names.value, out: c.kvWidth, in: d, bias: c.attentionBias),
-                attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth),
+                attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth, bias: c.outputBias),
                 mlpNorm: try vector(p + names.mlpNorm, d),
                 gate: try linear(p + names.gate, out: c.intermediateSize, in: d),
                 up: try linear(p + names.up, out: c.intermediateSize, in: d),
-                down: try linear(p + names.down, out: d, in: c.intermediateSize)))
+                down: try linear(p + names.down, out: d, in: c.intermediateSize),
+                queryNorm: c.queryKeyNorm ? try vector(p + names.queryNorm, c.headDim) : nil,
+                keyNorm: c.queryKeyNorm ? try vector(p + names.keyNorm, c.headDim) : nil))
         }
         let output = c.tiedEmbeddings ? makeLinear(embedding) : try linear(names.output, out: c.vocabularySize, in: d)
         return Transformer(config: c, embedding: Embedding(embedding), layers: layers,

@@ -1,8 +1,9 @@
 import Foundation
 
 extension Tokenizer {
-    /// From `tokenizer.json` (+ `tokenizer_config.json` for BOS/EOS, add_bos and the chat template).
-    public convenience init(huggingFaceDirectory directory: String) throws {
+    /// From `tokenizer.json` (+ `tokenizer_config.json` for BOS/EOS and add_bos; the chat template from
+    /// `chat_template.jinja`, as transformers 5 saves it, else from `tokenizer_config.json`).
+    public convenience init(huggingFaceDirectory directory: String, extraStopTokens: Set<Int> = []) throws {
         let path = (directory as NSString).appendingPathComponent("tokenizer.json")
         let json = try HuggingFaceLoader.readJSON(path)
         let configPath = (directory as NSString).appendingPathComponent("tokenizer_config.json")
@@ -39,11 +40,13 @@ extension Tokenizer {
         let ids = Dictionary(tokens.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
         let bos = tokenText("bos_token").flatMap { ids[$0] }
         let eos = tokenText("eos_token").flatMap { ids[$0] }
-        var template = config["chat_template"] as? String
+        let jinjaPath = (directory as NSString).appendingPathComponent("chat_template.jinja")
+        var template = FileManager.default.fileExists(atPath: jinjaPath) ? try String(contentsOfFile: jinjaPath, encoding: .utf8) : nil
+        if template == nil { template = config["chat_template"] as? String }
         if template == nil, let list = config["chat_template"] as? [[String: Any]] {
             template = list.first { ($0["name"] as? String) == "default" }?["template"] as? String
         }
-        var stops: Set<Int> = []
+        var stops = extraStopTokens.filter { $0 >= 0 && $0 < size }
         for name in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] where specials.contains(name) { if let id = ids[name] { stops.insert(id) } }
 
         let kind = Self.detectKind(json)

@@ -1,0 +1,191 @@
+import Foundation
+
+/// Reads `config.json` in every form transformers writes or wrote: top-level `rope_theta` +
+/// `rope_scaling` (4.x) or `rope_parameters` (5.x), `torch_dtype` or `dtype`. A key that
+/// changes the model's output and is not understood is an error naming it, never a default.
+extension ModelConfig {
+    public static let huggingFaceModelTypes = ["llama", "mistral", "qwen2", "qwen3", "smollm3"]
+
+    public init(huggingFace json: [String: Any], file: String) throws {
+        let reader = ConfigReader(json: json, file: file)
+        let modelType = try reader.string("model_type") ?? "llama"
+        guard Self.huggingFaceModelTypes.contains(modelType) else {
+            throw PivotError.unsupported(file: file, "model_type '\(modelType)' (supported: \(Self.huggingFaceModelTypes.joined(separator: ", ")))")
+        }
+        try reader.rejectUnsupportedFeatures(modelType: modelType)
+        let hidden = try reader.requiredInt("hidden_size")
+        let heads = try reader.requiredInt("num_attention_heads")
+        let headDim = try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0)
+        let layers = try reader.requiredInt("num_hidden_layers")
+        var context = try reader.int("max_position_embeddings") ?? 2048
+        // Mistral's sliding window only matters past its length: cap the context there, exactly.
+        if modelType == "mistral", let window = try reader.int("sliding_window") { context = min(context, window) }
+        let (theta, scaling) = try reader.rope(headDim: headDim, context: context)
+        let attentionBias = try reader.bool("attention_bias") ?? (modelType == "qwen2")
+        self.init(
+            architecture: modelType,
+            vocabularySize: try reader.requiredInt("vocab_size"),
+            hiddenSize: hidden,
+            intermediateSize: try reader.requiredInt("intermediate_size"),
+            layerCount: layers,
+            headCount: heads,
+            kvHeadCount: try reader.int("num_key_value_heads") ?? heads,
+            headDim: headDim,
+            contextLength: context,
+            ropeTheta: Float(theta),
+            rmsNormEpsilon: Float(try reader.double("rms_norm_eps") ?? 1e-6),
+            ropeInterleaved: false,
+            tiedEmbeddings: try reader.bool("tie_word_embeddings") ?? false,
+            attentionBias: attentionBias,
+            outputBias: attentionBias && modelType != "qwen2",
+            ropeScaling: scaling,
+            queryKeyNorm: modelType == "qwen3",
+            ropeLayers: try reader.ropeLayers(modelType: modelType, layers: layers),
+            declaredDType: try reader.dtype())
+        try validate(file: file)
+    }
+}
+
+/// Typed access to config.json with errors that name the key.
+struct ConfigReader {
+    let json: [String: Any]
+    let file: String
+
+    func present(_ key: String, in object: [String: Any]? = nil) -> Any? {
+        let value = (object ?? json)[key]
+        return value is NSNull ? nil : value
+    }
+
+    func wrongType(_ key: String, _ expected: String) -> PivotError {
+        .malformed(file: file, "'\(key)' must be \(expected)")
+    }
+
+    func string(_ key: String, in object: [String: Any]? = nil) throws -> String? {
+        guard let value = present(key, in: object) else { return nil }
+        guard let s = value as? String else { throw wrongType(key, "a string") }
+        return s
+    }
+
+    func int(_ key: String, in object: [String: Any]? = nil) throws -> Int? {
+        guard let value = present(key, in: object) else { return nil }
+        if let n = value as? NSNumber, !isJSONBoolean(n), n.doubleValue == n.doubleValue.rounded() { return n.intValue }
+        throw wrongType(key, "an integer")
+    }
+
+    func requiredInt(_ key: String) throws -> Int {
+        guard let value = try int(key) else { throw PivotError.malformed(file: file, "missing '\(key)'") }
+        return value
+    }
+
+    func double(_ key: String, in object: [String: Any]? = nil) throws -> Double? {
+        guard let value = present(key, in: object) else { return nil }
+        if let n = value as? NSNumber, !isJSONBoolean(n) { return n.doubleValue }
+        throw wrongType(key, "a number")
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let value = present(key) else { return nil }
+        if let n = value as? NSNumber, isJSONBoolean(n) { return n.boolValue }
+        throw wrongType(key, "true or false")
+    }
+
+    /// JSONSerialization gives true/false as NSNumber too; their objCType is "c" (char).
+    func isJSONBoolean(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+
+    func unsupported(_ key: String, _ why: String) -> PivotError {
+        .unsupported(file: file, "'\(key)': \(why)")
+    }
+
+    /// Keys whose non-default values would change the computation in ways the forward pass lacks.
+    func rejectUnsupportedFeatures(modelType: String) throws {
+        for key in ["hidden_act", "hidden_activation"] {
+            if let act = try string(key), act != "silu" { throw unsupported(key, "activation '\(act)' (only silu is implemented)") }
+        }
+        if try bool("mlp_bias") == true { throw unsupported("mlp_bias", "MLP biases are not implemented") }
+        if let f = try double("partial_rotary_factor"), f != 1 { throw unsupported("partial_rotary_factor", "partial rotary embeddings (\(f)) are not implemented") }
+        if present("quantization_config") != nil {
+            throw unsupported("quantization_config", "pre-quantized HF checkpoints (GPTQ/AWQ/bitsandbytes) are not supported; use the float checkpoint or a GGUF file")
+        }
+        if modelType != "mistral", try bool("use_sliding_window") == true {
+            throw unsupported("use_sliding_window", "sliding-window attention is not implemented")
+        }
+        if let types = present("layer_types") {
+            guard let list = types as? [String] else { throw wrongType("layer_types", "a list of strings") }
+            if let other = list.first(where: { $0 != "full_attention" }) {
+                throw unsupported("layer_types", "layer type '\(other)' (only full_attention is implemented)")
+            }
+        }
+    }
+
+    /// θ and scaling from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (4.x).
+    func rope(headDim: Int, context: Int) throws -> (theta: Double, scaling: RoPEScaling) {
+        var parameters: [String: Any]?
+        var key = "rope_scaling"
+        if let value = present("rope_parameters") {
+            guard let object = value as? [String: Any] else { throw wrongType("rope_parameters", "an object") }
+            if object["rope_type"] == nil && object["rope_theta"] == nil && object["type"] == nil {
+                throw unsupported("rope_parameters", "per-layer-type RoPE parameters (\(object.keys.sorted().joined(separator: ", "))) are not implemented")
+            }
+            parameters = object
+            key = "rope_parameters"
+        } else if let value = present("rope_scaling") {
+            guard let object = value as? [String: Any] else { throw wrongType("rope_scaling", "an object") }
+            parameters = object
+        }
+        let theta = try double("rope_theta", in: parameters) ?? double("rope_theta") ?? 10000
+        guard let p = parameters else { return (theta, .none) }
+        let type = try string("rope_type", in: p) ?? string("type", in: p) ?? "default"
+        func factor() throws -> Double {
+            guard let f = try double("factor", in: p), f > 0 else { throw PivotError.malformed(file: file, "'\(key).factor' must be a positive number for rope_type '\(type)'") }
+            return f
+        }
+        let original = try int("original_max_position_embeddings", in: p)
+        switch type {
+        case "default":
+            return (theta, .none)
+        case "linear":
+            return (theta, .linear(factor: try factor()))
+        case "llama3":
+            guard let original else { throw PivotError.malformed(file: file, "'\(key).original_max_position_embeddings' is required for rope_type 'llama3'") }
+            let low = try double("low_freq_factor", in: p) ?? 1, high = try double("high_freq_factor", in: p) ?? 4
+            guard high > low else { throw PivotError.malformed(file: file, "'\(key)': high_freq_factor must exceed low_freq_factor") }
+            return (theta, .llama3(factor: try factor(), lowFrequencyFactor: low, highFrequencyFactor: high, originalContext: original))
+        case "yarn":
+            let f = try factor()
+            func mscale(_ scale: Double, _ m: Double) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+            var attention = try double("attention_factor", in: p)
+            if attention == nil {
+                if let m = try double("mscale", in: p), let all = try double("mscale_all_dim", in: p), m != 0, all != 0 {
+                    attention = mscale(f, m) / mscale(f, all)
+                } else {
+                    attention = mscale(f, 1)
+                }
+            }
+            let truncate = (p["truncate"] as? Bool) ?? true
+            return (theta, .yarn(factor: f, originalContext: original ?? context, betaFast: try double("beta_fast", in: p) ?? 32,
+                                 betaSlow: try double("beta_slow", in: p) ?? 1, attentionFactor: attention!, truncate: truncate))
+        default:
+            throw unsupported("\(key).rope_type", "'\(type)' is not implemented (supported: default, linear, llama3, yarn)")
+        }
+    }
+
+    /// SmolLM3 leaves RoPE out of every `no_rope_layer_interval`-th layer (`no_rope_layers[i] == 0`).
+    func ropeLayers(modelType: String, layers: Int) throws -> [Bool]? {
+        if let value = present("no_rope_layers") {
+            guard let list = value as? [Int] else { throw wrongType("no_rope_layers", "a list of 0/1 integers") }
+            return list.map { $0 != 0 }
+        }
+        guard modelType == "smollm3" else { return nil }
+        let interval = try int("no_rope_layer_interval") ?? 4
+        guard interval > 0 else { throw PivotError.malformed(file: file, "'no_rope_layer_interval' must be positive") }
+        return (0..<layers).map { ($0 + 1) % interval != 0 }
+    }
+
+    func dtype() throws -> String? {
+        guard let value = try string("dtype") ?? string("torch_dtype") else { return nil }
+        guard ["float32", "float16", "bfloat16"].contains(value) else {
+            throw unsupported(present("dtype") != nil ? "dtype" : "torch_dtype", "'\(value)' (expected float32, float16 or bfloat16)")
+        }
+        return value
+    }
+}
