@@ -139,3 +139,24 @@ public func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
     while i < count { total += fastExp(x[i] - largest); i += 1 }
     return largest + logf(total)
 }
+
+/// KL(P‖Q) = Σ p(v)·(log p(v) − log q(v)) for two rows of logits given their log-sum-exps
+/// (identical rows give exactly 0).
+public func klDivergence(_ p: UnsafePointer<Float>, logSumExpP: Float, _ q: UnsafePointer<Float>, logSumExpQ: Float,
+                         count: Int) -> Float {
+    let lseP = SIMD8<Float>(repeating: logSumExpP), lseQ = SIMD8<Float>(repeating: logSumExpQ)
+    var sum = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= count {
+        let lp = load8(p + i) - lseP
+        sum = sum.addingProduct(fastExp8(lp), lp - (load8(q + i) - lseQ))
+        i += 8
+    }
+    var total = horizontalAdd(sum)
+    while i < count {
+        let lp = p[i] - logSumExpP
+        total += fastExp(lp) * (lp - (q[i] - logSumExpQ))
+        i += 1
+    }
+    return total
+}

@@ -85,15 +85,3 @@ struct Bench: ParsableCommand {
         }
     }
 }
-
-/// Peak resident set size of this process (Linux reports kilobytes, macOS bytes).
-func peakResidentMiB() -> Double {
-    var usage = rusage()
-    #if os(Linux)
-    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return Double(usage.ru_maxrss) / 1024
-    #else
-    getrusage(RUSAGE_SELF, &usage)
-    return Double(usage.ru_maxrss) / 1_048_576
-    #endif
-}

@@ -6,7 +6,7 @@ import PivotKernels
 /// `-m` and the machine options every verb shares.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("m"), .customLong("model")],
-            help: "A .gguf file or a HuggingFace folder (config.json + *.safetensors + tokenizer.json). A bare file name is also looked up in $PIVOT_MODELS, ./models and ../shared/models. Default: SmolLM2-135M-Instruct.Q4_1.gguf.")
+            help: "A .gguf file or a HuggingFace folder (config.json + *.safetensors + tokenizer.json). A bare file name is also looked up in $PIVOT_MODELS, ~/.cache/pivot/models ($PIVOT_CACHE), ./models and shared/models beside the checkout. Default: SmolLM2-135M-Instruct.Q4_1.gguf.")
     var path: String?
 
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")

@@ -17,7 +17,8 @@ final class ProgressBar {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let line = String(format: "%@ %@ %d/%d %3.0f%% %@ [%.0fs, ETA %.0fs]", label, bar, done, total, fraction * 100, suffix, elapsed, eta)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let line = String(format: "%@ %@ %d/%d %3.0f%% %@ [%.1f it/s, %.0fs, ETA %.0fs]", label, bar, done, total, fraction * 100, suffix, rate, elapsed, eta)
         if interactive {
             writeErr("\r" + line + "\u{1B}[K")
         } else if Int(fraction * 10) != lastDecile {

@@ -85,3 +85,22 @@ final class FloatKernelTests: XCTestCase {
         } }
     }
 }
+
+final class KLDivergenceKernelTests: XCTestCase {
+    func testMatchesPlainLoop() {
+        var g = SplitMix64(seed: 11)
+        for count in [1, 7, 8, 100, 4099] {
+            let p = (0..<count).map { _ in Float.random(in: -6...6, using: &g) }
+            let q = p.map { $0 + Float.random(in: -0.5...0.5, using: &g) }
+            func lse(_ x: [Float]) -> Double { let m = Double(x.max()!); return m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) }) }
+            let lp = lse(p), lq = lse(q)
+            let expected = zip(p, q).reduce(0.0) { acc, pair in
+                let a = Double(pair.0) - lp, b = Double(pair.1) - lq
+                return acc + exp(a) * (a - b)
+            }
+            let got = klDivergence(p, logSumExpP: logSumExp(p, count: count), q, logSumExpQ: logSumExp(q, count: count), count: count)
+            XCTAssertEqual(Double(got), expected, accuracy: 1e-5 + 1e-4 * expected, "count \(count)")
+            XCTAssertEqual(klDivergence(p, logSumExpP: logSumExp(p, count: count), p, logSumExpQ: logSumExp(p, count: count), count: count), 0)
+        }
+    }
+}

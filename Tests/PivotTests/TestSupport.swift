@@ -13,11 +13,20 @@ enum Shared {
         if let env = ProcessInfo.processInfo.environment["PIVOT_MODELS"] { candidates.append(env + "/" + ModelLocator.defaultModelName) }
         candidates.append(sharedRoot.appendingPathComponent("models/\(ModelLocator.defaultModelName)").path)
         candidates.append(packageRoot.appendingPathComponent("models/\(ModelLocator.defaultModelName)").path)
+        candidates.append(ModelLocator.cacheDirectory + "/models/" + ModelLocator.defaultModelName)
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
     static var referencePath: String { sharedRoot.appendingPathComponent("reference/smollm2-135m-q4_1.json").path }
     static var wikitextPath: String { sharedRoot.appendingPathComponent("data/wikitext-2-raw-test.txt").path }
+    static var evalDataPath: String { sharedRoot.appendingPathComponent("data/eval").path }
+
+    static func requireEvalData() throws -> String {
+        guard FileManager.default.fileExists(atPath: evalDataPath + "/hellaswag_validation.jsonl") else {
+            throw XCTSkip("evaluation data not found in \(evalDataPath)")
+        }
+        return evalDataPath
+    }
 
     static func requireModelPath() throws -> String {
         guard let path = modelPath else {

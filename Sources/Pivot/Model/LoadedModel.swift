@@ -88,15 +88,55 @@ public struct GenerationDefaults: Sendable, Equatable {
     }
 }
 
-/// Resolves `-m` arguments: an existing path, else a name under $PIVOT_MODELS, ./models or ../shared/models.
+/// Where models and data are found, from any working directory: `$PIVOT_MODELS` / `$PIVOT_DATA`,
+/// the cache folder `~/.cache/pivot` (`$PIVOT_CACHE`) that scripts/fetch-model.sh fills, `./models`,
+/// and `shared/` beside the checkout the running binary was built in (then beside the working directory).
 public enum ModelLocator {
     public static let defaultModelName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    /// `$PIVOT_CACHE`, else `$XDG_CACHE_HOME/pivot`, else `~/.cache/pivot`.
+    public static var cacheDirectory: String {
+        let env = ProcessInfo.processInfo.environment
+        if let dir = env["PIVOT_CACHE"], !dir.isEmpty { return dir }
+        if let xdg = env["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/pivot" }
+        return NSHomeDirectory() + "/.cache/pivot"
+    }
+
+    /// The checkouts this process can see: the one holding the executable (…/.build/release/pivot), and the working directory.
+    static var checkoutDirectories: [String] {
+        var dirs: [String] = []
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
+        var dir = executable.deletingLastPathComponent()
+        for _ in 0..<4 {
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { dirs.append(dir.path); break }
+            dir = dir.deletingLastPathComponent()
+        }
+        dirs.append(FileManager.default.currentDirectoryPath)
+        return dirs
+    }
 
     public static var searchDirectories: [String] {
         var dirs: [String] = []
         if let env = ProcessInfo.processInfo.environment["PIVOT_MODELS"], !env.isEmpty { dirs.append(env) }
-        dirs += ["models", "../shared/models"]
+        dirs.append(cacheDirectory + "/models")
+        for checkout in checkoutDirectories {
+            dirs += [checkout + "/models", (checkout as NSString).deletingLastPathComponent + "/shared/models"]
+        }
         return dirs
+    }
+
+    /// Folders holding the evaluation task files (`hellaswag_validation.jsonl`, ...).
+    public static var dataDirectories: [String] {
+        var dirs: [String] = []
+        if let env = ProcessInfo.processInfo.environment["PIVOT_DATA"], !env.isEmpty { dirs.append(env) }
+        dirs.append(cacheDirectory + "/data/eval")
+        for checkout in checkoutDirectories { dirs.append((checkout as NSString).deletingLastPathComponent + "/shared/data/eval") }
+        return dirs
+    }
+
+    /// The first data folder that holds `file`.
+    public static func dataDirectory(containing file: String) -> String? {
+        dataDirectories.first { FileManager.default.fileExists(atPath: ($0 as NSString).appendingPathComponent(file)) }
     }
 
     public static func resolve(_ name: String?) -> String? {

@@ -1,0 +1,99 @@
+import Foundation
+import PivotKernels
+
+/// How far a configuration's next-token distributions are from a base's over the same tokens, with
+/// the statistics llama.cpp's `llama-perplexity --kl-divergence` prints.
+public struct KLDResult: Codable, Sendable {
+    public var tokens: Int
+    public var meanKLD: Double
+    public var meanKLDStderr: Double
+    public var medianKLD: Double
+    public var p90KLD: Double
+    public var p99KLD: Double
+    public var p999KLD: Double
+    public var maxKLD: Double
+    /// Fraction of tokens whose most likely next token is the same under both.
+    public var sameTop1: Double
+    public var sameTop1Stderr: Double
+    public var basePerplexity: Double
+    public var perplexity: Double
+    public var perplexityRatio: Double { perplexity / basePerplexity }
+    public var seconds: Double
+
+    /// As metrics for reports.
+    public var metrics: [String: MetricValue] {
+        ["kld_mean": MetricValue(meanKLD, stderr: meanKLDStderr), "kld_median": MetricValue(medianKLD),
+         "kld_p90": MetricValue(p90KLD), "kld_p99": MetricValue(p99KLD), "kld_p99.9": MetricValue(p999KLD),
+         "kld_max": MetricValue(maxKLD), "same_top1": MetricValue(sameTop1, stderr: sameTop1Stderr),
+         "ppl_base": MetricValue(basePerplexity), "perplexity": MetricValue(perplexity), "ppl_ratio": MetricValue(perplexityRatio)]
+    }
+}
+
+/// One model run by one configuration: the model and its forward-pass buffers.
+public final class ScoringSide {
+    let model: LoadedModel
+    let cache: KVCache
+    let state: ForwardState
+
+    public init(model: LoadedModel, pool: ThreadPool, precision: ActivationPrecision, window: Int) {
+        self.model = model
+        cache = model.makeCache(capacity: window, maxBatch: window)
+        state = ForwardState(config: model.config, maxTokens: window, allLogits: true, pool: pool, precision: precision)
+    }
+
+    /// Logits of every position of `window` on an empty cache.
+    func logits(_ window: [Int]) -> Matrix {
+        cache.truncate(to: 0)
+        return model.transformer.forward(window, cache: cache, state: state, logits: .all)
+    }
+}
+
+public enum KLDivergence {
+    /// Both sides over the same non-overlapping windows; every token but each window's first is
+    /// scored, as `pivot perplexity` scores them, so the PPL columns equal that verb's.
+    public static func evaluate(base: ScoringSide, test: ScoringSide, tokens: [Int], window: Int, windows limit: Int?,
+                                pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
+        guard base.model.config.vocabularySize == test.model.config.vocabularySize else {
+            throw PivotError.invalidArgument("the two models have different vocabularies (\(base.model.config.vocabularySize) vs \(test.model.config.vocabularySize))")
+        }
+        let available = tokens.count / window
+        let windows = min(limit ?? available, available)
+        guard windows > 0 else { throw PivotError.invalidArgument("the text has \(tokens.count) tokens, fewer than one window of \(window)") }
+        let vocabulary = base.model.config.vocabularySize
+        let perWindow = window - 1
+        let count = windows * perWindow
+        var kld = [Double](repeating: 0, count: count), baseNLL = kld, testNLL = kld, same = kld
+        let start = Date()
+        for w in 0..<windows {
+            let ids = Array(tokens[(w * window)..<((w + 1) * window)])
+            let p = base.logits(ids), q = test.logits(ids)
+            kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in
+                testNLL.withUnsafeMutableBufferPointer { testOut in same.withUnsafeMutableBufferPointer { sameOut in
+                    pool.parallelRanges(count: perWindow) { range in
+                        for t in range {
+                            let i = w * perWindow + t, target = ids[t + 1]
+                            let lseP = logSumExp(p.row(t), count: vocabulary), lseQ = logSumExp(q.row(t), count: vocabulary)
+                            kldOut[i] = Double(max(0, klDivergence(p.row(t), logSumExpP: lseP, q.row(t), logSumExpQ: lseQ, count: vocabulary)))
+                            baseOut[i] = Double(lseP - p.row(t)[target])
+                            testOut[i] = Double(lseQ - q.row(t)[target])
+                            sameOut[i] = argmax(p.row(t), count: vocabulary) == argmax(q.row(t), count: vocabulary) ? 1 : 0
+                        }
+                    }
+                } }
+            } }
+            progress(w + 1, windows)
+        }
+        let mean = meanWithStderr(kld), top = meanWithStderr(same)
+        let sorted = kld.sorted()
+        func percentile(_ p: Double) -> Double {
+            let position = p * Double(sorted.count - 1)
+            let low = Int(position.rounded(.down)), high = min(sorted.count - 1, low + 1)
+            return sorted[low] + (sorted[high] - sorted[low]) * (position - Double(low))
+        }
+        return KLDResult(tokens: count, meanKLD: mean.value, meanKLDStderr: mean.stderr ?? 0, medianKLD: percentile(0.5),
+                         p90KLD: percentile(0.9), p99KLD: percentile(0.99), p999KLD: percentile(0.999), maxKLD: sorted.last!,
+                         sameTop1: top.value, sameTop1Stderr: top.stderr ?? 0,
+                         basePerplexity: exp(baseNLL.reduce(0, +) / Double(count)), perplexity: exp(testNLL.reduce(0, +) / Double(count)),
+                         seconds: Date().timeIntervalSince(start))
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import Pivot
+
+struct KLD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kld",
+        abstract: "KL divergence of a configuration's next-token distributions from a base's, over the same text windows.",
+        discussion: """
+        Both configurations run the same non-overlapping windows of --ctx tokens; every token but each window's first is \
+        scored (as `pivot perplexity` does, so the PPL lines equal that verb's; llama.cpp scores only each window's second \
+        half). The two sides may be the same file with different runtime options, e.g. `pivot kld --base M --base-precision \
+        float -m M --precision int8`. Statistics follow llama-perplexity --kl-divergence: mean KLD ± standard error, \
+        percentiles, maximum, same-top-1 %, and each side's perplexity.
+        """)
+
+    @Option(help: "The base (reference) model: a .gguf file, HF folder or model name. Default: the default model.")
+    var base: String?
+
+    @Option(help: "Activation precision of the base: int8 or float.")
+    var basePrecision: ActivationPrecision = .float
+
+    @Option(help: "Simulated activation bits of the base (none by default).")
+    var baseActBits: Int?
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var precisionOption: PrecisionOption
+
+    @Option(help: "Simulated activation bits of the compared model.")
+    var actBits: Int?
+
+    @Option(name: [.customShort("f"), .customLong("file")], help: "Text to score (e.g. wikitext-2-raw test).")
+    var file: String
+
+    @Option(name: .customLong("ctx"), help: "Window length in tokens.")
+    var windowLength: Int = 512
+
+    @Option(help: "Score at most this many windows (default: all).")
+    var chunks: Int?
+
+    func validate() throws {
+        guard windowLength >= 2 && windowLength <= 8192 else { throw ValidationError("--ctx must be between 2 and 8192") }
+        if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
+        for bits in [actBits, baseActBits].compactMap({ $0 }) where !(2...16).contains(bits) {
+            throw ValidationError("--act-bits and --base-act-bits must be between 2 and 16")
+        }
+    }
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
+        let pool = model.makePool()
+        let baseConfiguration = RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits)
+        let testConfiguration = RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits)
+        let baseModel = try baseConfiguration.load(), testModel = try testConfiguration.load()
+        for m in [baseModel, testModel] where windowLength > m.config.contextLength {
+            throw ValidationError("--ctx \(windowLength) exceeds the context of \(m.path) (\(m.config.contextLength))")
+        }
+        guard baseModel.tokenizer.tokens == testModel.tokenizer.tokens else {
+            throw ValidationError("the two models have different vocabularies; KL divergence needs the same tokens")
+        }
+        let tokens = baseModel.tokenizer.encode(text, addBOS: false)
+        writeErr("base: \(baseModel.path) (\(basePrecision.rawValue)\(baseActBits.map { ", A\($0)" } ?? "")); "
+                 + "compared: \(testModel.path) (\(precisionOption.precision.rawValue)\(actBits.map { ", A\($0)" } ?? ""))\n")
+        let available = tokens.count / windowLength
+        let bar = ProgressBar(total: min(chunks ?? available, available), label: "kld")
+        let r = try KLDivergence.evaluate(
+            base: ScoringSide(model: baseModel, pool: pool, precision: basePrecision, window: windowLength),
+            test: ScoringSide(model: testModel, pool: pool, precision: precisionOption.precision, window: windowLength),
+            tokens: tokens, window: windowLength, windows: chunks, pool: pool) { done, _ in bar.update(done) }
+        bar.finish()
+        print(String(format: "scored tokens:      %d (%.1f s)", r.tokens, r.seconds))
+        print(String(format: "PPL(base):          %.4f", r.basePerplexity))
+        print(String(format: "PPL(compared):      %.4f", r.perplexity))
+        print(String(format: "PPL ratio:          %.5f", r.perplexityRatio))
+        print(String(format: "Mean    KLD: %10.6f ± %.6f", r.meanKLD, r.meanKLDStderr))
+        print(String(format: "Maximum KLD: %10.6f", r.maxKLD))
+        print(String(format: "99.9%%   KLD: %10.6f", r.p999KLD))
+        print(String(format: "99.0%%   KLD: %10.6f", r.p99KLD))
+        print(String(format: "90.0%%   KLD: %10.6f", r.p90KLD))
+        print(String(format: "Median  KLD: %10.6f", r.medianKLD))
+        print(String(format: "Same top p: %6.3f ± %.3f %%", r.sameTop1 * 100, r.sameTop1Stderr * 100))
+    }
+}
