@@ -40,7 +40,8 @@ public struct MatrixSpec: Codable, Sendable {
         case DecodingError.keyNotFound(let key, let context): return "missing '\(key.stringValue)'" + where_(context)
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
             return "wrong type" + where_(context)
-        case DecodingError.dataCorrupted(let context): return "not valid JSON" + where_(context)
+        case DecodingError.dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "not valid JSON" : "invalid value" + where_(context) + ": " + context.debugDescription
         default: return "\(error)"
         }
     }
