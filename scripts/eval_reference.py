@@ -6,8 +6,9 @@ YAML files (hellaswag, arc, piqa, winogrande, boolq, openbookqa, mmlu, lambada_o
 
 Not part of `swift test` (it needs numpy, gguf and tokenizers from PyPI):
     pip install numpy gguf tokenizers
-    python3 scripts/eval_reference.py --limit 200 --out eval/reference-float-200.json
-    python3 scripts/eval_reference.py --compare eval/reference-float-200.json eval/results/float-200/report.json
+    OPENBLAS_NUM_THREADS=1 python3 scripts/eval_reference.py --limit 200 --out eval/reference-float-200.json
+    (one BLAS thread: numpy threads spinning against another job on the same cores run 5x slower)
+    python3 scripts/eval_reference.py --compare eval/reference-float-200.json eval/results/float-1000
 """
 import argparse, json, math, os, re, sys, time
 import numpy as np
@@ -221,21 +222,27 @@ def run(args):
             json.dump(results, f)
 
 
-def compare(reference_path, report_path):
-    """Prints reference vs Pivot accuracies per task; exit 1 if any differs."""
+def compare(reference_path, results_dir):
+    """Item by item: the reference's acc/acc_norm against Pivot's cells/*.items.jsonl over their common
+    first items; prints a table and exits 1 if any item disagrees."""
     ref = json.load(open(reference_path))
-    cells = json.load(open(report_path))
+    cells_dir = os.path.join(results_dir, "cells")
     bad = 0
-    for cell in cells:
-        name = cell["spec"]["task"]
-        if name not in ref:
+    print(f"{'task':14s} {'items':>5s} {'acc ref':>8s} {'acc pivot':>9s} {'norm ref':>8s} {'norm pivot':>10s}  differing items")
+    for name, entry in ref.items():
+        files = sorted(f for f in os.listdir(cells_dir) if f.endswith(".items.jsonl") and f.split("__", 1)[1].split("@")[0].split(".")[0] == name)
+        if not files:
             continue
-        for metric in ("acc", "acc_norm", "perplexity"):
-            if metric in ref[name] and metric in cell["metrics"]:
-                a, b = ref[name][metric], cell["metrics"][metric]["value"]
-                same = abs(a - b) < (1e-3 if metric == "perplexity" else 1e-9) * max(1, abs(a))
-                bad += not same
-                print(f"{name:14s} {metric:10s} reference {a:.4f}  pivot {b:.4f}  {'same' if same else 'DIFFERENT'}")
+        ours = [json.loads(line) for line in open(os.path.join(cells_dir, files[0]))]
+        n = min(len(ours), len(entry["per_item"]))
+        theirs = entry["per_item"][:n]
+        keys = [("acc", "acc")] + ([("acc_norm", "accNorm")] if "acc_norm" in entry else [])
+        diff = [i for i in range(n) if any(int(theirs[i][r]) != int(ours[i][p]) for r, p in keys)]
+        bad += len(diff)
+        mean = lambda xs: sum(xs) / max(1, len(xs))
+        norm = (f"{mean([t['acc_norm'] for t in theirs]):8.4f} {mean([int(o['accNorm']) for o in ours[:n]]):10.4f}"
+                if "acc_norm" in entry else f"{'-':>8s} {'-':>10s}")
+        print(f"{name:14s} {n:5d} {mean([t['acc'] for t in theirs]):8.4f} {mean([int(o['acc']) for o in ours[:n]]):9.4f} {norm}  {diff[:10]}")
     sys.exit(1 if bad else 0)
 
 
@@ -246,6 +253,6 @@ if __name__ == "__main__":
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--out", default="reference-float.json")
-    ap.add_argument("--compare", nargs=2, metavar=("REFERENCE", "REPORT"))
+    ap.add_argument("--compare", nargs=2, metavar=("REFERENCE", "RESULTS_DIR"))
     a = ap.parse_args()
     compare(*a.compare) if a.compare else run(a)

@@ -50,32 +50,18 @@ func dotNibbles1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, hasMin: Bool) -
     let qOffset = hasMin ? 4 : 2
     var minimumTerm: Float = 0
     #if arch(x86_64)
-    // Two independent chains so FMA latency does not serialize consecutive blocks.
-    var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps()
-    var minimum1: Float = 0
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = w + b * stride, block1 = block0 + stride
-        let d0 = loadHalf(block0, 0), d1 = loadHalf(block1, 0)
-        let m0 = hasMin ? loadHalf(block0, 2) : -8 * d0
-        let m1 = hasMin ? loadHalf(block1, 2) : -8 * d1
-        let p0 = multiplySum(unpackNibbles(block0 + qOffset), loadBytes32(a.quants + b * 32))
-        let p1 = multiplySum(unpackNibbles(block1 + qOffset), loadBytes32(a.quants + b * 32 + 32))
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * a.scales[b]), p0, acc0)
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * a.scales[b + 1]), p1, acc1)
-        minimumTerm += m0 * a.sums[b]
-        minimum1 += m1 * a.sums[b + 1]
-        b += 2
-    }
-    if b < blocks {
+    // One chain, block after block: the order of the 4-row tiles below, so a token's result is
+    // bit-identical alone (decode) or in a batch (prefill, draft verification).
+    var acc = _mm256_setzero_ps()
+    for b in 0..<blocks {
         let block = w + b * stride
         let d = loadHalf(block, 0)
         let m = hasMin ? loadHalf(block, 2) : -8 * d
         let product = multiplySum(unpackNibbles(block + qOffset), loadBytes32(a.quants + b * 32))
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * a.scales[b]), product, acc0)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.scales[b]), product, acc)
         minimumTerm += m * a.sums[b]
     }
-    return horizontalSum(_mm256_add_ps(acc0, acc1)) + (minimumTerm + minimum1)
+    return horizontalSum(acc) + minimumTerm
     #else
     var total: Float = 0
     for b in 0..<blocks {
@@ -98,26 +84,15 @@ func dotNibbles1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, hasMin: Bool) -
 @inline(__always)
 func dotQ8_0x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
     #if arch(x86_64)
-    var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps()
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = w + b * 34, block1 = block0 + 34
-        let w0 = loadBytes32(block0 + 2), w1 = loadBytes32(block1 + 2)
-        let y0 = loadBytes32(a.quants + b * 32), y1 = loadBytes32(a.quants + b * 32 + 32)
-        let p0 = multiplySum(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(y0, w0))
-        let p1 = multiplySum(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(y1, w1))
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block0, 0) * a.scales[b]), p0, acc0)
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block1, 0) * a.scales[b + 1]), p1, acc1)
-        b += 2
-    }
-    if b < blocks {
+    // One chain, in the order of the 4-row tile (see dotNibbles1).
+    var acc = _mm256_setzero_ps()
+    for b in 0..<blocks {
         let block = w + b * 34
         let wq = loadBytes32(block + 2)
-        let y = loadBytes32(a.quants + b * 32)
-        let product = multiplySum(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(y, wq))
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block, 0) * a.scales[b]), product, acc0)
+        let product = multiplySum(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(loadBytes32(a.quants + b * 32), wq))
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block, 0) * a.scales[b]), product, acc)
     }
-    return horizontalSum(_mm256_add_ps(acc0, acc1))
+    return horizontalSum(acc)
     #else
     var total: Float = 0
     for b in 0..<blocks {
@@ -131,6 +106,8 @@ func dotQ8_0x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
 }
 
 // MARK: - Four activation rows (GEMM tile)
+//
+// Each row is summed in the one-row kernels' order, so batched and single results are bit-identical.
 
 @inline(__always)
 func dotNibbles4(_ w: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row,

@@ -18,17 +18,21 @@ struct Chat: ParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
+    @OptionGroup var drafting: DraftOptions
+
     @OptionGroup var precisionOption: PrecisionOption
     var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
         try sampling.check()
+        try drafting.check()
     }
 
     func run() throws {
         let loaded = try model.load()
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision)
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
+                                  drafter: drafting.makeDrafter())
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []
@@ -65,6 +69,7 @@ struct Chat: ParsableCommand {
                 return true
             }
             writeOut(decoder.flush() + "\n")
+            if let line = drafting.summary(stats) { writeErr(String(format: "[%.1f t/s; ", stats.decodeTokensPerSecond) + line + "]\n") }
             if reason == .contextFull { writeErr("[context full (\(generator.cache.capacity) tokens); /reset to start over]\n") }
             let text = loaded.tokenizer.decode(reply, skipSpecial: true)
             messages.append(ChatMessage(role: "assistant", content: text))

@@ -168,6 +168,16 @@ struct Eval: ParsableCommand {
         for cell in cells {
             try MatrixRunner.encoder.encode(cell).write(to: cellsDirectory.appendingPathComponent(MatrixRunner.cellFileName(cell.configuration, cell.spec)), options: .atomic)
         }
+        // Per-item outcomes travel with their cells.
+        for dir in merge {
+            let source = URL(fileURLWithPath: dir).appendingPathComponent("cells")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: source.path)) ?? [] where name.hasSuffix(".items.jsonl") {
+                let target = cellsDirectory.appendingPathComponent(name)
+                if !FileManager.default.fileExists(atPath: target.path) {
+                    try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: target)
+                }
+            }
+        }
         if let spec { try MatrixRunner.encoder.encode(spec).write(to: URL(fileURLWithPath: directory).appendingPathComponent("spec.json"), options: .atomic) }
         try Report(spec: spec, cells: cells).write(to: directory)
         print("\(cells.count) cells from \(merge.count) folders; report: \(directory)/report.md")

@@ -17,6 +17,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var sampling: SamplingOptions
 
+    @OptionGroup var drafting: DraftOptions
+
     @OptionGroup var precisionOption: PrecisionOption
     var precision: ActivationPrecision { precisionOption.precision }
 
@@ -26,11 +28,13 @@ struct Generate: ParsableCommand {
     func validate() throws {
         guard tokens > 0 else { throw ValidationError("-n must be positive") }
         try sampling.check()
+        try drafting.check()
     }
 
     func run() throws {
         let loaded = try model.load()
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision)
+        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
+                                  drafter: drafting.makeDrafter())
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {
@@ -49,6 +53,7 @@ struct Generate: ParsableCommand {
         if !quiet {
             writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
                             stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
+            if let line = drafting.summary(stats) { writeErr(line + "\n") }
         }
     }
 }

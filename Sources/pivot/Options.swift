@@ -72,6 +72,36 @@ struct SamplingOptions: ParsableArguments {
     }
 }
 
+/// `--draft`, for the verbs that generate.
+struct DraftOptions: ParsableArguments {
+    enum Method: String, ExpressibleByArgument { case none, ngram }
+
+    @Option(help: "Lossless faster decoding: 'ngram' drafts tokens from n-grams of the prompt and of what was generated (ANPD) and verifies them in one batched pass; the output is the same as without.")
+    var draft: Method = .none
+
+    @Option(help: "Most tokens drafted per step (the drafter adapts below it to recent acceptance).")
+    var draftMax: Int = 10
+
+    @Option(help: "Longest n-gram the drafter matches (keys of n-1 tokens), 2 or more.")
+    var ngramMax: Int = 4
+
+    func check() throws {
+        guard (1...32).contains(draftMax) else { throw ValidationError("--draft-max must be between 1 and 32") }
+        guard (2...8).contains(ngramMax) else { throw ValidationError("--ngram-max must be between 2 and 8") }
+    }
+
+    func makeDrafter() -> Drafter? {
+        draft == .ngram ? NGramDrafter(maxN: ngramMax, maxDraft: draftMax) : nil
+    }
+
+    /// The end-of-run line about drafting, or nil without it.
+    func summary(_ stats: GenerationStats) -> String? {
+        guard draft != .none else { return nil }
+        return String(format: "draft: %d drafted, %d accepted (%.1f%%), %.2f tokens per step", stats.draftedTokens,
+                      stats.acceptedTokens, stats.acceptanceRate * 100, stats.tokensPerStep)
+    }
+}
+
 /// `--precision`, for every verb that runs the model.
 struct PrecisionOption: ParsableArguments {
     @Option(help: "Activation precision for quantized weights: int8 (fast, like llama.cpp) or float (exact: matches a float reference implementation, slower).")

@@ -32,6 +32,36 @@ final class QuantizedDotTests: XCTestCase {
         return Float(total)
     }
 
+    /// A row of a batch gets the very bits it gets alone, so batched draft verification and
+    /// prefill agree exactly with one-token decoding (odd block counts exercise the tail block).
+    func testBatchedRowsAreBitIdenticalToSingleRows() {
+        for format in BlockFormat.allCases {
+            for columns in [256, 288] {
+                let rows = 21, tokens = 7
+                let weights = randomBlocks(format, rows: rows, columns: columns, seed: 3)
+                var g = SplitMix64(seed: 5)
+                let x = (0..<(tokens * columns)).map { _ in Float.random(in: -3...3, using: &g) }
+                func run(_ first: Int, _ count: Int) -> [Float] {
+                    let act = Q8Activations(capacityRows: count, maxColumns: columns)
+                    x.withUnsafeBufferPointer { act.quantize($0.baseAddress! + first * columns, rows: count, columns: columns, stride: columns) }
+                    var out = [Float](repeating: 0, count: count * rows)
+                    weights.withUnsafeBytes { w in
+                        out.withUnsafeMutableBufferPointer { o in
+                            quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
+                                            act: act, out: o.baseAddress!, outStride: rows)
+                        }
+                    }
+                    return out
+                }
+                let batched = run(0, tokens)
+                for t in 0..<tokens {
+                    XCTAssertEqual(Array(batched[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), run(t, 1).map(\.bitPattern),
+                                   "\(format), \(columns) columns, token \(t)")
+                }
+            }
+        }
+    }
+
     func testMatMulMatchesReferenceForEveryFormatAndBatch() {
         let columns = 256, rows = 37
         for format in BlockFormat.allCases {

@@ -7,7 +7,15 @@ public struct GenerationStats: Sendable {
     public var generatedTokens = 0
     public var prefillSeconds = 0.0
     public var decodeSeconds = 0.0
+    /// Forward passes after the prompt (each decodes one token or verifies a draft).
+    public var decodeSteps = 0
+    public var draftedTokens = 0
+    public var acceptedTokens = 0
     public init() {}
+    /// Fraction of drafted tokens the model accepted.
+    public var acceptanceRate: Double { draftedTokens > 0 ? Double(acceptedTokens) / Double(draftedTokens) : 0 }
+    /// Tokens generated per forward pass after the prompt.
+    public var tokensPerStep: Double { decodeSteps > 0 ? Double(generatedTokens) / Double(decodeSteps) : 0 }
     public var promptTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptTokens) / prefillSeconds : 0 }
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(generatedTokens) / decodeSeconds : 0 }
 }
@@ -20,16 +28,27 @@ public final class Generator {
     public let model: LoadedModel
     public let cache: KVCache
     let state: ForwardState
+    /// Proposes tokens to verify in one pass; nil: plain decoding.
+    public var drafter: Drafter?
+    /// Buffers with logits for every row, for verifying a draft.
+    private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
+                                                pool: state.context.pool, precision: state.context.precision)
+    static let maxVerify = 33
 
     public init(model: LoadedModel, pool: ThreadPool, contextLength: Int? = nil, maxBatch: Int = 512,
-                precision: ActivationPrecision = .int8) {
+                precision: ActivationPrecision = .int8, drafter: Drafter? = nil) {
         self.model = model
-        cache = model.makeCache(capacity: contextLength, maxBatch: maxBatch)
+        cache = model.makeCache(capacity: contextLength, maxBatch: max(maxBatch, Self.maxVerify))
         state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, pool: pool, precision: precision)
+        self.drafter = drafter
     }
 
     /// Feeds `prompt` (after whatever the cache already holds) and generates up to `maxTokens`,
     /// calling `onToken` with each id (return false to stop). Stops at end-of-turn tokens.
+    ///
+    /// With a drafter, each step feeds the last token plus the draft in one pass, keeps the longest
+    /// draft prefix the sampler accepts (`Sampler.verify`), adds the model's own next token, and
+    /// truncates the cache past the rejected rest: the output is what plain decoding gives.
     @discardableResult
     public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler,
                          stats: inout GenerationStats, onToken: (Int) -> Bool) -> StopReason {
@@ -38,24 +57,53 @@ public final class Generator {
         guard !prompt.isEmpty else { return .maxTokens }
         if cache.length + prompt.count >= cache.capacity { return .contextFull }
         var start = DispatchTime.now().uptimeNanoseconds
-        var logits = transformer.forward(prompt, cache: cache, state: state, logits: .last)
+        let logits = transformer.forward(prompt, cache: cache, state: state, logits: .last)
         stats.promptTokens += prompt.count
         stats.prefillSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         start = DispatchTime.now().uptimeNanoseconds
         defer { stats.decodeSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        if drafter != nil && cache.length == prompt.count { drafter?.reset(context: prompt) } else { drafter?.observe(prompt) }
+        var next = sampler.sample(logits.row(0), count: vocabulary)
         var generated = 0
-        while true {
-            let next = sampler.sample(logits.row(0), count: vocabulary)
+        /// Hands one token out; nil to go on, else why generation ends.
+        func emit(_ token: Int) -> StopReason? {
             generated += 1
             stats.generatedTokens += 1
-            if model.tokenizer.stopTokens.contains(next) {
-                _ = onToken(next)
-                return .endOfSequence
-            }
-            if !onToken(next) { return .endOfSequence }
+            if model.tokenizer.stopTokens.contains(token) { _ = onToken(token); return .endOfSequence }
+            if !onToken(token) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
-            if cache.length + 1 >= cache.capacity { return .contextFull }
-            logits = transformer.forward(token: next, cache: cache, state: state)
+            return nil
+        }
+        while true {
+            if let reason = emit(next) { return reason }
+            drafter?.observe([next])
+            // Room for the draft: the tokens still wanted (one is the model's own) and the cache.
+            let room = min(maxTokens - generated - 1, cache.capacity - cache.length - 2, Self.maxVerify - 1)
+            let draft = room > 0 ? drafter?.draft(limit: room) ?? [] : []
+            stats.decodeSteps += 1
+            if draft.isEmpty {
+                if cache.length + 1 >= cache.capacity { return .contextFull }
+                next = sampler.sample(transformer.forward(token: next, cache: cache, state: state).row(0), count: vocabulary)
+                continue
+            }
+            let base = cache.length
+            let rows = transformer.forward([next] + draft, cache: cache, state: verifyState, logits: .all)
+            var accepted = 0
+            var replacement: Int?
+            for (i, token) in draft.enumerated() {
+                let verdict = sampler.verify(rows.row(i), count: vocabulary, drafted: token)
+                guard verdict.accepted else { replacement = verdict.token; break }
+                accepted += 1
+            }
+            stats.draftedTokens += draft.count
+            stats.acceptedTokens += accepted
+            drafter?.feedback(proposed: draft.count, accepted: accepted)
+            cache.truncate(to: base + 1 + accepted)
+            for token in draft.prefix(accepted) {
+                if let reason = emit(token) { return reason }
+            }
+            drafter?.observe(Array(draft.prefix(accepted)))
+            next = replacement ?? sampler.sample(rows.row(draft.count), count: vocabulary)
         }
     }
 

@@ -18,6 +18,46 @@ public struct Sampler {
 
     public mutating func sample(_ logits: UnsafePointer<Float>, count: Int) -> Int {
         if temperature <= 0 { return argmax(logits, count: count) }
+        let keep = prepare(logits, count: count)
+        var mass: Float = 0
+        for i in 0..<keep { mass += weights[i] }
+        var r = Float(rng.nextUnit()) * mass
+        for i in 0..<keep {
+            r -= weights[i]
+            if r <= 0 { return candidates[i].id }
+        }
+        return candidates[keep - 1].id
+    }
+
+    /// Speculative sampling's rule for a deterministic drafter (the draft distribution is a point
+    /// mass on `drafted`): accept it with probability p(drafted), else draw from p with `drafted`
+    /// removed. The result is distributed exactly as `sample` — drafting changes speed, not output.
+    /// At temperature 0: accepted iff `drafted` is the argmax, which is returned either way.
+    public mutating func verify(_ logits: UnsafePointer<Float>, count: Int, drafted: Int) -> (accepted: Bool, token: Int) {
+        if temperature <= 0 {
+            let best = argmax(logits, count: count)
+            return (best == drafted, best)
+        }
+        let keep = prepare(logits, count: count)
+        var mass: Float = 0, draftedWeight: Float = 0
+        for i in 0..<keep {
+            mass += weights[i]
+            if candidates[i].id == drafted { draftedWeight = weights[i] }
+        }
+        if Float(rng.nextUnit()) * mass < draftedWeight { return (true, drafted) }
+        var r = Float(rng.nextUnit()) * (mass - draftedWeight)
+        var last = drafted
+        for i in 0..<keep where candidates[i].id != drafted {
+            last = candidates[i].id
+            r -= weights[i]
+            if r <= 0 { return (false, last) }
+        }
+        return (false, last)
+    }
+
+    /// Fills `candidates` (top-k, by logit) and `weights` (softmax at the temperature, normalized);
+    /// returns how many survive top-p.
+    private mutating func prepare(_ logits: UnsafePointer<Float>, count: Int) -> Int {
         let k = topK > 0 ? min(topK, count) : count
         candidates.removeAll(keepingCapacity: true)
         // Keep the k largest with a simple bounded selection.
@@ -42,14 +82,7 @@ public struct Sampler {
             cumulative += weights[i]
             if cumulative >= topP { keep = i + 1; break }
         }
-        var mass: Float = 0
-        for i in 0..<keep { mass += weights[i] }
-        var r = Float(rng.nextUnit()) * mass
-        for i in 0..<keep {
-            r -= weights[i]
-            if r <= 0 { return candidates[i].id }
-        }
-        return candidates[keep - 1].id
+        return keep
     }
 }
 

@@ -60,6 +60,12 @@ public struct CellResult: Codable, Sendable {
     public var efficiency: Efficiency
     public var passkey: PasskeyResult?
     public var finished: Date
+    /// Per-item outcomes of log-likelihood tasks; saved beside the cell as JSON lines, not inside it.
+    public var outcomes: [ItemOutcome] = []
+
+    enum CodingKeys: String, CodingKey {
+        case configuration, spec, items, metrics, headline, seconds, computedTokens, efficiency, passkey, finished
+    }
 }
 
 /// Runs cells, loading each configuration's model once and measuring its efficiency once.
@@ -99,6 +105,7 @@ public final class CellRunner {
         var metrics: [String: MetricValue] = [:]
         var items = 0, tokens = 0, headline = "acc"
         var passkey: PasskeyResult?
+        var outcomes: [ItemOutcome] = []
         let start = Date()
         switch spec.task {
         case "wikitext", "kld":
@@ -135,6 +142,7 @@ public final class CellRunner {
             let scorer = LoglikelihoodScorer(model: loaded, pool: pool, precision: configuration.precision)
             let result = TaskRunner.run(task, items: list, scorer: scorer) { done, total in progress(label, done, total) }
             metrics = result.metrics; items = result.items; tokens = result.computedTokens; headline = result.headline
+            outcomes = result.outcomes
         }
         let seconds = Date().timeIntervalSince(start)
         if efficiencies[configuration.name] == nil {
@@ -143,6 +151,7 @@ public final class CellRunner {
         var efficiency = efficiencies[configuration.name]!
         efficiency.peakRSSMiB = peakResidentMiB()
         return CellResult(configuration: configuration, spec: spec, items: items, metrics: metrics, headline: headline,
-                          seconds: seconds, computedTokens: tokens, efficiency: efficiency, passkey: passkey, finished: Date())
+                          seconds: seconds, computedTokens: tokens, efficiency: efficiency, passkey: passkey, finished: Date(),
+                          outcomes: outcomes)
     }
 }

@@ -112,12 +112,24 @@ public final class MatrixRunner {
             if let maxCells, computed >= maxCells { break }
             let base = cell.task.base.flatMap { name in spec.configurations.first { $0.name == name } }
             let result = try runner.run(cell.configuration, cell.task, base: base, progress: progress)
+            try Self.writeOutcomes(result.outcomes, beside: file)
             try Self.encoder.encode(result).write(to: file, options: .atomic)
             computed += 1
             log(String(format: "cell %d/%d %@ × %@: %@ = %.4f (%.1f s)", index + 1, spec.cells.count, cell.configuration.name,
                        cell.task.id, result.headline, result.metrics[result.headline]?.value ?? .nan, result.seconds))
         }
         return computed
+    }
+
+    /// `CELL.items.jsonl`: one line per item, written before the cell file so a cell on disk always has them.
+    public static func writeOutcomes(_ outcomes: [ItemOutcome], beside cellFile: URL) throws {
+        guard !outcomes.isEmpty else { return }
+        let plain = JSONEncoder()
+        plain.outputFormatting = .sortedKeys
+        var text = ""
+        for outcome in outcomes { text += String(decoding: try plain.encode(outcome), as: UTF8.self) + "\n" }
+        let url = cellFile.deletingPathExtension().appendingPathExtension("items.jsonl")
+        try text.write(to: url, atomically: true, encoding: .utf8)
     }
 
     /// Every finished cell in `directories` (shards of one matrix), first occurrence wins.

@@ -8,8 +8,17 @@ public struct MetricValue: Codable, Sendable, Equatable {
     public init(_ value: Double, stderr: Double? = nil) { self.value = value; self.stderr = stderr }
 }
 
+/// How one item came out: right by acc / acc_norm, and each request's log-likelihood and greedy flag,
+/// so runs can be compared item by item (with the float reference, or between configurations).
+public struct ItemOutcome: Codable, Sendable, Equatable {
+    public var acc: Bool
+    public var accNorm: Bool
+    public var logLikelihoods: [Double]
+    public var greedy: [Bool]
+}
+
 /// One task's scores plus what it cost.
-public struct TaskResult: Codable, Sendable {
+public struct TaskResult: Sendable {
     public var task: String
     public var items: Int
     public var metrics: [String: MetricValue]
@@ -19,6 +28,7 @@ public struct TaskResult: Codable, Sendable {
     public var tokensPerSecond: Double { seconds > 0 ? Double(computedTokens) / seconds : 0 }
     /// The metric a report shows first.
     public var headline: String
+    public var outcomes: [ItemOutcome]
 }
 
 /// Reads a JSON-lines file; a malformed line is an error naming the file and line.
@@ -62,9 +72,11 @@ public enum TaskRunner {
         let start = Date()
         let tokensBefore = scorer.computedTokens
         var correct: [Double] = [], correctNorm: [Double] = [], likelihoods: [Double] = []
+        var outcomes: [ItemOutcome] = []
         for (index, item) in items.enumerated() {
             let scores = scorer.score(item)
             let verdict = judge(task.kind, item, scores)
+            outcomes.append(ItemOutcome(acc: verdict.acc, accNorm: verdict.accNorm, logLikelihoods: scores.map(\.logLikelihood), greedy: scores.map(\.isGreedy)))
             correct.append(verdict.acc ? 1 : 0)
             correctNorm.append(verdict.accNorm ? 1 : 0)
             if task.kind == .lastWord { likelihoods.append(scores[0].logLikelihood) }
@@ -78,7 +90,7 @@ public enum TaskRunner {
             metrics["perplexity"] = MetricValue(ppl, stderr: nll.stderr.map { $0 * ppl })
         }
         return TaskResult(task: task.name, items: items.count, metrics: metrics, seconds: Date().timeIntervalSince(start),
-                          computedTokens: scorer.computedTokens - tokensBefore, headline: task.headline)
+                          computedTokens: scorer.computedTokens - tokensBefore, headline: task.headline, outcomes: outcomes)
     }
 
     /// Whether an item is right by acc and by acc_norm (multiple choice), or by greedy match (last word).
