@@ -32,7 +32,7 @@ struct Chat: ParsableCommand {
     func run() throws {
         let loaded = try model.load()
         let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
-                                  drafter: drafting.makeDrafter())
+                                  drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []

@@ -34,7 +34,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         let loaded = try model.load()
         let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
-                                  drafter: drafting.makeDrafter())
+                                  drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {

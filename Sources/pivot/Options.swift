@@ -79,7 +79,7 @@ struct DraftOptions: ParsableArguments {
     @Option(help: "Lossless faster decoding: 'ngram' drafts tokens from n-grams of the prompt and of what was generated (ANPD) and verifies them in one batched pass; the output is the same as without.")
     var draft: Method = .none
 
-    @Option(help: "Most tokens drafted per step (the drafter adapts below it to recent acceptance).")
+    @Option(help: "Most tokens drafted per step; below it the length follows recent acceptance and the measured cost of each batch size, down to none when drafting would not pay.")
     var draftMax: Int = 10
 
     @Option(help: "Longest n-gram the drafter matches (keys of n-1 tokens), 2 or more.")
@@ -91,7 +91,7 @@ struct DraftOptions: ParsableArguments {
     }
 
     func makeDrafter() -> Drafter? {
-        draft == .ngram ? NGramDrafter(maxN: ngramMax, maxDraft: draftMax) : nil
+        draft == .ngram ? NGramDrafter(maxN: ngramMax) : nil
     }
 
     /// The end-of-run line about drafting, or nil without it.

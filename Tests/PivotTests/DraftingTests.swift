@@ -7,7 +7,7 @@ import PivotKernels
 /// distributed as without drafting (chi-square tests with their bounds stated).
 final class DraftingTests: XCTestCase {
     func testDrafterBacksOffFromLongestNGramAndNeedsEvidence() {
-        let d = NGramDrafter(maxN: 3, maxDraft: 8, minBigramCount: 2)
+        let d = NGramDrafter(maxN: 3, minBigramCount: 2)
         d.reset(context: [1, 2, 3, 9, 1, 2, 4, 7, 1, 2, 3])
         // Key [2, 3] → 9 once (trigram level), so after ...2, 3 the drafter proposes 9, then [3, 9] → 1, [9, 1] → 2, ...
         XCTAssertEqual(d.draft(limit: 4), [9, 1, 2, 3])
@@ -21,19 +21,26 @@ final class DraftingTests: XCTestCase {
         XCTAssertEqual(NGramDrafter().draft(limit: 4), [], "nothing seen, nothing drafted")
     }
 
-    func testDraftLengthAdaptsToAcceptance() {
-        let d = NGramDrafter(maxN: 2, maxDraft: 10, minBigramCount: 1)
-        d.reset(context: Array(repeating: [1, 2], count: 20).flatMap { $0 })
-        XCTAssertEqual(d.draftLength, 4)
-        d.feedback(proposed: 4, accepted: 4)
-        XCTAssertEqual(d.draftLength, 8)
-        d.feedback(proposed: 8, accepted: 8)
-        XCTAssertEqual(d.draftLength, 10, "capped at maxDraft")
-        d.feedback(proposed: 10, accepted: 2)
-        XCTAssertEqual(d.draftLength, 3)
-        d.feedback(proposed: 3, accepted: 0)
-        XCTAssertEqual(d.draftLength, 1)
-        XCTAssertEqual(d.draft(limit: 5).count, 1)
+    /// Expected tokens per unit time: 1 + a + … + a^K over the cost of a K+1 batch.
+    func testPolicyDraftsOnlyWhenItPays() {
+        var policy = DraftPolicy(maxDraft: 10, initialAcceptance: 0.9)
+        // Costs like the default model's: 1 token 5 ms, n tokens 5 ms · (1 + 0.25 (n − 1)).
+        for n in 1...11 { policy.recordPass(tokens: n, seconds: 0.005 * (1 + 0.25 * Double(n - 1))) }
+        XCTAssertEqual(policy.cost(5), 2, accuracy: 1e-9)
+        XCTAssertEqual(policy.efficiency(0), 1, accuracy: 1e-12)
+        XCTAssertEqual(policy.efficiency(2), (1 + 0.9 + 0.81) / 1.5, accuracy: 1e-9)
+        let long = policy.length(limit: 10)
+        XCTAssertGreaterThanOrEqual(long, 4, "high acceptance: long drafts")
+        XCTAssertEqual(policy.length(limit: 2), 2, "limited by room")
+        for _ in 0..<30 { policy.recordVerification(proposed: 1, accepted: 0) }
+        XCTAssertLessThan(policy.acceptance, 0.05)
+        XCTAssertEqual(policy.length(limit: 10), 0, "drafting would not pay")
+        for _ in 0..<10 { policy.recordVerification(proposed: 4, accepted: 4) }
+        XCTAssertGreaterThan(policy.length(limit: 10), 0, "acceptance recovered")
+        var fixed = DraftPolicy(maxDraft: 10)
+        fixed.fixedLength = 6
+        XCTAssertEqual(fixed.length(limit: 4), 4)
+        XCTAssertEqual(fixed.length(limit: 10), 6)
     }
 
     static let prompts: [String] = {
@@ -68,8 +75,9 @@ final class DraftingTests: XCTestCase {
     }()
 
     func generate(_ model: LoadedModel, _ prompt: String, drafter: Drafter?, tokens: Int = 40, sampler: Sampler = Sampler(),
-                  capacity: Int = 512) -> (tokens: [Int], stats: GenerationStats) {
+                  capacity: Int = 512, fixedDraft: Int? = nil) -> (tokens: [Int], stats: GenerationStats) {
         let generator = Generator(model: model, pool: Shared.pool, contextLength: capacity, drafter: drafter)
+        generator.draftPolicy.fixedLength = fixedDraft
         var sampler = sampler
         var stats = GenerationStats()
         var out: [Int] = []
@@ -80,9 +88,10 @@ final class DraftingTests: XCTestCase {
     func testGreedyOutputIsIdenticalWithDrafting() throws {
         let model = try Shared.model()
         var drafted = 0, accepted = 0
-        for prompt in Self.prompts {
+        for (index, prompt) in Self.prompts.enumerated() {
             let plain = generate(model, prompt, drafter: nil)
-            let fast = generate(model, prompt, drafter: NGramDrafter())
+            // Adaptive length on even prompts; a fixed 6 on odd ones, so verification runs often.
+            let fast = generate(model, prompt, drafter: NGramDrafter(), fixedDraft: index % 2 == 1 ? 6 : nil)
             XCTAssertEqual(fast.tokens, plain.tokens, "prompt \(prompt.prefix(40).debugDescription)")
             drafted += fast.stats.draftedTokens
             accepted += fast.stats.acceptedTokens
@@ -91,7 +100,7 @@ final class DraftingTests: XCTestCase {
         // Boundaries: a draft that would pass maxTokens or the cache capacity is cut, output unchanged.
         let copy = Self.prompts[0]
         for (tokens, capacity) in [(7, 512), (40, model.tokenizer.encode(copy).count + 12)] {
-            XCTAssertEqual(generate(model, copy, drafter: NGramDrafter(), tokens: tokens, capacity: capacity).tokens,
+            XCTAssertEqual(generate(model, copy, drafter: NGramDrafter(), tokens: tokens, capacity: capacity, fixedDraft: 8).tokens,
                            generate(model, copy, drafter: nil, tokens: tokens, capacity: capacity).tokens)
         }
     }
@@ -139,6 +148,7 @@ final class DraftingTests: XCTestCase {
         var accepted = 0, drafted = 0
         for (drafter, seedBase) in [(oracle as Drafter?, 0), (nil, 100_000)] {
             let generator = Generator(model: model, pool: Shared.pool, contextLength: 64, drafter: drafter)
+            generator.draftPolicy.fixedLength = 3
             for run in 0..<runs {
                 generator.reset()
                 var sampler = Sampler(temperature: 0.25, topK: 0, topP: 1, seed: UInt64(seedBase + run))
@@ -187,5 +197,4 @@ final class PositionDrafter: Drafter {
         guard start >= 0, start < continuation.count else { return [] }
         return Array(continuation[start..<min(continuation.count, start + limit)])
     }
-    func feedback(proposed: Int, accepted: Int) {}
 }

@@ -6,23 +6,19 @@ public protocol Drafter: AnyObject {
     /// Tokens generated since the last call (accepted drafts and the model's own tokens).
     func observe(_ tokens: [Int])
     /// Up to `limit` tokens to continue the sequence; empty when there is no good guess.
+    /// How many to ask for is the generator's `DraftPolicy`'s choice.
     func draft(limit: Int) -> [Int]
-    /// How many of the last `proposed` tokens the model accepted.
-    func feedback(proposed: Int, accepted: Int)
 }
 
 /// ANPD's adaptive multi-level n-gram drafter (Ou et al., NAACL 2024 Industry): count tables for
 /// n = 2...maxN built from the prompt and updated with every generated token; each drafted token
 /// comes from the longest level whose key (the last n−1 tokens) was seen, the most frequent
 /// follower winning (ties: the most recent). Single-token keys (n = 2) need `minBigramCount`
-/// sightings, so free text without repetition drafts nothing and pays nothing. The draft length
-/// adapts: it doubles after a fully accepted draft and shrinks to one more than what was accepted.
+/// sightings, so free text without repetition drafts nothing. How many tokens to draft (ANPD's
+/// adaptive K) is decided by `DraftPolicy` from recent acceptance and measured pass costs.
 public final class NGramDrafter: Drafter {
     public let maxN: Int
-    public let maxDraft: Int
     public let minBigramCount: Int
-    /// The current draft length.
-    public private(set) var draftLength: Int
     private var tables: [[UInt64: Followers]]
     private var history: [Int] = []
     private var clock = 0
@@ -46,12 +42,10 @@ public final class NGramDrafter: Drafter {
         }
     }
 
-    public init(maxN: Int = 4, maxDraft: Int = 10, minBigramCount: Int = 2) {
-        precondition(maxN >= 2 && maxDraft >= 1)
+    public init(maxN: Int = 4, minBigramCount: Int = 2) {
+        precondition(maxN >= 2)
         self.maxN = maxN
-        self.maxDraft = maxDraft
         self.minBigramCount = minBigramCount
-        draftLength = min(4, maxDraft)
         tables = Array(repeating: [:], count: maxN - 1)
     }
 
@@ -68,7 +62,6 @@ public final class NGramDrafter: Drafter {
         tables = Array(repeating: [:], count: maxN - 1)
         history = []
         clock = 0
-        draftLength = min(4, maxDraft)
         observe(context)
     }
 
@@ -92,8 +85,7 @@ public final class NGramDrafter: Drafter {
         return nil
     }
 
-    public func draft(limit: Int) -> [Int] {
-        let length = min(limit, draftLength)
+    public func draft(limit length: Int) -> [Int] {
         guard length > 0 else { return [] }
         // Draft on a scratch extension of the history: the last maxN−1 tokens are all a key needs.
         var working = Array(history.suffix(maxN - 1))
@@ -103,10 +95,5 @@ public final class NGramDrafter: Drafter {
             working.append(next)
         }
         return proposed
-    }
-
-    public func feedback(proposed: Int, accepted: Int) {
-        guard proposed > 0 else { return }
-        draftLength = accepted == proposed ? min(maxDraft, max(draftLength, proposed) * 2) : max(1, min(maxDraft, accepted + 1))
     }
 }

@@ -30,14 +30,18 @@ public final class Generator {
     let state: ForwardState
     /// Proposes tokens to verify in one pass; nil: plain decoding.
     public var drafter: Drafter?
+    /// Chooses how many tokens to draft from acceptance and measured pass costs.
+    public var draftPolicy: DraftPolicy
     /// Buffers with logits for every row, for verifying a draft.
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
                                                 pool: state.context.pool, precision: state.context.precision)
     static let maxVerify = 33
 
     public init(model: LoadedModel, pool: ThreadPool, contextLength: Int? = nil, maxBatch: Int = 512,
-                precision: ActivationPrecision = .int8, drafter: Drafter? = nil) {
+                precision: ActivationPrecision = .int8, drafter: Drafter? = nil, maxDraft: Int = 10) {
+        precondition((1..<Self.maxVerify).contains(maxDraft))
         self.model = model
+        draftPolicy = DraftPolicy(maxDraft: maxDraft)
         cache = model.makeCache(capacity: contextLength, maxBatch: max(maxBatch, Self.maxVerify))
         state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, pool: pool, precision: precision)
         self.drafter = drafter
@@ -78,16 +82,26 @@ public final class Generator {
             if let reason = emit(next) { return reason }
             drafter?.observe([next])
             // Room for the draft: the tokens still wanted (one is the model's own) and the cache.
-            let room = min(maxTokens - generated - 1, cache.capacity - cache.length - 2, Self.maxVerify - 1)
-            let draft = room > 0 ? drafter?.draft(limit: room) ?? [] : []
+            let room = min(maxTokens - generated - 1, cache.capacity - cache.length - 2, draftPolicy.maxDraft)
+            let wanted = room > 0 ? draftPolicy.length(limit: room) : 0
+            let draft = wanted > 0 ? drafter?.draft(limit: wanted) ?? [] : []
             stats.decodeSteps += 1
             if draft.isEmpty {
                 if cache.length + 1 >= cache.capacity { return .contextFull }
-                next = sampler.sample(transformer.forward(token: next, cache: cache, state: state).row(0), count: vocabulary)
+                // The drafter's guess for this step costs a table lookup: it keeps the acceptance estimate
+                // current while drafting is off.
+                let probe = room > 0 && wanted == 0 ? drafter?.draft(limit: 1).first : nil
+                let passStart = DispatchTime.now().uptimeNanoseconds
+                let row = transformer.forward(token: next, cache: cache, state: state).row(0)
+                if drafter != nil { draftPolicy.recordPass(tokens: 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9) }
+                next = sampler.sample(row, count: vocabulary)
+                if let probe { draftPolicy.recordVerification(proposed: 1, accepted: probe == next ? 1 : 0) }
                 continue
             }
             let base = cache.length
+            let passStart = DispatchTime.now().uptimeNanoseconds
             let rows = transformer.forward([next] + draft, cache: cache, state: verifyState, logits: .all)
+            draftPolicy.recordPass(tokens: draft.count + 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9)
             var accepted = 0
             var replacement: Int?
             for (i, token) in draft.enumerated() {
@@ -97,7 +111,7 @@ public final class Generator {
             }
             stats.draftedTokens += draft.count
             stats.acceptedTokens += accepted
-            drafter?.feedback(proposed: draft.count, accepted: accepted)
+            draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
             cache.truncate(to: base + 1 + accepted)
             for token in draft.prefix(accepted) {
                 if let reason = emit(token) { return reason }
