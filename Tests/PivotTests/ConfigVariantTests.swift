@@ -14,9 +14,7 @@ final class ConfigVariantTests: XCTestCase {
     }
 
     func load(_ model: TinyModel, _ config: [String: Any], extraFiles: [String: Any] = [:]) throws -> LoadedModel {
-        let folder = try model.writeFolder(config: config, extraFiles: extraFiles)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        return try LoadedModel.load(path: folder.path)
+        try model.load(config: config, extraFiles: extraFiles)
     }
 
     func assertLoadFails(_ model: TinyModel, _ config: [String: Any], mentioning words: [String], line: UInt = #line) {

@@ -132,9 +132,7 @@ final class DraftingTests: XCTestCase {
     func testSampledSequencesAreDistributedAsWithoutDrafting() throws {
         var tiny = TinyModel()
         tiny.randomize(seed: 21)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig.merging(["rope_theta": 10000.0]) { $1 })
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let model = try LoadedModel.load(path: folder.path)
+        let model = try tiny.load(config: tiny.baseConfig)
         let prompt = [5, 77, 200, 13, 5, 77]
         // The drafter proposes plain greedy's continuation: likely, but not certain, under sampling.
         let greedy = Generator(model: model, pool: Shared.pool, contextLength: 64)

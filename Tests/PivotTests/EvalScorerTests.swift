@@ -8,9 +8,7 @@ final class EvalScorerTests: XCTestCase {
     func testSharedPrefixScoringEqualsFullRecomputation() throws {
         var tiny = TinyModel()
         tiny.randomize(seed: 9)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig.merging(["rope_theta": 10000.0]) { $1 })
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let model = try LoadedModel.load(path: folder.path)
+        let model = try tiny.load(config: tiny.baseConfig)
         let pool = ThreadPool(threads: 2)
         // A chunk of 8 tokens forces long continuations across several forward calls.
         let scorer = LoglikelihoodScorer(model: model, pool: pool, precision: .float, contextLength: 128, chunk: 8)

@@ -83,12 +83,18 @@ struct TinyModel {
         return folder
     }
 
+    /// The model loaded from a folder written with `config` (the folder is removed afterwards:
+    /// float weights are copied at load).
+    func load(config: [String: Any], extraFiles: [String: Any] = [:]) throws -> LoadedModel {
+        let folder = try writeFolder(config: config, extraFiles: extraFiles)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        return try LoadedModel.load(path: folder.path)
+    }
+
     /// Loads `config` through the engine and checks prefill and token-by-token decode against the reference.
     func assertEngineMatchesReference(config: [String: Any], extraFiles: [String: Any] = [:],
                                       file: StaticString = #filePath, line: UInt = #line) throws {
-        let folder = try writeFolder(config: config, extraFiles: extraFiles)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let model = try LoadedModel.load(path: folder.path)
+        let model = try load(config: config, extraFiles: extraFiles)
         let tokens = [5, 77, 200, 13, 250, 9, 42, 100, 31, 7, 180, 66]
         let expected = referenceLogits(tokens)
         let state = ForwardState(config: model.config, maxTokens: 16, allLogits: true, pool: ThreadPool(threads: 2))

@@ -13,9 +13,7 @@ final class TinyModelTests: XCTestCase {
         var config = tiny.baseConfig
         config["model_type"] = "qwen2"
         config["rope_theta"] = 10000.0
-        let folder = try tiny.writeFolder(config: config)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let model = try LoadedModel.load(path: folder.path)
+        let model = try tiny.load(config: config)
         XCTAssertTrue(model.config.attentionBias)
         XCTAssertFalse(model.config.outputBias, "Qwen2 has no o_proj bias")
         XCTAssertFalse(model.config.tiedEmbeddings)
