@@ -228,7 +228,7 @@ def compare(reference_path, results_dir):
     ref = json.load(open(reference_path))
     cells_dir = os.path.join(results_dir, "cells")
     bad = 0
-    print(f"{'task':14s} {'items':>5s} {'acc ref':>8s} {'acc pivot':>9s} {'norm ref':>8s} {'norm pivot':>10s}  differing items")
+    print(f"{'task':14s} {'items':>5s} {'acc ref':>8s} {'acc pivot':>9s} {'norm ref':>8s} {'norm pivot':>10s} {'max |d ll|':>10s}  differing items")
     for name, entry in ref.items():
         files = sorted(f for f in os.listdir(cells_dir) if f.endswith(".items.jsonl") and f.split("__", 1)[1].split("@")[0].split(".")[0] == name)
         if not files:
@@ -242,7 +242,9 @@ def compare(reference_path, results_dir):
         mean = lambda xs: sum(xs) / max(1, len(xs))
         norm = (f"{mean([t['acc_norm'] for t in theirs]):8.4f} {mean([int(o['accNorm']) for o in ours[:n]]):10.4f}"
                 if "acc_norm" in entry else f"{'-':>8s} {'-':>10s}")
-        print(f"{name:14s} {n:5d} {mean([t['acc'] for t in theirs]):8.4f} {mean([int(o['acc']) for o in ours[:n]]):9.4f} {norm}  {diff[:10]}")
+        ref_lls = [t.get("lls", [t.get("ll")]) for t in theirs]
+        delta = max(abs(a - b) for r, o in zip(ref_lls, ours) for a, b in zip(r, o["logLikelihoods"]))
+        print(f"{name:14s} {n:5d} {mean([t['acc'] for t in theirs]):8.4f} {mean([int(o['acc']) for o in ours[:n]]):9.4f} {norm} {delta:10.2e}  {diff[:10]}")
     sys.exit(1 if bad else 0)
 
 

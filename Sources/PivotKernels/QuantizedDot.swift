@@ -169,6 +169,7 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
     case .q4_0: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: false)
     case .q4_1: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: true)
     case .q8_0: return dotQ8_0x1(weights, a, blocks: act.blocksPerRow)
+    default: return dotDecoded1(format, weights, a, blocks: act.blocksPerRow)
     }
 }
 
@@ -183,6 +184,8 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
         quad: { dotNibbles4($0, $1, $2, $3, $4, blocks: $5, hasMin: true) }
     case .q8_0: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ8_0x1($0, $1, blocks: $2) }
         quad: { dotQ8_0x4($0, $1, $2, $3, $4, blocks: $5) }
+    default: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotDecoded1(format, $0, $1, blocks: $2) }
+        quad: { dotDecoded4(format, $0, $1, $2, $3, $4, blocks: $5) }
     }
 }
 

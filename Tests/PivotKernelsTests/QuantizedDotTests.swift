@@ -5,21 +5,30 @@ import PivotKernels
 final class QuantizedDotTests: XCTestCase {
     var rng = SystemRandomNumberGenerator()
 
-    /// Random blocks of `format` for `rows` × `columns` weights.
+    /// Byte offsets of each format's f16 scales (and minimums) inside a block, from ggml's structs.
+    static func halfOffsets(_ format: BlockFormat) -> [Int] {
+        switch format {
+        case .q4_0, .q8_0, .q5_0: return [0]
+        case .q4_1, .q5_1, .q4_K, .q5_K: return [0, 2]
+        case .q2_K: return [80, 82]
+        case .q3_K: return [108]
+        case .q6_K: return [208]
+        }
+    }
+
+    /// Random blocks of `format` for `rows` × `columns` weights: random bits, with the f16 scales set
+    /// to sane values (Q4_1/Q5_1 minimums negative, K-quant super-block scales small).
     func randomBlocks(_ format: BlockFormat, rows: Int, columns: Int, seed: UInt64) -> [UInt8] {
         var g = SplitMix64(seed: seed)
-        var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(columns))
-        for b in 0..<(rows * columns / 32) {
+        var bytes = (0..<(rows * format.rowBytes(columns))).map { _ in UInt8.random(in: 0...255, using: &g) }
+        for b in 0..<(rows * columns / format.elementsPerBlock) {
             let base = b * format.bytesPerBlock
-            let d = Float16(Float.random(in: 0.001...0.05, using: &g))
-            withUnsafeBytes(of: d.bitPattern.littleEndian) { for i in 0..<2 { bytes[base + i] = $0[i] } }
-            var start = 2
-            if format == .q4_1 {
-                let m = Float16(Float.random(in: -0.3...0.1, using: &g))
-                withUnsafeBytes(of: m.bitPattern.littleEndian) { for i in 0..<2 { bytes[base + 2 + i] = $0[i] } }
-                start = 4
+            for (i, offset) in Self.halfOffsets(format).enumerated() {
+                let value = i == 0 ? Float.random(in: 0.001...0.05, using: &g)
+                    : (format == .q4_1 || format == .q5_1 ? Float.random(in: -0.3...0.1, using: &g) : Float.random(in: 0.001...0.02, using: &g))
+                let scaled = format.isKQuant && i == 0 ? value / 8 : value
+                withUnsafeBytes(of: Float16(scaled).bitPattern.littleEndian) { bytes[base + offset] = $0[0]; bytes[base + offset + 1] = $0[1] }
             }
-            for i in start..<format.bytesPerBlock { bytes[base + i] = UInt8.random(in: 0...255, using: &g) }
         }
         return bytes
     }
@@ -36,7 +45,7 @@ final class QuantizedDotTests: XCTestCase {
     /// prefill agree exactly with one-token decoding (odd block counts exercise the tail block).
     func testBatchedRowsAreBitIdenticalToSingleRows() {
         for format in BlockFormat.allCases {
-            for columns in [256, 288] {
+            for columns in format.isKQuant ? [256, 768] : [256, 288] {
                 let rows = 21, tokens = 7
                 let weights = randomBlocks(format, rows: rows, columns: columns, seed: 3)
                 var g = SplitMix64(seed: 5)
@@ -121,3 +130,28 @@ final class QuantizedDotTests: XCTestCase {
     }
 }
 
+
+/// Every block format's dequantizer against what llama.cpp's own `gguf` Python package gives for the
+/// same bytes (fixture written by scripts/make_dequantize_fixture.py).
+final class GGMLLayoutTests: XCTestCase {
+    func testDequantizersMatchTheGGUFPackage() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/ggml-dequantize.json")
+        let fixture = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: url))
+        XCTAssertEqual(Set(fixture.keys), Set(BlockFormat.allCases.map(\.name)))
+        for format in BlockFormat.allCases {
+            let entry = try XCTUnwrap(fixture[format.name])
+            var bytes: [UInt8] = []
+            var hex = entry.bytes[...]
+            while !hex.isEmpty { bytes.append(UInt8(hex.prefix(2), radix: 16)!); hex = hex.dropFirst(2) }
+            let count = entry.values.count
+            XCTAssertEqual(bytes.count, format.rowBytes(count))
+            var out = [Float](repeating: .nan, count: count)
+            bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { format.dequantizeRow(b.baseAddress!, count: count, into: $0.baseAddress!) } }
+            var worst: Float = 0
+            for i in 0..<count { worst = max(worst, abs(out[i] - entry.values[i]) / max(1, abs(entry.values[i]))) }
+            XCTAssertLessThanOrEqual(worst, 1e-6, "\(format.name): largest relative difference")
+        }
+    }
+
+    struct Entry: Decodable { let bytes: String; let values: [Float] }
+}

@@ -63,6 +63,9 @@ final class CorruptFileTests: XCTestCase {
             ("offset", TinyGGUF.bytes(offsetOverride: 1 << 20), "runs past the end"),
             ("type", TinyGGUF.bytes(typeOverride: 99), ""),
             ("dimension", TinyGGUF.bytes(dimensionOverride: 1 << 50), "absurd"),
+            // K-quants: rows of 32 cannot hold 256-weight super-blocks; 2 × 1024 Q6_K weights need 1680 bytes.
+            ("K-quant rows", TinyGGUF.bytes(typeOverride: 12), "does not fill whole Q4_K blocks"),
+            ("K-quant size", TinyGGUF.bytes(typeOverride: 14, dimensionOverride: 1024), "runs past the end"),
         ]
         for (label, bytes, message) in cases {
             let path = write(bytes, "\(label).gguf")

@@ -123,7 +123,7 @@ public final class GGUFFile: TensorStore {
                 unsupported[info.name] = info.type
                 continue
             }
-            guard let bytes = type.byteCount(elements: elements), info.dims[0] % (type.isBlock ? 32 : 1) == 0 else {
+            guard let bytes = type.byteCount(elements: elements), info.dims[0] % type.elementsPerBlock == 0 else {
                 throw PivotError.malformed(file: path, "tensor '\(info.name)' of \(info.dims) does not fill whole \(type) blocks")
             }
             guard info.offset % UInt64(alignment) == 0 else {
@@ -186,4 +186,6 @@ public final class GGUFFile: TensorStore {
 
 extension TensorType {
     var isBlock: Bool { if case .block = self { return true }; return false }
+    /// Rows must be whole blocks: 32 or 256 weights (K-quants), 1 for float types.
+    var elementsPerBlock: Int { if case .block(let format) = self { return format.elementsPerBlock }; return 1 }
 }

@@ -5,16 +5,15 @@ public enum TensorType: Equatable, Sendable, CustomStringConvertible {
     case f32, f16, bf16
     case block(BlockFormat)
 
-    /// GGML type ids (ggml.h): 0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 30 BF16.
+    /// GGML type ids (ggml.h): 0 F32, 1 F16, 30 BF16, and the block formats' own ids.
     init?(ggmlType: UInt32) {
         switch ggmlType {
         case 0: self = .f32
         case 1: self = .f16
-        case 2: self = .block(.q4_0)
-        case 3: self = .block(.q4_1)
-        case 8: self = .block(.q8_0)
         case 30: self = .bf16
-        default: return nil
+        default:
+            guard let format = BlockFormat(ggmlType: ggmlType) else { return nil }
+            self = .block(format)
         }
     }
 
@@ -24,8 +23,8 @@ public enum TensorType: Equatable, Sendable, CustomStringConvertible {
         case .f32: return elements.multipliedReportingOverflow(by: 4).overflow ? nil : elements * 4
         case .f16, .bf16: return elements.multipliedReportingOverflow(by: 2).overflow ? nil : elements * 2
         case .block(let format):
-            guard elements % BlockFormat.blockSize == 0 else { return nil }
-            return elements / BlockFormat.blockSize * format.bytesPerBlock
+            guard elements % format.elementsPerBlock == 0 else { return nil }
+            return elements / format.elementsPerBlock * format.bytesPerBlock
         }
     }
 
@@ -44,9 +43,7 @@ public enum TensorType: Equatable, Sendable, CustomStringConvertible {
         case .f32: return "F32"
         case .f16: return "F16"
         case .bf16: return "BF16"
-        case .block(.q4_0): return "Q4_0"
-        case .block(.q4_1): return "Q4_1"
-        case .block(.q8_0): return "Q8_0"
+        case .block(let format): return format.name
         }
     }
 }
