@@ -169,6 +169,11 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
     case .q4_0: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: false)
     case .q4_1: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: true)
     case .q8_0: return dotQ8_0x1(weights, a, blocks: act.blocksPerRow)
+    #if arch(x86_64)
+    case .q5_0: return dotQ5_0x1(weights, a, blocks: act.blocksPerRow)
+    case .q4_K: return dotQ4_Kx1(weights, a, blocks: act.blocksPerRow)
+    case .q6_K: return dotQ6_Kx1(weights, a, blocks: act.blocksPerRow)
+    #endif
     default: return dotDecoded1(format, weights, a, blocks: act.blocksPerRow)
     }
 }
@@ -184,6 +189,14 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
         quad: { dotNibbles4($0, $1, $2, $3, $4, blocks: $5, hasMin: true) }
     case .q8_0: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ8_0x1($0, $1, blocks: $2) }
         quad: { dotQ8_0x4($0, $1, $2, $3, $4, blocks: $5) }
+    #if arch(x86_64)
+    case .q5_0: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ5_0x1($0, $1, blocks: $2) }
+        quad: { dotQ5_0x4($0, $1, $2, $3, $4, blocks: $5) }
+    case .q4_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ4_Kx1($0, $1, blocks: $2) }
+        quad: { dotQ4_Kx4($0, $1, $2, $3, $4, blocks: $5) }
+    case .q6_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ6_Kx1($0, $1, blocks: $2) }
+        quad: { dotQ6_Kx4($0, $1, $2, $3, $4, blocks: $5) }
+    #endif
     default: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotDecoded1(format, $0, $1, blocks: $2) }
         quad: { dotDecoded4(format, $0, $1, $2, $3, $4, blocks: $5) }
     }
