@@ -1,3 +1,4 @@
+import PivotKernels
 /// A GGUF value from the metadata section.
 public enum MetadataValue: Sendable {
     case int(Int64), uint(UInt64), float(Double), bool(Bool), string(String)
@@ -25,6 +26,21 @@ public enum MetadataValue: Sendable {
     public var array: [MetadataValue]? { if case .array(let a) = self { return a }; return nil }
 }
 
+/// One metadata key as stored: its value and GGUF value type (and item type, for arrays), so a
+/// file can be rewritten with the exact types llama.cpp's reader checks for.
+public struct GGUFMetadataEntry: Sendable {
+    public var key: String
+    public var value: MetadataValue
+    /// GGUF value type: 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32, 6 f32, 7 bool, 8 string, 9 array, 10 u64, 11 i64, 12 f64.
+    public var type: UInt32
+    /// Item type of an array (9); unused otherwise.
+    public var itemType: UInt32
+
+    public init(_ key: String, _ value: MetadataValue, type: UInt32, itemType: UInt32 = 0) {
+        self.key = key; self.value = value; self.type = type; self.itemType = itemType
+    }
+}
+
 /// A parsed GGUF (v2/v3) file: metadata and a tensor directory pointing into the memory map.
 ///
 /// Every count, length and offset is checked against the file size before it is used, so a
@@ -34,6 +50,8 @@ public final class GGUFFile: TensorStore {
     public let file: MappedFile
     public let version: UInt32
     public let metadata: [String: MetadataValue]
+    /// The metadata in file order with its types.
+    public let metadataEntries: [GGUFMetadataEntry]
     public let tensors: [String: TensorData]
     public let tensorOrder: [String]
     public let unsupportedTensors: [String: UInt32]
@@ -41,7 +59,7 @@ public final class GGUFFile: TensorStore {
     public var tensorNames: [String] { tensorOrder }
     public func tensor(named name: String) -> TensorData? { tensors[name] }
     public func unusableReason(_ name: String) -> String? {
-        unsupportedTensors[name].map { "tensor '\(name)' has GGML type \($0), which Pivot cannot run (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)" }
+        unsupportedTensors[name].map { "tensor '\(name)' has GGML type \($0), which Pivot cannot run (supported: F32, F16, BF16, \(BlockFormat.allCases.map(\.name).joined(separator: ", ")))" }
     }
 
     public convenience init(path: String) throws {
@@ -71,12 +89,17 @@ public final class GGUFFile: TensorStore {
         }
 
         var metadata: [String: MetadataValue] = [:]
+        var entries: [GGUFMetadataEntry] = []
         for index in 0..<Int(kvCount) {
             let key = try Self.readString(&cursor, "metadata key #\(index)")
             let type = try cursor.read(UInt32.self, "type of '\(key)'")
-            metadata[key] = try Self.readValue(&cursor, type: type, key: key, depth: 0)
+            var itemType: UInt32 = 0
+            let value = try Self.readValue(&cursor, type: type, key: key, depth: 0, itemType: &itemType)
+            metadata[key] = value
+            entries.append(GGUFMetadataEntry(key, value, type: type, itemType: itemType))
         }
         self.metadata = metadata
+        metadataEntries = entries
 
         var infos: [(name: String, dims: [Int], type: UInt32, offset: UInt64)] = []
         for index in 0..<Int(tensorCount) {
@@ -153,7 +176,8 @@ public final class GGUFFile: TensorStore {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private static func readValue(_ cursor: inout ByteCursor, type: UInt32, key: String, depth: Int) throws -> MetadataValue {
+    private static func readValue(_ cursor: inout ByteCursor, type: UInt32, key: String, depth: Int,
+                                  itemType arrayItemType: inout UInt32) throws -> MetadataValue {
         switch type {
         case 0: return .uint(UInt64(try cursor.read(UInt8.self, key)))
         case 1: return .int(Int64(try cursor.read(Int8.self, key)))
@@ -167,6 +191,8 @@ public final class GGUFFile: TensorStore {
         case 9:
             guard depth == 0 else { throw PivotError.malformed(file: cursor.file, "nested arrays in '\(key)'") }
             let itemType = try cursor.read(UInt32.self, "array type of '\(key)'")
+            arrayItemType = itemType
+            var unused: UInt32 = 0
             let count = try cursor.read(UInt64.self, "array length of '\(key)'")
             let minimumItemSize: UInt64 = [0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 10: 8, 11: 8, 12: 8][itemType] ?? 1
             guard count <= UInt64(cursor.remaining) / minimumItemSize else {
@@ -174,7 +200,7 @@ public final class GGUFFile: TensorStore {
             }
             var items: [MetadataValue] = []
             items.reserveCapacity(Int(count))
-            for _ in 0..<Int(count) { items.append(try readValue(&cursor, type: itemType, key: key, depth: depth + 1)) }
+            for _ in 0..<Int(count) { items.append(try readValue(&cursor, type: itemType, key: key, depth: depth + 1, itemType: &unused)) }
             return .array(items)
         case 10: return .uint(try cursor.read(UInt64.self, key))
         case 11: return .int(try cursor.read(Int64.self, key))
