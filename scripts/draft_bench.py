@@ -5,8 +5,8 @@ with decode tokens/s per prompt and per set.
 Two sets built at run time from real text (nothing is committed): input-grounded prompts that repeat,
 rewrite, extract from or edit a wikitext-2 passage or one of this project's own source files, and
 free-generation prompts. Each prompt is a ChatML user turn (the default model is an instruct model).
-With --llama-lookup DIR (a llama.cpp build folder holding llama-lookup and llama-simple), llama.cpp's
-lookup decoding runs on the same prompts against its own plain decoding.
+With --llama-lookup DIR (a llama.cpp build's bin folder), llama.cpp's llama-lookup runs on the same
+prompts with --spec-draft-n-max 10 against itself with 0 (no drafts).
 
     python3 scripts/draft_bench.py [--pivot .build/release/pivot] [-n 128] [--llama-lookup /path/to/build/bin]
 """
@@ -59,11 +59,9 @@ def run_pivot(binary, prompt, n, draft):
 
 
 def run_llama(bin_dir, model, prompt, n, lookup):
-    tool = "llama-lookup" if lookup else "llama-simple"
-    if lookup:
-        args = [os.path.join(bin_dir, tool), "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "-t", "2", "--draft-max", "10", "-c", "4096"]
-    else:
-        args = [os.path.join(bin_dir, tool), "-m", model, "-n", str(n), prompt]
+    # Plain decoding is the same program with no drafts, so both sides share everything else.
+    args = [os.path.join(bin_dir, "llama-lookup"), "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "-t", "2",
+            "--spec-draft-n-max", "10" if lookup else "0", "-c", "4096"]
     r = subprocess.run(args, capture_output=True, text=True)
     m = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) s", r.stderr + r.stdout)
     return (int(m.group(1)), float(m.group(2))) if m else None

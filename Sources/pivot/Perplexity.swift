@@ -5,7 +5,7 @@ import Pivot
 struct Perplexity: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Perplexity of a text file over non-overlapping windows.",
-        discussion: "Windows start at token 0; every token but each window's first is scored. No BOS is added, as in the reference figures. The last line is 'PPL = X +/- SE'.")
+        discussion: "Windows start at token 0; every token but each window's first is scored (--second-half: only the second half, as llama-perplexity). No BOS is added, as in the reference figures. The last line is 'PPL = X +/- SE'.")
 
     @OptionGroup var model: ModelOptions
 
@@ -17,6 +17,9 @@ struct Perplexity: ParsableCommand {
 
     @Option(name: .customLong("chunks"), help: "Score at most this many windows (default: all).")
     var chunks: Int?
+
+    @Flag(help: "Score only the second half of each window, as llama.cpp's llama-perplexity does (its figures are then comparable).")
+    var secondHalf = false
 
     @OptionGroup var precisionOption: PrecisionOption
     var precision: ActivationPrecision { precisionOption.precision }
@@ -37,7 +40,8 @@ struct Perplexity: ParsableCommand {
         }
         let tokenizeStart = Date()
         let tokens = loaded.tokenizer.encode(text, addBOS: false)
-        let evaluator = PerplexityEvaluator(model: loaded, contextLength: windowLength, pool: model.makePool(), precision: precision)
+        let evaluator = PerplexityEvaluator(model: loaded, contextLength: windowLength, pool: model.makePool(), precision: precision,
+                                            firstScored: secondHalf ? windowLength / 2 : 0)
         let total = evaluator.windowCount(tokens: tokens.count, limit: chunks)
         writeErr(String(format: "%@: %d tokens (tokenized in %.2f s), %d windows of %d\n", file, tokens.count,
                         Date().timeIntervalSince(tokenizeStart), total, windowLength))

@@ -24,9 +24,16 @@ public final class PerplexityEvaluator {
     let cache: KVCache
     let pool: ThreadPool
 
-    public init(model: LoadedModel, contextLength: Int = 512, pool: ThreadPool, precision: ActivationPrecision = .int8) {
+    /// Predictions from positions before this one are not scored: 0 scores every token but each window's
+    /// first; contextLength / 2 is llama.cpp's `llama-perplexity`, which scores only each window's second half.
+    public let firstScored: Int
+
+    public init(model: LoadedModel, contextLength: Int = 512, pool: ThreadPool, precision: ActivationPrecision = .int8,
+                firstScored: Int = 0) {
+        precondition(firstScored >= 0 && firstScored < contextLength - 1)
         self.model = model
         self.contextLength = contextLength
+        self.firstScored = firstScored
         self.pool = pool
         state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: true, pool: pool, precision: precision)
         cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
@@ -46,7 +53,7 @@ public final class PerplexityEvaluator {
             throw PivotError.invalidArgument("the text has \(tokens.count) tokens, fewer than one window of \(contextLength)")
         }
         let vocabulary = model.config.vocabularySize
-        let perWindow = contextLength - 1
+        let perWindow = contextLength - 1 - firstScored
         var nll = [Double](repeating: 0, count: windows * perWindow)
         let start = Date()
         for w in 0..<windows {
@@ -57,12 +64,14 @@ public final class PerplexityEvaluator {
                 let base = out.baseAddress! + w * perWindow
                 window.withUnsafeBufferPointer { ids in
                     let idsBase = ids.baseAddress!
+                    let first = firstScored
                     pool.parallelRanges(count: perWindow) { range in
-                        for t in range {
+                        for i in range {
+                            let t = first + i
                             let row = logits.row(t)
                             let target = idsBase[t + 1]
                             precondition(target < vocabulary)
-                            base[t] = Double(logSumExp(row, count: vocabulary) - row[target])
+                            base[i] = Double(logSumExp(row, count: vocabulary) - row[target])
                         }
                     }
                 }
