@@ -87,6 +87,9 @@ public final class CellRunner {
         return m
     }
 
+    /// Keeps only the models the next cell needs, so memory does not grow with the matrix.
+    func keepOnly(_ names: Set<String>) { models = models.filter { names.contains($0.key) } }
+
     /// The folder holding `file`: the explicit one, else the first standard data folder that has it.
     func dataPath(_ file: String) throws -> String {
         let directory = dataDirectory ?? ModelLocator.dataDirectory(containing: file)
@@ -100,6 +103,7 @@ public final class CellRunner {
     public func run(_ configuration: RunConfiguration, _ spec: TaskSpec, base: RunConfiguration? = nil,
                     progress: @escaping (String, Int, Int) -> Void = { _, _, _ in }) throws -> CellResult {
         try spec.validate()
+        keepOnly([configuration.name, base?.name].compactMap { $0 }.reduce(into: Set<String>()) { $0.insert($1) })
         let loaded = try model(configuration)
         let label = "\(configuration.name) \(spec.task)"
         var metrics: [String: MetricValue] = [:]

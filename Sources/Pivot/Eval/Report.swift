@@ -64,6 +64,10 @@ public struct Report {
                      "Accuracies in % (± standard error, lm-evaluation-harness conventions); perplexity on wikitext-2 windows; "
                      + "KLD = mean KL divergence against the named base; passkey = retrieval accuracy over all contexts and depths.", ""]
         lines += table
+        lines += ["", "Efficiency columns: bits per weight over every parameter (embedding included); KV bytes per cached token "
+                  + "over all layers; peak RSS of the process when the row's first cell finished (in a matrix it includes rows run "
+                  + "before it); prefill and decode t/s from a 256-token prompt and 64 decode steps after that cell, at the run's "
+                  + "thread count — comparable within one run."]
         lines += ["", "## Configurations", ""]
         for c in configurations {
             lines.append("- **\(c.name)**: model `\(c.model ?? ModelLocator.defaultModelName)`, precision \(c.precision.rawValue)"
@@ -95,17 +99,23 @@ public struct Report {
             }
             return points.isEmpty ? nil : SVGPlot.Series(name: task.id, points: points)
         }
+        // Bit widths from 4 to 32 read best on a log2 axis; bits per weight (2.5–8.5) on a linear one.
+        let xs = cells.map(xValue).filter { $0 > 0 }
+        let logX = (xs.max() ?? 1) / (xs.min() ?? 1) > 3.9
         if !accuracySeries.isEmpty {
-            files["accuracy-vs-bits.svg"] = SVGPlot.lines(title: "Accuracy vs \(xLabel)", xLabel: xLabel, yLabel: "accuracy (%)", series: accuracySeries)
+            files["accuracy-vs-bits.svg"] = SVGPlot.lines(title: "Accuracy vs \(xLabel)", xLabel: xLabel + (logX ? " (log scale)" : ""),
+                                                          yLabel: "accuracy (%)", series: accuracySeries, logX: logX)
         }
+        // The base against itself (KLD 0) is left out; KL divergences span decades, so y is logarithmic.
         let kldSeries = tasks.filter { $0.task == "kld" }.compactMap { task -> SVGPlot.Series? in
-            let points = cells.filter { $0.spec.id == task.id }.compactMap { c in
-                c.metrics["kld_mean"].map { SVGPlot.Point(x: xValue(c), y: $0.value, label: c.configuration.name) }
+            let points = cells.filter { $0.spec.id == task.id && $0.configuration.name != task.base }.compactMap { c in
+                c.metrics["kld_mean"].flatMap { $0.value > 0 ? SVGPlot.Point(x: xValue(c), y: $0.value, label: c.configuration.name) : nil }
             }
             return points.isEmpty ? nil : SVGPlot.Series(name: task.id, points: points)
         }
         if !kldSeries.isEmpty {
-            files["kld-vs-bits.svg"] = SVGPlot.lines(title: "Mean KL divergence vs \(xLabel)", xLabel: xLabel, yLabel: "mean KLD (nats)", series: kldSeries)
+            files["kld-vs-bits.svg"] = SVGPlot.lines(title: "Mean KL divergence vs \(xLabel)", xLabel: xLabel + (logX ? " (log scale)" : ""),
+                                                     yLabel: "mean KLD (nats, log scale)", series: kldSeries, logX: logX, logY: true)
         }
         for c in cells { if let p = c.passkey { files["passkey-\(c.configuration.name).svg"] = Self.passkeyHeatMap(p, name: c.configuration.name) } }
         return files

@@ -34,29 +34,38 @@ public enum SVGPlot {
     }
 
     /// Lines through each series' points (sorted by x) with markers, axes, grid and a legend at the right.
-    public static func lines(title: String, xLabel: String, yLabel: String, series: [Series]) -> String {
+    /// `logX` draws x on a log₂ scale with ticks at the data's own x values (bit widths 4…32);
+    /// `logY` draws y on a log₁₀ scale (KL divergences spanning decades). Points of the first
+    /// series carry their labels (configuration names).
+    public static func lines(title: String, xLabel: String, yLabel: String, series: [Series],
+                             logX: Bool = false, logY: Bool = false) -> String {
         let width = 760.0, height = 440.0, left = 70.0, right = 190.0, top = 44.0, bottom = 60.0
         let plotW = width - left - right, plotH = height - top - bottom
         let all = series.flatMap(\.points)
-        var xLo = all.map(\.x).min() ?? 0, xHi = all.map(\.x).max() ?? 1
-        var yLo = all.map(\.y).min() ?? 0, yHi = all.map(\.y).max() ?? 1
+        let fx: (Double) -> Double = logX ? { log2($0) } : { $0 }
+        let fy: (Double) -> Double = logY ? { log10($0) } : { $0 }
+        var xLo = all.map { fx($0.x) }.min() ?? 0, xHi = all.map { fx($0.x) }.max() ?? 1
+        var yLo = all.map { fy($0.y) }.min() ?? 0, yHi = all.map { fy($0.y) }.max() ?? 1
         if xHi - xLo < 1e-9 { xLo -= 0.5; xHi += 0.5 }
         if yHi - yLo < 1e-9 { yLo -= max(0.5, abs(yLo) * 0.1); yHi += max(0.5, abs(yHi) * 0.1) }
         let yPad = (yHi - yLo) * 0.08, xPad = (xHi - xLo) * 0.05
         xLo -= xPad; xHi += xPad; yLo -= yPad; yHi += yPad
-        func px(_ x: Double) -> Double { left + (x - xLo) / (xHi - xLo) * plotW }
-        func py(_ y: Double) -> Double { top + (1 - (y - yLo) / (yHi - yLo)) * plotH }
+        func px(_ x: Double) -> Double { left + (fx(x) - xLo) / (xHi - xLo) * plotW }
+        func py(_ y: Double) -> Double { top + (1 - (fy(y) - yLo) / (yHi - yLo)) * plotH }
+        let xTicks = logX ? Array(Set(all.map(\.x))).sorted() : ticks(xLo, xHi)
+        let yTicks = logY ? stride(from: floor(yLo), through: ceil(yHi), by: 1).map { pow(10, $0) }.filter { fy($0) >= yLo && fy($0) <= yHi }
+                          : ticks(yLo, yHi)
         var s = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif">
         <rect width="100%" height="100%" fill="white"/>
         <text x="\(left + plotW / 2)" y="26" text-anchor="middle" font-size="17" font-weight="bold">\(escape(title))</text>
 
         """
-        for t in ticks(xLo, xHi) {
+        for t in xTicks {
             s += "<line x1=\"\(px(t))\" y1=\"\(top)\" x2=\"\(px(t))\" y2=\"\(top + plotH)\" stroke=\"#e5e5e5\"/>"
             s += "<text x=\"\(px(t))\" y=\"\(top + plotH + 18)\" text-anchor=\"middle\" font-size=\"12\">\(format(t))</text>\n"
         }
-        for t in ticks(yLo, yHi) {
+        for t in yTicks {
             s += "<line x1=\"\(left)\" y1=\"\(py(t))\" x2=\"\(left + plotW)\" y2=\"\(py(t))\" stroke=\"#e5e5e5\"/>"
             s += "<text x=\"\(left - 8)\" y=\"\(py(t) + 4)\" text-anchor=\"end\" font-size=\"12\">\(format(t))</text>\n"
         }
@@ -71,6 +80,12 @@ public enum SVGPlot {
             }
             for p in points {
                 s += "<circle cx=\"\(px(p.x))\" cy=\"\(py(p.y))\" r=\"4.5\" fill=\"\(color)\"><title>\(escape(series.name)) · \(escape(p.label)): \(format(p.y))</title></circle>\n"
+                if i == 0 {
+                    // Labels near the right edge end at their point instead of running into the legend.
+                    let nearEdge = px(p.x) > left + plotW - 70
+                    s += "<text x=\"\(px(p.x) + (nearEdge ? -7 : 7))\" y=\"\(py(p.y) - 8)\" font-size=\"11\" fill=\"#444\""
+                        + (nearEdge ? " text-anchor=\"end\"" : "") + ">\(escape(p.label))</text>\n"
+                }
             }
             let ly = top + 10 + Double(i) * 22
             s += "<line x1=\"\(left + plotW + 16)\" y1=\"\(ly)\" x2=\"\(left + plotW + 40)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"3\"/>"
@@ -82,7 +97,9 @@ public enum SVGPlot {
     /// A grid of values in 0...1, white → dark green, each cell printed as a percentage.
     public static func heatMap(title: String, rowTitle: String, columnTitle: String, rows: [String], columns: [String], values: [[Double]]) -> String {
         let cell = 64.0, left = 110.0, top = 70.0
-        let width = left + cell * Double(columns.count) + 30, height = top + cell * Double(rows.count) + 50
+        // Wide enough for the title (about 9 px per character at 16 px bold).
+        let width = max(left + cell * Double(columns.count) + 30, Double(title.count) * 9.5 + 40)
+        let height = top + cell * Double(rows.count) + 50
         var s = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif">
         <rect width="100%" height="100%" fill="white"/>
@@ -101,7 +118,7 @@ public enum SVGPlot {
                 let t = max(0, min(1, v))
                 let (r0, g0, b0) = (255.0 - 235 * t, 255.0 - 135 * t, 255.0 - 195 * t)
                 let x = left + cell * Double(j)
-                s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell)\" height=\"\(cell)\" fill=\"rgb(\(Int(r0)),\(Int(g0)),\(Int(b0)))\" stroke=\"white\"/>"
+                s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell)\" height=\"\(cell)\" fill=\"rgb(\(Int(r0)),\(Int(g0)),\(Int(b0)))\" stroke=\"#bbb\"/>"
                 s += "<text x=\"\(x + cell / 2)\" y=\"\(y + cell / 2 + 5)\" text-anchor=\"middle\" font-size=\"13\" fill=\"\(t > 0.55 ? "white" : "black")\">\(Int((v * 100).rounded()))%</text>\n"
             }
         }
