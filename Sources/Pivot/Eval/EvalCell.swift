@@ -25,6 +25,16 @@ public struct TaskSpec: Codable, Sendable, Equatable {
 
     public static let kinds = EvalTask.names + ["kld"]
 
+    /// The metric a report shows for this task.
+    public var headline: String {
+        switch task {
+        case "wikitext": return "perplexity"
+        case "kld": return "kld_mean"
+        case "passkey": return "acc"
+        default: return EvalTask.named(task)?.headline ?? "acc"
+        }
+    }
+
     /// A file-name-safe identity: the task plus the options that change its numbers.
     public var id: String {
         var s = task
@@ -107,7 +117,8 @@ public final class CellRunner {
         let loaded = try model(configuration)
         let label = "\(configuration.name) \(spec.task)"
         var metrics: [String: MetricValue] = [:]
-        var items = 0, tokens = 0, headline = "acc"
+        var items = 0, tokens = 0
+        let headline = spec.headline
         var passkey: PasskeyResult?
         var outcomes: [ItemOutcome] = []
         let start = Date()
@@ -120,7 +131,7 @@ public final class CellRunner {
                 let evaluator = PerplexityEvaluator(model: loaded, contextLength: window, pool: pool, precision: configuration.precision)
                 let result = try evaluator.evaluate(tokens: ids, windows: windows) { done, total, _ in progress(label, done, total) }
                 metrics["perplexity"] = MetricValue(result.perplexity, stderr: result.perplexityError)
-                items = result.windows; tokens = result.windows * window; headline = "perplexity"
+                items = result.windows; tokens = result.windows * window
             } else {
                 guard let base else { throw PivotError.invalidArgument("kld: base configuration '\(spec.base ?? "")' not found") }
                 let baseModel = try self.model(base)
@@ -129,7 +140,7 @@ public final class CellRunner {
                     test: ScoringSide(model: loaded, pool: pool, precision: configuration.precision, window: window),
                     tokens: ids, window: window, windows: windows, pool: pool) { done, total in progress(label, done, total) }
                 metrics = result.metrics
-                items = result.tokens / (window - 1); tokens = 2 * items * window; headline = "kld_mean"
+                items = result.tokens / (window - 1); tokens = 2 * items * window
             }
         case "passkey":
             let result = try Passkey.run(model: loaded, pool: pool, precision: configuration.precision,
@@ -145,7 +156,7 @@ public final class CellRunner {
             let list = try task.loadItems(directory: (try dataPath(task.file) as NSString).deletingLastPathComponent, limit: spec.limit, shots: shots)
             let scorer = LoglikelihoodScorer(model: loaded, pool: pool, precision: configuration.precision)
             let result = TaskRunner.run(task, items: list, scorer: scorer) { done, total in progress(label, done, total) }
-            metrics = result.metrics; items = result.items; tokens = result.computedTokens; headline = result.headline
+            metrics = result.metrics; items = result.items; tokens = result.computedTokens
             outcomes = result.outcomes
         }
         let seconds = Date().timeIntervalSince(start)

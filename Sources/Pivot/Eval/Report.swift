@@ -36,9 +36,7 @@ public struct Report {
     /// The main table: one row per configuration, each task's headline metric, then efficiency.
     public var table: [String] {
         var lines: [String] = []
-        let headlineOf: (TaskSpec) -> String = { task in
-            self.cells.first { $0.spec.id == task.id }?.headline ?? "acc"
-        }
+        let headlineOf: (TaskSpec) -> String = { $0.headline }
         var header = "| configuration |", rule = "| --- |"
         for task in tasks { header += " \(task.id) (\(headlineOf(task))) |"; rule += " ---: |" }
         header += " bits/weight | weights MiB | KV bytes/token | peak RSS MiB | prefill t/s | decode t/s |"
