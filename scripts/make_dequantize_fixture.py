@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes Tests/PivotKernelsTests/Fixtures/ggml-dequantize.json: random blocks of every block format,
 with sane f16 scales, and the floats the `gguf` package (llama.cpp's Python reader) dequantizes them
-to. The Swift dequantizers must reproduce them exactly. `pip install gguf numpy`, then run it."""
+to, and rows of floats with the bytes the package's ports of ggml's reference quantizers give. The Swift
+dequantizers and block-32 quantizers must reproduce them. `pip install gguf numpy`, then run it."""
 import json, os
 import numpy as np
 from gguf import GGMLQuantizationType as T, quants
@@ -23,6 +24,15 @@ for name, (elements, size) in SIZES.items():
     values = quants.dequantize(raw.reshape(1, -1), getattr(T, name)).reshape(-1).astype(np.float32)
     assert values.size == blocks * elements
     out[name] = {"bytes": raw.tobytes().hex(), "values": [float(v) for v in values]}
+# Quantization: random rows (with exact zeros, ties and outliers) quantized by the package's ggml reference port.
+floats = rng.normal(size=(4, 256)).astype(np.float32)
+floats[0, :32] = 0
+floats[1, 5] = 40.0
+floats[2] = np.round(floats[2] * 4) / 4
+floats[3, :64] = np.linspace(-1, 1, 64, dtype=np.float32)
+for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
+    q = quants.quantize(floats, getattr(T, name))
+    out["quantize " + name] = {"bytes": q.tobytes().hex(), "values": [float(v) for v in floats.reshape(-1)]}
 path = os.path.join(os.path.dirname(__file__), "..", "Tests", "PivotKernelsTests", "Fixtures", "ggml-dequantize.json")
 with open(path, "w") as f:
     json.dump(out, f)

@@ -12,8 +12,20 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
     var threads: Int?
 
+    @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (ggml's round-to-nearest). Quantized tensors and the embedding lookup stay as stored.")
+    var quantizeOnLoad: String?
+
+    func quantizeFormat() throws -> BlockFormat? {
+        guard let quantizeOnLoad else { return nil }
+        guard let format = BlockFormat.allCases.first(where: { $0.name.lowercased() == quantizeOnLoad.lowercased() }) else {
+            throw ValidationError("--quantize-on-load: unknown type '\(quantizeOnLoad)' (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)")
+        }
+        return format
+    }
+
     func validate() throws {
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        _ = try quantizeFormat()
     }
 
     func resolvedPath() throws -> String {
@@ -25,7 +37,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func load() throws -> LoadedModel {
-        try LoadedModel.load(path: try resolvedPath())
+        try LoadedModel.load(path: try resolvedPath(), quantizeOnLoad: try quantizeFormat())
     }
 
     func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }

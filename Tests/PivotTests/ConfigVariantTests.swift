@@ -180,3 +180,30 @@ final class ConfigVariantTests: XCTestCase {
         assertLoadFails(model, config, mentioning: ["rope_theta"])
     }
 }
+
+/// Float checkpoints quantized in memory as they load.
+final class QuantizeOnLoadTests: XCTestCase {
+    func testFloatFolderQuantizedOnLoadStaysCloseToFloat() throws {
+        var tiny = TinyModel()
+        tiny.randomize(seed: 31)
+        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let float = try LoadedModel.load(path: folder.path)
+        let q8 = try LoadedModel.load(path: folder.path, quantizeOnLoad: .q8_0)
+        XCTAssertEqual(Set(q8.transformer.layers.flatMap { $0.linears.map(\.formatName) }), ["Q8_0"])
+        XCTAssertEqual(q8.transformer.output.formatName, "Q8_0")
+        let tokens = [5, 77, 200, 13, 250, 9, 42]
+        func logits(_ m: LoadedModel) -> [Float] {
+            let state = ForwardState(config: m.config, maxTokens: 16, allLogits: false, pool: Shared.pool, precision: .float)
+            let row = m.transformer.forward(tokens, cache: m.makeCache(capacity: 32, maxBatch: 16), state: state).row(0)
+            return Array(UnsafeBufferPointer(start: row, count: m.config.vocabularySize))
+        }
+        let a = logits(float), b = logits(q8)
+        let worst = zip(a, b).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(worst, 0, "the weights really were quantized")
+        XCTAssertLessThan(worst, 0.05, "Q8_0 moves logits of this model by little")
+        XCTAssertThrowsError(try LoadedModel.load(path: folder.path, quantizeOnLoad: .q4_K)) {
+            XCTAssertTrue("\($0)".contains("Q4_K on load is not implemented"), "\($0)")
+        }
+    }
+}

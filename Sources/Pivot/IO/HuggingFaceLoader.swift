@@ -4,14 +4,14 @@ import PivotKernels
 /// Loads a HuggingFace folder: config.json, safetensors (single or sharded), tokenizer.json and
 /// tokenizer_config.json. Float weights become `DenseLinear` operators.
 enum HuggingFaceLoader {
-    static func load(directory: String) throws -> LoadedModel {
+    static func load(directory: String, quantizeTo: BlockFormat? = nil) throws -> LoadedModel {
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         let json = try readJSON(configPath)
         var config = try ModelConfig(huggingFace: json, file: configPath)
         let store = try SafetensorsStore(directory: directory)
         // Without the key, a checkpoint with no lm_head is tied (what transformers does on load).
         if json["tie_word_embeddings"] == nil && store.tensor(named: "lm_head.weight") == nil { config.tiedEmbeddings = true }
-        let transformer = try WeightLoader.build(config: config, store: store, names: .huggingFace)
+        let transformer = try WeightLoader.build(config: config, store: store, names: .huggingFace, quantizeTo: quantizeTo)
         let generationPath = (directory as NSString).appendingPathComponent("generation_config.json")
         let generation = FileManager.default.fileExists(atPath: generationPath) ? try readJSON(generationPath) : [:]
         let defaults = try GenerationDefaults(huggingFace: generation, file: generationPath)

@@ -73,6 +73,29 @@ public struct TensorData {
     public func copyFloats(into out: UnsafeMutablePointer<Float>) {
         type.convert(data, count: elementCount, into: out)
     }
+
+    /// This 2-D float tensor quantized row by row into `format`, in memory this tensor's new owner holds.
+    public func quantized(to format: BlockFormat) -> TensorData {
+        precondition(shape.count == 2 && shape[1] % format.elementsPerBlock == 0 && format.canQuantize)
+        let rows = shape[0], columns = shape[1], rowBytes = format.rowBytes(columns)
+        let storage = OwnedBytes(count: rows * rowBytes)
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+        defer { row.deallocate() }
+        let sourceRowBytes = type.byteCount(elements: columns)!
+        for r in 0..<rows {
+            type.convert(data + r * sourceRowBytes, count: columns, into: row)
+            format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes)
+        }
+        return TensorData(name: name, type: .block(format), shape: shape, data: UnsafeRawPointer(storage.pointer),
+                          byteCount: rows * rowBytes, owner: storage)
+    }
+}
+
+/// Heap bytes that live as long as a tensor refers to them (weights quantized at load).
+final class OwnedBytes {
+    let pointer: UnsafeMutableRawPointer
+    init(count: Int) { pointer = .allocate(byteCount: max(1, count), alignment: 64) }
+    deinit { pointer.deallocate() }
 }
 
 /// Something that holds named tensors: a GGUF file or a set of safetensors files.

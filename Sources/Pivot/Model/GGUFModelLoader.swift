@@ -58,7 +58,7 @@ extension ModelConfig {
 
 /// Maps llama.cpp tensor names onto the forward pass's weights.
 enum GGUFModelLoader {
-    static func load(_ gguf: GGUFFile) throws -> Transformer {
-        try WeightLoader.build(config: try ModelConfig(gguf: gguf), store: gguf, names: .gguf)
+    static func load(_ gguf: GGUFFile, quantizeTo: BlockFormat? = nil) throws -> Transformer {
+        try WeightLoader.build(config: try ModelConfig(gguf: gguf), store: gguf, names: .gguf, quantizeTo: quantizeTo)
     }
 }

@@ -29,7 +29,13 @@ struct TensorNaming {
 
 /// Builds the forward pass from a tensor store, checking every shape against the config.
 enum WeightLoader {
-    static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming) throws -> Transformer {
+    /// `quantizeTo`: float (F32/F16/BF16) projection weights, and a tied output head, are quantized to
+    /// this format as they load; already quantized tensors and the embedding lookup stay as stored.
+    static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming, quantizeTo: BlockFormat? = nil) throws -> Transformer {
+        func maybeQuantized(_ t: TensorData) -> TensorData {
+            guard let format = quantizeTo, !t.type.isBlock, t.shape.count == 2, t.shape[1] % format.elementsPerBlock == 0 else { return t }
+            return t.quantized(to: format)
+        }
         let d = c.hiddenSize
         func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
             let buffer = FloatBuffer(count: count)
@@ -37,7 +43,7 @@ enum WeightLoader {
             return buffer
         }
         func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
-            let op = makeLinear(try store.require(name + ".weight", shape: [out, inFeatures]))
+            let op = makeLinear(maybeQuantized(try store.require(name + ".weight", shape: [out, inFeatures])))
             guard bias else { return op }
             return BiasedLinear(op, bias: try store.require(name + ".bias", shape: [out]).toFloats())
         }
@@ -58,7 +64,7 @@ enum WeightLoader {
                 queryNorm: c.queryKeyNorm ? try vector(p + names.queryNorm, c.headDim) : nil,
                 keyNorm: c.queryKeyNorm ? try vector(p + names.keyNorm, c.headDim) : nil))
         }
-        let output = c.tiedEmbeddings ? makeLinear(embedding) : try linear(names.output, out: c.vocabularySize, in: d)
+        let output = c.tiedEmbeddings ? makeLinear(maybeQuantized(embedding)) : try linear(names.output, out: c.vocabularySize, in: d)
         return Transformer(config: c, embedding: Embedding(embedding), layers: layers,
                            finalNorm: try vector(names.finalNorm, d), output: output)
     }
