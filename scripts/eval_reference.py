@@ -194,8 +194,12 @@ def loglikelihoods(model, tok, requests):
 def run(args):
     cfg, w, tokens, merges, types = load_model(args.model)
     model, tok = Model(cfg, w), make_tokenizer(tokens, merges, types)
-    results = {}
+    # Resumable: tasks already in --out with the same number of items are kept and skipped.
+    results = json.load(open(args.out)) if os.path.exists(args.out) else {}
     for name in args.tasks:
+        if results.get(name, {}).get("items") == args.limit:
+            print(f"{name}: done earlier, skipped", flush=True)
+            continue
         file, doc_fn, has_norm = TASKS[name]
         with open(os.path.join(args.data, file)) as f:
             docs = [json.loads(line) for _, line in zip(range(args.limit), f)]
