@@ -83,7 +83,7 @@ public final class Generator {
             drafter?.observe([next])
             // Room for the draft: the tokens still wanted (one is the model's own) and the cache.
             let room = min(maxTokens - generated - 1, cache.capacity - cache.length - 2, draftPolicy.maxDraft)
-            let wanted = room > 0 ? draftPolicy.length(limit: room) : 0
+            let wanted = drafter != nil && room > 0 ? draftPolicy.length(limit: room) : 0
             let draft = wanted > 0 ? drafter?.draft(limit: wanted) ?? [] : []
             stats.decodeSteps += 1
             if draft.isEmpty {
