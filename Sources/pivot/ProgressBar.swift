@@ -11,7 +11,7 @@ final class ProgressBar {
     init(total: Int, label: String) { self.total = max(1, total); self.label = label }
 
     func update(_ done: Int, suffix: String = "") {
-        let fraction = Double(done) / Double(total)
+        let fraction = min(1, max(0, Double(done) / Double(total)))
         let elapsed = Date().timeIntervalSince(start)
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let width = 30

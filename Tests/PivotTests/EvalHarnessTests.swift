@@ -32,6 +32,32 @@ final class EvalHarnessTests: XCTestCase {
         XCTAssertEqual(mixed.basePerplexity, ppl.perplexity, accuracy: 1e-3 * ppl.perplexity)
     }
 
+    /// KLD against a stored base (top-1024 log-probs + a tail bucket) agrees with the in-memory figure.
+    func testKLDAgainstAStoredBase() throws {
+        let path = try Shared.requireModelPath()
+        let a = try LoadedModel.load(path: path), b = try LoadedModel.load(path: path)
+        let tokens = try wikitextTokens(a, count: 256)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-kldbase-\(getpid()).bin").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func side(_ m: LoadedModel, _ p: ActivationPrecision) -> ScoringSide { ScoringSide(model: m, pool: Shared.pool, precision: p, window: 128) }
+        try KLDBaseFile.write(base: side(a, .float), tokens: tokens, window: 128, windows: 2, topK: 1024, to: file, pool: Shared.pool)
+        XCTAssertEqual(try KLDBaseFile.window(of: file), 128)
+        let selfScore = try KLDBaseFile.evaluate(path: file, test: side(b, .float), tokens: tokens, pool: Shared.pool)
+        XCTAssertEqual(selfScore.meanKLD, 0)
+        XCTAssertEqual(selfScore.sameTop1, 1)
+        let stored = try KLDBaseFile.evaluate(path: file, test: side(b, .int8), tokens: tokens, pool: Shared.pool)
+        let exact = try KLDivergence.evaluate(base: side(a, .float), test: side(b, .int8), tokens: tokens, window: 128, windows: 2, pool: Shared.pool)
+        XCTAssertLessThanOrEqual(stored.meanKLD, exact.meanKLD * 1.0001, "grouping the tail only lowers KL")
+        XCTAssertGreaterThan(stored.meanKLD, exact.meanKLD * 0.9, "top-1024 keeps nearly all of it")
+        XCTAssertEqual(stored.sameTop1, exact.sameTop1)
+        XCTAssertEqual(stored.perplexity, exact.perplexity, accuracy: 1e-9)
+        XCTAssertEqual(stored.basePerplexity, exact.basePerplexity, accuracy: 1e-4 * exact.basePerplexity)
+        // Another text is refused by name.
+        XCTAssertThrowsError(try KLDBaseFile.evaluate(path: file, test: side(b, .int8), tokens: Array(tokens.reversed()), pool: Shared.pool)) {
+            XCTAssertTrue("\($0)".contains("does not tokenize to the tokens"), "\($0)")
+        }
+    }
+
     /// float vs int8 × 3 tasks, as two shards; the first is interrupted after one cell and resumed
     /// without recomputing it; the merged report has both rows and plots.
     func testMatrixResumesShardsAndMerges() throws {

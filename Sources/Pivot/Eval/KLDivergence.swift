@@ -83,6 +83,12 @@ public enum KLDivergence {
             } }
             progress(w + 1, windows)
         }
+        return summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// llama.cpp's statistics from per-token KL divergences, both sides' NLLs and same-top-1 flags.
+    static func summarize(kld: [Double], baseNLL: [Double], testNLL: [Double], same: [Double], seconds: Double) -> KLDResult {
+        let count = kld.count
         let mean = meanWithStderr(kld), top = meanWithStderr(same)
         let sorted = kld.sorted()
         func percentile(_ p: Double) -> Double {
@@ -94,6 +100,6 @@ public enum KLDivergence {
                          p90KLD: percentile(0.9), p99KLD: percentile(0.99), p999KLD: percentile(0.999), maxKLD: sorted.last!,
                          sameTop1: top.value, sameTop1Stderr: top.stderr ?? 0,
                          basePerplexity: exp(baseNLL.reduce(0, +) / Double(count)), perplexity: exp(testNLL.reduce(0, +) / Double(count)),
-                         seconds: Date().timeIntervalSince(start))
+                         seconds: seconds)
     }
 }
