@@ -12,14 +12,7 @@ final class GGUFWriterTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: copy) }
         let tensors = original.tensorOrder.map { name -> GGUFWriter.Tensor in
             let t = original.tensors[name]!
-            let type: UInt32
-            switch t.type {
-            case .f32: type = 0
-            case .f16: type = 1
-            case .bf16: type = 30
-            case .block(let format): type = format.ggmlType
-            }
-            return GGUFWriter.Tensor(name: name, ggmlType: type, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount))
+            return GGUFWriter.Tensor(name: name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount))
         }
         try GGUFWriter.write(metadata: original.metadataEntries, tensors: tensors, to: copy)
         let reread = try GGUFFile(path: copy)

@@ -67,25 +67,28 @@ public enum KLDBaseFile {
         return best.map(\.index)
     }
 
-    /// The window length a base file was written with (its header), so the compared side can match it.
-    public static func window(of path: String) throws -> Int {
+    /// The file mapped, once its magic and minimal header size are checked.
+    static func open(_ path: String) throws -> MappedFile {
         guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
         let file = try MappedFile(path: path)
         guard file.size >= 24, (0..<8).allSatisfy({ file.base.load(fromByteOffset: $0, as: UInt8.self) == magic[$0] }) else {
             throw PivotError.malformed(file: path, "not a Pivot KLD base file")
         }
-        return Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        return file
+    }
+
+    /// The window length a base file was written with (its header), so the compared side can match it.
+    public static func window(of path: String) throws -> Int {
+        let file = try open(path)
+        // The mapping must outlive the read: a temporary could be released (unmapped) before it.
+        return withExtendedLifetime(file) { Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))) }
     }
 
     /// Scores `test` against the stored base over the same windows of the file.
     public static func evaluate(path: String, test: ScoringSide, tokens: [Int], pool: ThreadPool,
                                 progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
-        guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
-        let file = try MappedFile(path: path)
+        let file = try open(path)
         func u32(_ offset: Int) -> Int { Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) }
-        guard file.size >= 24, (0..<8).allSatisfy({ file.base.load(fromByteOffset: $0, as: UInt8.self) == magic[$0] }) else {
-            throw PivotError.malformed(file: path, "not a Pivot KLD base file")
-        }
         let vocabulary = u32(8), window = u32(12), windows = u32(16), topK = u32(20)
         let perToken = 4 + 8 * topK, perWindow = window - 1
         let tokensOffset = 24, recordsOffset = tokensOffset + 4 * windows * window

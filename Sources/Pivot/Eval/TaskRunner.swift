@@ -26,8 +26,6 @@ public struct TaskResult: Sendable {
     /// Tokens the model actually ran (shared prefixes once).
     public var computedTokens: Int
     public var tokensPerSecond: Double { seconds > 0 ? Double(computedTokens) / seconds : 0 }
-    /// The metric a report shows first.
-    public var headline: String
     public var outcomes: [ItemOutcome]
 }
 
@@ -90,7 +88,7 @@ public enum TaskRunner {
             metrics["perplexity"] = MetricValue(ppl, stderr: nll.stderr.map { $0 * ppl })
         }
         return TaskResult(task: task.name, items: items.count, metrics: metrics, seconds: Date().timeIntervalSince(start),
-                          computedTokens: scorer.computedTokens - tokensBefore, headline: task.headline, outcomes: outcomes)
+                          computedTokens: scorer.computedTokens - tokensBefore, outcomes: outcomes)
     }
 
     /// Whether an item is right by acc and by acc_norm (multiple choice), or by greedy match (last word).

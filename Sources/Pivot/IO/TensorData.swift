@@ -17,6 +17,16 @@ public enum TensorType: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The GGML type id, the inverse of `init(ggmlType:)`.
+    public var ggmlType: UInt32 {
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .bf16: return 30
+        case .block(let format): return format.ggmlType
+        }
+    }
+
     /// Bytes for `elements` values, or nil when `elements` does not fill whole blocks.
     func byteCount(elements: Int) -> Int? {
         switch self {

@@ -67,11 +67,11 @@ public enum QuantizePipeline {
         for (index, choice) in choices.enumerated() {
             let t = gguf.tensors[choice.name]!
             if choice.to == t.type {
-                tensors.append(.init(name: choice.name, ggmlType: ggmlType(t.type), shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
+                tensors.append(.init(name: choice.name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
             } else {
                 let converted = convert(t, to: choice.to)
                 buffers.append(converted.owner as! OwnedBytes)
-                tensors.append(.init(name: choice.name, ggmlType: ggmlType(choice.to), shape: t.shape,
+                tensors.append(.init(name: choice.name, ggmlType: choice.to.ggmlType, shape: t.shape,
                                      bytes: UnsafeRawBufferPointer(start: converted.data, count: converted.byteCount)))
             }
             progress(index + 1, choices.count, choice.name)
@@ -82,15 +82,6 @@ public enum QuantizePipeline {
         try GGUFWriter.write(metadata: metadata, tensors: tensors, to: output)
         withExtendedLifetime(buffers) {}
         return choices
-    }
-
-    static func ggmlType(_ type: TensorType) -> UInt32 {
-        switch type {
-        case .f32: return 0
-        case .f16: return 1
-        case .bf16: return 30
-        case .block(let format): return format.ggmlType
-        }
     }
 
     /// `t` dequantized and re-encoded as `type` (F32, F16 or a quantizable block format).
