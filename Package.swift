@@ -28,8 +28,8 @@ let package = Package(
             name: "pivot",
             dependencies: ["Pivot", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: x86Flags + fast),
-        .testTarget(name: "PivotKernelsTests", dependencies: ["PivotKernels"], swiftSettings: x86Flags),
-        .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], swiftSettings: x86Flags),
+        .testTarget(name: "PivotKernelsTests", dependencies: ["PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
+        .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,19 +1,75 @@
-/// Round-to-nearest quantization into the block-32 formats, as ggml's reference quantizers do it
-/// (`quantize_row_*_ref`, which llama-quantize uses without an importance matrix): the scale is
-/// computed in float and stored as f16; codes come from C's truncating float→int conversion of
-/// x·(1/d) + offset, clamped as ggml clamps. The K-quants' scale searches come later.
+/// Quantization of a row into any block format, byte-identical to llama-quantize.
+///
+/// Without importance weights the block-32 formats are round-to-nearest, as ggml's reference
+/// quantizers (`quantize_row_*_ref`): the scale is computed in float and stored as f16; codes come
+/// from C's truncating float→int conversion of x·(1/d) + offset, clamped as ggml clamps. With
+/// importance weights (llama.cpp's imatrix: per input column, the mean x² of calibration
+/// activations) they use ggml's weighted scale searches (`quantize_row_*_impl`). K-quants:
+/// `KQuantize.swift`.
 extension BlockFormat {
-    /// Whether `quantizeRow` can write this format.
-    public var canQuantize: Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0].contains(self) }
+    /// Quantizes one row of `count` floats into `out` (`rowBytes(count)` bytes). `importance`, when
+    /// given, holds `count` non-negative per-column weights (ignored by Q8_0, as in ggml).
+    public func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer,
+                            importance: UnsafePointer<Float>?) {
+        if isKQuant {
+            KScratch.with { scratch in
+                for b in 0..<(count / 256) {
+                    quantizeSuperBlock(x + 256 * b, into: out + b * bytesPerBlock, importance: importance.map { $0 + 256 * b }, scratch)
+                }
+            }
+        } else if let importance, self != .q8_0 {
+            quantizeWeightedRow(x, count: count, into: out, importance: importance)
+        } else {
+            quantizeRow(x, count: count, into: out)
+        }
+    }
+
+    /// ggml's `quantize_row_q4_0_impl` … `q5_1_impl`: each block's weights are importance ×
+    /// sqrt(σ² + x²), σ² the row's mean square; symmetric types search with `make_qx_quants`,
+    /// types with a minimum with `make_qkx3_quants`.
+    private func quantizeWeightedRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer,
+                                     importance: UnsafePointer<Float>) {
+        var sumx2: Float = 0
+        for j in 0..<count { sumx2 += x[j] * x[j] }
+        let sigma2 = sumx2 / Float(count)
+        KScratch.with { s in
+            for b in 0..<(count / 32) {
+                let xb = x + 32 * b, block = out + b * bytesPerBlock
+                for j in 0..<32 { s.weights[j] = importance[32 * b + j] * (sigma2 + xb[j] * xb[j]).squareRoot() }
+                let five = self == .q5_0 || self == .q5_1
+                switch self {
+                case .q4_0, .q5_0:
+                    let d = ScaleSearch.qx(32, five ? 16 : 8, xb, s.signedL, rmseType: 1, weights: s.weights)
+                    Self.storeHalf(d, block, 0)
+                case .q4_1, .q5_1:
+                    var minimum: Float = 0
+                    let d = ScaleSearch.qkx(32, five ? 31 : 15, xb, weights: s.weights, s.L, theMin: &minimum, s.Laux,
+                                            rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
+                    Self.storeHalf(d, block, 0)
+                    Self.storeHalf(-minimum, block, 2)
+                default:
+                    fatalError("unreachable")
+                }
+                let nibbles = (self == .q4_1 ? 4 : self == .q4_0 ? 2 : self == .q5_0 ? 6 : 8)
+                var qh: UInt32 = 0
+                for j in 0..<16 {
+                    let q0 = s.L[j], q1 = s.L[j + 16]
+                    block.storeBytes(of: (q0 & 0x0F) | (q1 & 0x0F) << 4, toByteOffset: nibbles + j, as: UInt8.self)
+                    qh |= UInt32((q0 >> 4) & 1) << UInt32(j) | UInt32((q1 >> 4) & 1) << UInt32(j + 16)
+                }
+                if five { block.storeBytes(of: qh.littleEndian, toByteOffset: self == .q5_0 ? 2 : 4, as: UInt32.self) }
+            }
+        }
+    }
 
     @inline(__always)
     static func storeHalf(_ v: Float, _ p: UnsafeMutableRawPointer, _ offset: Int) {
         p.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: offset, as: UInt16.self)
     }
 
-    /// Quantizes `count` floats (a multiple of 32) into `out` (`rowBytes(count)` bytes).
+    /// Round-to-nearest into a block-32 format: `count` floats (a multiple of 32) into `out`.
     public func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
-        precondition(canQuantize, "\(name) has no quantizer yet")
+        if isKQuant { return quantizeRow(x, count: count, into: out, importance: nil) }
         for b in 0..<(count / 32) {
             let v = x + b * 32, block = out + b * bytesPerBlock
             switch self {

@@ -15,7 +15,7 @@
 extension BlockFormat {
     /// The 6-bit scale and min of sub-block j (0..<8) of Q4_K/Q5_K's 12 packed bytes.
     @inline(__always)
-    static func scaleMinK4(_ j: Int, _ q: UnsafeRawPointer) -> (scale: UInt8, min: UInt8) {
+    public static func scaleMinK4(_ j: Int, _ q: UnsafeRawPointer) -> (scale: UInt8, min: UInt8) {
         func byte(_ i: Int) -> UInt8 { q.load(fromByteOffset: i, as: UInt8.self) }
         if j < 4 { return (byte(j) & 63, byte(j + 4) & 63) }
         return ((byte(j + 4) & 0x0F) | ((byte(j - 4) >> 6) << 4), (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4))
@@ -23,7 +23,7 @@ extension BlockFormat {
 
     /// Q3_K's scale i (0..<16), unbiased, from its 12 packed bytes (low 4 bits in bytes 0-7, high 2 bits in 8-11).
     @inline(__always)
-    static func scaleQ3K(_ i: Int, _ q: UnsafeRawPointer) -> Int {
+    public static func scaleQ3K(_ i: Int, _ q: UnsafeRawPointer) -> Int {
         let low = Int(q.load(fromByteOffset: i % 8, as: UInt8.self) >> (i < 8 ? 0 : 4)) & 0x0F
         let high = Int(q.load(fromByteOffset: 8 + i % 4, as: UInt8.self) >> (2 * (i / 4))) & 3
         return (low | high << 4) - 32

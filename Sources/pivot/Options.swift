@@ -12,13 +12,13 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (ggml's round-to-nearest). Quantized tensors and the embedding lookup stay as stored.")
+    @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, Q3_K or Q2_K (ggml's quantizers; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type, as llama.cpp does). Quantized tensors and the embedding lookup stay as stored.")
     var quantizeOnLoad: String?
 
     func quantizeFormat() throws -> BlockFormat? {
         guard let quantizeOnLoad else { return nil }
         guard let format = BlockFormat.allCases.first(where: { $0.name.lowercased() == quantizeOnLoad.lowercased() }) else {
-            throw ValidationError("--quantize-on-load: unknown type '\(quantizeOnLoad)' (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)")
+            throw ValidationError("--quantize-on-load: unknown type '\(quantizeOnLoad)' (\(BlockFormat.allCases.map(\.name).joined(separator: ", ")))")
         }
         return format
     }

@@ -211,7 +211,7 @@ public final class GGUFFile: TensorStore {
 }
 
 extension TensorType {
-    var isBlock: Bool { if case .block = self { return true }; return false }
+    public var isBlock: Bool { if case .block = self { return true }; return false }
     /// Rows must be whole blocks: 32 or 256 weights (K-quants), 1 for float types.
     var elementsPerBlock: Int { if case .block(let format) = self { return format.elementsPerBlock }; return 1 }
 }

@@ -85,17 +85,30 @@ public struct TensorData {
     }
 
     /// This 2-D float tensor quantized row by row into `format`, in memory this tensor's new owner holds.
-    public func quantized(to format: BlockFormat) -> TensorData {
-        precondition(shape.count == 2 && shape[1] % format.elementsPerBlock == 0 && format.canQuantize)
+    /// This 2-D tensor re-encoded as `format`, rows spread over `pool`. `importance` (one weight per
+    /// column, llama.cpp's imatrix) selects ggml's importance-weighted searches.
+    public func quantized(to format: BlockFormat, importance: [Float]? = nil, pool: ThreadPool? = nil) -> TensorData {
+        precondition(shape.count == 2 && shape[1] % format.elementsPerBlock == 0)
+        precondition(importance == nil || importance!.count == shape[1])
         let rows = shape[0], columns = shape[1], rowBytes = format.rowBytes(columns)
         let storage = OwnedBytes(count: rows * rowBytes)
-        let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
-        defer { row.deallocate() }
         let sourceRowBytes = type.byteCount(elements: columns)!
-        for r in 0..<rows {
-            type.convert(data + r * sourceRowBytes, count: columns, into: row)
-            format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes)
+        let source = data, type = type
+        func quantizeRows(_ range: Range<Int>) {
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+            defer { row.deallocate() }
+            for r in range {
+                type.convert(source + r * sourceRowBytes, count: columns, into: row)
+                if let importance {
+                    importance.withUnsafeBufferPointer {
+                        format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes, importance: $0.baseAddress)
+                    }
+                } else {
+                    format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes, importance: nil)
+                }
+            }
         }
+        if let pool { pool.parallelRanges(count: rows, minChunk: 8, quantizeRows) } else { quantizeRows(0..<rows) }
         return TensorData(name: name, type: .block(format), shape: shape, data: UnsafeRawPointer(storage.pointer),
                           byteCount: rows * rowBytes, owner: storage)
     }

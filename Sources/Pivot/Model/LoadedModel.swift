@@ -30,9 +30,6 @@ public final class LoadedModel {
     /// Loads a `.gguf` file or a HuggingFace folder (config.json + safetensors + tokenizer.json);
     /// `quantizeOnLoad` quantizes float projection weights in memory (see `WeightLoader.build`).
     public static func load(path: String, quantizeOnLoad: BlockFormat? = nil) throws -> LoadedModel {
-        if let format = quantizeOnLoad, !format.canQuantize {
-            throw PivotError.invalidArgument("quantizing to \(format.name) on load is not implemented yet (available: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)")
-        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw PivotError.fileNotFound(path)

@@ -30,10 +30,14 @@ struct TensorNaming {
 /// Builds the forward pass from a tensor store, checking every shape against the config.
 enum WeightLoader {
     /// `quantizeTo`: float (F32/F16/BF16) projection weights, and a tied output head, are quantized to
-    /// this format as they load; already quantized tensors and the embedding lookup stay as stored.
+    /// this format as they load (ggml's quantizers, K-quants with llama.cpp's block-32 fallback on rows
+    /// that are not a multiple of 256); already quantized tensors and the embedding lookup stay as stored.
     static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming, quantizeTo: BlockFormat? = nil) throws -> Transformer {
         func maybeQuantized(_ t: TensorData) -> TensorData {
-            guard let format = quantizeTo, !t.type.isBlock, t.shape.count == 2, t.shape[1] % format.elementsPerBlock == 0 else { return t }
+            guard let requested = quantizeTo, !t.type.isBlock, t.shape.count == 2 else { return t }
+            // A K-quant on rows that are not whole super-blocks takes llama.cpp's block-32 fallback.
+            let format = QuantizeRecipe.fallback(requested, columns: t.shape[1])
+            guard t.shape[1] % format.elementsPerBlock == 0 else { return t }
             return t.quantized(to: format)
         }
         let d = c.hiddenSize

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Pivot
+import PivotKernels
+
+/// Calibration options shared by `imatrix` and `quantize --calib`.
+struct CalibrationOptions: ParsableArguments {
+    @Option(name: .customLong("calib-ctx"), help: "Calibration chunk length in tokens (each chunk starts from an empty cache, as llama-imatrix's --ctx-size).")
+    var chunkLength: Int = 512
+
+    @Option(name: .customLong("calib-chunks"), help: "Use at most this many chunks of the calibration text (default: all).")
+    var chunks: Int?
+
+    func check() throws {
+        guard (16...8192).contains(chunkLength) else { throw ValidationError("--calib-ctx must be between 16 and 8192") }
+        if let chunks, chunks < 1 { throw ValidationError("--calib-chunks must be at least 1") }
+    }
+
+    /// Runs `loaded` over `file` and returns its importance matrix, with a progress bar.
+    func collect(_ loaded: LoadedModel, file: String, pool: ThreadPool) throws -> ImportanceMatrix {
+        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
+        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+        let total = min(chunks ?? Int.max, tokens.count / chunkLength)
+        writeErr("\(file): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the importance matrix\n")
+        let bar = ProgressBar(total: total, label: "imatrix")
+        let matrix = try ImportanceMatrix.collect(model: loaded, tokens: tokens, contextLength: chunkLength, chunks: chunks,
+                                                  dataset: (file as NSString).lastPathComponent, pool: pool) { done, _ in bar.update(done) }
+        bar.finish()
+        return matrix
+    }
+}
+
+struct Imatrix: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compute an importance matrix (llama.cpp's imatrix) from calibration text.",
+        discussion: """
+        For every projection of every block, the sum of x² of its inputs per column over the calibration tokens. Written in \
+        llama-imatrix's GGUF form, so `llama-quantize --imatrix` reads it, and `pivot quantize --imatrix` reads llama-imatrix's. \
+        Calibrate on text you will not evaluate on (the default calibration.txt is the second half of wikitext-2 test; \
+        evaluation uses its first windows).
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: [.customShort("f"), .customLong("file")], help: "Calibration text file.")
+    var file: String
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "Output file (GGUF).")
+    var output: String = "imatrix.gguf"
+
+    @OptionGroup var calibration: CalibrationOptions
+
+    func validate() throws { try calibration.check() }
+
+    func run() throws {
+        let loaded = try model.load()
+        let start = Date()
+        let matrix = try calibration.collect(loaded, file: file, pool: model.makePool())
+        try matrix.write(to: output)
+        print(String(format: "%@: %d tensors, %d chunks of %d tokens (%.1f s)", output, matrix.entries.count, matrix.chunkCount,
+                     matrix.chunkSize, Date().timeIntervalSince(start)))
+    }
+}
