@@ -46,12 +46,21 @@ public func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps
 
 /// In-place softmax over `count` floats; returns nothing, leaves probabilities.
 public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    var maximum = -Float.infinity
-    for i in 0..<count where x[i] > maximum { maximum = x[i] }
-    var total: Float = 0
-    for i in 0..<count { let e = fastExp(x[i] - maximum); x[i] = e; total += e }
-    let inverse = 1 / total
-    for i in 0..<count { x[i] *= inverse }
+    var top = SIMD8<Float>(repeating: -.infinity)
+    var i = 0
+    while i + 8 <= count { top = maximum(top, load8(x + i)); i += 8 }
+    var largest = horizontalMax(top)
+    while i < count { largest = max(largest, x[i]); i += 1 }
+    let shift = SIMD8<Float>(repeating: largest)
+    var sums = SIMD8<Float>()
+    i = 0
+    while i + 8 <= count { let e = fastExp8(load8(x + i) - shift); store8(e, x + i); sums += e; i += 8 }
+    var total = horizontalAdd(sums)
+    while i < count { let e = fastExp(x[i] - largest); x[i] = e; total += e; i += 1 }
+    let inverse = SIMD8<Float>(repeating: 1 / total)
+    i = 0
+    while i + 8 <= count { store8(load8(x + i) * inverse, x + i); i += 8 }
+    while i < count { x[i] *= inverse[0]; i += 1 }
 }
 
 /// gate[i] = silu(gate[i]) · up[i] (SwiGLU).

@@ -73,6 +73,33 @@ final class FloatKernelTests: XCTestCase {
         XCTAssertEqual(covered, [Int](repeating: 1, count: 1000))
     }
 
+    /// One query's attention against a plain double-precision loop, on the head-64 register path
+    /// and the generic path (head 48), over lengths that are and are not multiples of 8.
+    func testAttendOneQueryMatchesPlainLoop() {
+        var g = SplitMix64(seed: 17)
+        for d in [64, 48] {
+            for count in [1, 7, 33, 300] {
+                let q = (0..<d).map { _ in Float.random(in: -1...1, using: &g) }
+                let k = (0..<(count * d)).map { _ in Float.random(in: -1...1, using: &g) }
+                let v = (0..<(count * d)).map { _ in Float.random(in: -1...1, using: &g) }
+                let scale = 1 / Float(d).squareRoot()
+                var scores = [Float](repeating: 0, count: count), out = [Float](repeating: .nan, count: d)
+                scores.withUnsafeMutableBufferPointer { s in
+                    out.withUnsafeMutableBufferPointer { o in
+                        attendOneQuery(q, keys: k, values: v, count: count, headDim: d, scale: scale, scores: s.baseAddress!, out: o.baseAddress!)
+                    }
+                }
+                let logits = (0..<count).map { j in (0..<d).reduce(0.0) { $0 + Double(q[$1]) * Double(k[j * d + $1]) } * Double(scale) }
+                let top = logits.max()!
+                let weights = logits.map { exp($0 - top) }, total = weights.reduce(0, +)
+                for i in 0..<d {
+                    let expected = (0..<count).reduce(0.0) { $0 + weights[$1] / total * Double(v[$1 * d + i]) }
+                    XCTAssertEqual(Double(out[i]), expected, accuracy: 2e-6, "d \(d) count \(count) element \(i)")
+                }
+            }
+        }
+    }
+
     func testDenseMatMul() {
         let w = random(5 * 40), x = random(3 * 40)
         var out = [Float](repeating: 0, count: 3 * 5)

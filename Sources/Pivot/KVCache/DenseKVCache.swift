@@ -80,14 +80,3 @@ public final class DenseKVCache: KVCache {
     public func advance(by tokens: Int) { length += tokens }
     public func truncate(to newLength: Int) { length = min(length, max(0, newLength)) }
 }
-
-/// softmax(q·Kᵀ·scale)·V for one query over `count` contiguous keys/values.
-@inline(__always)
-func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                    count: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
-                    out: UnsafeMutablePointer<Float>) {
-    for j in 0..<count { scores[j] = dotF32(q, keys + j * d, count: d) * scale }
-    softmaxInPlace(scores, count: count)
-    out.update(repeating: 0, count: d)
-    for j in 0..<count { axpyF32(scores[j], values + j * d, out, count: d) }
-}
