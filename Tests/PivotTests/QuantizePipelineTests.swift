@@ -79,4 +79,36 @@ final class QuantizePipelineTests: XCTestCase {
             XCTAssertEqual(String(format: "%016llx", hash), c.fnv1a64, "\(c.tensor) \(c.type)\(c.importance ? " with importance" : "")")
         }
     }
+
+    /// An importance matrix collected from text: per-column sums of x² equal to a direct sum over the
+    /// rows the projection saw, a GGUF round trip in llama-imatrix's form, and a mismatched one refused.
+    func testImportanceMatrixCollectsWritesAndReads() throws {
+        let model = try Shared.model()
+        guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
+        let tokens = Array(model.tokenizer.encode(String(text.prefix(4000)), addBOS: false).prefix(128))
+        let matrix = try ImportanceMatrix.collect(model: model, tokens: tokens, contextLength: 64, dataset: "wiki", pool: Shared.pool)
+        XCTAssertEqual(matrix.entries.count, 7 * model.config.layerCount)
+        XCTAssertEqual(matrix.chunkCount, 2)
+        let q = try XCTUnwrap(matrix.entries["blk.0.attn_q.weight"]), k = try XCTUnwrap(matrix.entries["blk.0.attn_k.weight"])
+        XCTAssertEqual(q.count, 128, "every token of both chunks")
+        XCTAssertEqual(q.sums, k.sums, "q and k see the same normed input")
+        XCTAssertEqual(matrix.entries["blk.3.ffn_down.weight"]?.sums.count, model.config.intermediateSize)
+        XCTAssertTrue(q.sums.allSatisfy { $0 >= 0 } && q.sums.contains { $0 > 0 })
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-imatrix-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try matrix.write(to: path)
+        let back = try ImportanceMatrix.load(path: path)
+        XCTAssertEqual(back.entries["blk.0.attn_q.weight"]?.sums, q.sums)
+        XCTAssertEqual(back.entries["blk.0.attn_q.weight"]?.count, 128)
+        XCTAssertEqual(back.chunkSize, 64)
+        XCTAssertEqual(back.datasets, ["wiki"])
+        var wrong = back
+        wrong.entries["blk.0.attn_q.weight"]!.sums.removeLast()
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-imq-\(getpid()).gguf").path
+        XCTAssertThrowsError(try QuantizePipeline.run(input: try Shared.requireModelPath(), output: output,
+                                                      fileType: XCTUnwrap(QuantizeFileType.named("Q4_K_M")), importance: wrong)) {
+            XCTAssertTrue("\($0)".contains("blk.0.attn_q.weight"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output))
+    }
 }
