@@ -20,6 +20,9 @@ extension BlockFormat {
     @inline(__always)
     func decodeGroup(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
         @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
+        #if arch(x86_64)
+        if self != .q6_K { return decodeGroupAVX2(row, g, into: &out) }
+        #endif
         switch self {
         case .q5_0, .q5_1:
             let block = row + g * bytesPerBlock
@@ -88,6 +91,67 @@ extension BlockFormat {
         }
     }
 }
+
+#if arch(x86_64)
+extension BlockFormat {
+    /// `decodeGroup` with the 32 codes unpacked by vector shifts and masks (the same integers).
+    @inline(__always)
+    func decodeGroupAVX2(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
+        @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
+        let low2 = _mm256_set1_epi8(3), low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1)
+        var q: __m256i
+        switch self {
+        case .q5_0, .q5_1:
+            let block = row + g * bytesPerBlock
+            let hasMin = self == .q5_1
+            let qhOffset = hasMin ? 4 : 2
+            let bits = block.loadUnaligned(fromByteOffset: qhOffset, as: UInt32.self).littleEndian
+            q = _mm256_or_si256(unpackNibbles(block + qhOffset + 4), fifthBits(bits))
+            if !hasMin { q = _mm256_sub_epi8(q, _mm256_set1_epi8(16)) }
+            out.scale0 = loadHalf(block, 0); out.scale1 = out.scale0
+            out.offset0 = hasMin ? loadHalf(block, 2) : 0; out.offset1 = out.offset0
+            out.signed = !hasMin
+        case .q4_K, .q5_K:
+            let block = row + (g / 8) * bytesPerBlock, sub = g % 8
+            let (sc, m) = Self.scaleMinK4(sub, block + 4)
+            let five = self == .q5_K
+            let packed = loadBytes32(block + (five ? 48 : 16) + (sub / 2) * 32)
+            q = _mm256_and_si256(sub % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4)
+            if five {
+                let high = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block + 16), _mm_cvtsi32_si128(Int32(sub))), one)
+                q = _mm256_or_si256(q, _mm256_slli_epi16(high, 4))
+            }
+            out.scale0 = loadHalf(block, 0) * Float(sc); out.scale1 = out.scale0
+            out.offset0 = -loadHalf(block, 2) * Float(m); out.offset1 = out.offset0
+            out.signed = false
+        case .q2_K, .q3_K:
+            let block = row + (g / 8) * bytesPerBlock, sub = g % 8
+            let half = sub / 4, plane = sub % 4
+            let three = self == .q3_K
+            let packed = loadBytes32(block + (three ? 32 : 16) + half * 32)
+            q = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(Int32(2 * plane))), low2)
+            if three {
+                // q − 4 where the high bit is clear: low + 4·bit − 4.
+                let bit = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block), _mm_cvtsi32_si128(Int32(sub))), one)
+                q = _mm256_sub_epi8(_mm256_or_si256(q, _mm256_slli_epi16(bit, 2)), _mm256_set1_epi8(4))
+                let d = loadHalf(block, 108)
+                out.scale0 = d * Float(Self.scaleQ3K(half * 8 + plane * 2, block + 96))
+                out.scale1 = d * Float(Self.scaleQ3K(half * 8 + plane * 2 + 1, block + 96))
+                out.offset0 = 0; out.offset1 = 0
+            } else {
+                let d = loadHalf(block, 80), dmin = loadHalf(block, 82)
+                let s0 = byte(block, half * 8 + plane * 2), s1 = byte(block, half * 8 + plane * 2 + 1)
+                out.scale0 = d * Float(s0 & 0x0F); out.scale1 = d * Float(s1 & 0x0F)
+                out.offset0 = -dmin * Float(s0 >> 4); out.offset1 = -dmin * Float(s1 >> 4)
+            }
+            out.signed = three
+        default:
+            fatalError("\(name) has its own kernel")
+        }
+        out.quants = unsafeBitCast(q, to: SIMD32<Int8>.self)
+    }
+}
+#endif
 
 /// Σ over the two halves of one activation block: quants·(scale per half), plus the offsets
 /// against the block's quant sums. Returns (products, offset term) for one activation row.
