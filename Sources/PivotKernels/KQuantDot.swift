@@ -2,7 +2,7 @@
 import _Builtin_intrinsics.intel
 
 /// AVX2 int8-activation kernels for the formats of a typical Q4_K_M file: Q4_K and Q6_K super-blocks
-/// and the block-32 Q5_0 that llama.cpp falls back to for rows not a multiple of 256. Each row
+/// and the block-32 Q5_0 / Q5_1 that llama.cpp falls back to for rows not a multiple of 256. Each row
 /// accumulates group by group in one chain, in the same order in the one-row and four-row forms,
 /// so a token's result is bit-identical alone or in a batch. Other formats use `DecodedGroupDot`.
 
@@ -50,6 +50,43 @@ func dotQ5_0x4(_ w: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a
         acc3 = _mm256_fmadd_ps(_mm256_set1_ps(d * a3.scales[b]), signedProduct(q, a3.quants + offset), acc3)
     }
     return SIMD4(horizontalSum(acc0), horizontalSum(acc1), horizontalSum(acc2), horizontalSum(acc3))
+}
+
+/// The 32 unsigned codes (0...31) of a Q5_1 block (w = d·q + m; Q5_K_M's fallback on 576-wide rows).
+@inline(__always)
+func q5_1Quants(_ block: UnsafeRawPointer) -> __m256i {
+    let bits = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+    return _mm256_or_si256(unpackNibbles(block + 8), fifthBits(bits))
+}
+
+@inline(__always)
+func dotQ5_1x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+    var acc = _mm256_setzero_ps()
+    var minimum: Float = 0
+    for b in 0..<blocks {
+        let block = w + b * 24
+        let product = multiplySum(q5_1Quants(block), loadBytes32(UnsafeRawPointer(a.quants + b * 32)))
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block, 0) * a.scales[b]), product, acc)
+        minimum += loadHalf(block, 2) * a.sums[b]
+    }
+    return horizontalSum(acc) + minimum
+}
+
+@inline(__always)
+func dotQ5_1x4(_ w: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row, blocks: Int) -> SIMD4<Float> {
+    var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
+    var minimum = SIMD4<Float>()
+    for b in 0..<blocks {
+        let block = w + b * 24
+        let d = loadHalf(block, 0), m = loadHalf(block, 2), q = q5_1Quants(block), offset = b * 32
+        @inline(__always) func product(_ a: Q8Row) -> __m256 { multiplySum(q, loadBytes32(UnsafeRawPointer(a.quants + offset))) }
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * a0.scales[b]), product(a0), acc0)
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * a1.scales[b]), product(a1), acc1)
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d * a2.scales[b]), product(a2), acc2)
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(d * a3.scales[b]), product(a3), acc3)
+        minimum += SIMD4(m * a0.sums[b], m * a1.sums[b], m * a2.sums[b], m * a3.sums[b])
+    }
+    return SIMD4(horizontalSum(acc0), horizontalSum(acc1), horizontalSum(acc2), horizontalSum(acc3)) + minimum
 }
 
 /// Q4_K: 8 groups of 32 per super-block; group g is the low (even g) or high (odd g) nibbles of

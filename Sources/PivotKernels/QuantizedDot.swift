@@ -171,6 +171,7 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
     case .q8_0: return dotQ8_0x1(weights, a, blocks: act.blocksPerRow)
     #if arch(x86_64)
     case .q5_0: return dotQ5_0x1(weights, a, blocks: act.blocksPerRow)
+    case .q5_1: return dotQ5_1x1(weights, a, blocks: act.blocksPerRow)
     case .q4_K: return dotQ4_Kx1(weights, a, blocks: act.blocksPerRow)
     case .q6_K: return dotQ6_Kx1(weights, a, blocks: act.blocksPerRow)
     #endif
@@ -192,6 +193,8 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
     #if arch(x86_64)
     case .q5_0: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ5_0x1($0, $1, blocks: $2) }
         quad: { dotQ5_0x4($0, $1, $2, $3, $4, blocks: $5) }
+    case .q5_1: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ5_1x1($0, $1, blocks: $2) }
+        quad: { dotQ5_1x4($0, $1, $2, $3, $4, blocks: $5) }
     case .q4_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ4_Kx1($0, $1, blocks: $2) }
         quad: { dotQ4_Kx4($0, $1, $2, $3, $4, blocks: $5) }
     case .q6_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ6_Kx1($0, $1, blocks: $2) }

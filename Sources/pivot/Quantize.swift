@@ -13,7 +13,8 @@ struct Quantize: ParsableCommand {
         eighth of the layers and every third between); the output head (here the tied embedding) gets Q6_K, or Q8_0 in \
         a Q8_0 file; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type (Q2_K, Q3_K → Q4_0, \
         Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), as llama.cpp does — on a 576-wide model that is every projection but \
-        ffn_down. Norms stay F32. An already quantized input is dequantized first (say so, the errors compound).
+        ffn_down. Norms stay F32. An already quantized input is dequantized first (a note says so: the errors compound); \
+        HuggingFace folders are not read by quantize yet.
         Importance: --imatrix reads a matrix (llama-imatrix's or `pivot imatrix`'s); --calib computes one from a text first.
         """)
 
