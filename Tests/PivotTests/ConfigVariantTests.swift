@@ -202,8 +202,13 @@ final class QuantizeOnLoadTests: XCTestCase {
         let worst = zip(a, b).map { abs($0 - $1) }.max()!
         XCTAssertGreaterThan(worst, 0, "the weights really were quantized")
         XCTAssertLessThan(worst, 0.05, "Q8_0 moves logits of this model by little")
-        XCTAssertThrowsError(try LoadedModel.load(path: folder.path, quantizeOnLoad: .q4_K)) {
-            XCTAssertTrue("\($0)".contains("Q4_K on load is not implemented"), "\($0)")
+        // K-quants on load: Q4_K where rows are whole super-blocks, llama.cpp's Q5_0 fallback elsewhere.
+        let q4k = try LoadedModel.load(path: folder.path, quantizeOnLoad: .q4_K)
+        for op in q4k.transformer.layers.flatMap(\.linears) {
+            XCTAssertEqual(op.formatName, op.inFeatures % 256 == 0 ? "Q4_K" : "Q5_0", "\(op.inFeatures) columns")
         }
+        let c = logits(q4k), worstK = zip(a, c).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(worstK, worst, "4-5 bits lose more than 8")
+        XCTAssertLessThan(worstK, 0.5)
     }
 }
