@@ -29,13 +29,11 @@ extension BlockFormat {
     /// types with a minimum with `make_qkx3_quants`.
     private func quantizeWeightedRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer,
                                      importance: UnsafePointer<Float>) {
-        var sumx2: Float = 0
-        for j in 0..<count { sumx2 += x[j] * x[j] }
-        let sigma2 = sumx2 / Float(count)
+        let sigma2 = Self.sumOfSquares(x, count) / Float(count)
         KScratch.with { s in
             for b in 0..<(count / 32) {
                 let xb = x + 32 * b, block = out + b * bytesPerBlock
-                for j in 0..<32 { s.weights[j] = importance[32 * b + j] * (sigma2 + xb[j] * xb[j]).squareRoot() }
+                _ = s.importanceWeights(xb, importance + 32 * b, sigma2: sigma2, count: 32)
                 let five = self == .q5_0 || self == .q5_1
                 switch self {
                 case .q4_0, .q5_0:

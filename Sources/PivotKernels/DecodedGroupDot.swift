@@ -16,13 +16,65 @@ struct DecodedGroup {
 }
 
 extension BlockFormat {
-    /// Decodes group `g` (the g-th run of 32 weights) of a row.
+    /// Decodes group `g` (the g-th run of 32 weights) of a row: its scales and offsets, then its codes.
     @inline(__always)
     func decodeGroup(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
-        @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
+        groupScales(row, g, into: &out)
         #if arch(x86_64)
-        if self != .q6_K { return decodeGroupAVX2(row, g, into: &out) }
+        if self != .q6_K { out.quants = unsafeBitCast(groupCodesAVX2(row, g), to: SIMD32<Int8>.self); return }
         #endif
+        groupCodes(row, g, into: &out.quants)
+    }
+
+    /// The scale per half, offset per half and signedness of group `g`.
+    @inline(__always)
+    func groupScales(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
+        @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
+        switch self {
+        case .q5_0, .q5_1:
+            let block = row + g * bytesPerBlock
+            let hasMin = self == .q5_1
+            out.scale0 = loadHalf(block, 0); out.scale1 = out.scale0
+            out.offset0 = hasMin ? loadHalf(block, 2) : 0; out.offset1 = out.offset0
+            out.signed = !hasMin
+        case .q4_K, .q5_K:
+            let block = row + (g / 8) * bytesPerBlock
+            let (sc, m) = Self.scaleMinK4(g % 8, block + 4)
+            out.scale0 = loadHalf(block, 0) * Float(sc); out.scale1 = out.scale0
+            out.offset0 = -loadHalf(block, 2) * Float(m); out.offset1 = out.offset0
+            out.signed = false
+        case .q2_K, .q3_K:
+            let block = row + (g / 8) * bytesPerBlock, sub = g % 8
+            let half = sub / 4, plane = sub % 4
+            if self == .q3_K {
+                let d = loadHalf(block, 108)
+                out.scale0 = d * Float(Self.scaleQ3K(half * 8 + plane * 2, block + 96))
+                out.scale1 = d * Float(Self.scaleQ3K(half * 8 + plane * 2 + 1, block + 96))
+                out.offset0 = 0; out.offset1 = 0
+            } else {
+                let d = loadHalf(block, 80), dmin = loadHalf(block, 82)
+                let s0 = byte(block, half * 8 + plane * 2), s1 = byte(block, half * 8 + plane * 2 + 1)
+                out.scale0 = d * Float(s0 & 0x0F); out.scale1 = d * Float(s1 & 0x0F)
+                out.offset0 = -dmin * Float(s0 >> 4); out.offset1 = -dmin * Float(s1 >> 4)
+            }
+            out.signed = self == .q3_K
+        case .q6_K:
+            let block = row + (g / 8) * bytesPerBlock, sub = g % 8
+            let half = sub / 4, k = sub % 4
+            let d = loadHalf(block, 208)
+            out.scale0 = d * Float(block.load(fromByteOffset: 192 + half * 8 + 2 * k, as: Int8.self))
+            out.scale1 = d * Float(block.load(fromByteOffset: 192 + half * 8 + 1 + 2 * k, as: Int8.self))
+            out.offset0 = 0; out.offset1 = 0
+            out.signed = true
+        default:
+            fatalError("\(name) has its own kernel")
+        }
+    }
+
+    /// The 32 codes of group `g`, element by element (the portable path, and Q6_K's).
+    @inline(__always)
+    func groupCodes(_ row: UnsafeRawPointer, _ g: Int, into quants: inout SIMD32<Int8>) {
+        @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
         switch self {
         case .q5_0, .q5_1:
             let block = row + g * bytesPerBlock
@@ -33,125 +85,72 @@ extension BlockFormat {
                 let b = byte(block, qhOffset + 4 + j)
                 let low = (b & 0x0F) | Int((qh >> UInt32(j)) & 1) << 4
                 let high = (b >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
-                out.quants[j] = Int8(hasMin ? low : low - 16)
-                out.quants[j + 16] = Int8(hasMin ? high : high - 16)
+                quants[j] = Int8(hasMin ? low : low - 16)
+                quants[j + 16] = Int8(hasMin ? high : high - 16)
             }
-            out.scale0 = loadHalf(block, 0); out.scale1 = out.scale0
-            out.offset0 = hasMin ? loadHalf(block, 2) : 0; out.offset1 = out.offset0
-            out.signed = !hasMin
         case .q4_K, .q5_K:
             let block = row + (g / 8) * bytesPerBlock, sub = g % 8
-            let (sc, m) = Self.scaleMinK4(sub, block + 4)
             let five = self == .q5_K
             let qs = (five ? 48 : 16) + (sub / 2) * 32, shift = 4 * (sub % 2)
             for l in 0..<32 {
                 var q = (byte(block, qs + l) >> shift) & 0x0F
                 if five { q |= ((byte(block, 16 + l) >> sub) & 1) << 4 }
-                out.quants[l] = Int8(q)
+                quants[l] = Int8(q)
             }
-            out.scale0 = loadHalf(block, 0) * Float(sc); out.scale1 = out.scale0
-            out.offset0 = -loadHalf(block, 2) * Float(m); out.offset1 = out.offset0
-            out.signed = false
         case .q2_K, .q3_K:
             let block = row + (g / 8) * bytesPerBlock, sub = g % 8
-            let half = sub / 4, plane = sub % 4
             let three = self == .q3_K
-            let qs = (three ? 32 : 16) + half * 32
+            let qs = (three ? 32 : 16) + (sub / 4) * 32
             for l in 0..<32 {
-                let low = (byte(block, qs + l) >> (2 * plane)) & 3
-                out.quants[l] = Int8(three ? low - (((byte(block, l) >> sub) & 1) == 1 ? 0 : 4) : low)
+                let low = (byte(block, qs + l) >> (2 * (sub % 4))) & 3
+                quants[l] = Int8(three ? low - (((byte(block, l) >> sub) & 1) == 1 ? 0 : 4) : low)
             }
-            if three {
-                let d = loadHalf(block, 108)
-                out.scale0 = d * Float(Self.scaleQ3K(half * 8 + plane * 2, block + 96))
-                out.scale1 = d * Float(Self.scaleQ3K(half * 8 + plane * 2 + 1, block + 96))
-                out.offset0 = 0; out.offset1 = 0
-            } else {
-                let d = loadHalf(block, 80), dmin = loadHalf(block, 82)
-                let s0 = byte(block, half * 8 + plane * 2), s1 = byte(block, half * 8 + plane * 2 + 1)
-                out.scale0 = d * Float(s0 & 0x0F); out.scale1 = d * Float(s1 & 0x0F)
-                out.offset0 = -dmin * Float(s0 >> 4); out.offset1 = -dmin * Float(s1 >> 4)
-            }
-            out.signed = three
         case .q6_K:
             let block = row + (g / 8) * bytesPerBlock, sub = g % 8
             let half = sub / 4, k = sub % 4
             for l in 0..<32 {
                 let low = (byte(block, half * 64 + l + 32 * (k & 1)) >> (4 * (k >> 1))) & 0x0F
                 let high = (byte(block, 128 + half * 32 + l) >> (2 * k)) & 3
-                out.quants[l] = Int8((low | high << 4) - 32)
+                quants[l] = Int8((low | high << 4) - 32)
             }
-            let d = loadHalf(block, 208)
-            out.scale0 = d * Float(block.load(fromByteOffset: 192 + half * 8 + 2 * k, as: Int8.self))
-            out.scale1 = d * Float(block.load(fromByteOffset: 192 + half * 8 + 1 + 2 * k, as: Int8.self))
-            out.offset0 = 0; out.offset1 = 0
-            out.signed = true
         default:
             fatalError("\(name) has its own kernel")
         }
     }
-}
 
-#if arch(x86_64)
-extension BlockFormat {
-    /// `decodeGroup` with the 32 codes unpacked by vector shifts and masks (the same integers).
+    #if arch(x86_64)
+    /// `groupCodes` by vector shifts and masks (the same integers).
     @inline(__always)
-    func decodeGroupAVX2(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
-        @inline(__always) func byte(_ p: UnsafeRawPointer, _ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }
-        let low2 = _mm256_set1_epi8(3), low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1)
-        var q: __m256i
+    func groupCodesAVX2(_ row: UnsafeRawPointer, _ g: Int) -> __m256i {
+        let one = _mm256_set1_epi8(1)
         switch self {
         case .q5_0, .q5_1:
             let block = row + g * bytesPerBlock
-            let hasMin = self == .q5_1
-            let qhOffset = hasMin ? 4 : 2
+            let qhOffset = self == .q5_1 ? 4 : 2
             let bits = block.loadUnaligned(fromByteOffset: qhOffset, as: UInt32.self).littleEndian
-            q = _mm256_or_si256(unpackNibbles(block + qhOffset + 4), fifthBits(bits))
-            if !hasMin { q = _mm256_sub_epi8(q, _mm256_set1_epi8(16)) }
-            out.scale0 = loadHalf(block, 0); out.scale1 = out.scale0
-            out.offset0 = hasMin ? loadHalf(block, 2) : 0; out.offset1 = out.offset0
-            out.signed = !hasMin
+            let q = _mm256_or_si256(unpackNibbles(block + qhOffset + 4), fifthBits(bits))
+            return self == .q5_1 ? q : _mm256_sub_epi8(q, _mm256_set1_epi8(16))
         case .q4_K, .q5_K:
             let block = row + (g / 8) * bytesPerBlock, sub = g % 8
-            let (sc, m) = Self.scaleMinK4(sub, block + 4)
-            let five = self == .q5_K
-            let packed = loadBytes32(block + (five ? 48 : 16) + (sub / 2) * 32)
-            q = _mm256_and_si256(sub % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4)
-            if five {
-                let high = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block + 16), _mm_cvtsi32_si128(Int32(sub))), one)
-                q = _mm256_or_si256(q, _mm256_slli_epi16(high, 4))
-            }
-            out.scale0 = loadHalf(block, 0) * Float(sc); out.scale1 = out.scale0
-            out.offset0 = -loadHalf(block, 2) * Float(m); out.offset1 = out.offset0
-            out.signed = false
+            let packed = loadBytes32(block + (self == .q5_K ? 48 : 16) + (sub / 2) * 32)
+            let q = _mm256_and_si256(sub % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0F))
+            guard self == .q5_K else { return q }
+            let high = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block + 16), _mm_cvtsi32_si128(Int32(sub))), one)
+            return _mm256_or_si256(q, _mm256_slli_epi16(high, 4))
         case .q2_K, .q3_K:
             let block = row + (g / 8) * bytesPerBlock, sub = g % 8
-            let half = sub / 4, plane = sub % 4
-            let three = self == .q3_K
-            let packed = loadBytes32(block + (three ? 32 : 16) + half * 32)
-            q = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(Int32(2 * plane))), low2)
-            if three {
-                // q − 4 where the high bit is clear: low + 4·bit − 4.
-                let bit = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block), _mm_cvtsi32_si128(Int32(sub))), one)
-                q = _mm256_sub_epi8(_mm256_or_si256(q, _mm256_slli_epi16(bit, 2)), _mm256_set1_epi8(4))
-                let d = loadHalf(block, 108)
-                out.scale0 = d * Float(Self.scaleQ3K(half * 8 + plane * 2, block + 96))
-                out.scale1 = d * Float(Self.scaleQ3K(half * 8 + plane * 2 + 1, block + 96))
-                out.offset0 = 0; out.offset1 = 0
-            } else {
-                let d = loadHalf(block, 80), dmin = loadHalf(block, 82)
-                let s0 = byte(block, half * 8 + plane * 2), s1 = byte(block, half * 8 + plane * 2 + 1)
-                out.scale0 = d * Float(s0 & 0x0F); out.scale1 = d * Float(s1 & 0x0F)
-                out.offset0 = -dmin * Float(s0 >> 4); out.offset1 = -dmin * Float(s1 >> 4)
-            }
-            out.signed = three
+            let packed = loadBytes32(block + (self == .q3_K ? 32 : 16) + (sub / 4) * 32)
+            let q = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(Int32(2 * (sub % 4)))), _mm256_set1_epi8(3))
+            guard self == .q3_K else { return q }
+            // q − 4 where the high bit is clear: low + 4·bit − 4.
+            let bit = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block), _mm_cvtsi32_si128(Int32(sub))), one)
+            return _mm256_sub_epi8(_mm256_or_si256(q, _mm256_slli_epi16(bit, 2)), _mm256_set1_epi8(4))
         default:
             fatalError("\(name) has its own kernel")
         }
-        out.quants = unsafeBitCast(q, to: SIMD32<Int8>.self)
     }
+    #endif
 }
-#endif
 
 /// Σ over the two halves of one activation block: quants·(scale per half), plus the offsets
 /// against the block's quant sums. Returns (products, offset term) for one activation row.

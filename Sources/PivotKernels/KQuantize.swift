@@ -15,6 +15,14 @@ extension BlockFormat {
         let weights: UnsafeMutablePointer<Float>, sw: UnsafeMutablePointer<Float>
         var signedL: UnsafeMutablePointer<Int8> { UnsafeMutableRawPointer(L).assumingMemoryBound(to: Int8.self) }
 
+        /// `weights[0..<n]` = importance · sqrt(σ² + x²) for n weights from `x`; returns their sum (in order).
+        func importanceWeights(_ x: UnsafePointer<Float>, _ qw: UnsafePointer<Float>, sigma2: Float, count n: Int) -> Float {
+            var sum: Float = 0
+            for l in 0..<n { weights[l] = qw[l] * (sigma2 + x[l] * x[l]).squareRoot() }
+            for l in 0..<n { sum += weights[l] }
+            return sum
+        }
+
         static func with<R>(_ body: (KScratch) -> R) -> R {
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256 + 16 + 16 + 32) { bytes in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: 16 * 3 + 32) { floats in
@@ -26,7 +34,12 @@ extension BlockFormat {
         }
     }
 
-    @inline(__always) static func roundedToHalf(_ v: Float) -> Float { Float(Float16(v)) }
+    /// Σ x² over n values, in order (ggml's σ² of a super-block).
+    @inline(__always) static func sumOfSquares(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var sum: Float = 0
+        for j in 0..<n { sum += x[j] * x[j] }
+        return sum
+    }
 
     /// Q2_K/Q3_K's 2-bit planes: each byte of 32 holds weights l, l+32, l+64, l+96 of a 128-half.
     static func pack2Bit(_ L: UnsafePointer<UInt8>, into qs: UnsafeMutableRawPointer) {
@@ -78,13 +91,9 @@ extension BlockFormat {
     private static func quantizeQ2K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ qw: UnsafePointer<Float>?, _ s: KScratch) {
         let sc = y.assumingMemoryBound(to: UInt8.self)  // scales[16] @0
         if let qw {
-            var sumx2: Float = 0
-            for j in 0..<256 { sumx2 += x[j] * x[j] }
-            let sigma2 = sumx2 / 256
+            let sigma2 = sumOfSquares(x, 256) / 256
             for j in 0..<16 {
-                for l in 0..<16 { s.weights[l] = qw[16 * j + l] * (sigma2 + x[16 * j + l] * x[16 * j + l]).squareRoot() }
-                s.sw[j] = 0
-                for l in 0..<16 { s.sw[j] += s.weights[l] }
+                s.sw[j] = s.importanceWeights(x + 16 * j, qw + 16 * j, sigma2: sigma2, count: 16)
                 s.scales[j] = ScaleSearch.qkx(16, 3, x + 16 * j, weights: s.weights, s.L + 16 * j, theMin: &s.mins[j], s.Laux,
                                               rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
             }
@@ -132,14 +141,9 @@ extension BlockFormat {
     private static func quantizeQ3K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, _ qw: UnsafePointer<Float>?, _ s: KScratch) {
         let L = s.signedL
         if let qw {
-            var sumx2: Float = 0
-            for j in 0..<256 { sumx2 += x[j] * x[j] }
-            let sigma2 = 2 * sumx2 / 256
+            let sigma2 = 2 * sumOfSquares(x, 256) / 256
             for j in 0..<16 {
-                for l in 0..<16 { s.weights[l] = qw[16 * j + l] * (sigma2 + x[16 * j + l] * x[16 * j + l]).squareRoot() }
-                var sumw: Float = 0
-                for l in 0..<16 { sumw += s.weights[l] }
-                s.sw[j] = sumw
+                s.sw[j] = s.importanceWeights(x + 16 * j, qw + 16 * j, sigma2: sigma2, count: 16)
                 s.scales[j] = ScaleSearch.qx(16, 4, x + 16 * j, L + 16 * j, rmseType: 1, weights: s.weights)
             }
             let signedLs = UnsafeMutableRawPointer(s.Ls).assumingMemoryBound(to: Int8.self)
@@ -187,14 +191,9 @@ extension BlockFormat {
         let five = self == .q5_K
         let nmax = five ? 31 : 15
         if let qw {
-            var sumx2: Float = 0
-            for l in 0..<256 { sumx2 += x[l] * x[l] }
-            let sigma2 = 2 * sumx2 / 256
+            let sigma2 = 2 * Self.sumOfSquares(x, 256) / 256
             for j in 0..<8 {
-                for l in 0..<32 { s.weights[l] = qw[32 * j + l] * (sigma2 + x[32 * j + l] * x[32 * j + l]).squareRoot() }
-                var sumw: Float = 0
-                for l in 0..<32 { sumw += s.weights[l] }
-                s.sw[j] = sumw
+                s.sw[j] = s.importanceWeights(x + 32 * j, qw + 32 * j, sigma2: sigma2, count: 32)
                 s.scales[j] = ScaleSearch.qkx(32, nmax, x + 32 * j, weights: s.weights, s.L + 32 * j, theMin: &s.mins[j], s.Laux,
                                               rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
             }
@@ -206,9 +205,7 @@ extension BlockFormat {
         } else {
             var maxScale: Float = 0, maxMin: Float = 0
             for j in 0..<8 {
-                var sumx2: Float = 0
-                for l in 0..<32 { sumx2 += x[32 * j + l] * x[32 * j + l] }
-                let avx = (sumx2 / 32).squareRoot()
+                let avx = (Self.sumOfSquares(x + 32 * j, 32) / 32).squareRoot()
                 for l in 0..<32 { s.weights[l] = avx + abs(x[32 * j + l]) }
                 s.scales[j] = ScaleSearch.qkx(32, nmax, x + 32 * j, weights: s.weights, s.L + 32 * j, theMin: &s.mins[j], s.Laux,
                                               rmin: five ? -0.5 : -1, rdelta: 0.1, nstep: five ? 15 : 20, useMAD: false)
