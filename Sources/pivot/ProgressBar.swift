@@ -17,8 +17,10 @@ final class ProgressBar {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
-        let line = String(format: "%@ %@ %d/%d %3.0f%% %@ [%.1f it/s, %.0fs, ETA %.0fs]", label, bar, done, total, fraction * 100, suffix, rate, elapsed, eta)
+        // Under a second in, a rate and an ETA are noise (the first item alone read as 10⁵ it/s).
+        let timing = elapsed < 1 ? String(format: "– it/s, %.0fs, ETA –", elapsed)
+            : String(format: "%.1f it/s, %.0fs, ETA %.0fs", Double(done) / elapsed, elapsed, eta)
+        let line = String(format: "%@ %@ %d/%d %3.0f%% %@ [%@]", label, bar, done, total, fraction * 100, suffix, timing)
         if interactive {
             writeErr("\r" + line + "\u{1B}[K")
         } else if Int(fraction * 10) != lastDecile {
