@@ -199,6 +199,35 @@ func dotDecoded1(_ format: BlockFormat, _ w: UnsafeRawPointer, _ a: Q8Row, block
     return horizontalAdd(acc) + offsets
 }
 
+#if arch(x86_64)
+/// Q3_K against one activation row (decode): the generic kernel's arithmetic, operation for
+/// operation (so results equal `dotDecoded4`'s per row), with the super-block's sixteen scales
+/// decoded once instead of twice per group and the dispatch on the format hoisted out of the loop.
+@inline(__always)
+func dotQ3_Kx1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var scales = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
+                  Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+    return withUnsafeMutableBytes(of: &scales) { raw in
+        let scale = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+        for b in 0..<blocks {
+            let sub = b % 8
+            if sub == 0 {
+                let block = w + (b / 8) * 110, d = loadHalf(block, 108)
+                for i in 0..<16 { scale[i] = d * Float(BlockFormat.scaleQ3K(i, block + 96)) }
+            }
+            let first = (sub / 4) * 8 + (sub % 4) * 2
+            let q = BlockFormat.q3_K.groupCodesAVX2(w, b)
+            let s0 = scale[first] * a.scales[b], s1 = scale[first + 1] * a.scales[b]
+            let p = multiplySum(_mm256_sign_epi8(q, q), _mm256_sign_epi8(loadBytes32(UnsafeRawPointer(a.quants + b * 32)), q))
+            acc += SIMD8<Float>(s0, s0, s0, s0, s1, s1, s1, s1) * p
+        }
+        let offsets: Float = 0
+        return horizontalAdd(acc) + offsets
+    }
+}
+#endif
+
 /// One weight row against four activation rows: each group is decoded once. Every row is summed
 /// in the order of `dotDecoded1`, so batched and single results are bit-identical.
 @inline(__always)

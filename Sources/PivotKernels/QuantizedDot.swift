@@ -174,6 +174,7 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
     case .q5_1: return dotQ5_1x1(weights, a, blocks: act.blocksPerRow)
     case .q4_K: return dotQ4_Kx1(weights, a, blocks: act.blocksPerRow)
     case .q6_K: return dotQ6_Kx1(weights, a, blocks: act.blocksPerRow)
+    case .q3_K: return dotQ3_Kx1(weights, a, blocks: act.blocksPerRow)
     #endif
     default: return dotDecoded1(format, weights, a, blocks: act.blocksPerRow)
     }
@@ -199,6 +200,8 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
         quad: { dotQ4_Kx4($0, $1, $2, $3, $4, blocks: $5) }
     case .q6_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ6_Kx1($0, $1, blocks: $2) }
         quad: { dotQ6_Kx4($0, $1, $2, $3, $4, blocks: $5) }
+    case .q3_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ3_Kx1($0, $1, blocks: $2) }
+        quad: { dotDecoded4(.q3_K, $0, $1, $2, $3, $4, blocks: $5) }
     #endif
     default: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotDecoded1(format, $0, $1, blocks: $2) }
         quad: { dotDecoded4(format, $0, $1, $2, $3, $4, blocks: $5) }
