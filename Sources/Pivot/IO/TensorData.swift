@@ -94,21 +94,18 @@ public struct TensorData {
         let storage = OwnedBytes(count: rows * rowBytes)
         let sourceRowBytes = type.byteCount(elements: columns)!
         let source = data, type = type
-        func quantizeRows(_ range: Range<Int>) {
+        func quantizeRows(_ range: Range<Int>, _ weights: UnsafePointer<Float>?) {
             let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
             defer { row.deallocate() }
             for r in range {
                 type.convert(source + r * sourceRowBytes, count: columns, into: row)
-                if let importance {
-                    importance.withUnsafeBufferPointer {
-                        format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes, importance: $0.baseAddress)
-                    }
-                } else {
-                    format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes, importance: nil)
-                }
+                format.quantizeRow(row, count: columns, into: storage.pointer + r * rowBytes, importance: weights)
             }
         }
-        if let pool { pool.parallelRanges(count: rows, minChunk: 8, quantizeRows) } else { quantizeRows(0..<rows) }
+        func quantizeAll(_ weights: UnsafePointer<Float>?) {
+            if let pool { pool.parallelRanges(count: rows, minChunk: 8) { quantizeRows($0, weights) } } else { quantizeRows(0..<rows, weights) }
+        }
+        if let importance { importance.withUnsafeBufferPointer { quantizeAll($0.baseAddress) } } else { quantizeAll(nil) }
         return TensorData(name: name, type: .block(format), shape: shape, data: UnsafeRawPointer(storage.pointer),
                           byteCount: rows * rowBytes, owner: storage)
     }

@@ -45,13 +45,6 @@ public func fakeQuantizeSymmetric(_ x: UnsafePointer<Float>, into out: UnsafeMut
 extension Transformer {
     /// Wraps every projection of every block (not the output head) with simulated `bits`-bit activations.
     public func quantizeActivations(bits: Int) {
-        layers = layers.map { layer in
-            var l = layer
-            func wrap(_ op: LinearOperator) -> LinearOperator { ActivationQuantizedLinear(op, bits: bits) }
-            l.query = wrap(l.query); l.key = wrap(l.key); l.value = wrap(l.value)
-            l.attentionOutput = wrap(l.attentionOutput)
-            l.gate = wrap(l.gate); l.up = wrap(l.up); l.down = wrap(l.down)
-            return l
-        }
+        layers = layers.map { $0.mappingProjections { op, _ in ActivationQuantizedLinear(op, bits: bits) } }
     }
 }

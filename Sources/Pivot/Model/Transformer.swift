@@ -16,6 +16,16 @@ public struct DecoderLayer {
     public var keyNorm: FloatBuffer? = nil
 
     public var linears: [LinearOperator] { [query, key, value, attentionOutput, gate, up, down] }
+
+    /// This layer with every projection replaced by `transform(projection, role)`, role being the
+    /// GGUF tensor role ("attn_q", …, "ffn_down"): how wrappers (activation bits, imatrix) plug in.
+    public func mappingProjections(_ transform: (LinearOperator, String) -> LinearOperator) -> DecoderLayer {
+        var l = self
+        l.query = transform(query, "attn_q"); l.key = transform(key, "attn_k"); l.value = transform(value, "attn_v")
+        l.attentionOutput = transform(attentionOutput, "attn_output")
+        l.gate = transform(gate, "ffn_gate"); l.up = transform(up, "ffn_up"); l.down = transform(down, "ffn_down")
+        return l
+    }
 }
 
 /// Which rows of logits a forward pass must produce.

@@ -34,16 +34,11 @@ public struct ImportanceMatrix: Sendable {
         let original = transformer.layers
         var recorders: [(String, ImportanceRecorder)] = []
         transformer.layers = original.enumerated().map { index, layer in
-            var l = layer
-            func record(_ op: LinearOperator, _ role: String) -> LinearOperator {
+            layer.mappingProjections { op, role in
                 let recorder = ImportanceRecorder(op)
                 recorders.append(("blk.\(index).\(role).weight", recorder))
                 return recorder
             }
-            l.query = record(l.query, "attn_q"); l.key = record(l.key, "attn_k"); l.value = record(l.value, "attn_v")
-            l.attentionOutput = record(l.attentionOutput, "attn_output")
-            l.gate = record(l.gate, "ffn_gate"); l.up = record(l.up, "ffn_up"); l.down = record(l.down, "ffn_down")
-            return l
         }
         defer { transformer.layers = original }
         let state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: false, pool: pool, precision: precision)

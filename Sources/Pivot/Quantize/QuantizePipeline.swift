@@ -57,8 +57,9 @@ public enum QuantizePipeline {
                            pool: ThreadPool? = nil, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
         let choices = try plan(gguf, fileType: fileType, hasImportance: importance != nil, pure: pure)
-        if let importance {
-            for (name, values) in importance.values {
+        let importanceValues = importance?.values  // mean x² per column, computed once for every tensor
+        if let importanceValues {
+            for (name, values) in importanceValues {
                 guard let t = gguf.tensors[name] else { continue }
                 guard t.shape.count == 2, values.count == t.shape[1] else {
                     throw PivotError.invalidArgument("importance matrix entry '\(name)' has \(values.count) values; the tensor has \(t.shape.last ?? 0) columns")
@@ -72,7 +73,7 @@ public enum QuantizePipeline {
             if choice.to == t.type {
                 tensors.append(.init(name: choice.name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
             } else {
-                let converted = convert(t, to: choice.to, importance: importance?.values[choice.name], pool: pool)
+                let converted = convert(t, to: choice.to, importance: importanceValues?[choice.name], pool: pool)
                 buffers.append(converted.owner)
                 tensors.append(.init(name: choice.name, ggmlType: choice.to.ggmlType, shape: t.shape,
                                      bytes: UnsafeRawBufferPointer(start: converted.data, count: converted.byteCount)))
