@@ -6,7 +6,7 @@ import PivotKernels
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prefill (pp) and decode (tg) speed, in llama-bench's table form.",
-        discussion: "ppN times one forward pass over N prompt tokens on an empty cache; tgN times N single-token decode steps from an empty cache. Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
+        discussion: "ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
 
     @OptionGroup var model: ModelOptions
 
@@ -16,10 +16,14 @@ struct Bench: ParsableCommand {
     @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Tokens for the decode test (0 skips it).")
     var generatedTokens: Int = 128
 
+    @Option(name: [.customShort("d"), .customLong("depth")], help: "Tokens already in the KV cache when each test starts (attention cost grows with it).")
+    var depth: Int = 0
+
     @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed repetitions of each test.")
     var repetitions: Int = 5
 
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
     var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
@@ -27,38 +31,45 @@ struct Bench: ParsableCommand {
             throw ValidationError("-p and -n must be >= 0 and not both 0")
         }
         guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
+        guard depth >= 0 else { throw ValidationError("-d must be >= 0") }
     }
 
     func run() throws {
         let loaded = try model.load()
+        try kv.apply(to: loaded)
         let pool = model.makePool()
         let c = loaded.config
-        let capacity = max(promptTokens, generatedTokens) + 1
-        guard capacity <= c.contextLength else { throw ValidationError("tests longer than the model's context (\(c.contextLength))") }
-        let cache = loaded.makeCache(capacity: capacity, maxBatch: max(1, min(promptTokens, 512)))
+        let capacity = depth + max(promptTokens, generatedTokens) + 1
+        guard capacity <= c.contextLength else { throw ValidationError("-d plus the test is longer than the model's context (\(c.contextLength))") }
+        let cache = loaded.makeCache(capacity: capacity, maxBatch: max(1, min(promptTokens, 512), min(generatedTokens, 512)))
         let state = ForwardState(config: c, maxTokens: max(1, min(promptTokens, 512)), allLogits: false, pool: pool, precision: precision)
         var rng = SplitMix64(seed: 42)
         let vocabulary = loaded.tokenizer.vocabularySize
         func randomTokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(vocabulary)) } }
+        if depth > 0 {
+            writeErr("filling the cache with \(depth) tokens\n")
+            loaded.transformer.forward(randomTokens(depth), cache: cache, state: state, logits: .last)
+        }
+        let at = depth > 0 ? " @ d\(depth)" : ""
 
         var rows: [(String, [Double])] = []
         if promptTokens > 0 {
             let prompt = randomTokens(promptTokens)
             let rates = measure {
-                cache.truncate(to: 0)
+                cache.truncate(to: depth)
                 loaded.transformer.forward(prompt, cache: cache, state: state, logits: .last)
                 return promptTokens
             }
-            rows.append(("pp\(promptTokens)", rates))
+            rows.append(("pp\(promptTokens)\(at)", rates))
         }
         if generatedTokens > 0 {
             let tokens = randomTokens(generatedTokens)
             let rates = measure {
-                cache.truncate(to: 0)
+                cache.truncate(to: depth)
                 for token in tokens { loaded.transformer.forward(token: token, cache: cache, state: state) }
                 return generatedTokens
             }
-            rows.append(("tg\(generatedTokens)", rates))
+            rows.append(("tg\(generatedTokens)\(at)", rates))
         }
 
         let name = (loaded.path as NSString).lastPathComponent
@@ -69,10 +80,11 @@ struct Bench: ParsableCommand {
         for (test, rates) in rows {
             let mean = rates.reduce(0, +) / Double(rates.count)
             let sd = rates.count > 1 ? (rates.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rates.count - 1)).squareRoot() : 0
-            print("| \(name) | \(size) | \(params) | CPU (Swift SIMD) | \(pool.threads) | \(precision.rawValue) | \(test) | "
+            print("| \(name) | \(size) | \(params) | CPU (Swift SIMD) | \(pool.threads) | \(precision.rawValue)\(loaded.kvCache.kind == .f32 ? "" : ", KV " + loaded.kvCache.label) | \(test) | "
                   + String(format: "%.2f ± %.2f", mean, sd) + " |")
         }
         print(String(format: "\npeak RSS: %.1f MiB", peakResidentMiB()))
+        print(loaded.kvCache.memorySummary(shape: AttentionShape(c), tokens: capacity))
     }
 
     /// One warm-up, then `repetitions` timed runs; returns tokens/s of each.

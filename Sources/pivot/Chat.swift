@@ -21,6 +21,7 @@ struct Chat: ParsableCommand {
     @OptionGroup var drafting: DraftOptions
 
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
     var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
@@ -31,6 +32,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
+        try kv.apply(to: loaded)
         let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
                                   drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)

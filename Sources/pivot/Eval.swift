@@ -23,6 +23,7 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
 
     @Option(help: "Simulate N-bit per-token symmetric activation quantization at the input of every block projection (8, 6, 4; QLLM-Eval's A-bits). Applies on top of --precision.")
     var actBits: Int?
@@ -129,7 +130,7 @@ struct Eval: ParsableCommand {
         }
         let path = try model.resolvedPath()
         let configuration = RunConfiguration(name: ((path as NSString).lastPathComponent as NSString).deletingPathExtension,
-                                             model: path, precision: precisionOption.precision, actBits: actBits)
+                                             model: path, precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec)
         let (contexts, depths) = try passkeyLists()
         let names = tasks.contains("all") ? EvalTask.names : tasks
         var results: [CellResult] = []

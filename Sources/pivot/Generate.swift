@@ -20,6 +20,7 @@ struct Generate: ParsableCommand {
     @OptionGroup var drafting: DraftOptions
 
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
     var precision: ActivationPrecision { precisionOption.precision }
 
     @Flag(help: "Do not print timings to stderr at the end.")
@@ -33,6 +34,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
+        try kv.apply(to: loaded)
         let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
                                   drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
         let ids = loaded.tokenizer.encode(prompt)
@@ -54,6 +56,7 @@ struct Generate: ParsableCommand {
             writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
                             stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
             if let line = drafting.summary(stats) { writeErr(line + "\n") }
+            writeErr(loaded.kvCache.memorySummary(shape: AttentionShape(loaded.config), tokens: generator.cache.capacity) + "\n")
         }
     }
 }

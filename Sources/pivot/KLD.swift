@@ -24,8 +24,12 @@ struct KLD: ParsableCommand {
     @Option(help: "Simulated activation bits of the base (none by default).")
     var baseActBits: Int?
 
+    @Option(help: "KV cache of the base: f32 or f16 (e.g. to score a compressed cache against the F16 baseline).")
+    var baseKvType: KVCacheSpec.Kind = .f32
+
     @OptionGroup var model: ModelOptions
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
 
     @Option(help: "Simulated activation bits of the compared model.")
     var actBits: Int?
@@ -52,6 +56,7 @@ struct KLD: ParsableCommand {
         guard windowLength >= 2 && windowLength <= 8192 else { throw ValidationError("--ctx must be between 2 and 8192") }
         if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
         if saveBase != nil && baseFile != nil { throw ValidationError("give --save-base or --base-file, not both") }
+        if baseKvType == .kivi { throw ValidationError("--base-kv-type takes f32 or f16: the base is the reference") }
         if baseFile != nil && (base != nil || baseActBits != nil) { throw ValidationError("--base-file replaces --base and its options") }
         guard (1...1024).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1024") }
         for bits in [actBits, baseActBits].compactMap({ $0 }) where !(2...16).contains(bits) {
@@ -65,8 +70,8 @@ struct KLD: ParsableCommand {
         let pool = model.makePool()
         if let saveBase { return try writeBase(text: text, to: saveBase, pool: pool) }
         if let baseFile { return try scoreAgainstFile(text: text, file: baseFile, pool: pool) }
-        let baseConfiguration = RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits)
-        let testConfiguration = RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits)
+        let baseConfiguration = RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: KVCacheSpec(kind: baseKvType))
+        let testConfiguration = RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec)
         let baseModel = try baseConfiguration.load(), testModel = try testConfiguration.load()
         for m in [baseModel, testModel] where windowLength > m.config.contextLength {
             throw ValidationError("--ctx \(windowLength) exceeds the context of \(m.path) (\(m.config.contextLength))")
@@ -88,7 +93,7 @@ struct KLD: ParsableCommand {
     }
 
     func writeBase(text: String, to path: String, pool: ThreadPool) throws {
-        let baseModel = try RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits).load()
+        let baseModel = try RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: KVCacheSpec(kind: baseKvType)).load()
         guard windowLength <= baseModel.config.contextLength else { throw ValidationError("--ctx exceeds the base model's context") }
         let tokens = baseModel.tokenizer.encode(text, addBOS: false)
         let bar = ProgressBar(total: min(chunks ?? tokens.count / windowLength, tokens.count / windowLength), label: "base")
@@ -100,7 +105,7 @@ struct KLD: ParsableCommand {
     }
 
     func scoreAgainstFile(text: String, file: String, pool: ThreadPool) throws {
-        let testModel = try RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits).load()
+        let testModel = try RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec).load()
         let tokens = testModel.tokenizer.encode(text, addBOS: false)
         writeErr("base: \(file); compared: \(testModel.path) (\(precisionOption.precision.rawValue))\n")
         let window = try KLDBaseFile.window(of: file)

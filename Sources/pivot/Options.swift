@@ -130,3 +130,35 @@ func writeOut(_ s: String) {
 func writeErr(_ s: String) {
     FileHandle.standardError.write(s.data(using: .utf8)!)
 }
+
+/// The KV cache flags, the same on every verb that runs the model.
+struct KVCacheOptions: ParsableArguments {
+    @Option(name: .customLong("kv-type"), help: "KV cache: f32 (exact, default), f16 (the usual baseline), kivi (KIVI: keys quantized per channel over --kv-group tokens, values per token over --kv-group channels, the newest --kv-window tokens kept F16; attention reads the packed codes).")
+    var kind: KVCacheSpec.Kind = .f32
+
+    @Option(name: .customLong("kv-bits"), help: "KIVI code bits: 2, 3, 4 or 8.")
+    var bits: Int = 2
+
+    @Option(name: .customLong("kv-group"), help: "KIVI group: tokens per key scale, channels per value scale (a multiple of 8 dividing the head size).")
+    var group: Int = 32
+
+    @Option(name: .customLong("kv-window"), help: "KIVI full-precision window: at least this many newest tokens keep F16 keys and values (keys leave it a whole group at a time).")
+    var window: Int = 128
+
+    @Option(name: .customLong("pivot"), help: "IntactKV pivot tokens: the first N positions keep exact F32 keys and values and are never quantized (needs --kv-type kivi).")
+    var pivots: Int = 0
+
+    var spec: KVCacheSpec { KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots) }
+
+    func validate() throws {
+        do { try spec.validate() } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
+    }
+
+    /// Sets the model's cache kind, checking what needs the model (the group must divide the head size).
+    func apply(to model: LoadedModel) throws {
+        do { try spec.validate(headDim: model.config.headDim) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
+        model.kvCache = spec
+    }
+}
+
+extension KVCacheSpec.Kind: ExpressibleByArgument {}

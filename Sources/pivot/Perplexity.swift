@@ -22,6 +22,7 @@ struct Perplexity: ParsableCommand {
     var secondHalf = false
 
     @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup var kv: KVCacheOptions
     var precision: ActivationPrecision { precisionOption.precision }
 
     func validate() throws {
@@ -35,6 +36,7 @@ struct Perplexity: ParsableCommand {
             throw PivotError.cannotRead(file, "not UTF-8 text")
         }
         let loaded = try model.load()
+        try kv.apply(to: loaded)
         guard windowLength <= loaded.config.contextLength else {
             throw ValidationError("--ctx \(windowLength) exceeds the model's context of \(loaded.config.contextLength)")
         }
@@ -53,6 +55,7 @@ struct Perplexity: ParsableCommand {
         print(String(format: "%d windows, %d scored tokens, %.1f tokens/s", result.windows, result.scoredTokens,
                      Double(result.windows * windowLength) / result.seconds))
         print(String(format: "PPL = %.2f +/- %.2f", result.perplexity, result.perplexityError))
+        print(loaded.kvCache.memorySummary(shape: AttentionShape(loaded.config), tokens: windowLength))
     }
 }
 

@@ -11,12 +11,26 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var actBits: Int?
     /// The x value of this row in plots (e.g. weight bits); nil: measured bits per weight.
     public var bits: Double?
+    /// The KV cache (in a matrix spec: `kv_type`, `kv_bits`, `kv_group`, `kv_window`, `pivot` beside the other keys).
+    public var kvCache: KVCacheSpec
 
-    public init(name: String, model: String? = nil, precision: ActivationPrecision = .int8, actBits: Int? = nil, bits: Double? = nil) {
+    public init(name: String, model: String? = nil, precision: ActivationPrecision = .int8, actBits: Int? = nil, bits: Double? = nil,
+                kvCache: KVCacheSpec = .f32) {
         self.name = name; self.model = model; self.precision = precision; self.actBits = actBits; self.bits = bits
+        self.kvCache = kvCache
     }
 
     enum CodingKeys: String, CodingKey { case name, model, precision, actBits = "act_bits", bits }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encodeIfPresent(model, forKey: .model)
+        try c.encode(precision, forKey: .precision)
+        try c.encodeIfPresent(actBits, forKey: .actBits)
+        try c.encodeIfPresent(bits, forKey: .bits)
+        if kvCache != .f32 { try kvCache.encode(to: encoder) }
+    }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -25,12 +39,16 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         precision = try c.decodeIfPresent(ActivationPrecision.self, forKey: .precision) ?? .int8
         actBits = try c.decodeIfPresent(Int.self, forKey: .actBits)
         bits = try c.decodeIfPresent(Double.self, forKey: .bits)
+        kvCache = try KVCacheSpec(from: decoder)
         try validate()
     }
 
     public func validate() throws {
         guard !name.isEmpty, !name.contains("/") else { throw PivotError.invalidArgument("configuration name '\(name)' must be non-empty and contain no '/'") }
         if let actBits, !(2...16).contains(actBits) { throw PivotError.invalidArgument("configuration '\(name)': act_bits must be between 2 and 16") }
+        do { try kvCache.validate() } catch PivotError.invalidArgument(let message) {
+            throw PivotError.invalidArgument("configuration '\(name)': \(message)")
+        }
     }
 
     /// Loads the model and applies the runtime options that change the model itself.
@@ -40,6 +58,8 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         }
         let loaded = try LoadedModel.load(path: path)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
+        try kvCache.validate(headDim: loaded.config.headDim)
+        loaded.kvCache = kvCache
         return loaded
     }
 }
@@ -54,6 +74,8 @@ public struct Efficiency: Codable, Sendable {
     public var peakRSSMiB: Double
     public var prefillTokensPerSecond: Double
     public var decodeTokensPerSecond: Double
+    /// The context at which KV bytes per token are counted (a window or pivots weigh less the longer it is).
+    public static let kvReferenceTokens = 4096
 
     /// A short speed probe: one pass over `prompt` random tokens, then `decode` single-token steps.
     public static func measure(model: LoadedModel, pool: ThreadPool, precision: ActivationPrecision,
@@ -73,7 +95,8 @@ public struct Efficiency: Codable, Sendable {
         let decodeSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return Efficiency(weightBytes: model.weightBytes,
                           bitsPerWeight: Double(model.weightBytes * 8) / Double(model.parameterCount),
-                          kvBytesPerToken: cache.bytesPerToken, peakRSSMiB: peakResidentMiB(),
+                          kvBytesPerToken: model.kvCache.bytes(atLength: Self.kvReferenceTokens, shape: AttentionShape(model.config))
+                              / Double(Self.kvReferenceTokens), peakRSSMiB: peakResidentMiB(),
                           prefillTokensPerSecond: Double(prompt) / prefill, decodeTokensPerSecond: Double(decode) / decodeSeconds)
     }
 }

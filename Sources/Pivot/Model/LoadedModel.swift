@@ -40,9 +40,12 @@ public final class LoadedModel {
         return try LoadedModel(path: path, transformer: transformer, tokenizer: try Tokenizer(gguf: gguf), stores: [gguf])
     }
 
-    /// A fresh full-precision KV cache for `capacity` tokens.
+    /// The KV cache every run of this model uses (`--kv-type` and friends); F32 unless set.
+    public var kvCache = KVCacheSpec.f32
+
+    /// A fresh KV cache of kind `kvCache` for `capacity` tokens; `maxBatch`: the most tokens one pass appends.
     public func makeCache(capacity: Int? = nil, maxBatch: Int = 512) -> KVCache {
-        DenseKVCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength), maxBatch: maxBatch)
+        kvCache.makeCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength), maxBatch: maxBatch)
     }
 
     /// Parameter count over every linear operator, the embedding and the norms.

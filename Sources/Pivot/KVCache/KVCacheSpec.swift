@@ -1,0 +1,127 @@
+import Foundation
+import PivotKernels
+
+/// Which KV cache a run uses, and its parameters: the same flags on every verb that runs the model
+/// (`--kv-type`, `--kv-bits`, `--kv-group`, `--kv-window`, `--pivot`) and the same keys in an eval matrix.
+public struct KVCacheSpec: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        /// Exact F32 keys and values (the default: every recorded figure and the float reference use it).
+        case f32
+        /// F16 keys and values: the baseline other engines use and compressed caches are compared to.
+        case f16
+        /// KIVI: keys per channel over groups of tokens, values per token over groups of channels,
+        /// asymmetric `bits`-bit codes, the newest `window` tokens in F16.
+        case kivi
+    }
+
+    public var kind: Kind
+    public var bits: Int
+    public var group: Int
+    public var window: Int
+    /// The first `pivots` positions are kept F32 and never quantized (IntactKV's pivot tokens).
+    public var pivots: Int
+
+    public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0) {
+        self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
+    }
+
+    public static let f32 = KVCacheSpec()
+
+    enum CodingKeys: String, CodingKey { case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot" }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = KVCacheSpec()
+        kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? defaults.kind
+        bits = try c.decodeIfPresent(Int.self, forKey: .bits) ?? defaults.bits
+        group = try c.decodeIfPresent(Int.self, forKey: .group) ?? defaults.group
+        window = try c.decodeIfPresent(Int.self, forKey: .window) ?? defaults.window
+        pivots = try c.decodeIfPresent(Int.self, forKey: .pivots) ?? defaults.pivots
+    }
+
+    /// One clear message for a setting the cache cannot hold.
+    public func validate(headDim: Int? = nil) throws {
+        guard kind == .kivi else {
+            if pivots > 0 { throw PivotError.invalidArgument("--pivot keeps tokens out of quantization: it needs --kv-type kivi") }
+            return
+        }
+        guard [2, 3, 4, 8].contains(bits) else { throw PivotError.invalidArgument("--kv-bits must be 2, 3, 4 or 8 (got \(bits))") }
+        guard group >= 8, group % 8 == 0 else { throw PivotError.invalidArgument("--kv-group must be a positive multiple of 8 (got \(group))") }
+        guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0") }
+        guard pivots >= 0 else { throw PivotError.invalidArgument("--pivot must be >= 0") }
+        if let headDim, headDim % group != 0 {
+            throw PivotError.invalidArgument("--kv-group \(group) must divide the head size \(headDim) (values are grouped over channels)")
+        }
+    }
+
+    /// Short name for tables: "f16", "kivi-2", "kivi-2 g64 r32 p4".
+    public var label: String {
+        guard kind == .kivi else { return kind.rawValue }
+        var s = "kivi-\(bits)"
+        if group != 32 { s += " g\(group)" }
+        if window != 128 { s += " r\(window)" }
+        if pivots > 0 { s += " p\(pivots)" }
+        return s
+    }
+
+    /// A fresh cache of this kind; `maxBatch` is the most tokens one forward pass appends.
+    public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int) -> KVCache {
+        switch kind {
+        case .f32: return DenseKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
+        case .f16: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self)
+        case .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self)
+        }
+    }
+
+    // MARK: Where positions live (KIVI)
+
+    /// Keys of positions below this are read from codes by a query that sees `count` positions: at least
+    /// `window` keys stay F16 and they leave a whole group at a time.
+    @inline(__always) public func keyBoundary(count: Int) -> Int {
+        guard kind == .kivi else { return 0 }
+        let newer = count - pivots
+        return newer >= window ? pivots + (newer - window) / group * group : min(pivots, count)
+    }
+
+    /// Values of positions below this are read from codes by a query that sees `count` positions.
+    @inline(__always) public func valueBoundary(count: Int) -> Int {
+        kind == .kivi ? max(min(pivots, count), count - window) : 0
+    }
+
+    /// What the cache holds at `tokens` positions: pivots (F32), codes with their F16 scales and
+    /// minimums, and the F16 window; the ring's slack beyond the window is batch staging, sized by the
+    /// batch like activations, and not counted.
+    public func bytes(atLength tokens: Int, shape: AttentionShape) -> Double {
+        let d = Double(shape.headDim), heads = Double(shape.layers * shape.kvHeads), n = Double(tokens)
+        switch kind {
+        case .f32: return heads * n * 2 * d * 4
+        case .f16: return heads * n * 2 * d * 2
+        case .kivi:
+            let format = PackedCodeFormat(bits: bits)
+            let pivotCount = min(tokens, pivots)
+            let keysFrom = keyBoundary(count: tokens), valuesFrom = valueBoundary(count: tokens)
+            var perHead = Double(pivotCount) * 2 * d * 4
+            perHead += Double((keysFrom - pivotCount) / group) * (Double(format.bytes(codes: group)) * d + d * 4)
+            perHead += Double(valuesFrom - pivotCount) * (Double(format.bytes(codes: shape.headDim)) + d / Double(group) * 4)
+            perHead += Double(2 * tokens - keysFrom - valuesFrom) * d * 2
+            return heads * perHead
+        }
+    }
+
+    /// "KV cache (kivi-2): 2.9 KiB/token at 4096 tokens, 5.12x smaller than F16".
+    public func memorySummary(shape: AttentionShape, tokens: Int) -> String {
+        let perToken = bytes(atLength: tokens, shape: shape) / Double(max(1, tokens))
+        let ratio = Self.f16BytesPerToken(shape) / perToken
+        return "KV cache (\(label)): \(formatBytes(perToken))/token at \(tokens) tokens, "
+            + (ratio >= 1 ? String(format: "%.2fx smaller than F16", ratio) : String(format: "%.2fx the size of F16", 1 / ratio))
+    }
+
+    /// Bytes per token of an F16 cache of this shape: the reference every ratio is taken against.
+    public static func f16BytesPerToken(_ shape: AttentionShape) -> Double {
+        Double(shape.layers * 2 * shape.kvHeads * shape.headDim * 2)
+    }
+}
+
+func formatBytes(_ bytes: Double) -> String {
+    bytes >= 1024 ? String(format: "%.1f KiB", bytes / 1024) : String(format: "%.0f B", bytes)
+}

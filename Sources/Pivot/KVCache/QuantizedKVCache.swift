@@ -1,0 +1,259 @@
+import PivotKernels
+
+/// F16 and KIVI caches: attention runs on the stored form (`attendPacked`), never on an F32 copy.
+///
+/// KIVI as specified here: keys are quantized per channel over groups of G tokens, values per token over
+/// groups of G channels; at least the newest R tokens keep F16 keys and values. Values leave the window
+/// one token at a time; keys a whole group at a time once R + G keys are waiting (so between R and
+/// R + G − 1 keys are F16; KIVI's reference flushes its whole residual and keeps 0…R − 1). The first P
+/// positions are pivots, F32 and never quantized.
+///
+/// Every token's codes are written as soon as its data is complete (values at once, keys when their
+/// group fills), and the F16 ring keeps the last `maxBatch + R + G` tokens. A query then reads what the
+/// cache held when it was generated: in a batch, query t takes keys/values older than *its own*
+/// boundaries from the codes and newer ones from the ring. So one batched pass scores every token
+/// exactly as token-by-token decoding would, and rolling back up to `maxBatch` tokens is exact.
+/// A longer rollback refills the window from the codes (dequantized): defined, but not exact.
+public final class QuantizedKVCache: KVCache {
+    public let shape: AttentionShape
+    public let capacity: Int
+    public let spec: KVCacheSpec
+    public private(set) var length = 0
+    let format: PackedCodeFormat?
+    let pivots: Int, group: Int, window: Int, ringSize: Int
+    let keyGroupBytes: Int, valueRowBytes: Int, maxKeyGroups: Int, packedCapacity: Int
+    let pivotKeys: FloatBuffer, pivotValues: FloatBuffer
+    let ringKeys: HalfBuffer, ringValues: HalfBuffer
+    let keyCodes: RawBuffer, keyScales: HalfBuffer, keyMinimums: HalfBuffer
+    let valueCodes: RawBuffer, valueScales: HalfBuffer, valueMinimums: HalfBuffer
+    /// Per layer: key groups and value tokens that have codes.
+    var packedKeyGroups: [Int], packedValues: [Int]
+    /// Ring slots hold exact data for positions ringValidFrom..<length.
+    var ringValidFrom = 0
+    let gather: FloatBuffer
+    let scratch: FloatBuffer
+    let scratchFloats: Int
+    static let queryBlock = 16
+    private lazy var attentionJob = PackedAttentionJob(cache: self)
+
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec) {
+        self.shape = shape; self.capacity = capacity; self.spec = spec
+        let d = shape.headDim, heads = shape.layers * shape.kvHeads
+        let quantized = spec.kind == .kivi
+        let format = quantized ? PackedCodeFormat(bits: spec.bits) : nil
+        self.format = format
+        pivots = quantized ? min(spec.pivots, capacity) : 0
+        let group = quantized ? spec.group : 8
+        self.group = group
+        window = spec.window
+        ringSize = quantized ? min(capacity, maxBatch + spec.window + spec.group) : capacity
+        packedCapacity = quantized ? capacity - pivots : 0
+        maxKeyGroups = packedCapacity / group
+        keyGroupBytes = format.map { d * $0.bytes(codes: group) } ?? 0
+        valueRowBytes = format.map { $0.bytes(codes: d) } ?? 0
+        pivotKeys = FloatBuffer(count: heads * pivots * d)
+        pivotValues = FloatBuffer(count: heads * pivots * d)
+        ringKeys = HalfBuffer(count: heads * ringSize * d)
+        ringValues = HalfBuffer(count: heads * ringSize * d)
+        keyCodes = RawBuffer(bytes: heads * maxKeyGroups * keyGroupBytes + PackedCodeFormat.padding)
+        keyScales = HalfBuffer(count: heads * maxKeyGroups * d)
+        keyMinimums = HalfBuffer(count: heads * maxKeyGroups * d)
+        valueCodes = RawBuffer(bytes: heads * packedCapacity * valueRowBytes + PackedCodeFormat.padding)
+        valueScales = HalfBuffer(count: heads * packedCapacity * (d / group))
+        valueMinimums = HalfBuffer(count: heads * packedCapacity * (d / group))
+        packedKeyGroups = Array(repeating: 0, count: shape.layers)
+        packedValues = Array(repeating: 0, count: shape.layers)
+        gather = FloatBuffer(count: group * d)
+        scratchFloats = AttentionScratch.floats(heads: shape.heads / shape.kvHeads, capacity: capacity, headDim: d, group: group)
+        let items = shape.kvHeads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock)
+        scratch = FloatBuffer(count: items * scratchFloats)
+    }
+
+    @inline(__always) func keyBoundary(count: Int) -> Int { spec.keyBoundary(count: count) }
+    @inline(__always) func valueBoundary(count: Int) -> Int { spec.valueBoundary(count: count) }
+
+    func head(layer: Int, kvHead: Int) -> PackedHead {
+        let index = layer * shape.kvHeads + kvHead, d = shape.headDim
+        return PackedHead(headDim: d, format: format, group: group, pivots: pivots,
+                          pivotKeys: pivotKeys.pointer + index * pivots * d, pivotValues: pivotValues.pointer + index * pivots * d,
+                          keyCodes: keyCodes.pointer + index * maxKeyGroups * keyGroupBytes,
+                          keyScales: keyScales.pointer + index * maxKeyGroups * d,
+                          keyMinimums: keyMinimums.pointer + index * maxKeyGroups * d,
+                          valueCodes: valueCodes.pointer + index * packedCapacity * valueRowBytes,
+                          valueScales: valueScales.pointer + index * packedCapacity * (d / group),
+                          valueMinimums: valueMinimums.pointer + index * packedCapacity * (d / group),
+                          ringKeys: ringKeys.pointer + index * ringSize * d, ringValues: ringValues.pointer + index * ringSize * d,
+                          ringSize: ringSize)
+    }
+
+    // MARK: Writing
+
+    public func append(layer: Int, keys k: Matrix, values v: Matrix) {
+        guard length + k.rows <= capacity else { fatalError("KV cache overflow: \(length) + \(k.rows) > \(capacity)") }
+        guard format == nil || k.rows <= ringSize - window - group || ringSize == capacity else {
+            fatalError("a pass of \(k.rows) tokens exceeds the cache's batch staging (made for \(ringSize - window - group))")
+        }
+        let d = shape.headDim
+        for h in 0..<shape.kvHeads {
+            let index = layer * shape.kvHeads + h
+            for t in 0..<k.rows {
+                let position = length + t
+                if position < pivots {
+                    (pivotKeys.pointer + (index * pivots + position) * d).update(from: k.row(t) + h * d, count: d)
+                    (pivotValues.pointer + (index * pivots + position) * d).update(from: v.row(t) + h * d, count: d)
+                } else {
+                    let slot = (index * ringSize + position % ringSize) * d
+                    storeHalf(k.row(t) + h * d, into: ringKeys.pointer + slot, count: d)
+                    storeHalf(v.row(t) + h * d, into: ringValues.pointer + slot, count: d)
+                }
+            }
+        }
+        if format != nil { pack(layer: layer, upTo: length + k.rows) }
+    }
+
+    /// Codes for every value token and every complete key group below `end`, from the F16 ring (so the
+    /// codes depend only on the stored data, not on how the tokens were batched).
+    func pack(layer: Int, upTo end: Int) {
+        guard let format else { return }
+        let d = shape.headDim, groupsPerRow = d / group
+        let values = max(0, end - pivots), keyGroups = values / group
+        for h in 0..<shape.kvHeads {
+            let head = head(layer: layer, kvHead: h)
+            let ringK = UnsafeMutablePointer(mutating: head.ringKeys), ringV = UnsafeMutablePointer(mutating: head.ringValues)
+            for i in packedValues[layer]..<values {
+                loadHalf(ringV + ((pivots + i) % ringSize) * d, into: gather.pointer, count: d)
+                format.quantizePerToken(gather.pointer, channels: d, group: group,
+                                        codes: UnsafeMutableRawPointer(mutating: head.valueCodes) + i * valueRowBytes,
+                                        scales: UnsafeMutablePointer(mutating: head.valueScales) + i * groupsPerRow,
+                                        minimums: UnsafeMutablePointer(mutating: head.valueMinimums) + i * groupsPerRow)
+            }
+            for m in packedKeyGroups[layer]..<keyGroups {
+                for t in 0..<group {
+                    loadHalf(ringK + ((pivots + m * group + t) % ringSize) * d, into: gather.pointer + t * d, count: d)
+                }
+                format.quantizePerChannel(gather.pointer, rowStride: d, tokens: group, channels: d,
+                                          codes: UnsafeMutableRawPointer(mutating: head.keyCodes) + m * keyGroupBytes,
+                                          scales: UnsafeMutablePointer(mutating: head.keyScales) + m * d,
+                                          minimums: UnsafeMutablePointer(mutating: head.keyMinimums) + m * d)
+            }
+        }
+        packedValues[layer] = values
+        packedKeyGroups[layer] = keyGroups
+    }
+
+    public func advance(by tokens: Int) {
+        length += tokens
+        ringValidFrom = max(ringValidFrom, length - ringSize)
+    }
+
+    public func truncate(to newLength: Int) {
+        let target = min(length, max(0, newLength))
+        guard target < length else { return }
+        if let format {
+            let needed = max(pivots, min(keyBoundary(count: target), valueBoundary(count: target)))
+            if needed < ringValidFrom { refillRing(from: needed, to: min(ringValidFrom, target), format: format) }
+            for layer in 0..<shape.layers {
+                packedValues[layer] = min(packedValues[layer], max(0, target - pivots))
+                packedKeyGroups[layer] = min(packedKeyGroups[layer], max(0, target - pivots) / group)
+            }
+            ringValidFrom = min(ringValidFrom, needed)
+        }
+        length = target
+    }
+
+    /// A rollback longer than the ring: the window's positions come back from their codes.
+    private func refillRing(from start: Int, to end: Int, format: PackedCodeFormat) {
+        let d = shape.headDim, groupsPerRow = d / group, channelBytes = format.bytes(codes: group)
+        for layer in 0..<shape.layers {
+            for h in 0..<shape.kvHeads {
+                let head = head(layer: layer, kvHead: h)
+                for position in start..<end {
+                    let i = position - pivots, m = i / group, slot = (position % ringSize) * d
+                    let ringK = UnsafeMutablePointer(mutating: head.ringKeys) + slot
+                    let ringV = UnsafeMutablePointer(mutating: head.ringValues) + slot
+                    for c in 0..<d {
+                        let groupScale = Float(Float16(bitPattern: head.keyScales[m * d + c]))
+                        let groupMin = Float(Float16(bitPattern: head.keyMinimums[m * d + c]))
+                        let code = unpackCode(head.keyCodes + m * keyGroupBytes + c * channelBytes, index: i % group, bits: format.bits)
+                        ringK[c] = Float16(groupScale * code + groupMin).bitPattern
+                        let s = Float(Float16(bitPattern: head.valueScales[i * groupsPerRow + c / group]))
+                        let z = Float(Float16(bitPattern: head.valueMinimums[i * groupsPerRow + c / group]))
+                        ringV[c] = Float16(s * unpackCode(head.valueCodes + i * valueRowBytes, index: c, bits: format.bits) + z).bitPattern
+                    }
+                }
+            }
+        }
+    }
+
+    private func unpackCode(_ p: UnsafeRawPointer, index: Int, bits: Int) -> Float {
+        let octet = p + index / 8 * bits
+        var word: UInt64 = 0
+        for b in 0..<bits { word |= UInt64(octet.load(fromByteOffset: b, as: UInt8.self)) << (8 * UInt64(b)) }
+        return Float((word >> UInt64((index % 8) * bits)) & UInt64((1 << bits) - 1))
+    }
+
+    // MARK: Reading
+
+    public func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) {
+        let job = attentionJob
+        job.layer = layer
+        job.queries = queries
+        job.out = out
+        job.start = length
+        job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
+        pool.run(job, chunks: shape.kvHeads * job.blocks)
+        job.queries = nil
+        job.out = nil
+    }
+
+    /// One work item per (KV head, block of 16 queries): every query head of the group at once, so
+    /// packed data is widened once for all of them.
+    final class PackedAttentionJob: ParallelJob {
+        unowned let cache: QuantizedKVCache
+        var layer = 0, start = 0, blocks = 1
+        var queries: Matrix?
+        var out: Matrix?
+
+        init(cache: QuantizedKVCache) { self.cache = cache }
+
+        func run(chunk item: Int) {
+            guard let queries, let out else { return }
+            let c = cache, shape = c.shape, d = shape.headDim
+            let kvHead = item % shape.kvHeads, block = item / shape.kvHeads
+            let heads = shape.heads / shape.kvHeads
+            let base = c.scratch.pointer + item * c.scratchFloats
+            let scratch = AttentionScratch(scores: base, scoreStride: c.capacity, tile: base + heads * c.capacity,
+                                           scaledQuery: base + heads * c.capacity + max(c.group, AttentionScratch.tileTokens) * d)
+            let head = c.head(layer: layer, kvHead: kvHead)
+            let scale = 1 / Float(d).squareRoot()
+            for t in (block * QuantizedKVCache.queryBlock)..<min(queries.rows, (block + 1) * QuantizedKVCache.queryBlock) {
+                let count = start + t + 1
+                attendPacked(head, queries: queries.row(t) + kvHead * heads * d, heads: heads, count: count,
+                             keyBoundary: c.keyBoundary(count: count), valueBoundary: c.valueBoundary(count: count),
+                             scale: scale, scratch: scratch, out: out.row(t) + kvHead * heads * d)
+            }
+        }
+    }
+
+    public var bytesPerToken: Double { spec.bytes(atLength: capacity, shape: shape) / Double(capacity) }
+}
+
+/// F16 storage, 64-byte aligned, zeroed.
+final class HalfBuffer {
+    let pointer: UnsafeMutablePointer<UInt16>
+    init(count: Int) {
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 2, alignment: 64)
+            .initializeMemory(as: UInt16.self, repeating: 0, count: max(1, count))
+    }
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+}
+
+/// Byte storage, 64-byte aligned, zeroed.
+final class RawBuffer {
+    let pointer: UnsafeMutableRawPointer
+    init(bytes: Int) {
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, bytes))
+    }
+    deinit { pointer.deallocate() }
+}
