@@ -46,6 +46,17 @@ public func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps
 
 /// In-place softmax over `count` floats; returns nothing, leaves probabilities.
 public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    let total = exponentiateInPlace(x, count: count).total
+    let inverse = SIMD8<Float>(repeating: 1 / total)
+    var i = 0
+    while i + 8 <= count { store8(load8(x + i) * inverse, x + i); i += 8 }
+    while i < count { x[i] *= inverse[0]; i += 1 }
+}
+
+/// x[i] = exp(x[i] − max x), returning the max and the sum: softmax without its final division, for
+/// attention that normalizes its output once instead (or merges partial results).
+@discardableResult
+public func exponentiateInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) -> (largest: Float, total: Float) {
     var top = SIMD8<Float>(repeating: -.infinity)
     var i = 0
     while i + 8 <= count { top = maximum(top, load8(x + i)); i += 8 }
@@ -57,10 +68,7 @@ public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
     while i + 8 <= count { let e = fastExp8(load8(x + i) - shift); store8(e, x + i); sums += e; i += 8 }
     var total = horizontalAdd(sums)
     while i < count { let e = fastExp(x[i] - largest); x[i] = e; total += e; i += 1 }
-    let inverse = SIMD8<Float>(repeating: 1 / total)
-    i = 0
-    while i + 8 <= count { store8(load8(x + i) * inverse, x + i); i += 8 }
-    while i < count { x[i] *= inverse[0]; i += 1 }
+    return (largest, total)
 }
 
 /// gate[i] = silu(gate[i]) · up[i] (SwiGLU).

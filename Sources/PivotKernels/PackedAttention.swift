@@ -43,145 +43,124 @@ public struct PackedHead {
     public var valueRowBytes: Int { format.map { $0.bytes(codes: headDim) } ?? 0 }
 }
 
-/// Scratch of one attention work item: scores for `heads` rows of `scoreStride`, and small tiles.
+/// Scratch of one attention work item.
 public struct AttentionScratch {
     public static let tileTokens = 32
+    /// Most query heads one pass of the kernels serves (their accumulators stay in registers).
+    static let headChunk = 4
     public let scores: UnsafeMutablePointer<Float>
     public let scoreStride: Int
-    /// max(group, tileTokens) × headDim floats.
-    public let tile: UnsafeMutablePointer<Float>
-    /// headDim floats.
-    public let scaledQuery: UnsafeMutablePointer<Float>
+    let tile: UnsafeMutablePointer<Float>
+    let scaledQuery: UnsafeMutablePointer<Float>
+    let weights: UnsafeMutablePointer<Float>
+    let offsets: UnsafeMutablePointer<Float>
+    let totals: UnsafeMutablePointer<Float>
 
-    public init(scores: UnsafeMutablePointer<Float>, scoreStride: Int, tile: UnsafeMutablePointer<Float>, scaledQuery: UnsafeMutablePointer<Float>) {
-        self.scores = scores; self.scoreStride = scoreStride; self.tile = tile; self.scaledQuery = scaledQuery
+    /// `base` holds `floats(...)`; scores take `heads` rows of `scoreStride`.
+    public init(base: UnsafeMutablePointer<Float>, heads: Int, scoreStride: Int, headDim d: Int) {
+        scores = base
+        self.scoreStride = scoreStride
+        tile = base + heads * scoreStride
+        scaledQuery = tile + Self.tileTokens * d
+        weights = scaledQuery + Self.headChunk * d
+        offsets = weights + Self.tileTokens * Self.headChunk * d
+        totals = offsets + Self.headChunk * d
     }
 
-    public static func floats(heads: Int, capacity: Int, headDim: Int, group: Int) -> Int {
-        heads * capacity + max(group, tileTokens) * headDim + headDim
+    public static func floats(heads: Int, scoreStride: Int, headDim d: Int) -> Int {
+        heads * scoreStride + tileTokens * d + headChunk * d + tileTokens * headChunk * d + headChunk * d + heads
     }
 }
 
-/// softmax(q·Kᵀ·scale)·V for `heads` query heads that share one KV head (GQA), one query position whose
-/// keys are visible up to `count`. Keys of [pivots, keyBoundary) and values of [pivots, valueBoundary)
-/// are read packed, newer ones from the ring: the caller picks the boundaries the cache had when this
-/// query was generated, so a batch scores each token as token-by-token decoding would.
-/// Packed data is widened a tile at a time in L1 (never an F32 copy of the cache) and each tile
-/// serves every head of the group. `queries` and `out`: heads × headDim floats, heads adjacent.
-public func attendPacked(_ head: PackedHead, queries: UnsafePointer<Float>, heads: Int, count: Int,
+/// softmax(q·Kᵀ·scale)·V for `heads` query heads that share one KV head (GQA), one query that sees
+/// `count` positions, reading `positions` of them (all of 0..<count, or one slice of a split query;
+/// a slice starts at 0 or at a key-group boundary). Keys of [pivots, keyBoundary) and values of
+/// [pivots, valueBoundary) are read from codes, newer ones from the ring: the caller passes the
+/// boundaries the cache had when this query was generated, so a batch scores each token as
+/// token-by-token decoding would. Codes are widened in registers and serve every head of the group.
+///
+/// `queries`/`out`: heads × headDim, heads adjacent. With `partial` nil, `out` is the attention output;
+/// otherwise it is Σ exp(s − m)·v over the slice and partial[2h], partial[2h+1] get m and Σ exp(s − m),
+/// to be merged with `mergePartials`.
+public func attendPacked(_ head: PackedHead, queries: UnsafePointer<Float>, heads: Int, positions: Range<Int>, count: Int,
                          keyBoundary: Int, valueBoundary: Int, scale: Float, scratch: AttentionScratch,
-                         out: UnsafeMutablePointer<Float>) {
+                         out: UnsafeMutablePointer<Float>, partial: UnsafeMutablePointer<Float>? = nil) {
     let d = head.headDim, stride = scratch.scoreStride, tile = scratch.tile
-    let pivots = min(head.pivots, count)
-    for j in 0..<pivots {
-        for h in 0..<heads { scratch.scores[h * stride + j] = dotF32(queries + h * d, head.pivotKeys + j * d, count: d) * scale }
+    let from = positions.lowerBound, to = positions.upperBound, pivotEnd = min(head.pivots, to)
+    let scores = scratch.scores - from   // scores[h·stride + j] for j in positions
+    for j in min(from, pivotEnd)..<pivotEnd {
+        for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, head.pivotKeys + j * d, count: d) * scale }
     }
-    if let format = head.format, keyBoundary > pivots {
-        packedKeyScores(head, format: format, queries: queries, heads: heads, groups: (keyBoundary - pivots) / head.group,
-                        scale: scale, scratch: scratch)
+    let codedKeyEnd = min(to, keyBoundary)
+    if let format = head.format, codedKeyEnd > max(from, head.pivots) {
+        let first = (max(from, head.pivots) - head.pivots) / head.group, last = (codedKeyEnd - head.pivots) / head.group
+        for h0 in Swift.stride(from: 0, to: heads, by: AttentionScratch.headChunk) {
+            codedKeyScores(head, format: format, queries: queries + h0 * d, heads: min(AttentionScratch.headChunk, heads - h0),
+                           groups: first..<last, scale: scale, scratch: scratch, scores: scores + h0 * stride)
+        }
     }
-    for j in max(pivots, keyBoundary)..<count {
+    for j in min(to, max(from, pivotEnd, keyBoundary))..<to {
         loadHalf(head.ringKeys + (j % head.ringSize) * d, into: tile, count: d)
-        for h in 0..<heads { scratch.scores[h * stride + j] = dotF32(queries + h * d, tile, count: d) * scale }
+        for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, tile, count: d) * scale }
     }
-    for h in 0..<heads { softmaxInPlace(scratch.scores + h * stride, count: count) }
+    for h in 0..<heads {
+        let e = exponentiateInPlace(scores + h * stride + from, count: to - from)
+        scratch.totals[h] = e.total
+        if let partial { partial[2 * h] = e.largest; partial[2 * h + 1] = e.total }
+    }
 
     out.update(repeating: 0, count: heads * d)
-    if pivots > 0 { accumulate(head.pivotValues, rows: pivots, from: 0, heads: heads, headDim: d, scratch: scratch, out: out) }
-    var j = pivots
-    if let format = head.format {
-        while j < valueBoundary {
-            let rows = min(AttentionScratch.tileTokens, valueBoundary - j)
-            dequantizeValues(head, format: format, from: j, rows: rows, into: tile)
-            accumulate(tile, rows: rows, from: j, heads: heads, headDim: d, scratch: scratch, out: out)
-            j += rows
+    if pivotEnd > from { accumulate(head.pivotValues + from * d, rows: pivotEnd - from, scores: scores + from, heads: heads, headDim: d, scoreStride: stride, out: out) }
+    var j = max(from, pivotEnd)
+    if let format = head.format, min(to, valueBoundary) > j {
+        let end = min(to, valueBoundary)
+        for h0 in Swift.stride(from: 0, to: heads, by: AttentionScratch.headChunk) {
+            codedValues(head, format: format, heads: min(AttentionScratch.headChunk, heads - h0), positions: j..<end,
+                        scores: scores + h0 * stride, scoreStride: stride, scratch: scratch, out: out + h0 * d)
         }
+        j = end
     }
-    while j < count {
-        let rows = min(AttentionScratch.tileTokens, count - j)
+    while j < to {
+        let rows = min(AttentionScratch.tileTokens, to - j)
         for r in 0..<rows { loadHalf(head.ringValues + ((j + r) % head.ringSize) * d, into: tile + r * d, count: d) }
-        accumulate(tile, rows: rows, from: j, heads: heads, headDim: d, scratch: scratch, out: out)
+        accumulate(tile, rows: rows, scores: scores + j, heads: heads, headDim: d, scoreStride: stride, out: out)
         j += rows
     }
-}
-
-/// Scores of whole packed key groups: per group, codes widened once into a channel-major tile, then per
-/// head q∘scale against the codes plus q·minimum, eight tokens per vector.
-@inline(__always)
-func packedKeyScores(_ head: PackedHead, format: PackedCodeFormat, queries: UnsafePointer<Float>, heads: Int,
-                     groups: Int, scale: Float, scratch: AttentionScratch) {
-    let d = head.headDim, g = head.group, octets = g / 8, channelBytes = head.keyChannelBytes
-    let tile = scratch.tile, scaled = scratch.scaledQuery
-    for m in 0..<groups {
-        let codes = head.keyCodes + m * head.keyGroupBytes
-        for c in 0..<d {
-            for o in 0..<octets { store8(format.unpack(codes + c * channelBytes + o * format.bits), tile + c * g + o * 8) }
-        }
-        let scales = UnsafeRawPointer(head.keyScales + m * d), minimums = UnsafeRawPointer(head.keyMinimums + m * d)
-        for h in 0..<heads {
-            let q = queries + h * d
-            var offsetSum = SIMD8<Float>()
-            var c = 0
-            while c + 8 <= d {
-                let qv = load8(q + c) * scale
-                store8(qv * loadHalf8(scales, c, .f16), scaled + c)
-                offsetSum = offsetSum.addingProduct(qv, loadHalf8(minimums, c, .f16))
-                c += 8
-            }
-            var offset = horizontalAdd(offsetSum)
-            while c < d {
-                scaled[c] = q[c] * scale * halfToFloat(scales, c, .f16)
-                offset += q[c] * scale * halfToFloat(minimums, c, .f16)
-                c += 1
-            }
-            let row = scratch.scores + h * scratch.scoreStride + head.pivots + m * g
-            var o = 0
-            while o + 4 <= octets {
-                let base = tile + o * 8
-                var a0 = SIMD8<Float>(repeating: offset), a1 = a0, a2 = a0, a3 = a0
-                for c in 0..<d {
-                    let s = SIMD8<Float>(repeating: scaled[c]), t = base + c * g
-                    a0 = a0.addingProduct(s, load8(t)); a1 = a1.addingProduct(s, load8(t + 8))
-                    a2 = a2.addingProduct(s, load8(t + 16)); a3 = a3.addingProduct(s, load8(t + 24))
-                }
-                store8(a0, row + o * 8); store8(a1, row + o * 8 + 8); store8(a2, row + o * 8 + 16); store8(a3, row + o * 8 + 24)
-                o += 4
-            }
-            while o < octets {
-                var a = SIMD8<Float>(repeating: offset)
-                for c in 0..<d { a = a.addingProduct(SIMD8(repeating: scaled[c]), load8(tile + c * g + o * 8)) }
-                store8(a, row + o * 8)
-                o += 1
-            }
-        }
-    }
-}
-
-/// Packed values of positions j..<j+rows widened to floats: scale·code + minimum per channel group.
-@inline(__always)
-func dequantizeValues(_ head: PackedHead, format: PackedCodeFormat, from j: Int, rows: Int, into tile: UnsafeMutablePointer<Float>) {
-    let d = head.headDim, groupsPerRow = d / head.group, octetsPerGroup = head.group / 8
-    for r in 0..<rows {
-        let index = j + r - head.pivots
-        let codes = head.valueCodes + index * head.valueRowBytes
-        let scales = head.valueScales + index * groupsPerRow, minimums = head.valueMinimums + index * groupsPerRow
-        for g in 0..<groupsPerRow {
-            let s = SIMD8<Float>(repeating: Float(Float16(bitPattern: scales[g])))
-            let z = SIMD8<Float>(repeating: Float(Float16(bitPattern: minimums[g])))
-            for o in 0..<octetsPerGroup {
-                let octet = g * octetsPerGroup + o
-                store8(z.addingProduct(s, format.unpack(codes + octet * format.bits)), tile + r * d + octet * 8)
-            }
-        }
-    }
-}
-
-/// out_h += Σ_r p_h[j + r] · rows[r] for every head.
-@inline(__always)
-func accumulate(_ rows: UnsafePointer<Float>, rows count: Int, from j: Int, heads: Int, headDim d: Int,
-                scratch: AttentionScratch, out: UnsafeMutablePointer<Float>) {
+    guard partial == nil else { return }
     for h in 0..<heads {
-        let p = scratch.scores + h * scratch.scoreStride + j, o = out + h * d
+        let inverse = SIMD8<Float>(repeating: 1 / scratch.totals[h]), o = out + h * d
+        var c = 0
+        while c + 8 <= d { store8(load8(o + c) * inverse, o + c); c += 8 }
+        while c < d { o[c] *= inverse[0]; c += 1 }
+    }
+}
+
+/// Merges `slices` partial results (from `attendPacked(partial:)`) of `heads` heads into normalized outputs:
+/// out = Σ e^(m_s − M)·o_s / Σ e^(m_s − M)·l_s.
+public func mergePartials(_ outputs: UnsafePointer<Float>, partials: UnsafePointer<Float>, slices: Int, sliceStride: Int,
+                          partialStride: Int, heads: Int, headDim d: Int, into out: UnsafeMutablePointer<Float>) {
+    for h in 0..<heads {
+        var top = -Float.infinity
+        for s in 0..<slices { top = max(top, partials[s * partialStride + 2 * h]) }
+        var total: Float = 0
+        let o = out + h * d
+        o.update(repeating: 0, count: d)
+        for s in 0..<slices {
+            let w = fastExp(partials[s * partialStride + 2 * h] - top)
+            total += w * partials[s * partialStride + 2 * h + 1]
+            axpyF32(w, outputs + s * sliceStride + h * d, o, count: d)
+        }
+        let inverse = 1 / total
+        for c in 0..<d { o[c] *= inverse }
+    }
+}
+
+/// out_h += Σ_r p_h[r] · rows[r] for every head (rows: F32, `headDim` apart).
+@inline(__always)
+func accumulate(_ rows: UnsafePointer<Float>, rows count: Int, scores: UnsafePointer<Float>, heads: Int, headDim d: Int,
+                scoreStride: Int, out: UnsafeMutablePointer<Float>) {
+    for h in 0..<heads {
+        let p = scores + h * scoreStride, o = out + h * d
         guard d == 64 else {
             for r in 0..<count { axpyF32(p[r], rows + r * d, o, count: d) }
             continue

@@ -94,29 +94,43 @@ final class KVCacheTests: XCTestCase {
     /// Every cache against plain loops that quantize exactly as KIVI says, over batches that cross the
     /// window, group and pivot boundaries; and against exact F32 attention within the codes' error.
     func testCachesMatchPlainLoopAttention() {
-        let specs = [KVCacheSpec(kind: .f16),
+        check(shape: shape, specs: [KVCacheSpec(kind: .f16),
                      KVCacheSpec(kind: .kivi, bits: 8, group: 16, window: 24),
                      KVCacheSpec(kind: .kivi, bits: 4, group: 32, window: 16, pivots: 3),
                      KVCacheSpec(kind: .kivi, bits: 3, group: 8, window: 8),
-                     KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0, pivots: 1)]
+                     KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0, pivots: 1)], batches: [37, 1, 5, 40, 1, 1, 19, 33])
+        // Other GQA groups: five heads per KV head (kernel passes of four and one), one head, two.
+        check(shape: AttentionShape(layers: 1, heads: 5, kvHeads: 1, headDim: 64), specs: [KVCacheSpec(kind: .kivi, bits: 4, group: 16, window: 8)], batches: [30, 1, 9])
+        check(shape: AttentionShape(layers: 1, heads: 2, kvHeads: 2, headDim: 32), specs: [KVCacheSpec(kind: .kivi, bits: 3, group: 8, window: 8), KVCacheSpec(kind: .f16)], batches: [30, 1, 9])
+        check(shape: AttentionShape(layers: 1, heads: 4, kvHeads: 2, headDim: 64), specs: [KVCacheSpec(kind: .kivi, bits: 8, group: 64, window: 4)], batches: [40, 30, 1])
+    }
+
+    /// One decode step at long context splits positions into slices merged afterwards: same result.
+    func testSlicedDecodeMatchesPlainLoops() {
+        check(shape: shape, specs: [KVCacheSpec(kind: .kivi, bits: 2, group: 32, window: 64, pivots: 2), KVCacheSpec(kind: .f16)],
+              batches: [600, 600, 1, 1], capacity: 1300, maxBatch: 600, sampleEvery: 1)
+    }
+
+    private func check(shape: AttentionShape, specs: [KVCacheSpec], batches: [Int], capacity: Int = 160, maxBatch: Int = 40, sampleEvery: Int = 4) {
+        let kvWidth = shape.kvHeads * shape.headDim, qWidth = shape.heads * shape.headDim
         for spec in specs {
             var g = SplitMix64(seed: 3)
-            let driver = CacheDriver(spec, shape: shape, capacity: 160, maxBatch: 40)
+            let driver = CacheDriver(spec, shape: shape, capacity: capacity, maxBatch: maxBatch)
             var worstExact: Float = 0
-            for batch in [37, 1, 5, 40, 1, 1, 19, 33] {
+            for batch in batches {
                 let start = driver.cache.length
-                let k = randomRows(batch * 128, &g), v = randomRows(batch * 128, &g), q = randomRows(batch * 384, &g, scale: 3)
+                let k = randomRows(batch * kvWidth, &g), v = randomRows(batch * kvWidth, &g), q = randomRows(batch * qWidth, &g, scale: 3)
                 let out = driver.step(k: k, v: v, q: q)
-                let ref = KIVIReference(spec: spec, keys: driver.keys, values: driver.values, headDim: 64)
-                for t in Swift.stride(from: 0, to: batch, by: max(1, batch / 4)) {
+                let ref = KIVIReference(spec: spec, keys: driver.keys, values: driver.values, headDim: shape.headDim)
+                for t in Swift.stride(from: 0, to: batch, by: max(1, batch / sampleEvery)) {
                     let count = start + t + 1
                     let expected = naiveAttention(shape: shape, q: q, t: t, count: count,
                                                   key: { spec.kind == .f16 ? half(driver.keys[$0][$1]) : ref.key($0, channel: $1, count: count) },
                                                   value: { spec.kind == .f16 ? half(driver.values[$0][$1]) : ref.value($0, channel: $1, count: count) })
                     let exact = naiveAttention(shape: shape, q: q, t: t, count: count, key: { driver.keys[$0][$1] }, value: { driver.values[$0][$1] })
-                    for i in 0..<384 {
-                        XCTAssertEqual(out[t * 384 + i], expected[i], accuracy: 2e-4, "\(spec.label) position \(count - 1)")
-                        worstExact = max(worstExact, abs(out[t * 384 + i] - exact[i]))
+                    for i in 0..<qWidth {
+                        XCTAssertEqual(out[t * qWidth + i], expected[i], accuracy: 2e-4, "\(spec.label) position \(count - 1)")
+                        worstExact = max(worstExact, abs(out[t * qWidth + i] - exact[i]))
                     }
                 }
             }

@@ -34,6 +34,10 @@ public final class QuantizedKVCache: KVCache {
     let scratch: FloatBuffer
     let scratchFloats: Int
     static let queryBlock = 16
+    /// A decode step splits each head's positions into up to this many slices (merged afterwards), so
+    /// two threads share three KV heads evenly at long context.
+    static let maxSlices = 8
+    static let minimumSlice = 256
     private lazy var attentionJob = PackedAttentionJob(cache: self)
 
     public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec) {
@@ -64,8 +68,10 @@ public final class QuantizedKVCache: KVCache {
         packedKeyGroups = Array(repeating: 0, count: shape.layers)
         packedValues = Array(repeating: 0, count: shape.layers)
         gather = FloatBuffer(count: group * d)
-        scratchFloats = AttentionScratch.floats(heads: shape.heads / shape.kvHeads, capacity: capacity, headDim: d, group: group)
-        let items = shape.kvHeads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock)
+        let groupHeads = shape.heads / shape.kvHeads
+        // Per work item: the kernel's scratch, then a slice's unnormalized output and its (max, sum) per head.
+        scratchFloats = AttentionScratch.floats(heads: groupHeads, scoreStride: capacity, headDim: d) + groupHeads * (d + 2)
+        let items = shape.kvHeads * max(Self.maxSlices, (maxBatch + Self.queryBlock - 1) / Self.queryBlock)
         scratch = FloatBuffer(count: items * scratchFloats)
     }
 
@@ -200,17 +206,49 @@ public final class QuantizedKVCache: KVCache {
         job.queries = queries
         job.out = out
         job.start = length
-        job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
-        pool.run(job, chunks: shape.kvHeads * job.blocks)
+        let visible = length + 1 - pivots
+        if queries.rows == 1 && visible >= 2 * Self.minimumSlice {
+            // One query: slices aligned to key groups, merged below.
+            let unit = format == nil ? 8 : group
+            let wanted = min(Self.maxSlices, visible / Self.minimumSlice)
+            job.sliceLength = ((visible + wanted - 1) / wanted + unit - 1) / unit * unit
+            job.slices = (visible + job.sliceLength - 1) / job.sliceLength
+            pool.run(job, chunks: shape.kvHeads * job.slices)
+            mergeSlices(job.slices, out: out)
+        } else {
+            job.slices = 0
+            job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
+            pool.run(job, chunks: shape.kvHeads * job.blocks)
+        }
         job.queries = nil
         job.out = nil
     }
 
-    /// One work item per (KV head, block of 16 queries): every query head of the group at once, so
-    /// packed data is widened once for all of them.
+    private func mergeSlices(_ slices: Int, out: Matrix) {
+        let heads = shape.heads / shape.kvHeads, d = shape.headDim
+        for kvHead in 0..<shape.kvHeads {
+            let first = sliceResult(item: kvHead)
+            mergePartials(first.output, partials: first.stats, slices: slices, sliceStride: shape.kvHeads * scratchFloats,
+                          partialStride: shape.kvHeads * scratchFloats, heads: heads, headDim: d, into: out.row(0) + kvHead * heads * d)
+        }
+    }
+
+    /// Where work item `item` keeps its scratch, and a slice's output and statistics.
+    func scratch(item: Int) -> AttentionScratch {
+        AttentionScratch(base: scratch.pointer + item * scratchFloats, heads: shape.heads / shape.kvHeads, scoreStride: capacity, headDim: shape.headDim)
+    }
+
+    func sliceResult(item: Int) -> (output: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>) {
+        let heads = shape.heads / shape.kvHeads
+        let output = scratch.pointer + (item + 1) * scratchFloats - heads * (shape.headDim + 2)
+        return (output, output + heads * shape.headDim)
+    }
+
+    /// Work items: (KV head, block of 16 queries), every query head of the group at once so codes are
+    /// widened once for all of them; or for one query, (KV head, slice of positions).
     final class PackedAttentionJob: ParallelJob {
         unowned let cache: QuantizedKVCache
-        var layer = 0, start = 0, blocks = 1
+        var layer = 0, start = 0, blocks = 1, slices = 0, sliceLength = 0
         var queries: Matrix?
         var out: Matrix?
 
@@ -219,16 +257,22 @@ public final class QuantizedKVCache: KVCache {
         func run(chunk item: Int) {
             guard let queries, let out else { return }
             let c = cache, shape = c.shape, d = shape.headDim
-            let kvHead = item % shape.kvHeads, block = item / shape.kvHeads
-            let heads = shape.heads / shape.kvHeads
-            let base = c.scratch.pointer + item * c.scratchFloats
-            let scratch = AttentionScratch(scores: base, scoreStride: c.capacity, tile: base + heads * c.capacity,
-                                           scaledQuery: base + heads * c.capacity + max(c.group, AttentionScratch.tileTokens) * d)
-            let head = c.head(layer: layer, kvHead: kvHead)
+            let kvHead = item % shape.kvHeads, heads = shape.heads / shape.kvHeads
+            let head = c.head(layer: layer, kvHead: kvHead), scratch = c.scratch(item: item)
             let scale = 1 / Float(d).squareRoot()
+            if slices > 0 {
+                let slice = item / shape.kvHeads, count = start + 1
+                let lower = slice == 0 ? 0 : c.pivots + slice * sliceLength, upper = min(count, c.pivots + (slice + 1) * sliceLength)
+                let result = c.sliceResult(item: item)
+                attendPacked(head, queries: queries.row(0) + kvHead * heads * d, heads: heads, positions: lower..<upper, count: count,
+                             keyBoundary: c.keyBoundary(count: count), valueBoundary: c.valueBoundary(count: count),
+                             scale: scale, scratch: scratch, out: result.output, partial: result.stats)
+                return
+            }
+            let block = item / shape.kvHeads
             for t in (block * QuantizedKVCache.queryBlock)..<min(queries.rows, (block + 1) * QuantizedKVCache.queryBlock) {
                 let count = start + t + 1
-                attendPacked(head, queries: queries.row(t) + kvHead * heads * d, heads: heads, count: count,
+                attendPacked(head, queries: queries.row(t) + kvHead * heads * d, heads: heads, positions: 0..<count, count: count,
                              keyBoundary: c.keyBoundary(count: count), valueBoundary: c.valueBoundary(count: count),
                              scale: scale, scratch: scratch, out: out.row(t) + kvHead * heads * d)
             }
