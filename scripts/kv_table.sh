@@ -23,11 +23,15 @@ flags() {
         kivi-8|kivi-4|kivi-3|kivi-2) echo "--kv-type kivi --kv-bits ${1#kivi-}" ;;
         kivi-2-p1) echo "--kv-type kivi --kv-bits 2 --pivot 1" ;;
         kivi-2-p4) echo "--kv-type kivi --kv-bits 2 --pivot 4" ;;
+        kivi-2-o1) echo "--kv-type kivi --kv-bits 2 --outlier-tokens 1" ;;
+        kivi-2-p1-o1) echo "--kv-type kivi --kv-bits 2 --pivot 1 --outlier-tokens 1" ;;
+        kivi-2-g64) echo "--kv-type kivi --kv-bits 2 --kv-group 64" ;;
+        kivi-2-g64-p1-o2) echo "--kv-type kivi --kv-bits 2 --kv-group 64 --pivot 1 --outlier-tokens 2" ;;
         *) echo "unknown row $1" >&2; exit 1 ;;
     esac
 }
 
-ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-p4"}
+ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-p4 kivi-2-o1 kivi-2-p1-o1 kivi-2-g64 kivi-2-g64-p1-o2"}
 for r in $ROWS; do
     f=$(flags "$r")
     [ -s "$r.ppl512" ] || "$PIVOT" perplexity -t "$THREADS" -m "$MODEL" -f "$TEXT" --ctx 512 --chunks 40 $f > "$r.ppl512" 2>/dev/null

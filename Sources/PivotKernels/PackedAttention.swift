@@ -25,17 +25,23 @@ public struct PackedHead {
     public var ringKeys: UnsafePointer<UInt16>
     public var ringValues: UnsafePointer<UInt16>
     public var ringSize: Int
+    /// OTT: positions (ascending) whose keys are these F16 rows instead of their group's codes.
+    public var outlierPositions: UnsafePointer<Int32>?
+    public var outlierKeys: UnsafePointer<UInt16>?
+    public var outlierCount: Int
 
     public init(headDim: Int, format: PackedCodeFormat?, group: Int, pivots: Int,
                 pivotKeys: UnsafePointer<Float>, pivotValues: UnsafePointer<Float>,
                 keyCodes: UnsafeRawPointer, keyScales: UnsafePointer<UInt16>, keyMinimums: UnsafePointer<UInt16>,
                 valueCodes: UnsafeRawPointer, valueScales: UnsafePointer<UInt16>, valueMinimums: UnsafePointer<UInt16>,
-                ringKeys: UnsafePointer<UInt16>, ringValues: UnsafePointer<UInt16>, ringSize: Int) {
+                ringKeys: UnsafePointer<UInt16>, ringValues: UnsafePointer<UInt16>, ringSize: Int,
+                outlierPositions: UnsafePointer<Int32>? = nil, outlierKeys: UnsafePointer<UInt16>? = nil, outlierCount: Int = 0) {
         self.headDim = headDim; self.format = format; self.group = group; self.pivots = pivots
         self.pivotKeys = pivotKeys; self.pivotValues = pivotValues
         self.keyCodes = keyCodes; self.keyScales = keyScales; self.keyMinimums = keyMinimums
         self.valueCodes = valueCodes; self.valueScales = valueScales; self.valueMinimums = valueMinimums
         self.ringKeys = ringKeys; self.ringValues = ringValues; self.ringSize = ringSize
+        self.outlierPositions = outlierPositions; self.outlierKeys = outlierKeys; self.outlierCount = outlierCount
     }
 
     var keyChannelBytes: Int { format.map { $0.bytes(codes: group) } ?? 0 }
@@ -97,6 +103,16 @@ public func attendPacked(_ head: PackedHead, queries: UnsafePointer<Float>, head
         for h0 in Swift.stride(from: 0, to: heads, by: AttentionScratch.headChunk) {
             codedKeyScores(head, format: format, queries: queries + h0 * d, heads: min(AttentionScratch.headChunk, heads - h0),
                            groups: first..<last, scale: scale, scratch: scratch, scores: scores + h0 * stride)
+        }
+        if let positions = head.outlierPositions, let keys = head.outlierKeys {
+            let low = first * head.group + head.pivots
+            for i in 0..<head.outlierCount {
+                let j = Int(positions[i])
+                guard j >= low else { continue }
+                guard j < codedKeyEnd else { break }
+                loadHalf(keys + i * d, into: tile, count: d)
+                for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, tile, count: d) * scale }
+            }
         }
     }
     for j in min(to, max(from, pivotEnd, keyBoundary))..<to {

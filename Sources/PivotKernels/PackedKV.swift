@@ -79,14 +79,15 @@ public struct PackedCodeFormat: Sendable, Equatable {
     /// Keys of one head for `tokens` positions (rows of `channels` floats, `rowStride` apart), quantized
     /// per channel over the tokens (KIVI's keys): channel c's codes are `tokens/8` octets at
     /// c·bytes(codes: tokens); scale and minimum per channel.
+    /// Tokens marked in `excluded` (OTT's outliers, kept elsewhere) do not widen the ranges; their codes are clamped.
     public func quantizePerChannel(_ rows: UnsafePointer<Float>, rowStride: Int, tokens: Int, channels: Int,
                                    codes: UnsafeMutableRawPointer, scales: UnsafeMutablePointer<UInt16>,
-                                   minimums: UnsafeMutablePointer<UInt16>) {
+                                   minimums: UnsafeMutablePointer<UInt16>, excluded: UnsafePointer<Bool>? = nil) {
         precondition(tokens % 8 == 0, "a key group holds a multiple of 8 tokens")
         let channelBytes = bytes(codes: tokens)
         for c in 0..<channels {
             var low = Float.infinity, high = -Float.infinity
-            for t in 0..<tokens { let x = rows[t * rowStride + c]; low = min(low, x); high = max(high, x) }
+            for t in 0..<tokens where excluded?[t] != true { let x = rows[t * rowStride + c]; low = min(low, x); high = max(high, x) }
             let p = parameters(low: low, high: high)
             scales[c] = p.scale; minimums[c] = p.minimum
             for octet in 0..<(tokens / 8) {

@@ -148,7 +148,19 @@ struct KVCacheOptions: ParsableArguments {
     @Option(name: .customLong("pivot"), help: "IntactKV pivot tokens: the first N positions keep exact F32 keys and values and are never quantized (needs --kv-type kivi).")
     var pivots: Int = 0
 
-    var spec: KVCacheSpec { KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots) }
+    @Option(name: .customLong("outlier-tokens"), help: "OTT: per key group, up to N outlier tokens keep F16 keys in a pool and the group is quantized without them (needs --kv-type kivi; 0 = off).")
+    var outlierTokens: Int = 0
+
+    @Option(name: .customLong("outlier-pool"), help: "OTT: pool size per layer and KV head; once full, later groups are quantized whole.")
+    var outlierPool: Int = 64
+
+    @Option(name: .customLong("outlier-criterion"), help: "OTT: how outliers are picked: norm (smallest key norm, the paper's observation; measured best on the default model) or range (the tokens that alone span most of the channels' ranges).")
+    var outlierCriterion: KVCacheSpec.OutlierCriterion = .norm
+
+    var spec: KVCacheSpec {
+        KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots,
+                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion)
+    }
 
     func validate() throws {
         do { try spec.validate() } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
@@ -162,3 +174,4 @@ struct KVCacheOptions: ParsableArguments {
 }
 
 extension KVCacheSpec.Kind: ExpressibleByArgument {}
+extension KVCacheSpec.OutlierCriterion: ExpressibleByArgument {}

@@ -197,6 +197,39 @@ final class KVCacheTests: XCTestCase {
         XCTAssertGreaterThan(windowError, 10 * pivotError)
     }
 
+    /// OTT: a token with a tiny key in each group is picked (norm criterion) and kept exact, which brings
+    /// attention closer to exact; the pool stops taking tokens when full; a rollback drops the entries
+    /// of the groups it un-packs and replaying the same tokens gives the same outputs.
+    func testOutlierTokensPoolAndRollback() {
+        var g = SplitMix64(seed: 21)
+        let n = 96
+        var k = randomRows(n * 128, &g)
+        // Every 16th token has a near-zero key on KV head 0 while the others sit within ±1 of ±8.
+        for t in 0..<n { for c in 0..<64 { k[t * 128 + c] = t % 16 == 5 ? 0.01 * k[t * 128 + c] : k[t * 128 + c] + (c % 2 == 0 ? 8 : -8) } }
+        let v = randomRows(n * 128, &g), q = randomRows(n * 384, &g, scale: 3)
+        func run(_ spec: KVCacheSpec) -> (CacheDriver, [Float]) {
+            let driver = CacheDriver(spec, shape: shape, capacity: 128, maxBatch: 96)
+            return (driver, driver.step(k: k, v: v, q: q))
+        }
+        let exact = run(.f32).1
+        let (plainDriver, plain) = run(KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0))
+        let (ottDriver, ott) = run(KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0, outlierTokens: 1, outlierPool: 4))
+        _ = plainDriver
+        let cache = ottDriver.cache as! QuantizedKVCache
+        XCTAssertEqual(cache.outlierCount(layer: 0, kvHead: 0), 4, "six groups, a pool of four")
+        func error(_ out: [Float], rows: Range<Int>) -> Float {
+            rows.map { t in (0..<192).map { abs(out[t * 384 + $0] - exact[t * 384 + $0]) }.max()! }.max()!
+        }
+        // Queries that see the first four groups (all with pool entries) are closer to exact on head 0's queries.
+        XCTAssertLessThan(error(ott, rows: 40..<64), 0.7 * error(plain, rows: 40..<64))
+        // Roll back into group 2: its entries and later ones go; replaying gives the same outputs.
+        cache.truncate(to: 40)
+        XCTAssertEqual(cache.outlierCount(layer: 0, kvHead: 0), 2)
+        let replay = ottDriver.step(k: Array(k[(40 * 128)...]), v: Array(v[(40 * 128)...]), q: Array(q[(40 * 384)...]))
+        XCTAssertEqual(replay, Array(ott[(40 * 384)...]))
+        XCTAssertEqual(cache.outlierCount(layer: 0, kvHead: 0), 4)
+    }
+
     /// Bytes per token counted by hand for the default model's shape (30 layers, 3 KV heads of 64).
     func testMemoryAccounting() {
         let model = AttentionShape(layers: 30, heads: 9, kvHeads: 3, headDim: 64)

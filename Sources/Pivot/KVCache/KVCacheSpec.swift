@@ -20,14 +20,33 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     public var window: Int
     /// The first `pivots` positions are kept F32 and never quantized (IntactKV's pivot tokens).
     public var pivots: Int
+    /// OTT: per key group, up to this many outlier tokens keep F16 keys in a pool instead of codes.
+    public var outlierTokens: Int
+    /// OTT: the pool's size per layer and KV head; once full, groups are quantized whole.
+    public var outlierPool: Int
+    public var outlierCriterion: OutlierCriterion
 
-    public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0) {
+    /// How a key group's outlier tokens are picked.
+    public enum OutlierCriterion: String, Codable, Sendable, CaseIterable {
+        /// Smallest L2 norm of the key (the OTT paper's observation: unusually small magnitudes).
+        case norm
+        /// Largest share of the group's per-channel ranges: the tokens whose removal narrows the
+        /// quantization steps the most.
+        case range
+    }
+
+    public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0,
+                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm) {
         self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
+        self.outlierTokens = outlierTokens; self.outlierPool = outlierPool; self.outlierCriterion = outlierCriterion
     }
 
     public static let f32 = KVCacheSpec()
 
-    enum CodingKeys: String, CodingKey { case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot" }
+    enum CodingKeys: String, CodingKey {
+        case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot"
+        case outlierTokens = "outlier_tokens", outlierPool = "outlier_pool", outlierCriterion = "outlier_criterion"
+    }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -37,18 +56,24 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         group = try c.decodeIfPresent(Int.self, forKey: .group) ?? defaults.group
         window = try c.decodeIfPresent(Int.self, forKey: .window) ?? defaults.window
         pivots = try c.decodeIfPresent(Int.self, forKey: .pivots) ?? defaults.pivots
+        outlierTokens = try c.decodeIfPresent(Int.self, forKey: .outlierTokens) ?? defaults.outlierTokens
+        outlierPool = try c.decodeIfPresent(Int.self, forKey: .outlierPool) ?? defaults.outlierPool
+        outlierCriterion = try c.decodeIfPresent(OutlierCriterion.self, forKey: .outlierCriterion) ?? defaults.outlierCriterion
     }
 
     /// One clear message for a setting the cache cannot hold.
     public func validate(headDim: Int? = nil) throws {
         guard kind == .kivi else {
             if pivots > 0 { throw PivotError.invalidArgument("--pivot keeps tokens out of quantization: it needs --kv-type kivi") }
+            if outlierTokens > 0 { throw PivotError.invalidArgument("--outlier-tokens keeps tokens out of quantization: it needs --kv-type kivi") }
             return
         }
         guard [2, 3, 4, 8].contains(bits) else { throw PivotError.invalidArgument("--kv-bits must be 2, 3, 4 or 8 (got \(bits))") }
         guard group >= 8, group % 8 == 0 else { throw PivotError.invalidArgument("--kv-group must be a positive multiple of 8 (got \(group))") }
         guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0") }
         guard pivots >= 0 else { throw PivotError.invalidArgument("--pivot must be >= 0") }
+        guard outlierTokens >= 0, outlierTokens < group else { throw PivotError.invalidArgument("--outlier-tokens must be between 0 and the group size − 1") }
+        guard outlierPool >= 0 else { throw PivotError.invalidArgument("--outlier-pool must be >= 0") }
         if let headDim, headDim % group != 0 {
             throw PivotError.invalidArgument("--kv-group \(group) must divide the head size \(headDim) (values are grouped over channels)")
         }
@@ -61,6 +86,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         if group != 32 { s += " g\(group)" }
         if window != 128 { s += " r\(window)" }
         if pivots > 0 { s += " p\(pivots)" }
+        if outlierTokens > 0 { s += " o\(outlierTokens)/\(outlierPool)" + (outlierCriterion == .norm ? "" : " \(outlierCriterion.rawValue)") }
         return s
     }
 
@@ -104,6 +130,8 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
             perHead += Double((keysFrom - pivotCount) / group) * (Double(format.bytes(codes: group)) * d + d * 4)
             perHead += Double(valuesFrom - pivotCount) * (Double(format.bytes(codes: shape.headDim)) + d / Double(group) * 4)
             perHead += Double(2 * tokens - keysFrom - valuesFrom) * d * 2
+            // OTT: at most one pool entry (F16 key + position) per picked token, bounded by the pool.
+            perHead += Double(min(outlierPool, (keysFrom - pivotCount) / group * outlierTokens)) * (d * 2 + 4)
             return heads * perHead
         }
     }

@@ -31,6 +31,8 @@ public final class QuantizedKVCache: KVCache {
     /// Ring slots hold exact data for positions ringValidFrom..<length.
     var ringValidFrom = 0
     let gather: FloatBuffer
+    /// OTT's outlier keys, when `--outlier-tokens` is set.
+    let outliers: OutlierTokenPool?
     let scratch: FloatBuffer
     let scratchFloats: Int
     static let queryBlock = 16
@@ -68,6 +70,7 @@ public final class QuantizedKVCache: KVCache {
         packedKeyGroups = Array(repeating: 0, count: shape.layers)
         packedValues = Array(repeating: 0, count: shape.layers)
         gather = FloatBuffer(count: group * d)
+        outliers = quantized && spec.outlierTokens > 0 ? OutlierTokenPool(heads: heads, spec: spec, headDim: d) : nil
         let groupHeads = shape.heads / shape.kvHeads
         // Per work item: the kernel's scratch, then a slice's unnormalized output and its (max, sum) per head.
         scratchFloats = AttentionScratch.floats(heads: groupHeads, scoreStride: capacity, headDim: d) + groupHeads * (d + 2)
@@ -89,7 +92,10 @@ public final class QuantizedKVCache: KVCache {
                           valueScales: valueScales.pointer + index * packedCapacity * (d / group),
                           valueMinimums: valueMinimums.pointer + index * packedCapacity * (d / group),
                           ringKeys: ringKeys.pointer + index * ringSize * d, ringValues: ringValues.pointer + index * ringSize * d,
-                          ringSize: ringSize)
+                          ringSize: ringSize,
+                          outlierPositions: outliers.map { UnsafePointer($0.positions + index * $0.capacity) },
+                          outlierKeys: outliers.map { UnsafePointer($0.keys.pointer + index * $0.capacity * d) },
+                          outlierCount: outliers?.counts[index] ?? 0)
     }
 
     // MARK: Writing
@@ -137,10 +143,12 @@ public final class QuantizedKVCache: KVCache {
                 for t in 0..<group {
                     loadHalf(ringK + ((pivots + m * group + t) % ringSize) * d, into: gather.pointer + t * d, count: d)
                 }
+                let excluded = outliers?.pick(head: layer * shape.kvHeads + h, firstPosition: pivots + m * group,
+                                              rows: gather.pointer, tokens: group)
                 format.quantizePerChannel(gather.pointer, rowStride: d, tokens: group, channels: d,
                                           codes: UnsafeMutableRawPointer(mutating: head.keyCodes) + m * keyGroupBytes,
                                           scales: UnsafeMutablePointer(mutating: head.keyScales) + m * d,
-                                          minimums: UnsafeMutablePointer(mutating: head.keyMinimums) + m * d)
+                                          minimums: UnsafeMutablePointer(mutating: head.keyMinimums) + m * d, excluded: excluded)
             }
         }
         packedValues[layer] = values
@@ -157,10 +165,13 @@ public final class QuantizedKVCache: KVCache {
         guard target < length else { return }
         if let format {
             let needed = max(pivots, min(keyBoundary(count: target), valueBoundary(count: target)))
-            if needed < ringValidFrom { refillRing(from: needed, to: min(ringValidFrom, target), format: format) }
+            if needed < ringValidFrom { refillRing(from: needed, to: min(ringValidFrom, target), format: format) }  // before un-packing
             for layer in 0..<shape.layers {
                 packedValues[layer] = min(packedValues[layer], max(0, target - pivots))
                 packedKeyGroups[layer] = min(packedKeyGroups[layer], max(0, target - pivots) / group)
+                for h in 0..<shape.kvHeads {
+                    outliers?.drop(head: layer * shape.kvHeads + h, from: pivots + packedKeyGroups[layer] * group)
+                }
             }
             ringValidFrom = min(ringValidFrom, needed)
         }
@@ -181,7 +192,8 @@ public final class QuantizedKVCache: KVCache {
                         let groupScale = Float(Float16(bitPattern: head.keyScales[m * d + c]))
                         let groupMin = Float(Float16(bitPattern: head.keyMinimums[m * d + c]))
                         let code = unpackCode(head.keyCodes + m * keyGroupBytes + c * channelBytes, index: i % group, bits: format.bits)
-                        ringK[c] = Float16(groupScale * code + groupMin).bitPattern
+                        ringK[c] = outliers?.key(head: layer * shape.kvHeads + h, position: position)?[c]
+                            ?? Float16(groupScale * code + groupMin).bitPattern
                         let s = Float(Float16(bitPattern: head.valueScales[i * groupsPerRow + c / group]))
                         let z = Float(Float16(bitPattern: head.valueMinimums[i * groupsPerRow + c / group]))
                         ringV[c] = Float16(s * unpackCode(head.valueCodes + i * valueRowBytes, index: c, bits: format.bits) + z).bitPattern
@@ -278,6 +290,9 @@ public final class QuantizedKVCache: KVCache {
             }
         }
     }
+
+    /// OTT pool entries of one layer and KV head (0 without outlier tokens).
+    public func outlierCount(layer: Int, kvHead: Int) -> Int { outliers?.counts[layer * shape.kvHeads + kvHead] ?? 0 }
 
     public var bytesPerToken: Double { spec.bytes(atLength: capacity, shape: shape) / Double(capacity) }
 }
