@@ -157,9 +157,12 @@ struct KVCacheOptions: ParsableArguments {
     @Option(name: .customLong("outlier-criterion"), help: "OTT: how outliers are picked: norm (smallest key norm, the paper's observation; measured best on the default model) or range (the tokens that alone span most of the channels' ranges).")
     var outlierCriterion: KVCacheSpec.OutlierCriterion = .norm
 
+    @Option(name: .customLong("intact-from"), help: "IntactKV: the --pivot tokens' keys/values come from this full-precision model (run with float activations), not from the compressed model; e.g. the unquantized model a quantized -m came from.")
+    var intactFrom: String?
+
     var spec: KVCacheSpec {
         KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots,
-                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion)
+                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom)
     }
 
     func validate() throws {
@@ -168,8 +171,7 @@ struct KVCacheOptions: ParsableArguments {
 
     /// Sets the model's cache kind, checking what needs the model (the group must divide the head size).
     func apply(to model: LoadedModel) throws {
-        do { try spec.validate(headDim: model.config.headDim) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
-        model.kvCache = spec
+        do { try model.useKVCache(spec) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
     }
 }
 

@@ -283,4 +283,41 @@ final class KVCacheTests: XCTestCase {
         for i in 0..<vocabulary { difference = max(difference, abs(exact.row(n - 1)[i] - batched[n - 1][i])) }
         XCTAssertGreaterThan(difference, 0.01)
     }
+
+    /// IntactKV: with --intact-from, the pivots hold exactly the full-precision model's keys/values
+    /// (float activations), not the int8 run's own.
+    func testIntactPivotsAreTheBaseModelsKeysAndValues() throws {
+        let path = try Shared.requireModelPath()
+        let model = try LoadedModel.load(path: path)
+        let tokens = model.tokenizer.encode("Pivot tokens soak up attention. The rest of this sentence is ordinary text.")
+        let pool = Shared.pool
+        // The base on its own: float activations, exact cache.
+        let base = try LoadedModel.load(path: path)
+        let baseCache = base.makeCache(capacity: 64, maxBatch: 64) as! DenseKVCache
+        base.transformer.forward(tokens, cache: baseCache, state: ForwardState(config: base.config, maxTokens: 64, allLogits: false, pool: pool, precision: .float))
+        func pivots(intact: Bool) throws -> QuantizedKVCache {
+            try model.useKVCache(KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 4, pivots: 3, intactFrom: intact ? path : nil))
+            let cache = model.makeCache(capacity: 64, maxBatch: 64) as! QuantizedKVCache
+            let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, pool: pool, precision: .int8)
+            // Two passes, the first ending inside the pivots.
+            model.transformer.forward(Array(tokens[0..<2]), cache: cache, state: state)
+            model.transformer.forward(Array(tokens[2...]), cache: cache, state: state)
+            return cache
+        }
+        let intact = try pivots(intact: true), own = try pivots(intact: false)
+        var differs = false
+        for layer in [0, 7, 29] {
+            for kvHead in 0..<3 {
+                for position in 0..<3 {
+                    let expected = baseCache.entry(layer: layer, kvHead: kvHead, position: position)
+                    let got = intact.pivot(layer: layer, kvHead: kvHead, position: position)
+                    XCTAssertEqual(got.key, Array(UnsafeBufferPointer(start: expected.key, count: 64)))
+                    XCTAssertEqual(got.value, Array(UnsafeBufferPointer(start: expected.value, count: 64)))
+                    if own.pivot(layer: layer, kvHead: kvHead, position: position).key != got.key { differs = true }
+                }
+            }
+        }
+        XCTAssertTrue(differs, "the int8 run's own pivots should differ from the float base's")
+        XCTAssertThrowsError(try model.useKVCache(KVCacheSpec(kind: .kivi, intactFrom: path)), "needs --pivot")
+    }
 }

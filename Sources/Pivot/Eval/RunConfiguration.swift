@@ -58,8 +58,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         }
         let loaded = try LoadedModel.load(path: path)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
-        try kvCache.validate(headDim: loaded.config.headDim)
-        loaded.kvCache = kvCache
+        try loaded.useKVCache(kvCache)
         return loaded
     }
 }

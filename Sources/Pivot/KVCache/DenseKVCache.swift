@@ -77,6 +77,12 @@ public final class DenseKVCache: KVCache {
         }
     }
 
+    /// The stored key and value of one position (for IntactKV pivots and for inspection).
+    public func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let offset = position * shape.headDim
+        return (UnsafePointer(headBase(keys, layer: layer, kvHead: kvHead) + offset), UnsafePointer(headBase(values, layer: layer, kvHead: kvHead) + offset))
+    }
+
     public func advance(by tokens: Int) { length += tokens }
     public func truncate(to newLength: Int) { length = min(length, max(0, newLength)) }
 }

@@ -20,6 +20,14 @@ public protocol KVCache: AnyObject {
     func truncate(to length: Int)
     /// Memory per cached token over all layers, in bytes.
     var bytesPerToken: Double { get }
+    /// Called once per forward pass before the first layer, with the tokens about to be appended at
+    /// positions length...: a cache that takes some positions' keys/values from elsewhere (IntactKV's
+    /// pivots from the full-precision model) prepares them here.
+    func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool)
+}
+
+extension KVCache {
+    public func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool) {}
 }
 
 /// Geometry every cache needs.

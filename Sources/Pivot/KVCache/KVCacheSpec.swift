@@ -25,6 +25,8 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     /// OTT: the pool's size per layer and KV head; once full, groups are quantized whole.
     public var outlierPool: Int
     public var outlierCriterion: OutlierCriterion
+    /// IntactKV: the pivots' keys/values come from this full-precision model (a file or model name).
+    public var intactFrom: String?
 
     /// How a key group's outlier tokens are picked.
     public enum OutlierCriterion: String, Codable, Sendable, CaseIterable {
@@ -36,9 +38,10 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     }
 
     public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0,
-                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm) {
+                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm, intactFrom: String? = nil) {
         self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
         self.outlierTokens = outlierTokens; self.outlierPool = outlierPool; self.outlierCriterion = outlierCriterion
+        self.intactFrom = intactFrom
     }
 
     public static let f32 = KVCacheSpec()
@@ -46,6 +49,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot"
         case outlierTokens = "outlier_tokens", outlierPool = "outlier_pool", outlierCriterion = "outlier_criterion"
+        case intactFrom = "intact_from"
     }
 
     public init(from decoder: Decoder) throws {
@@ -59,6 +63,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         outlierTokens = try c.decodeIfPresent(Int.self, forKey: .outlierTokens) ?? defaults.outlierTokens
         outlierPool = try c.decodeIfPresent(Int.self, forKey: .outlierPool) ?? defaults.outlierPool
         outlierCriterion = try c.decodeIfPresent(OutlierCriterion.self, forKey: .outlierCriterion) ?? defaults.outlierCriterion
+        intactFrom = try c.decodeIfPresent(String.self, forKey: .intactFrom)
     }
 
     /// One clear message for a setting the cache cannot hold.
@@ -66,6 +71,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         guard kind == .kivi else {
             if pivots > 0 { throw PivotError.invalidArgument("--pivot keeps tokens out of quantization: it needs --kv-type kivi") }
             if outlierTokens > 0 { throw PivotError.invalidArgument("--outlier-tokens keeps tokens out of quantization: it needs --kv-type kivi") }
+            if intactFrom != nil { throw PivotError.invalidArgument("--intact-from supplies pivot tokens: it needs --kv-type kivi and --pivot N") }
             return
         }
         guard [2, 3, 4, 8].contains(bits) else { throw PivotError.invalidArgument("--kv-bits must be 2, 3, 4 or 8 (got \(bits))") }
@@ -73,6 +79,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0") }
         guard pivots >= 0 else { throw PivotError.invalidArgument("--pivot must be >= 0") }
         guard outlierTokens >= 0, outlierTokens < group else { throw PivotError.invalidArgument("--outlier-tokens must be between 0 and the group size − 1") }
+        if intactFrom != nil && pivots == 0 { throw PivotError.invalidArgument("--intact-from needs --pivot N (how many first tokens come from it)") }
         guard outlierPool >= 0 else { throw PivotError.invalidArgument("--outlier-pool must be >= 0") }
         if let headDim, headDim % group != 0 {
             throw PivotError.invalidArgument("--kv-group \(group) must divide the head size \(headDim) (values are grouped over channels)")
@@ -85,17 +92,17 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         var s = "kivi-\(bits)"
         if group != 32 { s += " g\(group)" }
         if window != 128 { s += " r\(window)" }
-        if pivots > 0 { s += " p\(pivots)" }
+        if pivots > 0 { s += " p\(pivots)" + (intactFrom == nil ? "" : " intact") }
         if outlierTokens > 0 { s += " o\(outlierTokens)/\(outlierPool)" + (outlierCriterion == .norm ? "" : " \(outlierCriterion.rawValue)") }
         return s
     }
 
     /// A fresh cache of this kind; `maxBatch` is the most tokens one forward pass appends.
-    public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int) -> KVCache {
+    /// `intact`: where pivot keys/values come from with `intactFrom` (see `LoadedModel.useKVCache`).
+    public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int, intact: IntactPivots? = nil) -> KVCache {
         switch kind {
         case .f32: return DenseKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
-        case .f16: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self)
-        case .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self)
+        case .f16, .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, intact: intact)
         }
     }
 

@@ -42,8 +42,12 @@ public final class QuantizedKVCache: KVCache {
     static let minimumSlice = 256
     private lazy var attentionJob = PackedAttentionJob(cache: self)
 
-    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec) {
+    /// IntactKV's source of pivot keys/values (nil: the running model's own).
+    let intact: IntactPivots?
+
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, intact: IntactPivots? = nil) {
         self.shape = shape; self.capacity = capacity; self.spec = spec
+        self.intact = spec.kind == .kivi && spec.pivots > 0 ? intact : nil
         let d = shape.headDim, heads = shape.layers * shape.kvHeads
         let quantized = spec.kind == .kivi
         let format = quantized ? PackedCodeFormat(bits: spec.bits) : nil
@@ -111,8 +115,9 @@ public final class QuantizedKVCache: KVCache {
             for t in 0..<k.rows {
                 let position = length + t
                 if position < pivots {
-                    (pivotKeys.pointer + (index * pivots + position) * d).update(from: k.row(t) + h * d, count: d)
-                    (pivotValues.pointer + (index * pivots + position) * d).update(from: v.row(t) + h * d, count: d)
+                    let source = intact?.entry(layer: layer, kvHead: h, position: position)
+                    (pivotKeys.pointer + (index * pivots + position) * d).update(from: source?.key ?? UnsafePointer(k.row(t) + h * d), count: d)
+                    (pivotValues.pointer + (index * pivots + position) * d).update(from: source?.value ?? UnsafePointer(v.row(t) + h * d), count: d)
                 } else {
                     let slot = (index * ringSize + position % ringSize) * d
                     storeHalf(k.row(t) + h * d, into: ringKeys.pointer + slot, count: d)
@@ -153,6 +158,16 @@ public final class QuantizedKVCache: KVCache {
         }
         packedValues[layer] = values
         packedKeyGroups[layer] = keyGroups
+    }
+
+    public func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool) {
+        intact?.prepare(tokens: tokens, at: length, pool: pool)
+    }
+
+    /// The stored pivot key and value of one position (exact F32).
+    public func pivot(layer: Int, kvHead: Int, position: Int) -> (key: [Float], value: [Float]) {
+        let d = shape.headDim, at = ((layer * shape.kvHeads + kvHead) * pivots + position) * d
+        return (Array(UnsafeBufferPointer(start: pivotKeys.pointer + at, count: d)), Array(UnsafeBufferPointer(start: pivotValues.pointer + at, count: d)))
     }
 
     public func advance(by tokens: Int) {

@@ -42,10 +42,24 @@ public final class LoadedModel {
 
     /// The KV cache every run of this model uses (`--kv-type` and friends); F32 unless set.
     public var kvCache = KVCacheSpec.f32
+    /// IntactKV's full-precision model, when `kvCache.intactFrom` names one.
+    public private(set) var intactPivots: IntactPivots?
+
+    /// Checks `spec` against this model and, for IntactKV, loads the full-precision model it names.
+    public func useKVCache(_ spec: KVCacheSpec) throws {
+        try spec.validate(headDim: config.headDim)
+        intactPivots = nil
+        if let name = spec.intactFrom {
+            guard let path = ModelLocator.resolve(name) else { throw PivotError.fileNotFound(name + " (--intact-from)") }
+            intactPivots = try IntactPivots(base: try LoadedModel.load(path: path), for: self, pivots: spec.pivots)
+        }
+        kvCache = spec
+    }
 
     /// A fresh KV cache of kind `kvCache` for `capacity` tokens; `maxBatch`: the most tokens one pass appends.
     public func makeCache(capacity: Int? = nil, maxBatch: Int = 512) -> KVCache {
-        kvCache.makeCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength), maxBatch: maxBatch)
+        kvCache.makeCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength),
+                          maxBatch: maxBatch, intact: intactPivots)
     }
 
     /// Parameter count over every linear operator, the embedding and the norms.

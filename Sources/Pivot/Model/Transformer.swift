@@ -94,6 +94,7 @@ public final class Transformer {
         let context = state.context
         let pool = context.pool
         rope.ensure(positions: cache.length + count)
+        cache.willAppend(tokens: tokens, pool: pool)
 
         let x = state.hidden.matrix(rows: count, columns: c.hiddenSize)
         let normed = state.normed.matrix(rows: count, columns: c.hiddenSize)
