@@ -14,7 +14,9 @@ SHARED=${PIVOT_SHARED:-$ROOT/../shared}
 TEXT=$SHARED/data/wikitext-2-raw-test.txt
 THREADS=${THREADS:-1}
 MODEL=${MODEL:-$SHARED/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+Q4_0=${Q4_0:-$WORK/q4_0.gguf}
 mkdir -p "$WORK"; cd "$WORK"
+[ -f "$Q4_0" ] || "$PIVOT" quantize -m "$MODEL" -o "$Q4_0" --type Q4_0 > /dev/null 2>&1
 
 flags() {
     case $1 in
@@ -27,11 +29,16 @@ flags() {
         kivi-2-p1-o1) echo "--kv-type kivi --kv-bits 2 --pivot 1 --outlier-tokens 1" ;;
         kivi-2-g64) echo "--kv-type kivi --kv-bits 2 --kv-group 64" ;;
         kivi-2-g64-p1-o2) echo "--kv-type kivi --kv-bits 2 --kv-group 64 --pivot 1 --outlier-tokens 2" ;;
+        # 4-bit weights (Q4_0 requantized from the default model by `pivot quantize`, in $Q4_0), pivots
+        # from the model's own int8 run or, IntactKV, from the unquantized base with float activations.
+        q4_0-f16) echo "-m $Q4_0 --kv-type f16" ;;
+        q4_0-kivi-2-p1) echo "-m $Q4_0 --kv-type kivi --kv-bits 2 --pivot 1" ;;
+        q4_0-kivi-2-p1-intact) echo "-m $Q4_0 --kv-type kivi --kv-bits 2 --pivot 1 --intact-from $MODEL" ;;
         *) echo "unknown row $1" >&2; exit 1 ;;
     esac
 }
 
-ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-o1 kivi-2-p1-o1 kivi-2-g64-p1-o2"}
+ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-o1 kivi-2-p1-o1 kivi-2-g64-p1-o2 q4_0-f16 q4_0-kivi-2-p1 q4_0-kivi-2-p1-intact"}
 for r in $ROWS; do
     f=$(flags "$r")
     [ -s "$r.ppl512" ] || "$PIVOT" perplexity -t "$THREADS" -m "$MODEL" -f "$TEXT" --ctx 512 --chunks 20 $f > "$r.ppl512" 2>/dev/null

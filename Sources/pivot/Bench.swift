@@ -41,8 +41,10 @@ struct Bench: ParsableCommand {
         let c = loaded.config
         let capacity = depth + max(promptTokens, generatedTokens) + 1
         guard capacity <= c.contextLength else { throw ValidationError("-d plus the test is longer than the model's context (\(c.contextLength))") }
-        let cache = loaded.makeCache(capacity: capacity, maxBatch: max(1, min(promptTokens, 512), min(generatedTokens, 512)))
-        let state = ForwardState(config: c, maxTokens: max(1, min(promptTokens, 512)), allLogits: false, pool: pool, precision: precision)
+        // Passes of up to 512 tokens for the prompt test and for filling the cache to -d.
+        let batch = max(1, min(max(promptTokens, depth), 512))
+        let cache = loaded.makeCache(capacity: capacity, maxBatch: max(batch, min(generatedTokens, 512)))
+        let state = ForwardState(config: c, maxTokens: batch, allLogits: false, pool: pool, precision: precision)
         var rng = SplitMix64(seed: 42)
         let vocabulary = loaded.tokenizer.vocabularySize
         func randomTokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(vocabulary)) } }

@@ -1,0 +1,25 @@
+#!/bin/sh
+# The speed columns of the KV-cache table in BENCHMARKS.md: decode t/s (tg64) with 512, 2048 and
+# 8000 tokens already in the cache, and prefill (pp512), for each cache configuration, 2 threads.
+# Run with other jobs stopped; rows alternate per depth so drift on a shared host spreads evenly.
+#
+#   scripts/kv_speed.sh OUT_FILE [ROW...]
+set -eu
+OUT=$1; shift
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PIVOT=${PIVOT_BIN:-$ROOT/.build/release/pivot}
+THREADS=${THREADS:-2}
+ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1-o1 kivi-2-g64-p1-o2"}
+flags() {
+    case $1 in
+        f32|f16) echo "--kv-type $1" ;;
+        kivi-8|kivi-4|kivi-3|kivi-2) echo "--kv-type kivi --kv-bits ${1#kivi-}" ;;
+        kivi-2-p1-o1) echo "--kv-type kivi --kv-bits 2 --pivot 1 --outlier-tokens 1" ;;
+        kivi-2-g64-p1-o2) echo "--kv-type kivi --kv-bits 2 --kv-group 64 --pivot 1 --outlier-tokens 2" ;;
+    esac
+}
+: > "$OUT"
+for r in $ROWS; do "$PIVOT" bench -t "$THREADS" -p 512 -n 0 -r 3 $(flags "$r") 2>/dev/null | grep '| pp' | sed "s/^/$r /" >> "$OUT"; done
+for depth in 512 2048 8000; do
+    for r in $ROWS; do "$PIVOT" bench -t "$THREADS" -p 0 -n 64 -d $depth -r 3 $(flags "$r") 2>/dev/null | grep '| tg' | sed "s/^/$r /" >> "$OUT"; done
+done
