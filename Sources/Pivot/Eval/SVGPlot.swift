@@ -95,8 +95,10 @@ public enum SVGPlot {
     }
 
     /// A grid of values in 0...1, white → dark green, each cell printed as a percentage.
-    public static func heatMap(title: String, rowTitle: String, columnTitle: String, rows: [String], columns: [String], values: [[Double]]) -> String {
-        let cell = 64.0, left = 110.0, top = 70.0
+    /// `cell`: side of a cell in pixels; below 40 the percentages are left out (the colour carries them).
+    public static func heatMap(title: String, rowTitle: String, columnTitle: String, rows: [String], columns: [String], values: [[Double]],
+                               cell: Double = 64) -> String {
+        let left = 110.0, top = 70.0
         // Wide enough for the title (about 9 px per character at 16 px bold).
         let width = max(left + cell * Double(columns.count) + 30, Double(title.count) * 9.5 + 40)
         let height = top + cell * Double(rows.count) + 50
@@ -119,7 +121,7 @@ public enum SVGPlot {
                 let (r0, g0, b0) = (255.0 - 235 * t, 255.0 - 135 * t, 255.0 - 195 * t)
                 let x = left + cell * Double(j)
                 s += "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(cell)\" height=\"\(cell)\" fill=\"rgb(\(Int(r0)),\(Int(g0)),\(Int(b0)))\" stroke=\"#bbb\"/>"
-                s += "<text x=\"\(x + cell / 2)\" y=\"\(y + cell / 2 + 5)\" text-anchor=\"middle\" font-size=\"13\" fill=\"\(t > 0.55 ? "white" : "black")\">\(Int((v * 100).rounded()))%</text>\n"
+                s += cell < 40 ? "\n" : "<text x=\"\(x + cell / 2)\" y=\"\(y + cell / 2 + 5)\" text-anchor=\"middle\" font-size=\"13\" fill=\"\(t > 0.55 ? "white" : "black")\">\(Int((v * 100).rounded()))%</text>\n"
             }
         }
         return s + "</svg>\n"
