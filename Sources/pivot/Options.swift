@@ -157,12 +157,15 @@ struct KVCacheOptions: ParsableArguments {
     @Option(name: .customLong("outlier-criterion"), help: "OTT: how outliers are picked: norm (smallest key norm, the paper's observation; measured best on the default model) or range (the tokens that alone span most of the channels' ranges).")
     var outlierCriterion: KVCacheSpec.OutlierCriterion = .norm
 
+    @Option(name: .customLong("pivot-prefix"), help: "Pivots given as text (e.g. the system prompt your prompts start with): --pivot becomes its token count.")
+    var pivotPrefix: String?
+
     @Option(name: .customLong("intact-from"), help: "IntactKV: the --pivot tokens' keys/values come from this full-precision model (run with float activations), not from the compressed model; e.g. the unquantized model a quantized -m came from.")
     var intactFrom: String?
 
     var spec: KVCacheSpec {
         KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots,
-                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom)
+                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom, pivotPrefix: pivotPrefix)
     }
 
     func validate() throws {

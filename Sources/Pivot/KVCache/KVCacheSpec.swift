@@ -27,6 +27,8 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     public var outlierCriterion: OutlierCriterion
     /// IntactKV: the pivots' keys/values come from this full-precision model (a file or model name).
     public var intactFrom: String?
+    /// Pivots given as text (a system prompt): `pivots` becomes its token count when a model uses the spec.
+    public var pivotPrefix: String?
 
     /// How a key group's outlier tokens are picked.
     public enum OutlierCriterion: String, Codable, Sendable, CaseIterable {
@@ -38,10 +40,10 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     }
 
     public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0,
-                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm, intactFrom: String? = nil) {
+                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm, intactFrom: String? = nil, pivotPrefix: String? = nil) {
         self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
         self.outlierTokens = outlierTokens; self.outlierPool = outlierPool; self.outlierCriterion = outlierCriterion
-        self.intactFrom = intactFrom
+        self.intactFrom = intactFrom; self.pivotPrefix = pivotPrefix
     }
 
     public static let f32 = KVCacheSpec()
@@ -49,7 +51,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot"
         case outlierTokens = "outlier_tokens", outlierPool = "outlier_pool", outlierCriterion = "outlier_criterion"
-        case intactFrom = "intact_from"
+        case intactFrom = "intact_from", pivotPrefix = "pivot_prefix"
     }
 
     public init(from decoder: Decoder) throws {
@@ -64,6 +66,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         outlierPool = try c.decodeIfPresent(Int.self, forKey: .outlierPool) ?? defaults.outlierPool
         outlierCriterion = try c.decodeIfPresent(OutlierCriterion.self, forKey: .outlierCriterion) ?? defaults.outlierCriterion
         intactFrom = try c.decodeIfPresent(String.self, forKey: .intactFrom)
+        pivotPrefix = try c.decodeIfPresent(String.self, forKey: .pivotPrefix)
     }
 
     /// One clear message for a setting the cache cannot hold.
@@ -71,6 +74,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         guard kind == .kivi else {
             if pivots > 0 { throw PivotError.invalidArgument("--pivot keeps tokens out of quantization: it needs --kv-type kivi") }
             if outlierTokens > 0 { throw PivotError.invalidArgument("--outlier-tokens keeps tokens out of quantization: it needs --kv-type kivi") }
+            if pivotPrefix != nil { throw PivotError.invalidArgument("--pivot-prefix keeps tokens out of quantization: it needs --kv-type kivi") }
             if intactFrom != nil { throw PivotError.invalidArgument("--intact-from supplies pivot tokens: it needs --kv-type kivi and --pivot N") }
             return
         }
@@ -79,7 +83,8 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0") }
         guard pivots >= 0 else { throw PivotError.invalidArgument("--pivot must be >= 0") }
         guard outlierTokens >= 0, outlierTokens < group else { throw PivotError.invalidArgument("--outlier-tokens must be between 0 and the group size − 1") }
-        if intactFrom != nil && pivots == 0 { throw PivotError.invalidArgument("--intact-from needs --pivot N (how many first tokens come from it)") }
+        if pivotPrefix != nil && pivots > 0 { throw PivotError.invalidArgument("give --pivot or --pivot-prefix, not both") }
+        if intactFrom != nil && pivots == 0 && pivotPrefix == nil { throw PivotError.invalidArgument("--intact-from needs --pivot N (how many first tokens come from it)") }
         guard outlierPool >= 0 else { throw PivotError.invalidArgument("--outlier-pool must be >= 0") }
         if let headDim, headDim % group != 0 {
             throw PivotError.invalidArgument("--kv-group \(group) must divide the head size \(headDim) (values are grouped over channels)")

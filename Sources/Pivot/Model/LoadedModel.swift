@@ -48,6 +48,11 @@ public final class LoadedModel {
     /// Checks `spec` against this model and, for IntactKV, loads the full-precision model it names.
     public func useKVCache(_ spec: KVCacheSpec) throws {
         try spec.validate(headDim: config.headDim)
+        var spec = spec
+        if let prefix = spec.pivotPrefix {
+            spec.pivots = tokenizer.encode(prefix).count
+            spec.pivotPrefix = nil
+        }
         intactPivots = nil
         if let name = spec.intactFrom {
             guard let path = ModelLocator.resolve(name) else { throw PivotError.fileNotFound(name + " (--intact-from)") }
