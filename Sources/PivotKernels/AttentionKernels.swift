@@ -28,15 +28,22 @@ public func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>
         scores[j] = horizontalAdd(a + b) * scale
     }
     softmaxInPlace(scores, count: count)
-    var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
-    var o4 = SIMD8<Float>(), o5 = SIMD8<Float>(), o6 = SIMD8<Float>(), o7 = SIMD8<Float>()
-    for j in 0..<count {
-        let p = SIMD8<Float>(repeating: scores[j]), v = values + j * 64
-        o0 = o0.addingProduct(p, load8(v)); o1 = o1.addingProduct(p, load8(v + 8))
-        o2 = o2.addingProduct(p, load8(v + 16)); o3 = o3.addingProduct(p, load8(v + 24))
-        o4 = o4.addingProduct(p, load8(v + 32)); o5 = o5.addingProduct(p, load8(v + 40))
-        o6 = o6.addingProduct(p, load8(v + 48)); o7 = o7.addingProduct(p, load8(v + 56))
+    out.update(repeating: 0, count: 64)
+    accumulateRows64(values, weights: scores, count: count, into: out)
+}
+
+/// o[0..<64] += Σ_r weights[r] · rows[r] (rows of 64 floats): the output held in eight registers.
+@inline(__always)
+func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, into o: UnsafeMutablePointer<Float>) {
+    var o0 = load8(o), o1 = load8(o + 8), o2 = load8(o + 16), o3 = load8(o + 24)
+    var o4 = load8(o + 32), o5 = load8(o + 40), o6 = load8(o + 48), o7 = load8(o + 56)
+    for r in 0..<count {
+        let w = SIMD8<Float>(repeating: weights[r]), v = rows + r * 64
+        o0 = o0.addingProduct(w, load8(v)); o1 = o1.addingProduct(w, load8(v + 8))
+        o2 = o2.addingProduct(w, load8(v + 16)); o3 = o3.addingProduct(w, load8(v + 24))
+        o4 = o4.addingProduct(w, load8(v + 32)); o5 = o5.addingProduct(w, load8(v + 40))
+        o6 = o6.addingProduct(w, load8(v + 48)); o7 = o7.addingProduct(w, load8(v + 56))
     }
-    store8(o0, out); store8(o1, out + 8); store8(o2, out + 16); store8(o3, out + 24)
-    store8(o4, out + 32); store8(o5, out + 40); store8(o6, out + 48); store8(o7, out + 56)
+    store8(o0, o); store8(o1, o + 8); store8(o2, o + 16); store8(o3, o + 24)
+    store8(o4, o + 32); store8(o5, o + 40); store8(o6, o + 48); store8(o7, o + 56)
 }

@@ -181,16 +181,6 @@ func accumulate(_ rows: UnsafePointer<Float>, rows count: Int, scores: UnsafePoi
             for r in 0..<count { axpyF32(p[r], rows + r * d, o, count: d) }
             continue
         }
-        var o0 = load8(o), o1 = load8(o + 8), o2 = load8(o + 16), o3 = load8(o + 24)
-        var o4 = load8(o + 32), o5 = load8(o + 40), o6 = load8(o + 48), o7 = load8(o + 56)
-        for r in 0..<count {
-            let w = SIMD8<Float>(repeating: p[r]), v = rows + r * 64
-            o0 = o0.addingProduct(w, load8(v)); o1 = o1.addingProduct(w, load8(v + 8))
-            o2 = o2.addingProduct(w, load8(v + 16)); o3 = o3.addingProduct(w, load8(v + 24))
-            o4 = o4.addingProduct(w, load8(v + 32)); o5 = o5.addingProduct(w, load8(v + 40))
-            o6 = o6.addingProduct(w, load8(v + 48)); o7 = o7.addingProduct(w, load8(v + 56))
-        }
-        store8(o0, o); store8(o1, o + 8); store8(o2, o + 16); store8(o3, o + 24)
-        store8(o4, o + 32); store8(o5, o + 40); store8(o6, o + 48); store8(o7, o + 56)
+        accumulateRows64(rows, weights: p, count: count, into: o)
     }
 }
