@@ -153,7 +153,8 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         let perToken = bytes(atLength: tokens, shape: shape) / Double(max(1, tokens))
         let ratio = Self.f16BytesPerToken(shape) / perToken
         return "KV cache (\(label)): \(formatBytes(perToken))/token at \(tokens) tokens, "
-            + (ratio >= 1 ? String(format: "%.2fx smaller than F16", ratio) : String(format: "%.2fx the size of F16", 1 / ratio))
+            + (abs(ratio - 1) < 0.005 ? "the size of F16"
+               : ratio > 1 ? String(format: "%.2fx smaller than F16", ratio) : String(format: "%.2fx the size of F16", 1 / ratio))
     }
 
     /// Bytes per token of an F16 cache of this shape: the reference every ratio is taken against.
