@@ -182,6 +182,21 @@ final class KVCacheTests: XCTestCase {
         driver.cache.truncate(to: 40)
         let replay = driver.step(k: Array(k[(40 * 128)..<(41 * 128)]), v: Array(v[(40 * 128)..<(41 * 128)]), q: Array(q[(40 * 384)..<(41 * 384)]))
         for i in 0..<384 { XCTAssertEqual(replay[i], outs[40 * 384 + i], accuracy: 0.02) }
+
+        // A reset (as passkey and the scorers do between items) after a long run, with pivots: nothing
+        // to refill (it once walked a reversed range), and the next sequence starts clean.
+        let pivoted = CacheDriver(KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 8, pivots: 2), shape: shape, capacity: 128, maxBatch: 4)
+        var first: [Float] = []
+        for t in 0..<100 {
+            let out = pivoted.step(k: Array(k[(t * 128)..<((t + 1) * 128)]), v: Array(v[(t * 128)..<((t + 1) * 128)]), q: Array(q[(t * 384)..<((t + 1) * 384)]))
+            if t == 0 { first = out }
+        }
+        for target in [1, 0] {
+            pivoted.cache.truncate(to: target)
+            XCTAssertEqual(pivoted.cache.length, target)
+        }
+        pivoted.cache.truncate(to: 0)
+        XCTAssertEqual(pivoted.step(k: Array(k[0..<128]), v: Array(v[0..<128]), q: Array(q[0..<384])), first)
     }
 
     /// Pivot positions are kept exactly: with every position a pivot the cache is exact F32 attention,

@@ -180,7 +180,8 @@ public final class QuantizedKVCache: KVCache {
         guard target < length else { return }
         if let format {
             let needed = max(pivots, min(keyBoundary(count: target), valueBoundary(count: target)))
-            if needed < ringValidFrom { refillRing(from: needed, to: min(ringValidFrom, target), format: format) }  // before un-packing
+            // Before un-packing. (With pivots, `needed` can exceed a short target: nothing to refill.)
+            if needed < min(ringValidFrom, target) { refillRing(from: needed, to: min(ringValidFrom, target), format: format) }
             for layer in 0..<shape.layers {
                 packedValues[layer] = min(packedValues[layer], max(0, target - pivots))
                 packedKeyGroups[layer] = min(packedKeyGroups[layer], max(0, target - pivots) / group)
