@@ -204,26 +204,26 @@ public final class QuantizedKVCache: KVCache {
                     let i = position - pivots, m = i / group, slot = (position % ringSize) * d
                     let ringK = UnsafeMutablePointer(mutating: head.ringKeys) + slot
                     let ringV = UnsafeMutablePointer(mutating: head.ringValues) + slot
+                    if let kept = outliers?.key(head: layer * shape.kvHeads + h, position: position) {
+                        ringK.update(from: kept, count: d)
+                    } else {
+                        let octet = (i % group) / 8 * format.bits, lane = i % 8
+                        for c in 0..<d {
+                            let scale = Float(Float16(bitPattern: head.keyScales[m * d + c]))
+                            let minimum = Float(Float16(bitPattern: head.keyMinimums[m * d + c]))
+                            let code = format.unpack(head.keyCodes + m * keyGroupBytes + c * channelBytes + octet)[lane]
+                            ringK[c] = Float16(scale * code + minimum).bitPattern
+                        }
+                    }
                     for c in 0..<d {
-                        let groupScale = Float(Float16(bitPattern: head.keyScales[m * d + c]))
-                        let groupMin = Float(Float16(bitPattern: head.keyMinimums[m * d + c]))
-                        let code = unpackCode(head.keyCodes + m * keyGroupBytes + c * channelBytes, index: i % group, bits: format.bits)
-                        ringK[c] = outliers?.key(head: layer * shape.kvHeads + h, position: position)?[c]
-                            ?? Float16(groupScale * code + groupMin).bitPattern
                         let s = Float(Float16(bitPattern: head.valueScales[i * groupsPerRow + c / group]))
                         let z = Float(Float16(bitPattern: head.valueMinimums[i * groupsPerRow + c / group]))
-                        ringV[c] = Float16(s * unpackCode(head.valueCodes + i * valueRowBytes, index: c, bits: format.bits) + z).bitPattern
+                        let code = format.unpack(head.valueCodes + i * valueRowBytes + c / 8 * format.bits)[c % 8]
+                        ringV[c] = Float16(s * code + z).bitPattern
                     }
                 }
             }
         }
-    }
-
-    private func unpackCode(_ p: UnsafeRawPointer, index: Int, bits: Int) -> Float {
-        let octet = p + index / 8 * bits
-        var word: UInt64 = 0
-        for b in 0..<bits { word |= UInt64(octet.load(fromByteOffset: b, as: UInt8.self)) << (8 * UInt64(b)) }
-        return Float((word >> UInt64((index % 8) * bits)) & UInt64((1 << bits) - 1))
     }
 
     // MARK: Reading
