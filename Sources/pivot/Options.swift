@@ -133,7 +133,7 @@ func writeErr(_ s: String) {
 
 /// The KV cache flags, the same on every verb that runs the model.
 struct KVCacheOptions: ParsableArguments {
-    @Option(name: .customLong("kv-type"), help: "KV cache: f32 (exact, default), f16 (the usual baseline), kivi (KIVI: keys quantized per channel over --kv-group tokens, values per token over --kv-group channels, the newest --kv-window tokens kept F16; attention reads the packed codes).")
+    @Option(name: .customLong("kv-type"), help: "KV cache: f32 (exact, default), f16 (the usual baseline), kivi (KIVI: keys quantized per channel over --kv-group tokens, values per token over --kv-group channels, the newest --kv-window tokens kept F16; attention reads the packed codes), cskv (CSKV: keys before RoPE and values stored as low-rank latent channels per head, --kv-rank of them, the newest --kv-window tokens exact). With a compressed cache, perplexity, kld and eval score every token against the cache as decoding would have held it: each query reads older positions from the compressed form and only its own window exactly, so a batched pass equals token-by-token decoding.")
     var kind: KVCacheSpec.Kind = .f32
 
     @Option(name: .customLong("kv-bits"), help: "KIVI code bits: 2, 3, 4 or 8.")
@@ -142,8 +142,20 @@ struct KVCacheOptions: ParsableArguments {
     @Option(name: .customLong("kv-group"), help: "KIVI group: tokens per key scale, channels per value scale (a multiple of 8 dividing the head size).")
     var group: Int = 32
 
-    @Option(name: .customLong("kv-window"), help: "KIVI full-precision window: at least this many newest tokens keep F16 keys and values (keys leave it a whole group at a time).")
-    var window: Int = 128
+    @Option(name: .customLong("kv-window"), help: "Full-precision window. KIVI (default 128): at least this many newest tokens keep F16 keys and values (keys leave it a whole group at a time). CSKV (default 32): the newest tokens keep exact F32 keys and values.")
+    var window: Int?
+
+    @Option(name: .customLong("kv-rank"), help: "CSKV: latent channels as a fraction of all key/value channels (0.5 = half on average); each head's rank (a multiple of 8) is allocated from its calibration error under this total.")
+    var rank: Double?
+
+    @Option(name: .customLong("kv-latent-bits"), help: "CSKV latent storage: 16 (F16) or 4 (4-bit codes per token, F16 scale and minimum).")
+    var latentBits: Int?
+
+    @Option(name: .customLong("kv-factors"), help: "CSKV factor file (.safetensors). When missing it is calibrated (about a minute) and saved there; default: ~/.cache/pivot/cskv/<model file>-<size>.safetensors.")
+    var factors: String?
+
+    @Option(name: .customLong("kv-calib"), help: "CSKV: calibration text for new factors (default: calibration.txt of the shared data, the second half of wikitext-2 test, never evaluated on).")
+    var calibration: String?
 
     @Option(name: .customLong("pivot"), help: "IntactKV pivot tokens: the first N positions keep exact F32 keys and values and are never quantized (needs --kv-type kivi).")
     var pivots: Int = 0
@@ -165,16 +177,20 @@ struct KVCacheOptions: ParsableArguments {
 
     var spec: KVCacheSpec {
         KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots,
-                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom, pivotPrefix: pivotPrefix)
+                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom, pivotPrefix: pivotPrefix,
+                    rank: rank ?? 0.5, latentBits: latentBits ?? 16, factors: factors, calibration: calibration)
     }
 
     func validate() throws {
+        if kind != .cskv && (rank != nil || latentBits != nil || factors != nil || calibration != nil) {
+            throw ValidationError("--kv-rank, --kv-latent-bits, --kv-factors and --kv-calib are CSKV's: they need --kv-type cskv")
+        }
         do { try spec.validate() } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
     }
 
     /// Sets the model's cache kind, checking what needs the model (the group must divide the head size).
-    func apply(to model: LoadedModel) throws {
-        do { try model.useKVCache(spec) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
+    func apply(to model: LoadedModel, pool: ThreadPool? = nil) throws {
+        do { try model.useKVCache(spec, pool: pool) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
     }
 }
 

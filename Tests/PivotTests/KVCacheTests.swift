@@ -3,15 +3,15 @@ import Pivot
 import PivotKernels
 
 /// Feeds one cache random keys/values/queries (one layer) and collects attention outputs.
-private final class CacheDriver {
+final class CacheDriver {
     let shape: AttentionShape
     let cache: KVCache
     let pool = ThreadPool(threads: 2)
     var keys: [[Float]] = [], values: [[Float]] = []
 
-    init(_ spec: KVCacheSpec, shape: AttentionShape, capacity: Int, maxBatch: Int) {
+    init(_ spec: KVCacheSpec, shape: AttentionShape, capacity: Int, maxBatch: Int, lowRank: LowRankPlan? = nil) {
         self.shape = shape
-        cache = spec.makeCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
+        cache = spec.makeCache(shape: shape, capacity: capacity, maxBatch: maxBatch, lowRank: lowRank)
     }
 
     /// Appends `k`/`v` rows (tokens × kvWidth) and returns attention of `q` (tokens × queryWidth).
@@ -32,7 +32,7 @@ private final class CacheDriver {
     }
 }
 
-private func randomRows(_ count: Int, _ g: inout SplitMix64, scale: Float = 1) -> [Float] {
+func randomRows(_ count: Int, _ g: inout SplitMix64, scale: Float = 1) -> [Float] {
     (0..<count).map { _ in Float.random(in: -scale...scale, using: &g) }
 }
 
@@ -73,7 +73,7 @@ private struct KIVIReference {
 }
 
 /// Causal GQA attention over explicit key/value readers.
-private func naiveAttention(shape: AttentionShape, q: [Float], t: Int, count: Int,
+func naiveAttention(shape: AttentionShape, q: [Float], t: Int, count: Int,
                             key: (Int, Int) -> Float, value: (Int, Int) -> Float) -> [Float] {
     let d = shape.headDim, group = shape.heads / shape.kvHeads
     var out = [Float](repeating: 0, count: shape.heads * d)

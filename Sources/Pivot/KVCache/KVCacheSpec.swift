@@ -12,6 +12,9 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         /// KIVI: keys per channel over groups of tokens, values per token over groups of channels,
         /// asymmetric `bits`-bit codes, the newest `window` tokens in F16.
         case kivi
+        /// CSKV: keys (before RoPE) and values as low-rank latent channels per head (`rank` of them on
+        /// average), F16 or 4-bit, the newest `window` tokens exact.
+        case cskv
     }
 
     public var kind: Kind
@@ -29,6 +32,18 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
     public var intactFrom: String?
     /// Pivots given as text (a system prompt): `pivots` becomes its token count when a model uses the spec.
     public var pivotPrefix: String?
+    /// CSKV: latent channels as a fraction of all key/value channels (allocated per head from the
+    /// calibration error).
+    public var rank: Double
+    /// CSKV: latent storage, 16 (F16) or 4 bits.
+    public var latentBits: Int
+    /// CSKV: the factor file (made from calibration text when missing; default in the cache folder).
+    public var factors: String?
+    /// CSKV: calibration text for new factors (default: calibration.txt of the shared data).
+    public var calibration: String?
+
+    /// The full-precision window when none is given: KIVI's 128, CSKV's 32.
+    public static func defaultWindow(_ kind: Kind) -> Int { kind == .cskv ? 32 : 128 }
 
     /// How a key group's outlier tokens are picked.
     public enum OutlierCriterion: String, Codable, Sendable, CaseIterable {
@@ -39,11 +54,13 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         case range
     }
 
-    public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int = 128, pivots: Int = 0,
-                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm, intactFrom: String? = nil, pivotPrefix: String? = nil) {
-        self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
+    public init(kind: Kind = .f32, bits: Int = 2, group: Int = 32, window: Int? = nil, pivots: Int = 0,
+                outlierTokens: Int = 0, outlierPool: Int = 64, outlierCriterion: OutlierCriterion = .norm, intactFrom: String? = nil, pivotPrefix: String? = nil,
+                rank: Double = 0.5, latentBits: Int = 16, factors: String? = nil, calibration: String? = nil) {
+        self.kind = kind; self.bits = bits; self.group = group; self.window = window ?? Self.defaultWindow(kind); self.pivots = pivots
         self.outlierTokens = outlierTokens; self.outlierPool = outlierPool; self.outlierCriterion = outlierCriterion
         self.intactFrom = intactFrom; self.pivotPrefix = pivotPrefix
+        self.rank = rank; self.latentBits = latentBits; self.factors = factors; self.calibration = calibration
     }
 
     public static let f32 = KVCacheSpec()
@@ -52,6 +69,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         case kind = "kv_type", bits = "kv_bits", group = "kv_group", window = "kv_window", pivots = "pivot"
         case outlierTokens = "outlier_tokens", outlierPool = "outlier_pool", outlierCriterion = "outlier_criterion"
         case intactFrom = "intact_from", pivotPrefix = "pivot_prefix"
+        case rank = "kv_rank", latentBits = "kv_latent_bits", factors = "kv_factors", calibration = "kv_calib"
     }
 
     public init(from decoder: Decoder) throws {
@@ -60,17 +78,26 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? defaults.kind
         bits = try c.decodeIfPresent(Int.self, forKey: .bits) ?? defaults.bits
         group = try c.decodeIfPresent(Int.self, forKey: .group) ?? defaults.group
-        window = try c.decodeIfPresent(Int.self, forKey: .window) ?? defaults.window
+        window = try c.decodeIfPresent(Int.self, forKey: .window) ?? Self.defaultWindow(kind)
         pivots = try c.decodeIfPresent(Int.self, forKey: .pivots) ?? defaults.pivots
         outlierTokens = try c.decodeIfPresent(Int.self, forKey: .outlierTokens) ?? defaults.outlierTokens
         outlierPool = try c.decodeIfPresent(Int.self, forKey: .outlierPool) ?? defaults.outlierPool
         outlierCriterion = try c.decodeIfPresent(OutlierCriterion.self, forKey: .outlierCriterion) ?? defaults.outlierCriterion
         intactFrom = try c.decodeIfPresent(String.self, forKey: .intactFrom)
         pivotPrefix = try c.decodeIfPresent(String.self, forKey: .pivotPrefix)
+        rank = try c.decodeIfPresent(Double.self, forKey: .rank) ?? defaults.rank
+        latentBits = try c.decodeIfPresent(Int.self, forKey: .latentBits) ?? defaults.latentBits
+        factors = try c.decodeIfPresent(String.self, forKey: .factors)
+        calibration = try c.decodeIfPresent(String.self, forKey: .calibration)
     }
 
     /// One clear message for a setting the cache cannot hold.
     public func validate(headDim: Int? = nil) throws {
+        if kind == .cskv {
+            guard rank > 0, rank <= 1 else { throw PivotError.invalidArgument("--kv-rank must be in (0, 1] (got \(rank))") }
+            guard latentBits == 16 || latentBits == 4 else { throw PivotError.invalidArgument("--kv-latent-bits must be 16 or 4 (got \(latentBits))") }
+            guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0") }
+        }
         guard kind == .kivi else {
             if pivots > 0 { throw PivotError.invalidArgument("--pivot keeps tokens out of quantization: it needs --kv-type kivi") }
             if outlierTokens > 0 { throw PivotError.invalidArgument("--outlier-tokens keeps tokens out of quantization: it needs --kv-type kivi") }
@@ -93,6 +120,12 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
 
     /// Short name for tables: "f16", "kivi-2", "kivi-2 g64 r32 p4".
     public var label: String {
+        if kind == .cskv {
+            var s = "cskv-\(Int((rank * 100).rounded()))%"
+            if latentBits != 16 { s += " l\(latentBits)" }
+            if window != Self.defaultWindow(kind) { s += " r\(window)" }
+            return s
+        }
         guard kind == .kivi else { return kind.rawValue }
         var s = "kivi-\(bits)"
         if group != 32 { s += " g\(group)" }
@@ -104,8 +137,11 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
 
     /// A fresh cache of this kind; `maxBatch` is the most tokens one forward pass appends.
     /// `intact`: where pivot keys/values come from with `intactFrom` (see `LoadedModel.useKVCache`).
-    public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int, intact: IntactPivots? = nil) -> KVCache {
+    public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int, intact: IntactPivots? = nil, lowRank: LowRankPlan? = nil) -> KVCache {
         switch kind {
+        case .cskv:
+            guard let lowRank else { fatalError("a CSKV cache needs its factors (LoadedModel.useKVCache loads them)") }
+            return LowRankKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, plan: lowRank)
         case .f32: return DenseKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
         case .f16, .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, intact: intact)
         }
@@ -134,6 +170,13 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         switch kind {
         case .f32: return heads * n * 2 * d * 4
         case .f16: return heads * n * 2 * d * 2
+        case .cskv:
+            // Latents of every token (written on arrival), the exact F32 window, and the F32 encoder and
+            // decoder rows of every head (fixed, so they weigh less per token as the context grows).
+            let vectors = Double(shape.layers * shape.kvHeads * 2)
+            let channels = Double(lowRankChannels(shape: shape))
+            let latent = latentBits == 16 ? 2 * channels : channels / 2 + 4 * vectors
+            return n * latent + heads * Double(min(tokens, window)) * 2 * d * 4 + 2 * channels * d * 4
         case .kivi:
             let format = PackedCodeFormat(bits: bits)
             let pivotCount = min(tokens, pivots)
@@ -146,6 +189,12 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
             perHead += Double(min(outlierPool, (keysFrom - pivotCount) / group * outlierTokens)) * (d * 2 + 4)
             return heads * perHead
         }
+    }
+
+    /// CSKV's latent channels over all heads: `rank` of all channels, in steps of 8 (as allocated).
+    public func lowRankChannels(shape: AttentionShape) -> Int {
+        let all = Double(shape.layers * shape.kvHeads * 2 * shape.headDim)
+        return Int((rank * all / 8).rounded()) * 8
     }
 
     /// "KV cache (kivi-2): 2.9 KiB/token at 4096 tokens, 5.12x smaller than F16".

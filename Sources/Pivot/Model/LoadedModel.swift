@@ -45,8 +45,12 @@ public final class LoadedModel {
     /// IntactKV's full-precision model, when `kvCache.intactFrom` names one.
     public private(set) var intactPivots: IntactPivots?
 
-    /// Checks `spec` against this model and, for IntactKV, loads the full-precision model it names.
-    public func useKVCache(_ spec: KVCacheSpec) throws {
+    /// CSKV's factors and ranks, when `kvCache.kind` is `.cskv`.
+    public private(set) var lowRankPlan: LowRankPlan?
+
+    /// Checks `spec` against this model and, for IntactKV, loads the full-precision model it names; for
+    /// CSKV, loads its factors or calibrates them (on `pool`, a new one if nil) and saves them.
+    public func useKVCache(_ spec: KVCacheSpec, pool: ThreadPool? = nil) throws {
         try spec.validate(headDim: config.headDim)
         var spec = spec
         if let prefix = spec.pivotPrefix {
@@ -58,13 +62,46 @@ public final class LoadedModel {
             guard let path = ModelLocator.resolve(name) else { throw PivotError.fileNotFound(name + " (--intact-from)") }
             intactPivots = try IntactPivots(base: try LoadedModel.load(path: path), for: self, pivots: spec.pivots)
         }
+        lowRankPlan = nil
+        if spec.kind == .cskv {
+            let factors = try lowRankFactors(spec, pool: pool)
+            lowRankPlan = try LowRankPlan(factors: factors, fraction: spec.rank, latentBits: spec.latentBits, rope: RotaryGeometry(config))
+        }
         kvCache = spec
     }
 
     /// A fresh KV cache of kind `kvCache` for `capacity` tokens; `maxBatch`: the most tokens one pass appends.
     public func makeCache(capacity: Int? = nil, maxBatch: Int = 512) -> KVCache {
         kvCache.makeCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength),
-                          maxBatch: maxBatch, intact: intactPivots)
+                          maxBatch: maxBatch, intact: intactPivots, lowRank: lowRankPlan)
+    }
+
+    /// CSKV factors from `spec.factors` (or the default path), calibrated and saved there when missing.
+    private func lowRankFactors(_ spec: KVCacheSpec, pool: ThreadPool?) throws -> LowRankKVFactors {
+        let path = spec.factors ?? LowRankKVFactors.defaultPath(modelPath: self.path)
+        let c = config
+        if FileManager.default.fileExists(atPath: path) {
+            let factors = try LowRankKVFactors.load(path: path)
+            guard factors.layers == c.layerCount, factors.kvHeads == c.kvHeadCount, factors.headDim == c.headDim else {
+                throw PivotError.invalidArgument("--kv-factors \(path): \(factors.layers) layers × \(factors.kvHeads) KV heads × \(factors.headDim), "
+                    + "the model has \(c.layerCount) × \(c.kvHeadCount) × \(c.headDim)")
+            }
+            return factors
+        }
+        guard let text = spec.calibration ?? ModelLocator.calibrationText else {
+            throw PivotError.invalidArgument("CSKV needs factors: no file at \(path) and no calibration text (give --kv-calib FILE)")
+        }
+        guard FileManager.default.fileExists(atPath: text) else { throw PivotError.fileNotFound(text + " (--kv-calib)") }
+        guard let contents = try? String(contentsOfFile: text, encoding: .utf8) else { throw PivotError.cannotRead(text, "not UTF-8 text") }
+        let err = FileHandle.standardError
+        err.write("CSKV: calibrating factors on \((text as NSString).lastPathComponent) (32 chunks of 512 tokens)\n".data(using: .utf8)!)
+        let factors = try LowRankKVFactors.calibrate(model: self, tokens: tokenizer.encode(contents, addBOS: false), pool: pool ?? ThreadPool()) { done, total in
+            err.write("\rCSKV calibration \(done)/\(total)\(done == total ? "\n" : "")".data(using: .utf8)!)
+        }
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try factors.write(to: path)
+        err.write("CSKV: factors saved to \(path)\n".data(using: .utf8)!)
+        return factors
     }
 
     /// Parameter count over every linear operator, the embedding and the norms.

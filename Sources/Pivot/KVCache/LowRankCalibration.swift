@@ -1,0 +1,97 @@
+import Foundation
+import PivotKernels
+
+/// An exact F32 cache that also sums, per layer and KV head, the outer products of the keys it is given
+/// (turned back to their pre-RoPE form) and of the values: the second moments CSKV's factors come from.
+final class SecondMomentRecorder: KVCache {
+    let inner: DenseKVCache
+    let rope: RotaryGeometry
+    let table: RoPETable
+    /// Per vector (layer·kvHeads + head)·2 + kind: Σ x xᵀ, row-major headDim².
+    var moments: [[Double]]
+    private let batch: FloatBuffer, work: FloatBuffer
+    private(set) var tokens = 0
+
+    init(shape: AttentionShape, capacity: Int, rope: RotaryGeometry) {
+        inner = DenseKVCache(shape: shape, capacity: capacity, maxBatch: capacity)
+        self.rope = rope
+        table = rope.makeTable(positions: capacity)
+        let d = shape.headDim
+        moments = Array(repeating: Array(repeating: 0, count: d * d), count: shape.layers * shape.kvHeads * 2)
+        batch = FloatBuffer(count: d * d)
+        work = FloatBuffer(count: 2 * d)
+    }
+
+    var length: Int { inner.length }
+    var capacity: Int { inner.capacity }
+    var bytesPerToken: Double { inner.bytesPerToken }
+
+    func append(layer: Int, keys: Matrix, values: Matrix) {
+        inner.append(layer: layer, keys: keys, values: values)
+        let shape = inner.shape, d = shape.headDim, x = work.pointer, rotation = work.pointer + d
+        if layer == 0 { tokens += keys.rows }
+        for h in 0..<shape.kvHeads {
+            for kind in 0..<2 {
+                // Summed in F32 over one pass, then added to the F64 total.
+                batch.pointer.update(repeating: 0, count: d * d)
+                for t in 0..<keys.rows {
+                    x.update(from: (kind == 0 ? keys : values).row(t) + h * d, count: d)
+                    if kind == 0 && rope.layers[layer] {
+                        table.rotate(x, position: length + t, interleaved: rope.interleaved, inverse: true, scratch: rotation)
+                    }
+                    for i in 0..<d { axpyF32(x[i], x, batch.pointer + i * d, count: d) }
+                }
+                let v = (layer * shape.kvHeads + h) * 2 + kind
+                moments[v].withUnsafeMutableBufferPointer { m in
+                    for i in 0..<(d * d) { m[i] += Double(batch.pointer[i]) }
+                }
+            }
+        }
+    }
+
+    func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) { inner.attend(layer: layer, queries: queries, into: out, pool: pool) }
+    func advance(by tokens: Int) { inner.advance(by: tokens) }
+    func truncate(to length: Int) { inner.truncate(to: length) }
+}
+
+extension LowRankKVFactors {
+    /// Runs `model` over `tokens` in chunks of `chunkLength` (each from an empty cache) and factors the
+    /// keys' and values' second moments.
+    public static func calibrate(model: LoadedModel, tokens: [Int], chunkLength: Int = 512, chunks limit: Int = 32,
+                                 pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> LowRankKVFactors {
+        let chunks = min(limit, tokens.count / chunkLength)
+        guard chunks > 0 else {
+            throw PivotError.invalidArgument("the calibration text has \(tokens.count) tokens, fewer than one chunk of \(chunkLength)")
+        }
+        let c = model.config
+        let recorder = SecondMomentRecorder(shape: AttentionShape(c), capacity: chunkLength, rope: RotaryGeometry(c))
+        let state = ForwardState(config: c, maxTokens: chunkLength, allLogits: false, pool: pool)
+        for chunk in 0..<chunks {
+            recorder.truncate(to: 0)
+            model.transformer.forward(Array(tokens[(chunk * chunkLength)..<((chunk + 1) * chunkLength)]), cache: recorder, state: state)
+            progress(chunk + 1, chunks)
+        }
+        return LowRankKVFactors(secondMoments: recorder.moments, layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
+                                tokens: recorder.tokens)
+    }
+
+    /// Where factors of the model at `modelPath` are kept unless `--kv-factors` says: the cache folder,
+    /// keyed by the model file's name and size.
+    public static func defaultPath(modelPath: String) -> String {
+        let size = ((try? FileManager.default.attributesOfItem(atPath: modelPath))?[.size] as? Int) ?? 0
+        let name = (modelPath as NSString).lastPathComponent
+        return ModelLocator.cacheDirectory + "/cskv/\(name)-\(size).safetensors"
+    }
+}
+
+extension ModelLocator {
+    /// The default calibration text: `calibration.txt` beside the evaluation data folders.
+    public static var calibrationText: String? {
+        for dir in dataDirectories {
+            for candidate in [(dir as NSString).appendingPathComponent("calibration.txt"),
+                              ((dir as NSString).deletingLastPathComponent as NSString).appendingPathComponent("calibration.txt")]
+            where FileManager.default.fileExists(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,221 @@
+import PivotKernels
+
+/// CSKV: each KV head stores its keys (before RoPE) and values as `rank` latent channels (see
+/// `LowRankKVFactors`), F16 or 4-bit, plus the newest `window` tokens exactly (F32).
+///
+/// Where the algebra allows, the factor is absorbed: a head's value output Σ_j p_j·(D z_j) is computed as
+/// D·(Σ_j p_j z_j), so values are summed in latent space and projected back once per query. Keys cannot
+/// be absorbed into the query: RoPE rotates each key by its own position after the projection, so
+/// q·R_j(D z_j) has no position-free form. Keys are therefore reconstructed (D z_j, then RoPE at j) once
+/// per layer and pass for every position a query of the pass reads from latents, and scored like F32 keys.
+///
+/// Latents are written as soon as a token arrives and the ring keeps the last `maxBatch + window` exact
+/// keys/values, so query t of a batch reads positions older than *its own* window from latents and the
+/// rest exactly: batched scoring equals token-by-token decoding, and rollbacks of up to `maxBatch` tokens
+/// are exact (longer ones refill the window from the latents).
+public final class LowRankKVCache: KVCache {
+    public let shape: AttentionShape
+    public let capacity: Int
+    public let spec: KVCacheSpec
+    public private(set) var length = 0
+    let plan: LowRankPlan
+    let window: Int, ringSize: Int
+    /// Per vector v = (layer·kvHeads + head)·2 + (0 keys, 1 values).
+    let formats: [LatentFormat]
+    let recordOffsets: [Int]
+    let latents: RawBuffer
+    let ringKeys: FloatBuffer, ringValues: FloatBuffer
+    /// This layer's keys rebuilt from latents with RoPE: [kvHead][position][headDim].
+    let rebuilt: FloatBuffer
+    let scratch: FloatBuffer
+    let scratchFloats: Int
+    let work: FloatBuffer
+    let rope: RoPETable
+    var ringValidFrom = 0
+    static let queryBlock = 16
+    static let rebuildChunk = 64
+    private lazy var rebuildJob = RebuildJob(cache: self)
+    private lazy var attentionJob = LatentAttentionJob(cache: self)
+
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, plan: LowRankPlan) {
+        precondition(plan.factors.layers == shape.layers && plan.factors.kvHeads == shape.kvHeads && plan.factors.headDim == shape.headDim,
+                     "CSKV factors of another model shape")
+        self.shape = shape; self.capacity = capacity; self.spec = spec; self.plan = plan
+        let d = shape.headDim, heads = shape.layers * shape.kvHeads
+        window = min(spec.window, capacity)
+        ringSize = min(capacity, maxBatch + window)
+        formats = plan.ranks.map { LatentFormat(rank: $0, bits: plan.latentBits) }
+        var offsets: [Int] = [], total = 0
+        for f in formats { offsets.append(total); total += f.recordBytes * capacity }
+        recordOffsets = offsets
+        latents = RawBuffer(bytes: total + PackedCodeFormat.padding)
+        ringKeys = FloatBuffer(count: heads * ringSize * d)
+        ringValues = FloatBuffer(count: heads * ringSize * d)
+        rebuilt = FloatBuffer(count: shape.kvHeads * capacity * d)
+        scratchFloats = capacity + 2 * d
+        let items = max(shape.heads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock), shape.kvHeads * ((capacity + Self.rebuildChunk - 1) / Self.rebuildChunk))
+        scratch = FloatBuffer(count: items * scratchFloats)
+        work = FloatBuffer(count: 3 * d)
+        rope = plan.rope.makeTable(positions: capacity)
+    }
+
+    @inline(__always) func record(_ v: Int, _ position: Int) -> UnsafeMutableRawPointer {
+        latents.pointer + recordOffsets[v] + position * formats[v].recordBytes
+    }
+
+    @inline(__always) func ring(_ buffer: FloatBuffer, _ index: Int, _ position: Int) -> UnsafeMutablePointer<Float> {
+        buffer.pointer + (index * ringSize + position % ringSize) * shape.headDim
+    }
+
+    // MARK: Writing
+
+    public func append(layer: Int, keys k: Matrix, values v: Matrix) {
+        guard length + k.rows <= capacity else { fatalError("KV cache overflow: \(length) + \(k.rows) > \(capacity)") }
+        guard k.rows <= ringSize - window || ringSize == capacity else {
+            fatalError("a pass of \(k.rows) tokens exceeds the cache's batch staging (made for \(ringSize - window))")
+        }
+        let d = shape.headDim, preRoPE = work.pointer, z = work.pointer + d, rotation = work.pointer + 2 * d
+        let rotated = plan.rope.layers[layer]
+        for h in 0..<shape.kvHeads {
+            let index = layer * shape.kvHeads + h
+            for t in 0..<k.rows {
+                let position = length + t, key = k.row(t) + h * d, value = v.row(t) + h * d
+                ring(ringKeys, index, position).update(from: key, count: d)
+                ring(ringValues, index, position).update(from: value, count: d)
+                preRoPE.update(from: key, count: d)
+                if rotated { rope.rotate(preRoPE, position: position, interleaved: plan.rope.interleaved, inverse: true, scratch: rotation) }
+                formats[2 * index].encode(preRoPE, encoder: plan.encoder(2 * index), headDim: d, z: z, into: record(2 * index, position))
+                formats[2 * index + 1].encode(value, encoder: plan.encoder(2 * index + 1), headDim: d, z: z, into: record(2 * index + 1, position))
+            }
+        }
+    }
+
+    public func advance(by tokens: Int) {
+        length += tokens
+        ringValidFrom = max(ringValidFrom, length - ringSize)
+    }
+
+    public func truncate(to newLength: Int) {
+        let target = min(length, max(0, newLength))
+        guard target < length else { return }
+        let needed = max(0, target - window)
+        if needed < min(ringValidFrom, target) { refillRing(from: needed, to: min(ringValidFrom, target)) }
+        ringValidFrom = min(ringValidFrom, needed)
+        length = target
+    }
+
+    /// A rollback longer than the ring: the window's keys/values come back from their latents.
+    private func refillRing(from start: Int, to end: Int) {
+        let d = shape.headDim, z = work.pointer + d, rotation = work.pointer + 2 * d
+        for layer in 0..<shape.layers {
+            for h in 0..<shape.kvHeads {
+                let index = layer * shape.kvHeads + h
+                for position in start..<end {
+                    let key = ring(ringKeys, index, position)
+                    formats[2 * index].decode(record(2 * index, position), into: z)
+                    reconstruct(z, rank: formats[2 * index].rank, decoder: plan.decoder(2 * index), headDim: d, into: key)
+                    if plan.rope.layers[layer] { rope.rotate(key, position: position, interleaved: plan.rope.interleaved, inverse: false, scratch: rotation) }
+                    formats[2 * index + 1].decode(record(2 * index + 1, position), into: z)
+                    reconstruct(z, rank: formats[2 * index + 1].rank, decoder: plan.decoder(2 * index + 1), headDim: d, into: ring(ringValues, index, position))
+                }
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) {
+        // Positions below `latentEnd` are read from latents by at least the batch's last query.
+        let latentEnd = max(0, length + queries.rows - window)
+        if latentEnd > 0 {
+            let rebuild = rebuildJob
+            rebuild.layer = layer
+            rebuild.end = latentEnd
+            rebuild.chunks = (latentEnd + Self.rebuildChunk - 1) / Self.rebuildChunk
+            pool.run(rebuild, chunks: shape.kvHeads * rebuild.chunks)
+        }
+        let job = attentionJob
+        job.layer = layer
+        job.queries = queries
+        job.out = out
+        job.start = length
+        job.blocks = (queries.rows + Self.queryBlock - 1) / Self.queryBlock
+        pool.run(job, chunks: shape.heads * job.blocks)
+        job.queries = nil
+        job.out = nil
+    }
+
+    /// Work items: (KV head, 64 positions): latents → keys with RoPE, into `rebuilt`.
+    final class RebuildJob: ParallelJob {
+        unowned let cache: LowRankKVCache
+        var layer = 0, end = 0, chunks = 1
+        init(cache: LowRankKVCache) { self.cache = cache }
+
+        func run(chunk item: Int) {
+            let c = cache, d = c.shape.headDim
+            let h = item % c.shape.kvHeads, chunk = item / c.shape.kvHeads
+            let v = 2 * (layer * c.shape.kvHeads + h), format = c.formats[v], decoder = c.plan.decoder(v)
+            let z = c.scratch.pointer + item * c.scratchFloats, rotation = z + d
+            let rotated = c.plan.rope.layers[layer], interleaved = c.plan.rope.interleaved
+            let first = chunk * LowRankKVCache.rebuildChunk, last = min(end, first + LowRankKVCache.rebuildChunk)
+            guard first < last else { return }
+            for position in first..<last {
+                let key = c.rebuilt.pointer + (h * c.capacity + position) * d
+                format.decode(c.record(v, position), into: z)
+                reconstruct(z, rank: format.rank, decoder: decoder, headDim: d, into: key)
+                if rotated { c.rope.rotate(key, position: position, interleaved: interleaved, inverse: false, scratch: rotation) }
+            }
+        }
+    }
+
+    /// Work items: (query head, block of 16 queries). Query t reads positions below its own window from
+    /// the rebuilt keys and latent values, the rest from the exact ring.
+    final class LatentAttentionJob: ParallelJob {
+        unowned let cache: LowRankKVCache
+        var layer = 0, start = 0, blocks = 1
+        var queries: Matrix?
+        var out: Matrix?
+        init(cache: LowRankKVCache) { self.cache = cache }
+
+        func run(chunk item: Int) {
+            guard let queries, let out else { return }
+            let c = cache, shape = c.shape, d = shape.headDim
+            let h = item % shape.heads, block = item / shape.heads
+            let kvHead = h / (shape.heads / shape.kvHeads), index = layer * shape.kvHeads + kvHead
+            let valueFormat = c.formats[2 * index + 1], valueDecoder = c.plan.decoder(2 * index + 1)
+            let values = UnsafeRawPointer(c.record(2 * index + 1, 0)), stride = valueFormat.recordBytes
+            let keys = UnsafePointer(c.rebuilt.pointer + kvHead * c.capacity * d)
+            let scores = c.scratch.pointer + item * c.scratchFloats, latentSum = scores + c.capacity
+            let scale = 1 / Float(d).squareRoot()
+            let lower = block * LowRankKVCache.queryBlock, upper = min(queries.rows, lower + LowRankKVCache.queryBlock)
+            guard lower < upper else { return }
+            for t in lower..<upper {
+                let count = start + t + 1, latent = max(0, count - c.window)
+                let q = UnsafePointer(queries.row(t) + h * d), o = out.row(t) + h * d
+                scoreRows(q, keys: keys, count: latent, headDim: d, scale: scale, into: scores)
+                c.forEachRingSpan(latent, count) { position, slot, n in
+                    scoreRows(q, keys: c.ringKeys.pointer + (index * c.ringSize + slot) * d, count: n, headDim: d, scale: scale, into: scores + position)
+                }
+                softmaxInPlace(scores, count: count)
+                latentSum.update(repeating: 0, count: valueFormat.rank)
+                valueFormat.accumulate(values, stride: stride, weights: scores, count: latent, into: latentSum)
+                reconstruct(latentSum, rank: valueFormat.rank, decoder: valueDecoder, headDim: d, into: o)
+                c.forEachRingSpan(latent, count) { position, slot, n in
+                    accumulateRows(c.ringValues.pointer + (index * c.ringSize + slot) * d, weights: scores + position, count: n, headDim: d, into: o)
+                }
+            }
+        }
+    }
+
+    /// Positions lower..<upper as contiguous ring spans: (first position, its slot, count).
+    @inline(__always) func forEachRingSpan(_ lower: Int, _ upper: Int, _ body: (Int, Int, Int) -> Void) {
+        var position = lower
+        while position < upper {
+            let slot = position % ringSize, n = min(upper - position, ringSize - slot)
+            body(position, slot, n)
+            position += n
+        }
+    }
+
+    public var bytesPerToken: Double { spec.bytes(atLength: capacity, shape: shape) / Double(capacity) }
+}

@@ -1,0 +1,124 @@
+/// How one head's latent vector (its `rank` low-rank channels) is stored per token: F16, or 4-bit
+/// codes per token with an F16 scale and minimum (the channels are whitened, so one range fits all).
+/// A 4-bit record is [scale][minimum][rank/2 bytes of codes].
+public struct LatentFormat: Sendable, Equatable {
+    public let rank: Int
+    /// nil: F16 latents.
+    public let codes: PackedCodeFormat?
+
+    public init(rank: Int, bits: Int) {
+        precondition(rank % 8 == 0 && rank > 0, "latent ranks are positive multiples of 8")
+        precondition(bits == 16 || bits == 4, "latents are F16 or 4-bit")
+        self.rank = rank
+        codes = bits == 16 ? nil : PackedCodeFormat(bits: bits)
+    }
+
+    /// Bytes of one token's latent record.
+    public var recordBytes: Int { codes.map { 4 + $0.bytes(codes: rank) } ?? 2 * rank }
+
+    /// z = E·x (E: `rank` rows of `headDim`), stored at `record`; `z` is scratch of `rank` floats.
+    @inline(__always)
+    public func encode(_ x: UnsafePointer<Float>, encoder: UnsafePointer<Float>, headDim: Int,
+                       z: UnsafeMutablePointer<Float>, into record: UnsafeMutableRawPointer) {
+        for c in 0..<rank { z[c] = dotF32(encoder + c * headDim, x, count: headDim) }
+        if let codes {
+            let params = record.assumingMemoryBound(to: UInt16.self)
+            codes.quantizePerToken(z, channels: rank, group: rank, codes: record + 4, scales: params, minimums: params + 1)
+        } else {
+            storeHalf(z, into: record.assumingMemoryBound(to: UInt16.self), count: rank)
+        }
+    }
+
+    /// The stored latent as floats.
+    @inline(__always)
+    public func decode(_ record: UnsafeRawPointer, into z: UnsafeMutablePointer<Float>) {
+        if let codes {
+            let params = record.assumingMemoryBound(to: UInt16.self)
+            let scale = SIMD8<Float>(repeating: Float(Float16(bitPattern: params[0])))
+            let minimum = SIMD8<Float>(repeating: Float(Float16(bitPattern: params[1])))
+            for o in 0..<(rank / 8) { store8(minimum.addingProduct(scale, codes.unpack(record + 4 + o * codes.bits)), z + o * 8) }
+        } else {
+            loadHalf(record.assumingMemoryBound(to: UInt16.self), into: z, count: rank)
+        }
+    }
+
+    /// acc[0..<rank] += Σ_j weights[j] · z_j over `count` records `stride` bytes apart: the value side of
+    /// attention in latent space (projected back once per query, not once per token).
+    @inline(__always)
+    public func accumulate(_ records: UnsafeRawPointer, stride: Int, weights: UnsafePointer<Float>, count: Int,
+                           into acc: UnsafeMutablePointer<Float>) {
+        let octets = rank / 8
+        if let codes {
+            // Σ w·(s·q + m) = Σ (w·s)·q + Σ w·m: codes weighted by w·s, minimums summed once.
+            var minimumSum: Float = 0
+            for j in 0..<count {
+                let record = records + j * stride
+                let params = record.assumingMemoryBound(to: UInt16.self)
+                let w = weights[j]
+                let ws = SIMD8<Float>(repeating: w * Float(Float16(bitPattern: params[0])))
+                minimumSum += w * Float(Float16(bitPattern: params[1]))
+                for o in 0..<octets { store8(load8(acc + o * 8).addingProduct(ws, codes.unpack(record + 4 + o * codes.bits)), acc + o * 8) }
+            }
+            let m = SIMD8<Float>(repeating: minimumSum)
+            for o in 0..<octets { store8(load8(acc + o * 8) + m, acc + o * 8) }
+        } else {
+            for j in 0..<count {
+                let record = records + j * stride
+                let w = SIMD8<Float>(repeating: weights[j])
+                for o in 0..<octets { store8(load8(acc + o * 8).addingProduct(w, loadHalf8(record, o * 8, .f16)), acc + o * 8) }
+            }
+        }
+    }
+}
+
+/// out[0..<headDim] = Σ_c z[c] · decoder[c] (decoder: `rank` rows of `headDim`): a key or value back
+/// from its latent. Head size 64 keeps the output in eight registers.
+@inline(__always)
+public func reconstruct(_ z: UnsafePointer<Float>, rank: Int, decoder: UnsafePointer<Float>, headDim d: Int,
+                        into out: UnsafeMutablePointer<Float>) {
+    guard d == 64 else {
+        out.update(repeating: 0, count: d)
+        for c in 0..<rank { axpyF32(z[c], decoder + c * d, out, count: d) }
+        return
+    }
+    var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
+    var o4 = SIMD8<Float>(), o5 = SIMD8<Float>(), o6 = SIMD8<Float>(), o7 = SIMD8<Float>()
+    for c in 0..<rank {
+        let w = SIMD8<Float>(repeating: z[c]), r = decoder + c * 64
+        o0 = o0.addingProduct(w, load8(r)); o1 = o1.addingProduct(w, load8(r + 8))
+        o2 = o2.addingProduct(w, load8(r + 16)); o3 = o3.addingProduct(w, load8(r + 24))
+        o4 = o4.addingProduct(w, load8(r + 32)); o5 = o5.addingProduct(w, load8(r + 40))
+        o6 = o6.addingProduct(w, load8(r + 48)); o7 = o7.addingProduct(w, load8(r + 56))
+    }
+    store8(o0, out); store8(o1, out + 8); store8(o2, out + 16); store8(o3, out + 24)
+    store8(o4, out + 32); store8(o5, out + 40); store8(o6, out + 48); store8(o7, out + 56)
+}
+
+/// scores[j] = q·keys[j]·scale for `count` rows of `headDim` floats.
+@inline(__always)
+public func scoreRows(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, count: Int, headDim d: Int, scale: Float,
+                      into scores: UnsafeMutablePointer<Float>) {
+    guard d == 64 else {
+        for j in 0..<count { scores[j] = dotF32(q, keys + j * d, count: d) * scale }
+        return
+    }
+    let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
+    let q4 = load8(q + 32), q5 = load8(q + 40), q6 = load8(q + 48), q7 = load8(q + 56)
+    for j in 0..<count {
+        let k = keys + j * 64
+        var a = q0 * load8(k)
+        var b = q1 * load8(k + 8)
+        a = a.addingProduct(q2, load8(k + 16)); b = b.addingProduct(q3, load8(k + 24))
+        a = a.addingProduct(q4, load8(k + 32)); b = b.addingProduct(q5, load8(k + 40))
+        a = a.addingProduct(q6, load8(k + 48)); b = b.addingProduct(q7, load8(k + 56))
+        scores[j] = horizontalAdd(a + b) * scale
+    }
+}
+
+/// out[0..<headDim] += Σ_j weights[j] · rows[j] (rows of `headDim` floats).
+@inline(__always)
+public func accumulateRows(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, headDim d: Int,
+                           into out: UnsafeMutablePointer<Float>) {
+    if d == 64 { accumulateRows64(rows, weights: weights, count: count, into: out); return }
+    for j in 0..<count { axpyF32(weights[j], rows + j * d, out, count: d) }
+}
