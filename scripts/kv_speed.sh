@@ -9,13 +9,16 @@ OUT=$1; shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PIVOT=${PIVOT_BIN:-$ROOT/.build/release/pivot}
 THREADS=${THREADS:-2}
-ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1-o1 kivi-2-g64-p1-o2"}
+ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1-o1 kivi-2-g64-p1-o2 cskv-50 cskv-25 cskv-50-l4"}
 flags() {
     case $1 in
         f32|f16) echo "--kv-type $1" ;;
         kivi-8|kivi-4|kivi-3|kivi-2) echo "--kv-type kivi --kv-bits ${1#kivi-}" ;;
         kivi-2-p1-o1) echo "--kv-type kivi --kv-bits 2 --pivot 1 --outlier-tokens 1" ;;
         kivi-2-g64-p1-o2) echo "--kv-type kivi --kv-bits 2 --kv-group 64 --pivot 1 --outlier-tokens 2" ;;
+        cskv-50) echo "--kv-type cskv --kv-rank 0.5" ;;
+        cskv-25) echo "--kv-type cskv --kv-rank 0.25" ;;
+        cskv-50-l4) echo "--kv-type cskv --kv-rank 0.5 --kv-latent-bits 4" ;;
     esac
 }
 : > "$OUT"

@@ -35,12 +35,16 @@ flags() {
         q4_0-f16) echo "-m $Q4_0 --kv-type f16" ;;
         q4_0-kivi-2-p1) echo "-m $Q4_0 --kv-type kivi --kv-bits 2 --pivot 1" ;;
         q4_0-kivi-2-p1-intact) echo "-m $Q4_0 --kv-type kivi --kv-bits 2 --pivot 1 --intact-from $MODEL" ;;
+        # CSKV: factors calibrated once on calibration.txt (cached in ~/.cache/pivot/cskv).
+        cskv-50) echo "--kv-type cskv --kv-rank 0.5" ;;
+        cskv-25) echo "--kv-type cskv --kv-rank 0.25" ;;
+        cskv-50-l4) echo "--kv-type cskv --kv-rank 0.5 --kv-latent-bits 4" ;;
         *) echo "unknown row $1" >&2; exit 1 ;;
     esac
 }
 
 PASSKEY_ROWS=${PASSKEY_ROWS:-"f16 kivi-4 kivi-2 kivi-2-p1-o1 kivi-2-g64-p1-o2"}
-ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-o1 kivi-2-p1-o1 kivi-2-g64-p1-o2 q4_0-f16 q4_0-kivi-2-p1 q4_0-kivi-2-p1-intact"}
+ROWS=${*:-"f32 f16 kivi-8 kivi-4 kivi-3 kivi-2 kivi-2-p1 kivi-2-o1 kivi-2-p1-o1 kivi-2-g64-p1-o2 q4_0-f16 q4_0-kivi-2-p1 q4_0-kivi-2-p1-intact cskv-50 cskv-25 cskv-50-l4"}
 for r in $ROWS; do
     f=$(flags "$r")
     [ -s "$r.ppl512" ] || "$PIVOT" perplexity -t "$THREADS" -m "$MODEL" -f "$TEXT" --ctx 512 --chunks 20 $f > "$r.ppl512" 2>/dev/null

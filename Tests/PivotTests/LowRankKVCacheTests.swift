@@ -103,6 +103,14 @@ final class LowRankKVCacheTests: XCTestCase {
         XCTAssertLessThan(worst, 0.3)
     }
 
+    /// Decode rebuilds and scores keys a tile at a time over several spans: the same as a batch.
+    func testLongDecodeEqualsBatch() {
+        let spec = KVCacheSpec(kind: .cskv, window: 16, rank: 0.5)
+        let batched = randomRun(spec: spec, batches: [650], maxBatch: 650, capacity: 700)
+        let decoded = randomRun(spec: spec, batches: [600] + Array(repeating: 1, count: 50), maxBatch: 650, capacity: 700)
+        XCTAssertEqual(batched.driver.outputs, decoded.driver.outputs)
+    }
+
     func testRanksFollowTheErrorUnderTheBudget() throws {
         // Head 0's keys: energy in 8 directions; head 0's values: spread evenly. Everything else between.
         let d = 64
@@ -138,7 +146,7 @@ final class LowRankKVCacheTests: XCTestCase {
     }
 
     /// Random keys/values/queries fed in `batches`, factors from the keys' and values' own moments.
-    private func randomRun(spec: KVCacheSpec, batches: [Int], maxBatch: Int = 50)
+    private func randomRun(spec: KVCacheSpec, batches: [Int], maxBatch: Int = 50, capacity: Int = 64)
         -> (driver: RecordingDriver, keys: [Float], values: [Float], q: [Float], n: Int) {
         var g = SplitMix64(seed: 12)
         let d = shape.headDim, kvWidth = shape.kvHeads * d, qWidth = shape.heads * d, n = batches.reduce(0, +)
@@ -162,7 +170,7 @@ final class LowRankKVCacheTests: XCTestCase {
         let factors = LowRankKVFactors(secondMoments: moments, layers: 1, kvHeads: shape.kvHeads, headDim: d, tokens: n)
         let plan = try! LowRankPlan(factors: factors, fraction: spec.rank, latentBits: spec.latentBits, rope: rope)
         let q = randomRows(n * qWidth, &g, scale: 3)
-        let driver = RecordingDriver(CacheDriver(spec, shape: shape, capacity: 64, maxBatch: maxBatch, lowRank: plan))
+        let driver = RecordingDriver(CacheDriver(spec, shape: shape, capacity: capacity, maxBatch: maxBatch, lowRank: plan))
         var start = 0
         for b in batches {
             driver.outputs += driver.inner.step(k: Array(keys[(start * kvWidth)..<((start + b) * kvWidth)]), v: Array(values[(start * kvWidth)..<((start + b) * kvWidth)]),

@@ -30,10 +30,15 @@ public final class LowRankKVCache: KVCache {
     let scratch: FloatBuffer
     let scratchFloats: Int
     let work: FloatBuffer
+    /// Decode: per (KV head, span) a tile of rebuilt keys and its latent/rotation scratch.
+    let tiles: FloatBuffer
+    let tileFloats: Int
     let rope: RoPETable
     var ringValidFrom = 0
     static let queryBlock = 16
     static let rebuildChunk = 64
+    /// Decode splits each head's latent positions into up to this many spans.
+    static let maxSpans = 8
     private lazy var rebuildJob = RebuildJob(cache: self)
     private lazy var attentionJob = LatentAttentionJob(cache: self)
 
@@ -56,6 +61,8 @@ public final class LowRankKVCache: KVCache {
         let items = max(shape.heads * ((maxBatch + Self.queryBlock - 1) / Self.queryBlock), shape.kvHeads * ((capacity + Self.rebuildChunk - 1) / Self.rebuildChunk))
         scratch = FloatBuffer(count: items * scratchFloats)
         work = FloatBuffer(count: 3 * d)
+        tileFloats = Self.rebuildChunk * d + 2 * d
+        tiles = FloatBuffer(count: shape.kvHeads * Self.maxSpans * tileFloats)
         rope = plan.rope.makeTable(positions: capacity)
     }
 
@@ -127,14 +134,26 @@ public final class LowRankKVCache: KVCache {
     public func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) {
         // Positions below `latentEnd` are read from latents by at least the batch's last query.
         let latentEnd = max(0, length + queries.rows - window)
+        let decode = queries.rows == 1
         if latentEnd > 0 {
             let rebuild = rebuildJob
             rebuild.layer = layer
             rebuild.end = latentEnd
-            rebuild.chunks = (latentEnd + Self.rebuildChunk - 1) / Self.rebuildChunk
+            if decode {
+                // One query: keys are rebuilt a tile at a time and scored at once (never written out).
+                rebuild.query = UnsafePointer(queries.row(0))
+                let spans = min(Self.maxSpans, (latentEnd + 255) / 256)
+                rebuild.spanLength = ((latentEnd + spans - 1) / spans + Self.rebuildChunk - 1) / Self.rebuildChunk * Self.rebuildChunk
+                rebuild.chunks = (latentEnd + rebuild.spanLength - 1) / rebuild.spanLength
+            } else {
+                rebuild.query = nil
+                rebuild.chunks = (latentEnd + Self.rebuildChunk - 1) / Self.rebuildChunk
+            }
             pool.run(rebuild, chunks: shape.kvHeads * rebuild.chunks)
+            rebuild.query = nil
         }
         let job = attentionJob
+        job.latentScored = decode
         job.layer = layer
         job.queries = queries
         job.out = out
@@ -145,25 +164,44 @@ public final class LowRankKVCache: KVCache {
         job.out = nil
     }
 
-    /// Work items: (KV head, 64 positions): latents → keys with RoPE, into `rebuilt`.
+    /// Work items: (KV head, 64 positions): latents → keys with RoPE, into `rebuilt`. For one query,
+    /// (KV head, span): each tile of 64 keys is rebuilt in the item's scratch and scored for every query
+    /// head of the group straight into its score row.
     final class RebuildJob: ParallelJob {
         unowned let cache: LowRankKVCache
-        var layer = 0, end = 0, chunks = 1
+        var layer = 0, end = 0, chunks = 1, spanLength = 0
+        var query: UnsafePointer<Float>?
         init(cache: LowRankKVCache) { self.cache = cache }
 
         func run(chunk item: Int) {
-            let c = cache, d = c.shape.headDim
+            let c = cache, d = c.shape.headDim, tile = LowRankKVCache.rebuildChunk
             let h = item % c.shape.kvHeads, chunk = item / c.shape.kvHeads
             let v = 2 * (layer * c.shape.kvHeads + h), format = c.formats[v], decoder = c.plan.decoder(v)
-            let z = c.scratch.pointer + item * c.scratchFloats, rotation = z + d
             let rotated = c.plan.rope.layers[layer], interleaved = c.plan.rope.interleaved
-            let first = chunk * LowRankKVCache.rebuildChunk, last = min(end, first + LowRankKVCache.rebuildChunk)
+            // Batches use the attention scratch (free until attention runs); decode keeps it for the scores.
+            let tileKeys = c.tiles.pointer + item * c.tileFloats
+            let z = query == nil ? c.scratch.pointer + item * c.scratchFloats : tileKeys + tile * d, rotation = z + d
+            let length = query == nil ? tile : spanLength
+            let first = chunk * length, last = min(end, first + length)
             guard first < last else { return }
-            for position in first..<last {
-                let key = c.rebuilt.pointer + (h * c.capacity + position) * d
-                format.decode(c.record(v, position), into: z)
-                reconstruct(z, rank: format.rank, decoder: decoder, headDim: d, into: key)
-                if rotated { c.rope.rotate(key, position: position, interleaved: interleaved, inverse: false, scratch: rotation) }
+            var lower = first
+            while lower < last {
+                let upper = min(last, lower + tile)
+                let keys = query == nil ? c.rebuilt.pointer + h * c.capacity * d : tileKeys - lower * d
+                for position in lower..<upper {
+                    let key = keys + position * d
+                    format.decode(c.record(v, position), into: z)
+                    reconstruct(z, rank: format.rank, decoder: decoder, headDim: d, into: key)
+                    if rotated { c.rope.rotate(key, position: position, interleaved: interleaved, inverse: false, scratch: rotation) }
+                }
+                if let query {
+                    let group = c.shape.heads / c.shape.kvHeads, scale = 1 / Float(d).squareRoot()
+                    for head in (h * group)..<((h + 1) * group) {
+                        scoreRows(query + head * d, keys: tileKeys, count: upper - lower, headDim: d, scale: scale,
+                                  into: c.scratch.pointer + head * c.scratchFloats + lower)
+                    }
+                }
+                lower = upper
             }
         }
     }
@@ -173,6 +211,8 @@ public final class LowRankKVCache: KVCache {
     final class LatentAttentionJob: ParallelJob {
         unowned let cache: LowRankKVCache
         var layer = 0, start = 0, blocks = 1
+        /// Decode: the rebuild already scored the latent positions.
+        var latentScored = false
         var queries: Matrix?
         var out: Matrix?
         init(cache: LowRankKVCache) { self.cache = cache }
@@ -192,7 +232,7 @@ public final class LowRankKVCache: KVCache {
             for t in lower..<upper {
                 let count = start + t + 1, latent = max(0, count - c.window)
                 let q = UnsafePointer(queries.row(t) + h * d), o = out.row(t) + h * d
-                scoreRows(q, keys: keys, count: latent, headDim: d, scale: scale, into: scores)
+                if !latentScored { scoreRows(q, keys: keys, count: latent, headDim: d, scale: scale, into: scores) }
                 c.forEachRingSpan(latent, count) { position, slot, n in
                     scoreRows(q, keys: c.ringKeys.pointer + (index * c.ringSize + slot) * d, count: n, headDim: d, scale: scale, into: scores + position)
                 }
