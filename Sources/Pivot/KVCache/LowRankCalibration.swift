@@ -9,6 +9,8 @@ final class SecondMomentRecorder: KVCache {
     let table: RoPETable
     /// Per vector (layer·kvHeads + head)·2 + kind: Σ x xᵀ, row-major headDim².
     var moments: [[Double]]
+    /// Per (layer·kvHeads + head): Σ q² per dimension over the group's query heads and every query.
+    var queryEnergy: [[Double]]
     private let batch: FloatBuffer, work: FloatBuffer
     private(set) var tokens = 0
 
@@ -18,6 +20,7 @@ final class SecondMomentRecorder: KVCache {
         table = rope.makeTable(positions: capacity)
         let d = shape.headDim
         moments = Array(repeating: Array(repeating: 0, count: d * d), count: shape.layers * shape.kvHeads * 2)
+        queryEnergy = Array(repeating: Array(repeating: 0, count: d), count: shape.layers * shape.kvHeads)
         batch = FloatBuffer(count: d * d)
         work = FloatBuffer(count: 2 * d)
     }
@@ -49,7 +52,16 @@ final class SecondMomentRecorder: KVCache {
         }
     }
 
-    func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) { inner.attend(layer: layer, queries: queries, into: out, pool: pool) }
+    func attend(layer: Int, queries: Matrix, into out: Matrix, pool: ThreadPool) {
+        inner.attend(layer: layer, queries: queries, into: out, pool: pool)
+        let shape = inner.shape, d = shape.headDim, group = shape.heads / shape.kvHeads
+        for t in 0..<queries.rows {
+            for h in 0..<shape.heads {
+                let q = queries.row(t) + h * d
+                for i in 0..<d { queryEnergy[layer * shape.kvHeads + h / group][i] += Double(q[i] * q[i]) }
+            }
+        }
+    }
     func advance(by tokens: Int) { inner.advance(by: tokens) }
     func truncate(to length: Int) { inner.truncate(to: length) }
 }
@@ -71,8 +83,50 @@ extension LowRankKVFactors {
             model.transformer.forward(Array(tokens[(chunk * chunkLength)..<((chunk + 1) * chunkLength)]), cache: recorder, state: state)
             progress(chunk + 1, chunks)
         }
-        return LowRankKVFactors(secondMoments: recorder.moments, layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
-                                tokens: recorder.tokens)
+        let metrics = errorMetrics(model: model, queryEnergy: recorder.queryEnergy, context: state.context)
+        return LowRankKVFactors(secondMoments: recorder.moments, metrics: metrics, layers: c.layerCount, kvHeads: c.kvHeadCount,
+                                headDim: c.headDim, tokens: recorder.tokens)
+    }
+
+    /// Per vector, the metric its error is measured in (see `LowRankKVFactors`): keys, the queries' mean
+    /// energy per rotary pair on the diagonal; values, (Σ_h W_o,hᵀ W_o,h)^½ over the group's query heads.
+    /// Both scaled to a mean eigenvalue of 1.
+    static func errorMetrics(model: LoadedModel, queryEnergy: [[Double]], context: ComputeContext) -> [[Double]] {
+        let c = model.config, d = c.headDim, group = c.headCount / c.kvHeadCount, half = d / 2
+        let units = FloatBuffer(count: d * c.queryWidth), columns = FloatBuffer(count: d * c.hiddenSize)
+        var metrics: [[Double]] = []
+        for layer in 0..<c.layerCount {
+            for g in 0..<c.kvHeadCount {
+                // Keys: a pair's weight is its two dimensions' query energy.
+                let energy = queryEnergy[layer * c.kvHeadCount + g]
+                var pair = [Double](repeating: 0, count: d)
+                for i in 0..<half {
+                    let (a, b) = c.ropeInterleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+                    pair[a] = energy[a] + energy[b]; pair[b] = pair[a]
+                }
+                let mean = max(pair.reduce(0, +) / Double(d), 1e-30)
+                var keyMetric = [Double](repeating: 0, count: d * d)
+                for i in 0..<d { keyMetric[i * d + i] = max(pair[i] / mean, 1e-6).squareRoot() }
+                // Values: W_o's columns for each query head of the group, from unit inputs.
+                var gram = [Double](repeating: 0, count: d * d)
+                for h in (g * group)..<((g + 1) * group) {
+                    units.pointer.update(repeating: 0, count: d * c.queryWidth)
+                    for i in 0..<d { units.pointer[i * c.queryWidth + h * d + i] = 1 }
+                    model.transformer.layers[layer].attentionOutput.forward(units.matrix(rows: d, columns: c.queryWidth),
+                                                                            into: columns.matrix(rows: d, columns: c.hiddenSize), context: context)
+                    for i in 0..<d {
+                        for j in i..<d {
+                            let dot = Double(dotF32(columns.pointer + i * c.hiddenSize, columns.pointer + j * c.hiddenSize, count: c.hiddenSize))
+                            gram[i * d + j] += dot; if i != j { gram[j * d + i] += dot }
+                        }
+                    }
+                }
+                let trace = max((0..<d).reduce(0.0) { $0 + gram[$1 * d + $1] } / Double(d), 1e-30)
+                metrics.append(keyMetric)
+                metrics.append(symmetricPower(gram.map { $0 / trace }, n: d, power: 0.5))
+            }
+        }
+        return metrics
     }
 
     /// Where factors of the model at `modelPath` are kept unless `--kv-factors` says: the cache folder,
@@ -80,7 +134,7 @@ extension LowRankKVFactors {
     public static func defaultPath(modelPath: String) -> String {
         let size = ((try? FileManager.default.attributesOfItem(atPath: modelPath))?[.size] as? Int) ?? 0
         let name = (modelPath as NSString).lastPathComponent
-        return ModelLocator.cacheDirectory + "/cskv/\(name)-\(size).safetensors"
+        return ModelLocator.cacheDirectory + "/cskv/\(name)-\(size).v2.safetensors"
     }
 }
 

@@ -10,6 +10,13 @@ import PivotKernels
 /// symmetric eigen-decomposition, and it stays exact for any weight format: B·x = U_rᵀ(W x) is computed
 /// from the projection the model already runs. The eigenvalues are the squared error each dropped
 /// direction costs, which is what ranks are allocated by.
+///
+/// Error is measured where it matters, in a metric S per head (x' = S x; the factorization is of S M S):
+/// for keys, the queries' mean energy per rotary pair (a key error e changes a logit by q·R e, and over
+/// relative positions the rotation averages that to ½‖q_pair‖²‖e_pair‖² per pair), so the dimensions
+/// queries read are kept; for values, G^½ with G = Σ_h W_o,hᵀ W_o,h over the group's query heads, so
+/// errors are weighed by what the output projection makes of them. Plain PCA (S = I) lost 0.5–1.4 PPL
+/// more at half rank on the default model (BENCHMARKS.md).
 public final class LowRankKVFactors {
     public let layers: Int, kvHeads: Int, headDim: Int
     /// Calibration tokens the moments were summed over.
@@ -18,35 +25,53 @@ public final class LowRankKVFactors {
     public let eigenvalues: [[Double]]
     /// Per vector: its eigenvectors as rows, row-major headDim × headDim, in eigenvalue order.
     public let bases: [[Float]]
+    /// Per vector: the metric S and S⁻¹ (row-major headDim²; symmetric).
+    public let metrics: [[Float]], inverseMetrics: [[Float]]
 
     public var vectorCount: Int { layers * kvHeads * 2 }
 
-    init(layers: Int, kvHeads: Int, headDim: Int, tokens: Int, eigenvalues: [[Double]], bases: [[Float]]) {
+    init(layers: Int, kvHeads: Int, headDim: Int, tokens: Int, eigenvalues: [[Double]], bases: [[Float]],
+         metrics: [[Float]], inverseMetrics: [[Float]]) {
         self.layers = layers; self.kvHeads = kvHeads; self.headDim = headDim; self.tokens = tokens
-        self.eigenvalues = eigenvalues; self.bases = bases
+        self.eigenvalues = eigenvalues; self.bases = bases; self.metrics = metrics; self.inverseMetrics = inverseMetrics
     }
 
-    /// From summed outer products Σ x xᵀ (one headDim² array per vector, in vector order).
-    public convenience init(secondMoments: [[Double]], layers: Int, kvHeads: Int, headDim: Int, tokens: Int) {
+    /// From summed outer products Σ x xᵀ (one headDim² array per vector, in vector order) and, per vector,
+    /// a symmetric positive-definite metric S (nil: the identity).
+    public convenience init(secondMoments: [[Double]], metrics: [[Double]]? = nil, layers: Int, kvHeads: Int, headDim: Int, tokens: Int) {
         precondition(secondMoments.count == layers * kvHeads * 2, "one moment per layer, head, keys/values")
-        var values: [[Double]] = [], bases: [[Float]] = []
-        for moment in secondMoments {
-            let (v, basis) = symmetricEigen(moment, n: headDim)
-            values.append(v.map { max(0, $0) })
+        let d = headDim
+        var identity = [Double](repeating: 0, count: d * d)
+        for i in 0..<d { identity[i * d + i] = 1 }
+        var values: [[Double]] = [], bases: [[Float]] = [], ss: [[Float]] = [], inverses: [[Float]] = []
+        for (v, moment) in secondMoments.enumerated() {
+            let metric = metrics?[v] ?? identity
+            let (eigenvalues, basis) = symmetricEigen(multiply(multiply(metric, moment, d), metric, d), n: d)
+            values.append(eigenvalues.map { max(0, $0) })
             bases.append(basis.map { Float($0) })
+            ss.append(metric.map { Float($0) })
+            inverses.append(symmetricPower(metric, n: d, power: -1).map { Float($0) })
         }
-        self.init(layers: layers, kvHeads: kvHeads, headDim: headDim, tokens: tokens, eigenvalues: values, bases: bases)
+        self.init(layers: layers, kvHeads: kvHeads, headDim: headDim, tokens: tokens, eigenvalues: values, bases: bases,
+                  metrics: ss, inverseMetrics: inverses)
     }
 
-    /// Ranks per vector (multiples of 8, at least 8) whose total is `fraction` of all channels: greedily
+    /// Ranks per vector (multiples of 8, at least 8) whose total is `fraction` of all channels. Keys get
+    /// `keyChannels` per head on average (at most half the budget), values the rest; within each, greedily
     /// the next 8 directions that remove the most relative error (dropped eigenvalues over the head's
-    /// total), which is optimal for a sum of relative errors since each head's error is convex in its rank.
-    public func allocateRanks(fraction: Double) throws -> [Int] {
+    /// total), optimal for a sum of relative errors since each head's error is convex in its rank.
+    /// Relative errors do not compare keys with values (keys look far more concentrated, yet cutting them
+    /// costs more), so the split is fixed: 18 key channels per head was best at 50% and 25% rank on the
+    /// default model (wikitext-2, BENCHMARKS.md), against shares of 20–62% of the budget.
+    public func allocateRanks(fraction: Double, keyChannels: Int = 18) throws -> [Int] {
         let step = 8, n = vectorCount
         let total = Int((fraction * Double(n * headDim) / Double(step)).rounded()) * step
         guard total >= step * n, total <= headDim * n else {
             throw PivotError.invalidArgument(String(format: "--kv-rank %.3g gives %d channels over %d heads: at least %d (8 per head) and at most %d", fraction, total, n, step * n, headDim * n))
         }
+        let half = n / 2
+        var keyTotal = min(total / 2 / step, Int((Double(keyChannels * half) / Double(step)).rounded(.toNearestOrEven))) * step
+        keyTotal = min(max(keyTotal, step * half, total - headDim * half), headDim * half, total - step * half)
         var ranks = [Int](repeating: step, count: n)
         let totals = eigenvalues.map { max($0.reduce(0, +), .leastNormalMagnitude) }
         func gain(_ v: Int) -> Double {
@@ -54,12 +79,15 @@ public final class LowRankKVFactors {
             guard r + step <= headDim else { return -1 }
             return eigenvalues[v][r..<(r + step)].reduce(0, +) / totals[v]
         }
-        var gains = (0..<n).map(gain)
-        for _ in 0..<((total - step * n) / step) {
-            var best = 0
-            for v in 1..<n where gains[v] > gains[best] { best = v }
-            ranks[best] += step
-            gains[best] = gain(best)
+        for (kind, budget) in [(0, keyTotal), (1, total - keyTotal)] {
+            let members = Array(stride(from: kind, to: n, by: 2))
+            var gains = members.map(gain)
+            for _ in 0..<((budget - step * half) / step) {
+                var best = 0
+                for m in 1..<members.count where gains[m] > gains[best] { best = m }
+                ranks[members[best]] += step
+                gains[best] = gain(members[best])
+            }
         }
         return ranks
     }
@@ -79,6 +107,8 @@ public final class LowRankKVFactors {
         try SafetensorsWriter.write([
             .init(name: "eigenvalues", shape: [vectorCount, headDim], floats: values),
             .init(name: "bases", shape: [vectorCount, headDim, headDim], floats: bases.flatMap { $0 }),
+            .init(name: "metrics", shape: [vectorCount, headDim, headDim], floats: metrics.flatMap { $0 }),
+            .init(name: "inverse_metrics", shape: [vectorCount, headDim, headDim], floats: inverseMetrics.flatMap { $0 }),
             .init(name: "shape", shape: [4], floats: [Float(layers), Float(kvHeads), Float(headDim), Float(tokens)]),
         ], to: path)
     }
@@ -86,19 +116,42 @@ public final class LowRankKVFactors {
     public static func load(path: String) throws -> LowRankKVFactors {
         let store = try SafetensorsStore(file: path)
         guard let shape = store.tensor(named: "shape")?.toFloats(), shape.count == 4,
-              let values = store.tensor(named: "eigenvalues"), let bases = store.tensor(named: "bases") else {
-            throw PivotError.malformed(file: path, "not a CSKV factor file (needs shape, eigenvalues, bases)")
+              let values = store.tensor(named: "eigenvalues"), let bases = store.tensor(named: "bases"),
+              let metrics = store.tensor(named: "metrics"), let inverses = store.tensor(named: "inverse_metrics") else {
+            throw PivotError.malformed(file: path, "not a CSKV factor file (needs shape, eigenvalues, bases, metrics, inverse_metrics)")
         }
         let layers = Int(shape[0]), heads = Int(shape[1]), d = Int(shape[2])
         let n = layers * heads * 2
-        guard values.shape == [n, d], bases.shape == [n, d, d] else {
+        guard values.shape == [n, d], bases.shape == [n, d, d], metrics.shape == [n, d, d], inverses.shape == [n, d, d] else {
             throw PivotError.malformed(file: path, "eigenvalues \(values.shape) / bases \(bases.shape) do not match \(layers) layers × \(heads) heads × \(d)")
         }
-        let v = values.toFloats(), b = bases.toFloats()
+        let v = values.toFloats(), b = bases.toFloats(), m = metrics.toFloats(), mi = inverses.toFloats()
+        func square(_ all: [Float], _ i: Int) -> [Float] { Array(all[(i * d * d)..<((i + 1) * d * d)]) }
         return LowRankKVFactors(layers: layers, kvHeads: heads, headDim: d, tokens: Int(shape[3]),
                                 eigenvalues: (0..<n).map { i in v[(i * d)..<((i + 1) * d)].map(Double.init) },
-                                bases: (0..<n).map { i in Array(b[(i * d * d)..<((i + 1) * d * d)]) })
+                                bases: (0..<n).map { square(b, $0) }, metrics: (0..<n).map { square(m, $0) },
+                                inverseMetrics: (0..<n).map { square(mi, $0) })
     }
+}
+
+/// a·b for n×n row-major matrices.
+func multiply(_ a: [Double], _ b: [Double], _ n: Int) -> [Double] {
+    var c = [Double](repeating: 0, count: n * n)
+    for i in 0..<n { for k in 0..<n { let x = a[i * n + k]; if x != 0 { for j in 0..<n { c[i * n + j] += x * b[k * n + j] } } } }
+    return c
+}
+
+/// A^p of a symmetric positive semi-definite matrix through its eigen-decomposition; eigenvalues below
+/// 1e-8 of the largest are raised to that floor so inverses stay bounded.
+public func symmetricPower(_ a: [Double], n: Int, power: Double) -> [Double] {
+    let (values, vectors) = symmetricEigen(a, n: n)
+    let floor = max(values.first ?? 0, 1e-300) * 1e-8
+    var out = [Double](repeating: 0, count: n * n)
+    for k in 0..<n {
+        let scaled = Foundation.pow(max(values[k], floor), power)
+        for i in 0..<n { for j in 0..<n { out[i * n + j] += vectors[k * n + i] * scaled * vectors[k * n + j] } }
+    }
+    return out
 }
 
 /// What a low-rank cache needs at run time: each vector's rank, its encoder rows (eigenvector / σ:
@@ -114,7 +167,8 @@ public final class LowRankPlan {
 
     public init(factors: LowRankKVFactors, fraction: Double, latentBits: Int, rope: RotaryGeometry) throws {
         self.factors = factors
-        ranks = try factors.allocateRanks(fraction: fraction)
+        let ranks = try factors.allocateRanks(fraction: fraction)
+        self.ranks = ranks
         self.latentBits = latentBits
         self.rope = rope
         let d = factors.headDim
@@ -125,12 +179,14 @@ public final class LowRankPlan {
         decoders = FloatBuffer(count: total)
         for v in 0..<factors.vectorCount {
             let values = factors.eigenvalues[v], floor = max(values[0], 1e-30) * 1e-10
+            let basis = factors.bases[v], metric = factors.metrics[v], inverse = factors.inverseMetrics[v]
             for c in 0..<ranks[v] {
                 let sigma = Float(max(values[c], floor).squareRoot())
                 for i in 0..<d {
-                    let u = factors.bases[v][c * d + i]
-                    encoders.pointer[offsets[v] + c * d + i] = u / sigma
-                    decoders.pointer[offsets[v] + c * d + i] = u * sigma
+                    var encoded: Float = 0, decoded: Float = 0
+                    for j in 0..<d { encoded += metric[i * d + j] * basis[c * d + j]; decoded += inverse[i * d + j] * basis[c * d + j] }
+                    encoders.pointer[offsets[v] + c * d + i] = encoded / sigma
+                    decoders.pointer[offsets[v] + c * d + i] = decoded * sigma
                 }
             }
         }
