@@ -14,11 +14,11 @@ struct Quantize: ParsableCommand {
         a Q8_0 file; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type (Q2_K, Q3_K → Q4_0, \
         Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), as llama.cpp does — on a 576-wide model that is every projection but \
         ffn_down. Norms stay F32. An already quantized input is dequantized first (a note says so: the errors compound); \
-        HuggingFace folders are not read by quantize yet.
+        a HuggingFace folder is converted to an F32 GGUF first (`pivot convert`'s code).
         Importance: --imatrix reads a matrix (llama-imatrix's or `pivot imatrix`'s); --calib computes one from a text first.
         """)
 
-    @Option(name: [.customShort("m"), .customLong("model")], help: "Input .gguf file (or a name looked up like every verb's -m).")
+    @Option(name: [.customShort("m"), .customLong("model")], help: "Input .gguf file or HuggingFace folder (or a name looked up like every verb's -m).")
     var input: String?
 
     @Option(name: [.customShort("o"), .customLong("output")], help: "Output .gguf file (written under a temporary name, then renamed).")
@@ -51,10 +51,15 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
-        guard let path = ModelLocator.resolve(input) else { throw PivotError.fileNotFound(input ?? ModelLocator.defaultModelName) }
+        guard var path = ModelLocator.resolve(input) else { throw PivotError.fileNotFound(input ?? ModelLocator.defaultModelName) }
         var isDirectory: ObjCBool = false
-        guard !(FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) else {
-            throw ValidationError("\(path) is a folder: HuggingFace input is not supported by quantize yet (use --quantize-on-load to run it quantized)")
+        let intermediate = output + ".f32.tmp"
+        defer { try? FileManager.default.removeItem(atPath: intermediate) }
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue {
+            // A HuggingFace folder: through `pivot convert`'s code to an F32 GGUF first.
+            writeErr("\(path) is a HuggingFace folder: converting it to F32 GGUF first\n")
+            try HuggingFaceConverter.convert(folder: path, to: intermediate, floatType: .f32)
+            path = intermediate
         }
         let fileType = QuantizeFileType.named(type)!
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)

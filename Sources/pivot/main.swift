@@ -5,7 +5,7 @@ struct PivotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pivot",
         abstract: "Run, compress and evaluate Llama-family language models on the CPU.",
-        subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Imatrix.self, Bench.self, Inspect.self, Tokenize.self])
+        subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Convert.self, Imatrix.self, Bench.self, Inspect.self, Tokenize.self])
 }
 
 PivotCommand.main()

@@ -103,6 +103,34 @@ final class HuggingFaceTests: XCTestCase {
         if let reference = try? Shared.reference() {
             XCTAssertEqual(hf.tokenizer.encode(reference.chat_template_text), reference.chat_template_ids)
         }
+        // `pivot convert`: the folder back to GGUF. The vocabulary, merges, token types and template are the
+        // original file's; the Q/K permutation round-trips, so the logits are the folder's.
+        let converted = folder.appendingPathComponent("converted.gguf").path
+        try HuggingFaceConverter.convert(folder: folder.path, to: converted, floatType: .f32)
+        let back = try GGUFFile(path: converted)
+        for key in ["tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"] {
+            XCTAssertEqual("\(back.metadata[key]!)", "\(gguf.metadata[key]!)", key)
+        }
+        for key in ["tokenizer.ggml.pre", "tokenizer.ggml.model", "tokenizer.chat_template", "general.architecture"] {
+            XCTAssertEqual(back.metadata[key]?.string, gguf.metadata[key]?.string, key)
+        }
+        for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "llama.block_count", "llama.attention.head_count_kv",
+                    "llama.rope.dimension_count", "llama.context_length", "llama.vocab_size"] {
+            XCTAssertEqual(back.metadata[key]?.int, gguf.metadata[key]?.int, key)
+        }
+        XCTAssertEqual(back.metadata["llama.rope.freq_base"]?.double, gguf.metadata["llama.rope.freq_base"]?.double)
+        XCTAssertEqual(back.tensors["blk.3.attn_k.weight"]!.toFloats(), gguf.tensors["blk.3.attn_k.weight"]!.toFloats(), "Q/K permuted back exactly")
+        let reloaded = try LoadedModel.load(path: converted)
+        XCTAssertEqual(reloaded.config, model.config)
+        let ids = model.tokenizer.encode(prompts[1])
+        XCTAssertEqual(reloaded.tokenizer.encode(prompts[1]), ids)
+        let state = ForwardState(config: c, maxTokens: 32, allLogits: false, pool: Shared.pool, precision: .float)
+        let expected = Array(UnsafeBufferPointer(start: hf.transformer.forward(ids, cache: hf.makeCache(capacity: 64, maxBatch: 32), state: state).row(0), count: c.vocabularySize))
+        let row = Array(UnsafeBufferPointer(start: reloaded.transformer.forward(ids, cache: reloaded.makeCache(capacity: 64, maxBatch: 32), state: state).row(0), count: c.vocabularySize))
+        var worst: Float = 0
+        for i in 0..<c.vocabularySize { worst = max(worst, abs(row[i] - expected[i])) }
+        XCTAssertLessThan(worst, 1e-3, "converted GGUF against the folder it came from")
+
         // Damage: a missing tensor in the index is reported by name.
         var broken = weightMap
         broken["model.layers.0.mlp.up_proj.weight"] = nil
