@@ -9,27 +9,10 @@
 public func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                            count: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
                            out: UnsafeMutablePointer<Float>) {
-    guard d == 64 else {
-        for j in 0..<count { scores[j] = dotF32(q, keys + j * d, count: d) * scale }
-        softmaxInPlace(scores, count: count)
-        out.update(repeating: 0, count: d)
-        for j in 0..<count { axpyF32(scores[j], values + j * d, out, count: d) }
-        return
-    }
-    let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
-    let q4 = load8(q + 32), q5 = load8(q + 40), q6 = load8(q + 48), q7 = load8(q + 56)
-    for j in 0..<count {
-        let k = keys + j * 64
-        var a = q0 * load8(k)
-        var b = q1 * load8(k + 8)
-        a = a.addingProduct(q2, load8(k + 16)); b = b.addingProduct(q3, load8(k + 24))
-        a = a.addingProduct(q4, load8(k + 32)); b = b.addingProduct(q5, load8(k + 40))
-        a = a.addingProduct(q6, load8(k + 48)); b = b.addingProduct(q7, load8(k + 56))
-        scores[j] = horizontalAdd(a + b) * scale
-    }
+    scoreRows(q, keys: keys, count: count, headDim: d, scale: scale, into: scores)
     softmaxInPlace(scores, count: count)
-    out.update(repeating: 0, count: 64)
-    accumulateRows64(values, weights: scores, count: count, into: out)
+    out.update(repeating: 0, count: d)
+    accumulateRows(values, weights: scores, count: count, headDim: d, into: out)
 }
 
 /// o[0..<64] += Σ_r weights[r] · rows[r] (rows of 64 floats): the output held in eight registers.
@@ -46,4 +29,33 @@ func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float
     }
     store8(o0, o); store8(o1, o + 8); store8(o2, o + 16); store8(o3, o + 24)
     store8(o4, o + 32); store8(o5, o + 40); store8(o6, o + 48); store8(o7, o + 56)
+}
+
+/// scores[j] = q·keys[j]·scale for `count` rows of `headDim` floats.
+@inline(__always)
+public func scoreRows(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, count: Int, headDim d: Int, scale: Float,
+                      into scores: UnsafeMutablePointer<Float>) {
+    guard d == 64 else {
+        for j in 0..<count { scores[j] = dotF32(q, keys + j * d, count: d) * scale }
+        return
+    }
+    let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
+    let q4 = load8(q + 32), q5 = load8(q + 40), q6 = load8(q + 48), q7 = load8(q + 56)
+    for j in 0..<count {
+        let k = keys + j * 64
+        var a = q0 * load8(k)
+        var b = q1 * load8(k + 8)
+        a = a.addingProduct(q2, load8(k + 16)); b = b.addingProduct(q3, load8(k + 24))
+        a = a.addingProduct(q4, load8(k + 32)); b = b.addingProduct(q5, load8(k + 40))
+        a = a.addingProduct(q6, load8(k + 48)); b = b.addingProduct(q7, load8(k + 56))
+        scores[j] = horizontalAdd(a + b) * scale
+    }
+}
+
+/// out[0..<headDim] += Σ_j weights[j] · rows[j] (rows of `headDim` floats).
+@inline(__always)
+public func accumulateRows(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, headDim d: Int,
+                           into out: UnsafeMutablePointer<Float>) {
+    if d == 64 { accumulateRows64(rows, weights: weights, count: count, into: out); return }
+    for j in 0..<count { axpyF32(weights[j], rows + j * d, out, count: d) }
 }
