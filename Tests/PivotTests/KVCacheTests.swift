@@ -308,7 +308,7 @@ final class KVCacheTests: XCTestCase {
         let pool = Shared.pool
         // The base on its own: float activations, exact cache.
         let base = try LoadedModel.load(path: path)
-        let baseCache = base.makeCache(capacity: 64, maxBatch: 64) as! DenseKVCache
+        let baseCache = DenseKVCache(shape: AttentionShape(base.config), capacity: 64, maxBatch: 64)
         base.transformer.forward(tokens, cache: baseCache, state: ForwardState(config: base.config, maxTokens: 64, allLogits: false, pool: pool, precision: .float))
         func pivots(intact: Bool) throws -> QuantizedKVCache {
             try model.useKVCache(KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 4, pivots: 3, intactFrom: intact ? path : nil))

@@ -142,8 +142,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
         case .cskv:
             guard let lowRank else { fatalError("a CSKV cache needs its factors (LoadedModel.useKVCache loads them)") }
             return LowRankKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, plan: lowRank)
-        case .f32: return DenseKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
-        case .f16, .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, intact: intact)
+        case .f32, .f16, .kivi: return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: self, intact: intact)
         }
     }
 

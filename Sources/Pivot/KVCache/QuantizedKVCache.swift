@@ -1,6 +1,7 @@
 import PivotKernels
 
-/// F16 and KIVI caches: attention runs on the stored form (`attendPacked`), never on an F32 copy.
+/// F32, F16 and KIVI caches: attention runs on the stored form (`attendPacked`), never on an F32 copy.
+/// (F32 stores every position as an exact "pivot"; `DenseKVCache` remains for tools that read entries.)
 ///
 /// KIVI as specified here: keys are quantized per channel over groups of G tokens, values per token over
 /// groups of G channels; at least the newest R tokens keep F16 keys and values. Values leave the window
@@ -21,6 +22,8 @@ public final class QuantizedKVCache: KVCache {
     public private(set) var length = 0
     let format: PackedCodeFormat?
     let pivots: Int, group: Int, window: Int, ringSize: Int
+    /// Where decode slices are counted from: after the pivots (cheap F32 rows) for KIVI, 0 for F32.
+    let sliceBase: Int
     let keyGroupBytes: Int, valueRowBytes: Int, maxKeyGroups: Int, packedCapacity: Int
     let pivotKeys: FloatBuffer, pivotValues: FloatBuffer
     let ringKeys: HalfBuffer, ringValues: HalfBuffer
@@ -52,11 +55,14 @@ public final class QuantizedKVCache: KVCache {
         let quantized = spec.kind == .kivi
         let format = quantized ? PackedCodeFormat(bits: spec.bits) : nil
         self.format = format
-        pivots = quantized ? min(spec.pivots, capacity) : 0
+        // An F32 cache is all pivots: every position exact F32, read by the same grouped, sliced kernels.
+        let exact = spec.kind == .f32
+        pivots = quantized ? min(spec.pivots, capacity) : exact ? capacity : 0
+        sliceBase = exact ? 0 : pivots
         let group = quantized ? spec.group : 8
         self.group = group
         window = spec.window
-        ringSize = quantized ? min(capacity, maxBatch + spec.window + spec.group) : capacity
+        ringSize = quantized ? min(capacity, maxBatch + spec.window + spec.group) : exact ? 1 : capacity
         packedCapacity = quantized ? capacity - pivots : 0
         maxKeyGroups = packedCapacity / group
         keyGroupBytes = format.map { d * $0.bytes(codes: group) } ?? 0
@@ -234,7 +240,7 @@ public final class QuantizedKVCache: KVCache {
         job.queries = queries
         job.out = out
         job.start = length
-        let visible = length + 1 - pivots
+        let visible = length + 1 - sliceBase
         if queries.rows == 1 && visible >= 2 * Self.minimumSlice {
             // One query: slices aligned to key groups, merged below.
             let unit = format == nil ? 8 : group
@@ -290,7 +296,7 @@ public final class QuantizedKVCache: KVCache {
             let scale = 1 / Float(d).squareRoot()
             if slices > 0 {
                 let slice = item / shape.kvHeads, count = start + 1
-                let lower = slice == 0 ? 0 : c.pivots + slice * sliceLength, upper = min(count, c.pivots + (slice + 1) * sliceLength)
+                let lower = slice == 0 ? 0 : c.sliceBase + slice * sliceLength, upper = min(count, c.sliceBase + (slice + 1) * sliceLength)
                 let result = c.sliceResult(item: item)
                 attendPacked(head, queries: queries.row(0) + kvHead * heads * d, heads: heads, positions: lower..<upper, count: count,
                              keyBoundary: c.keyBoundary(count: count), valueBoundary: c.valueBoundary(count: count),
