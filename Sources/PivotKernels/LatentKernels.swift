@@ -72,24 +72,10 @@ public struct LatentFormat: Sendable, Equatable {
 }
 
 /// out[0..<headDim] = Σ_c z[c] · decoder[c] (decoder: `rank` rows of `headDim`): a key or value back
-/// from its latent. Head size 64 keeps the output in eight registers.
+/// from its latent — the value accumulation with the latent as weights.
 @inline(__always)
 public func reconstruct(_ z: UnsafePointer<Float>, rank: Int, decoder: UnsafePointer<Float>, headDim d: Int,
                         into out: UnsafeMutablePointer<Float>) {
-    guard d == 64 else {
-        out.update(repeating: 0, count: d)
-        for c in 0..<rank { axpyF32(z[c], decoder + c * d, out, count: d) }
-        return
-    }
-    var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
-    var o4 = SIMD8<Float>(), o5 = SIMD8<Float>(), o6 = SIMD8<Float>(), o7 = SIMD8<Float>()
-    for c in 0..<rank {
-        let w = SIMD8<Float>(repeating: z[c]), r = decoder + c * 64
-        o0 = o0.addingProduct(w, load8(r)); o1 = o1.addingProduct(w, load8(r + 8))
-        o2 = o2.addingProduct(w, load8(r + 16)); o3 = o3.addingProduct(w, load8(r + 24))
-        o4 = o4.addingProduct(w, load8(r + 32)); o5 = o5.addingProduct(w, load8(r + 40))
-        o6 = o6.addingProduct(w, load8(r + 48)); o7 = o7.addingProduct(w, load8(r + 56))
-    }
-    store8(o0, out); store8(o1, out + 8); store8(o2, out + 16); store8(o3, out + 24)
-    store8(o4, out + 32); store8(o5, out + 40); store8(o6, out + 48); store8(o7, out + 56)
+    out.update(repeating: 0, count: d)
+    accumulateRows(decoder, weights: z, count: rank, headDim: d, into: out)
 }

@@ -192,8 +192,7 @@ public struct KVCacheSpec: Codable, Sendable, Equatable {
 
     /// CSKV's latent channels over all heads: `rank` of all channels, in steps of 8 (as allocated).
     public func lowRankChannels(shape: AttentionShape) -> Int {
-        let all = Double(shape.layers * shape.kvHeads * 2 * shape.headDim)
-        return Int((rank * all / 8).rounded()) * 8
+        LowRankKVFactors.channelBudget(fraction: rank, channels: shape.layers * shape.kvHeads * 2 * shape.headDim)
     }
 
     /// "KV cache (kivi-2): 2.9 KiB/token at 4096 tokens, 5.12x smaller than F16".

@@ -64,8 +64,8 @@ public final class LowRankKVFactors {
     /// costs more), so the split is fixed: 18 key channels per head was best at 50% and 25% rank on the
     /// default model (wikitext-2, BENCHMARKS.md), against shares of 20–62% of the budget.
     public func allocateRanks(fraction: Double, keyChannels: Int = 18) throws -> [Int] {
-        let step = 8, n = vectorCount
-        let total = Int((fraction * Double(n * headDim) / Double(step)).rounded()) * step
+        let step = Self.rankStep, n = vectorCount
+        let total = Self.channelBudget(fraction: fraction, channels: n * headDim)
         guard total >= step * n, total <= headDim * n else {
             throw PivotError.invalidArgument(String(format: "--kv-rank %.3g gives %d channels over %d heads: at least %d (8 per head) and at most %d", fraction, total, n, step * n, headDim * n))
         }
@@ -90,6 +90,15 @@ public final class LowRankKVFactors {
             }
         }
         return ranks
+    }
+
+    /// Ranks are allocated in steps of this many channels.
+    public static let rankStep = 8
+
+    /// Latent channels a `fraction` of `channels` buys, in whole steps (what `allocateRanks` distributes and
+    /// what memory accounting counts).
+    public static func channelBudget(fraction: Double, channels: Int) -> Int {
+        Int((fraction * Double(channels) / Double(rankStep)).rounded()) * rankStep
     }
 
     /// Relative squared error Σ dropped λ / Σ λ of vector `v` at rank `r`.
