@@ -45,17 +45,8 @@ struct Convert: ParsableCommand {
             report(count: count, start: start)
             return
         }
-        let fileType = QuantizeFileType.named(type)!
-        let intermediate = output + ".f32.tmp"
-        defer { try? FileManager.default.removeItem(atPath: intermediate) }
-        writeErr("converting \(input) to F32 GGUF, then quantizing to \(fileType.name)\n")
-        try HuggingFaceConverter.convert(folder: input, to: intermediate, floatType: .f32)
-        let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
-        let source = try GGUFFile(path: intermediate)
-        let bar = ProgressBar(total: source.tensorOrder.count, label: "quantize")
-        let choices = try QuantizePipeline.run(input: intermediate, output: output, fileType: fileType, pool: pool) { done, _, name in bar.update(done, suffix: name) }
-        bar.finish()
-        report(count: choices.count, start: start)
+        // A quantized type: exactly `pivot quantize` on the folder (which converts to F32 GGUF first).
+        try Quantize.parse(["-m", input, "-o", output, "--type", type] + (threads.map { ["-t", String($0)] } ?? [])).run()
     }
 
     private func report(count: Int, start: Date) {

@@ -35,14 +35,14 @@ public enum HuggingFaceConverter {
             var values = t.toFloats()
             if let heads = permuteHeads { values = permuteForPairwiseRoPE(values, heads: heads, rows: t.shape[0], columns: t.shape[1]) }
             let type: TensorType = keepF32 || t.shape.count == 1 ? .f32 : floatType
-            owners.append(encode(values, as: type))
+            owners.append(type.littleEndianBytes(of: values))
             tensors.append((ggufName, type, t.shape, owners.count - 1))
         }
         try add("model.embed_tokens.weight", as: "token_embd.weight")
         if !c.tiedEmbeddings { try add("lm_head.weight", as: "output.weight") }
         try add("model.norm.weight", as: "output_norm.weight")
         if case .llama3 = c.ropeScaling {
-            owners.append(encode(try frequencyFactors(c), as: .f32))
+            owners.append(TensorType.f32.littleEndianBytes(of: try frequencyFactors(c)))
             tensors.append(("rope_freqs.weight", .f32, [c.headDim / 2], owners.count - 1))
         }
         let pairwise = arch == "llama"
@@ -96,23 +96,6 @@ public enum HuggingFaceConverter {
         let base = RoPEScaling.none.frequencies(headDim: c.headDim, theta: Double(c.ropeTheta)).0
         let scaled = c.ropeScaling.frequencies(headDim: c.headDim, theta: Double(c.ropeTheta)).0
         return zip(base, scaled).map { Float($0 / $1) }
-    }
-
-    static func encode(_ values: [Float], as type: TensorType) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: values.count * (type == .f32 ? 4 : 2))
-        bytes.withUnsafeMutableBytes { raw in
-            switch type {
-            case .f16: for (i, v) in values.enumerated() { raw.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-            case .bf16:
-                for (i, v) in values.enumerated() {
-                    let bits = v.bitPattern
-                    let rounded = v.isNaN ? UInt16(0x7FC0) : UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-                    raw.storeBytes(of: rounded.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-                }
-            default: for (i, v) in values.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-            }
-        }
-        return bytes
     }
 
     private static func withBuffers(_ owners: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {

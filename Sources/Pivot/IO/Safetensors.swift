@@ -110,19 +110,8 @@ public enum SafetensorsWriter {
 
         /// Floats stored as F32, F16 or BF16.
         public init(name: String, shape: [Int], floats: [Float], dtype: String = "F32") {
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(floats.count * 4)
-            for f in floats {
-                switch dtype {
-                case "F16": withUnsafeBytes(of: Float16(f).bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
-                case "BF16":
-                    let bits = f.bitPattern
-                    let rounded = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-                    withUnsafeBytes(of: rounded.littleEndian) { bytes.append(contentsOf: $0) }
-                default: withUnsafeBytes(of: f.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
-                }
-            }
-            self.init(name: name, dtype: dtype, shape: shape, bytes: bytes)
+            let type: TensorType = dtype == "F16" ? .f16 : dtype == "BF16" ? .bf16 : .f32
+            self.init(name: name, dtype: dtype, shape: shape, bytes: type.littleEndianBytes(of: floats))
         }
     }
 
@@ -140,5 +129,26 @@ public enum SafetensorsWriter {
         out.append(json)
         for e in entries { out.append(contentsOf: e.bytes) }
         guard FileManager.default.createFile(atPath: path, contents: out) else { throw PivotError.cannotRead(path, "cannot write") }
+    }
+}
+
+extension TensorType {
+    /// `values` stored in this float type, little endian: F16 and BF16 round to nearest even (a NaN stays a NaN).
+    public func littleEndianBytes(of values: [Float]) -> [UInt8] {
+        precondition([.f32, .f16, .bf16].contains(self), "float types only")
+        var bytes = [UInt8](repeating: 0, count: values.count * (self == .f32 ? 4 : 2))
+        bytes.withUnsafeMutableBytes { raw in
+            switch self {
+            case .f16: for (i, v) in values.enumerated() { raw.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            case .bf16:
+                for (i, v) in values.enumerated() {
+                    let bits = v.bitPattern
+                    let rounded = v.isNaN ? UInt16(0x7FC0) : UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+                    raw.storeBytes(of: rounded.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+                }
+            default: for (i, v) in values.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            }
+        }
+        return bytes
     }
 }
