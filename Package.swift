@@ -20,15 +20,22 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
     ],
     targets: [
         .target(name: "PivotKernels", swiftSettings: x86Flags + fast),
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
+        .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
+                                                   .product(name: "NIOCore", package: "swift-nio")]),
         .executableTarget(
             name: "pivot",
-            dependencies: ["Pivot", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Pivot", "PivotServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: x86Flags + fast),
         .testTarget(name: "PivotKernelsTests", dependencies: ["PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
+        .testTarget(name: "PivotServerTests", dependencies: ["PivotServer", "Pivot", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                                      .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,115 @@
+import Foundation
+import Hummingbird
+import Pivot
+
+/// Where and how `pivot serve` listens.
+public struct ServerOptions: Sendable {
+    public var host: String
+    public var port: Int
+    /// Requests that may wait for a slot before new ones get 503.
+    public var queueLimit: Int
+    /// Largest request body accepted (413 beyond).
+    public var maxBodyBytes: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20) {
+        self.host = host; self.port = port; self.queueLimit = queueLimit; self.maxBodyBytes = maxBodyBytes
+    }
+}
+
+/// An OpenAI-compatible HTTP server over one model: /v1/chat/completions, /v1/completions
+/// (both with server-sent-event streaming), /v1/models, /health, /slots and a chat page at /.
+public final class PivotServer: Sendable {
+    let engine: Engine
+    let options: ServerOptions
+
+    /// `generators`: one per slot, each with its own KV cache, all over `model` and one thread pool.
+    public init(model: LoadedModel, modelName: String, generators: [Generator], options: ServerOptions = ServerOptions()) {
+        precondition(!generators.isEmpty)
+        engine = Engine(model: model, modelName: modelName, generators: generators, queueLimit: options.queueLimit)
+        self.options = options
+    }
+
+    /// Serves until the task is cancelled (or SIGINT/SIGTERM); `onListening` gets the bound port
+    /// (useful with port 0).
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let router = Router()
+        router.middlewares.add(OpenAIErrorMiddleware())
+        addRoutes(to: router)
+        let app = Application(router: router,
+                              configuration: .init(address: .hostname(options.host, port: options.port), serverName: "pivot"),
+                              onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) })
+        try await app.runService()
+    }
+
+    private func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: chatPageHTML)))
+        }
+        router.get("/health") { [engine] _, _ in
+            jsonResponse(["status": "ok", "slots_idle": engine.slots.idleCount, "slots_processing": engine.slots.count - engine.slots.idleCount,
+                          "requests_waiting": engine.slots.waitingCount])
+        }
+        router.get("/v1/models") { [engine] _, _ in
+            jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": 0, "owned_by": "pivot",
+                                                      "meta": ["n_ctx": engine.contextLength, "n_vocab": engine.model.config.vocabularySize]] as [String: Any]]])
+        }
+        router.post("/v1/chat/completions") { [self] request, _ in try await complete(request, chat: true) }
+        router.post("/v1/completions") { [self] request, _ in try await complete(request, chat: false) }
+        router.post("/chat/completions") { [self] request, _ in try await complete(request, chat: true) }
+        router.post("/completions") { [self] request, _ in try await complete(request, chat: false) }
+    }
+
+    /// Validates the request, waits for a slot and answers as one JSON object or as a stream.
+    private func complete(_ request: Request, chat: Bool) async throws -> Response {
+        let body = try await request.body.collect(upTo: options.maxBodyBytes)
+        let reader = try RequestReader(body: Data(buffer: body))
+        let sampling = try reader.sampling(contextLength: engine.contextLength)
+        let model = engine.model
+        let prompt: [Int]
+        if chat {
+            let rendered = model.chatTemplate.render(try reader.messages())
+            prompt = model.tokenizer.encode(rendered)
+        } else {
+            prompt = model.tokenizer.encode(try reader.prompt())
+        }
+        guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: chat ? "messages" : "prompt") }
+        // The prompt plus at least one generated token must fit.
+        guard prompt.count < engine.contextLength - 1 else {
+            throw APIError.invalid("This model's context is \(engine.contextLength) tokens, but the prompt has \(prompt.count).",
+                                   param: chat ? "messages" : "prompt", code: "context_length_exceeded")
+        }
+        let room = engine.contextLength - 1 - prompt.count
+        let defaults = model.generationDefaults
+        let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room),
+                                temperature: sampling.temperature ?? defaults.temperature ?? 0.8, topK: defaults.topK ?? 40,
+                                topP: sampling.topP ?? defaults.topP ?? 0.95,
+                                seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max), stop: sampling.stop)
+        let slot: Int
+        do { slot = try await engine.slots.acquire(prompt: prompt) } catch SlotPoolError.queueFull { throw APIError.busy }
+        let cancel = CancelFlag()
+        let events = engine.start(job, slot: slot, cancel: cancel)
+        let reply = ReplyFormat(chat: chat, model: engine.modelName)
+        if sampling.stream {
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                            body: ResponseBody { writer in
+                                do {
+                                    try await reply.stream(events, includeUsage: sampling.includeUsage, into: &writer)
+                                } catch {
+                                    cancel.set()
+                                    throw error
+                                }
+                            })
+        }
+        return try await withTaskCancellationHandler {
+            var text = ""
+            for await event in events {
+                switch event {
+                case .text(let piece): text += piece
+                case .finished(let completion): return jsonResponse(reply.whole(text: text, completion: completion))
+                }
+            }
+            throw CancellationError()
+        } onCancel: { cancel.set() }
+    }
+}
