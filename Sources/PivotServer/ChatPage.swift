@@ -22,7 +22,7 @@ let chatPageHTML = #"""
   .assistant { align-self: flex-start; background: var(--bot); border: 1px solid var(--line); }
   .error { align-self: center; color: #b3261e; font-size: 13px; }
   form { display: flex; gap: 8px; padding: 12px 16px; border-top: 1px solid var(--line); }
-  textarea { flex: 1; resize: none; height: 44px; padding: 10px; font: inherit; border: 1px solid var(--line); border-radius: 8px; }
+  textarea { flex: 1; resize: none; height: 46px; overflow-y: auto; padding: 10px; font: inherit; border: 1px solid var(--line); border-radius: 8px; }
   button { padding: 0 16px; font: inherit; border-radius: 8px; border: 1px solid var(--line); background: #fff; cursor: pointer; }
   button.primary { background: var(--accent); border-color: var(--accent); color: #fff; }
   button:disabled { opacity: .5; cursor: default; }

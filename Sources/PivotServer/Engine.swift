@@ -10,6 +10,8 @@ struct GenerationJob: Sendable {
     var topP: Float
     var seed: UInt64
     var stop: [String]
+    /// llama-server's extension: end-of-turn tokens do not stop generation.
+    var ignoreEOS = false
 }
 
 /// How a request ended, with OpenAI's usage and llama-server's timings.
@@ -68,6 +70,7 @@ final class Engine: @unchecked Sendable {
         // Keep the longest cached prefix; at least one prompt token is fed to get logits.
         let reused = min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
         generator.cache.truncate(to: reused)
+        generator.stopsAtEndOfTurn = !job.ignoreEOS
         var sampler = Sampler(temperature: job.temperature, topK: job.topK, topP: job.topP, seed: job.seed)
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: tokenizer)
@@ -77,7 +80,7 @@ final class Engine: @unchecked Sendable {
         let reason = generator.generate(prompt: Array(job.prompt[reused...]), maxTokens: job.maxTokens,
                                         sampler: &sampler, stats: &stats) { token in
             output.append(token)
-            if tokenizer.stopTokens.contains(token) { return false }
+            if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
             let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)
             let (text, stopped) = matcher.push(piece)
             if !text.isEmpty { emit(text) }

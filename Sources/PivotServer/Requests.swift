@@ -37,6 +37,7 @@ struct SamplingRequest {
     var stop: [String] = []
     var stream = false
     var includeUsage = false
+    var ignoreEOS = false
 }
 
 /// Reads typed fields out of a request object; every failure is an `APIError` naming the field.
@@ -93,6 +94,7 @@ struct RequestReader {
         request.seed = try integer("seed", in: -9.007e15...9.007e15).map { UInt64(bitPattern: Int64($0)) }
         if let n = try integer("n", in: 1...1e9), n != 1 { throw APIError.invalid("Only n = 1 is supported.", param: "n") }
         request.stream = try bool("stream") ?? false
+        request.ignoreEOS = try bool("ignore_eos") ?? false
         switch present("stop") {
         case nil: break
         case .string(let s)?: request.stop = [s]

@@ -84,7 +84,8 @@ public final class PivotServer: Sendable {
         let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room),
                                 temperature: sampling.temperature ?? defaults.temperature ?? 0.8, topK: defaults.topK ?? 40,
                                 topP: sampling.topP ?? defaults.topP ?? 0.95,
-                                seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max), stop: sampling.stop)
+                                seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max), stop: sampling.stop,
+                                ignoreEOS: sampling.ignoreEOS)
         let slot: Int
         do { slot = try await engine.slots.acquire(prompt: prompt) } catch SlotPoolError.queueFull { throw APIError.busy }
         let cancel = CancelFlag()

@@ -14,11 +14,14 @@ final class SlotPool: @unchecked Sendable {
         /// Tokens at positions 0..<cache.length.
         var cachedTokens: [Int] = []
         var busy = false
+        /// When the slot was last handed out (0: never), for least-recently-used choice.
+        var lastUsed = 0
     }
 
     private var slots: [Slot]
     private var waiting: [(id: Int, continuation: CheckedContinuation<Int, Error>)] = []
     private var nextWaiterID = 0
+    private var clock = 0
     private let lock = NSLock()
     let queueLimit: Int
 
@@ -36,7 +39,7 @@ final class SlotPool: @unchecked Sendable {
     /// requests already wait, `cancelled` when the caller's task is cancelled while waiting.
     func acquire(prompt: [Int]) async throws -> Int {
         let id: Int = try lock.withLock {
-            if let index = bestIdleSlot(for: prompt) { slots[index].busy = true; return -1 - index }
+            if let index = bestIdleSlot(for: prompt) { take(index); return -1 - index }
             guard waiting.count < queueLimit else { throw SlotPoolError.queueFull }
             nextWaiterID += 1
             return nextWaiterID
@@ -62,6 +65,7 @@ final class SlotPool: @unchecked Sendable {
     func release(_ index: Int) {
         let next: CheckedContinuation<Int, Error>? = lock.withLock {
             if waiting.isEmpty { slots[index].busy = false; return nil }
+            take(index)
             return waiting.removeFirst().continuation
         }
         next?.resume(returning: index)
@@ -73,14 +77,19 @@ final class SlotPool: @unchecked Sendable {
 
     func setCachedTokens(_ index: Int, _ tokens: [Int]) { lock.withLock { slots[index].cachedTokens = tokens } }
 
+    private func take(_ index: Int) {
+        clock += 1
+        slots[index].busy = true
+        slots[index].lastUsed = clock
+    }
+
+    /// The idle slot sharing the longest prefix with `prompt`; among equals (no prefix shared, as
+    /// a rule) the least recently used, so a new conversation does not evict a recent one.
     private func bestIdleSlot(for prompt: [Int]) -> Int? {
-        var best: Int?
-        var bestShared = -1
-        for (index, slot) in slots.enumerated() where !slot.busy {
-            let shared = commonPrefix(slot.cachedTokens, prompt)
-            if shared > bestShared { best = index; bestShared = shared }
+        slots.indices.filter { !slots[$0].busy }.min { a, b in
+            let (sharedA, sharedB) = (commonPrefix(slots[a].cachedTokens, prompt), commonPrefix(slots[b].cachedTokens, prompt))
+            return sharedA != sharedB ? sharedA > sharedB : slots[a].lastUsed < slots[b].lastUsed
         }
-        return best
     }
 }
 

@@ -8,7 +8,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "OpenAI-compatible HTTP server with streaming, concurrent slots and a chat page at /.",
         discussion: """
         Routes: POST /v1/chat/completions and /v1/completions (stream: true gives server-sent events ending with \
-        data: [DONE]; max_tokens, temperature, top_p, seed, stop; usage and llama-server's timings in every reply), \
+        data: [DONE]; max_tokens, temperature, top_p, seed, stop, ignore_eos; usage and llama-server's timings in every reply), \
         GET /v1/models, GET /health, GET / (chat page). Each of --parallel slots has its own KV cache of --ctx-size \
         tokens; a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
         the rest (a multi-turn chat does not re-read its history). Running requests advance one token each in turn. \

@@ -36,6 +36,8 @@ public final class Generator {
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
                                                 pool: state.context.pool, precision: state.context.precision)
     static let maxVerify = 33
+    /// False: end-of-turn tokens do not end generation (llama-server's `ignore_eos`, for load tests).
+    public var stopsAtEndOfTurn = true
 
     public init(model: LoadedModel, pool: ThreadPool, contextLength: Int? = nil, maxBatch: Int = 512,
                 precision: ActivationPrecision = .int8, drafter: Drafter? = nil, maxDraft: Int = 10) {
@@ -73,7 +75,7 @@ public final class Generator {
         func emit(_ token: Int) -> StopReason? {
             generated += 1
             stats.generatedTokens += 1
-            if model.tokenizer.stopTokens.contains(token) { _ = onToken(token); return .endOfSequence }
+            if stopsAtEndOfTurn && model.tokenizer.stopTokens.contains(token) { _ = onToken(token); return .endOfSequence }
             if !onToken(token) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
             return nil
