@@ -69,6 +69,14 @@ final class ServerTests: XCTestCase {
             let text = chunks.compactMap { ($0["choices"] as? [[String: Any]])?.first?["text"] as? String }.joined()
             XCTAssertEqual(text, expected)
             XCTAssertEqual(chunks.compactMap { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String }, ["stop"])
+
+            // The reference continuation ends with the end-of-turn token at token 30; ignore_eos runs on.
+            let untilEnd = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 40, "temperature": 0])
+            XCTAssertEqual((untilEnd.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop")
+            XCTAssertEqual((untilEnd.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 30)
+            let onward = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 40, "temperature": 0, "ignore_eos": true])
+            XCTAssertEqual((onward.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "length")
+            XCTAssertEqual((onward.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 40)
         }
     }
 
