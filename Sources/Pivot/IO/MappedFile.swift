@@ -32,6 +32,18 @@ public final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(mapped)
     }
 
+    /// Tells the kernel the whole pages inside `bytes` are not needed now (after their contents were
+    /// quantized into memory of our own): they leave the resident set and are read again from the
+    /// file only if touched. The mapping is private and read-only, so nothing is lost.
+    public func releasePages(_ bytes: UnsafeRawPointer, count: Int) {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: bytes) + pageSize - 1) / pageSize * pageSize
+        let end = (Int(bitPattern: bytes) + count) / pageSize * pageSize
+        guard size > 0, start < end, start >= Int(bitPattern: base), end <= Int(bitPattern: base) + size,
+              let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
+    }
+
     deinit {
         if size == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }

@@ -38,7 +38,10 @@ enum WeightLoader {
             // A K-quant on rows that are not whole super-blocks takes llama.cpp's block-32 fallback.
             let format = QuantizeRecipe.fallback(requested, columns: t.shape[1])
             guard t.shape[1] % format.elementsPerBlock == 0 else { return t }
-            return t.quantized(to: format)
+            let quantized = t.quantized(to: format)
+            // The float source is not read again (but for a tied embedding's lookups, re-read on demand).
+            (t.owner as? MappedFile)?.releasePages(t.data, count: t.byteCount)
+            return quantized
         }
         let d = c.hiddenSize
         func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
