@@ -102,15 +102,30 @@ public final class PivotServer: Sendable {
                                 }
                             })
         }
-        return try await withTaskCancellationHandler {
-            var text = ""
-            for await event in events {
-                switch event {
-                case .text(let piece): text += piece
-                case .finished(let completion): return jsonResponse(reply.whole(text: text, completion: completion))
+        // A whole reply is still sent as a stream: a space (JSON allows leading whitespace) every
+        // half second while generating, so a client that has gone away is noticed at the next write
+        // and its slot freed, as with streaming.
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody { writer in
+            do {
+                var text = ""
+                var lastWrite = Date()
+                for await event in events {
+                    switch event {
+                    case .text(let piece):
+                        text += piece
+                        if Date().timeIntervalSince(lastWrite) > 0.5 {
+                            try await writer.write(ByteBuffer(string: " "))
+                            lastWrite = Date()
+                        }
+                    case .finished(let completion):
+                        try await writer.write(ByteBuffer(bytes: jsonData(reply.whole(text: text, completion: completion))))
+                    }
                 }
+                try await writer.finish(nil)
+            } catch {
+                cancel.set()
+                throw error
             }
-            throw CancellationError()
-        } onCancel: { cancel.set() }
+        })
     }
 }

@@ -199,6 +199,18 @@ final class ServerTests: XCTestCase {
                 try await Task.sleep(for: .milliseconds(20))
             }
 
+            // The same for a client waiting for a whole (non-streamed) reply.
+            let waiter = Task { try await client.post(server.base + "/v1/completions", ["prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true]) }
+            try await waitFor { try await client.send(server.base + "/health", method: .GET).json["slots_processing"] as? Int == 1 }
+            try await Task.sleep(for: .milliseconds(300))
+            waiter.cancel()
+            let leftAt = Date()
+            while try await client.send(server.base + "/health", method: .GET).json["slots_idle"] as? Int != 1 {
+                XCTAssertLessThan(Date().timeIntervalSince(leftAt), 3, "slot still busy after the client left")
+                if Date().timeIntervalSince(leftAt) > 3 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+
             // One request generating, one queued, the third is refused with 503.
             let whole: [String: Any] = ["prompt": "Once upon a time", "max_tokens": 300, "temperature": 0.8, "seed": 2]
             let running = Task { try await client.post(server.base + "/v1/completions", whole) }
