@@ -23,12 +23,14 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .target(name: "PivotKernels", swiftSettings: x86Flags + fast),
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
-                                                   .product(name: "NIOCore", package: "swift-nio")]),
+                                                   .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "pivot",
             dependencies: ["Pivot", "PivotServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import Pivot
 
 /// Where and how `pivot serve` listens.
@@ -10,9 +11,11 @@ public struct ServerOptions: Sendable {
     public var queueLimit: Int
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes: Int
+    /// Hummingbird's own log lines (start, shutdown) only when critical.
+    public var quiet: Bool
 
-    public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20) {
-        self.host = host; self.port = port; self.queueLimit = queueLimit; self.maxBodyBytes = maxBodyBytes
+    public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20, quiet: Bool = false) {
+        self.host = host; self.port = port; self.queueLimit = queueLimit; self.maxBodyBytes = maxBodyBytes; self.quiet = quiet
     }
 }
 
@@ -35,9 +38,11 @@ public final class PivotServer: Sendable {
         let router = Router()
         router.middlewares.add(OpenAIErrorMiddleware())
         addRoutes(to: router)
+        var logger = Logger(label: "pivot")
+        logger.logLevel = options.quiet ? .critical : .info
         let app = Application(router: router,
                               configuration: .init(address: .hostname(options.host, port: options.port), serverName: "pivot"),
-                              onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) })
+                              onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) }, logger: logger)
         try await app.runService()
     }
 

@@ -49,7 +49,7 @@ final class RunningServer: @unchecked Sendable {
         let pool = ThreadPool(threads: 2)
         let generators = (0..<slots).map { _ in Generator(model: model, pool: pool, contextLength: context) }
         let server = PivotServer(model: model, modelName: "test-model", generators: generators,
-                                 options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20))
+                                 options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20, quiet: true))
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { continuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
