@@ -39,6 +39,8 @@ final class Engine: @unchecked Sendable {
     let contextLength: Int
     let slots: SlotPool
     private let turn = FairTurn()
+    /// Prompt tokens per forward pass before other slots get a turn.
+    static let prefillPiece = 256
 
     init(model: LoadedModel, modelName: String, generators: [Generator], queueLimit: Int) {
         self.model = model
@@ -71,13 +73,26 @@ final class Engine: @unchecked Sendable {
         let reused = min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
         generator.cache.truncate(to: reused)
         generator.stopsAtEndOfTurn = !job.ignoreEOS
+        // A long prompt goes in pieces, with a turn for the other slots between them, so their
+        // streams do not stall for the whole prefill. (With a drafter, the prompt is fed whole: the
+        // drafter learns its n-grams from what `generate` is given.)
+        var fed = reused
+        var feedSeconds = 0.0
+        if generator.drafter == nil {
+            while job.prompt.count - 1 - fed > Self.prefillPiece {
+                feedSeconds += generator.feed(Array(job.prompt[fed..<fed + Self.prefillPiece]))
+                fed += Self.prefillPiece
+                turn.release()
+                turn.acquire()
+            }
+        }
         var sampler = Sampler(temperature: job.temperature, topK: job.topK, topP: job.topP, seed: job.seed)
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: tokenizer)
         var matcher = StopMatcher(stops: job.stop)
         var output: [Int] = []
         var stoppedBySequence = false
-        let reason = generator.generate(prompt: Array(job.prompt[reused...]), maxTokens: job.maxTokens,
+        let reason = generator.generate(prompt: Array(job.prompt[fed...]), maxTokens: job.maxTokens,
                                         sampler: &sampler, stats: &stats) { token in
             output.append(token)
             if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
@@ -100,7 +115,7 @@ final class Engine: @unchecked Sendable {
         }
         let finish = reason == .endOfSequence || stoppedBySequence ? "stop" : "length"
         return Completion(finishReason: finish, promptTokens: job.prompt.count, cachedTokens: reused,
-                          completionTokens: stats.generatedTokens, prefillSeconds: stats.prefillSeconds,
+                          completionTokens: stats.generatedTokens, prefillSeconds: stats.prefillSeconds + feedSeconds,
                           decodeSeconds: stats.decodeSeconds, slot: slot)
     }
 }

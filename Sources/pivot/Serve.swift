@@ -11,7 +11,7 @@ struct Serve: AsyncParsableCommand {
         data: [DONE]; max_tokens, temperature, top_p, seed, stop, ignore_eos; usage and llama-server's timings in every reply), \
         GET /v1/models, GET /health, GET / (chat page). Each of --parallel slots has its own KV cache of --ctx-size \
         tokens; a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
-        the rest (a multi-turn chat does not re-read its history). Running requests advance one token each in turn. \
+        the rest (a multi-turn chat does not re-read its history). Running requests advance one token each in turn; a long prompt is prefilled 256 tokens at a time between their steps. \
         Up to --queue requests wait for a slot; beyond that the answer is 503. Errors are OpenAI-shaped JSON.
         """)
 

@@ -80,6 +80,20 @@ final class ServerTests: XCTestCase {
         }
     }
 
+    func testLongPromptPrefilledInPiecesEqualsOneBatch() async throws {
+        try await withServer(slots: 2) { server, client in
+            let model = server.model
+            let text = try String(contentsOfFile: TestModel.packageRoot.appendingPathComponent("README.md").path, encoding: .utf8)
+            let prompt = String(text.prefix(2400))
+            let tokens = model.tokenizer.encode(prompt)
+            XCTAssertGreaterThan(tokens.count, 2 * 256, "the prompt must span several prefill pieces")
+            let reference = referenceGeneration(model, prompt: tokens, maxTokens: 12).text
+            let reply = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 12, "temperature": 0])
+            XCTAssertEqual((reply.json["choices"] as? [[String: Any]])?.first?["text"] as? String, reference)
+            XCTAssertEqual((reply.json["timings"] as? [String: Any])?["prompt_n"] as? Int, tokens.count)
+        }
+    }
+
     func testEightConcurrentClientsAndPrefixReuse() async throws {
         try await withServer(slots: 4) { server, client in
             let model = server.model

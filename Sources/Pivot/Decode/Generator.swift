@@ -123,5 +123,16 @@ public final class Generator {
         }
     }
 
+    /// Appends `tokens` to the cache without sampling (a prompt fed in pieces: the server lets other
+    /// slots decode between them). Returns the seconds spent.
+    @discardableResult
+    public func feed(_ tokens: [Int]) -> Double {
+        guard !tokens.isEmpty else { return 0 }
+        precondition(cache.length + tokens.count < cache.capacity, "feed past the cache's capacity")
+        let start = DispatchTime.now().uptimeNanoseconds
+        _ = model.transformer.forward(tokens, cache: cache, state: state, logits: .last)
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
     public func reset() { cache.truncate(to: 0) }
 }
