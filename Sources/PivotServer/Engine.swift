@@ -5,10 +5,7 @@ import Pivot
 struct GenerationJob: Sendable {
     var prompt: [Int]
     var maxTokens: Int
-    var temperature: Float
-    var topK: Int
-    var topP: Float
-    var seed: UInt64
+    var sampler: Sampler
     var stop: [String]
     /// llama-server's extension: end-of-turn tokens do not stop generation.
     var ignoreEOS = false
@@ -86,7 +83,7 @@ final class Engine: @unchecked Sendable {
                 turn.acquire()
             }
         }
-        var sampler = Sampler(temperature: job.temperature, topK: job.topK, topP: job.topP, seed: job.seed)
+        var sampler = job.sampler
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: tokenizer)
         var matcher = StopMatcher(stops: job.stop)

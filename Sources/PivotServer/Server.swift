@@ -20,7 +20,7 @@ public struct ServerOptions: Sendable {
 }
 
 /// An OpenAI-compatible HTTP server over one model: /v1/chat/completions, /v1/completions
-/// (both with server-sent-event streaming), /v1/models, /health, /slots and a chat page at /.
+/// (both with server-sent-event streaming), /v1/models, /health and a chat page at /.
 public final class PivotServer: Sendable {
     let engine: Engine
     let options: ServerOptions
@@ -52,8 +52,9 @@ public final class PivotServer: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: chatPageHTML)))
         }
         router.get("/health") { [engine] _, _ in
-            jsonResponse(["status": "ok", "slots_idle": engine.slots.idleCount, "slots_processing": engine.slots.count - engine.slots.idleCount,
-                          "requests_waiting": engine.slots.waitingCount])
+            let idle = engine.slots.idleCount
+            return jsonResponse(["status": "ok", "slots_idle": idle, "slots_processing": engine.slots.count - idle,
+                                 "requests_waiting": engine.slots.waitingCount])
         }
         router.get("/v1/models") { [engine] _, _ in
             jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": 0, "owned_by": "pivot",
@@ -85,12 +86,10 @@ public final class PivotServer: Sendable {
                                    param: chat ? "messages" : "prompt", code: "context_length_exceeded")
         }
         let room = engine.contextLength - 1 - prompt.count
-        let defaults = model.generationDefaults
-        let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room),
-                                temperature: sampling.temperature ?? defaults.temperature ?? 0.8, topK: defaults.topK ?? 40,
-                                topP: sampling.topP ?? defaults.topP ?? 0.95,
-                                seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max), stop: sampling.stop,
-                                ignoreEOS: sampling.ignoreEOS)
+        let sampler = model.generationDefaults.sampler(temperature: sampling.temperature, topP: sampling.topP,
+                                                        seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max))
+        let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room), sampler: sampler,
+                                stop: sampling.stop, ignoreEOS: sampling.ignoreEOS)
         let slot: Int
         do { slot = try await engine.slots.acquire(prompt: prompt) } catch SlotPoolError.queueFull { throw APIError.busy }
         let cancel = CancelFlag()

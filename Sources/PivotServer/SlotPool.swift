@@ -38,13 +38,18 @@ final class SlotPool: @unchecked Sendable {
     /// one freed after the requests queued before this one; throws `queueFull` when `queueLimit`
     /// requests already wait, `cancelled` when the caller's task is cancelled while waiting.
     func acquire(prompt: [Int]) async throws -> Int {
-        let id: Int = try lock.withLock {
-            if let index = bestIdleSlot(for: prompt) { take(index); return -1 - index }
+        enum Claim { case slot(Int), wait(id: Int) }
+        let claim: Claim = try lock.withLock {
+            if let index = bestIdleSlot(for: prompt) { take(index); return .slot(index) }
             guard waiting.count < queueLimit else { throw SlotPoolError.queueFull }
             nextWaiterID += 1
-            return nextWaiterID
+            return .wait(id: nextWaiterID)
         }
-        if id < 0 { return -1 - id }
+        let id: Int
+        switch claim {
+        case .slot(let index): return index
+        case .wait(let waiter): id = waiter
+        }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 lock.withLock {

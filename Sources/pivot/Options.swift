@@ -79,8 +79,7 @@ struct SamplingOptions: ParsableArguments {
     }
 
     func makeSampler(defaults: GenerationDefaults) -> Sampler {
-        Sampler(temperature: temperature ?? defaults.temperature ?? 0.8, topK: topK ?? defaults.topK ?? 40,
-                topP: topP ?? defaults.topP ?? 0.95, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
+        defaults.sampler(temperature: temperature, topK: topK, topP: topP, seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
     }
 }
 

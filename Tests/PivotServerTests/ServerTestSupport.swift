@@ -7,17 +7,12 @@ import PivotKernels
 import PivotServer
 import XCTest
 
-/// The real model, found where the other test target looks; tests skip where it is absent.
+/// The real model, found as the CLI finds it (`ModelLocator`); tests skip where it is absent.
 enum TestModel {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     static func path() throws -> String {
-        var candidates: [String] = []
-        if let env = ProcessInfo.processInfo.environment["PIVOT_MODELS"] { candidates.append(env + "/" + ModelLocator.defaultModelName) }
-        candidates.append(packageRoot.deletingLastPathComponent().appendingPathComponent("shared/models/\(ModelLocator.defaultModelName)").path)
-        candidates.append(packageRoot.appendingPathComponent("models/\(ModelLocator.defaultModelName)").path)
-        candidates.append(ModelLocator.cacheDirectory + "/models/" + ModelLocator.defaultModelName)
-        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+        guard let found = ModelLocator.resolve(nil) else {
             throw XCTSkip("real model not found: put \(ModelLocator.defaultModelName) in ../shared/models or $PIVOT_MODELS")
         }
         return found

@@ -139,6 +139,13 @@ public struct GenerationDefaults: Sendable, Equatable {
         self.temperature = temperature; self.topK = topK; self.topP = topP
     }
 
+    /// A sampler with the settings a user gave, the checkpoint's for the rest, else llama.cpp's
+    /// defaults (temperature 0.8, top-k 40, top-p 0.95).
+    public func sampler(temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil, seed: UInt64) -> Sampler {
+        Sampler(temperature: temperature ?? self.temperature ?? 0.8, topK: topK ?? self.topK ?? 40,
+                topP: topP ?? self.topP ?? 0.95, seed: seed)
+    }
+
     /// `do_sample: false` means greedy, whatever temperature says.
     init(huggingFace json: [String: Any], file: String) throws {
         let reader = ConfigReader(json: json, file: file)
