@@ -11,11 +11,13 @@ public struct Q8Row {
     public let quants: UnsafePointer<Int8>
     public let scales: UnsafePointer<Float>
     public let sums: UnsafePointer<Float>
+    public let halfSums: UnsafePointer<Int32>
 
     @inline(__always) public init(_ act: Q8Activations, row: Int) {
         quants = UnsafePointer(act.quants + row * act.columns)
         scales = UnsafePointer(act.scales + row * act.blocksPerRow)
         sums = UnsafePointer(act.scaledSums + row * act.blocksPerRow)
+        halfSums = UnsafePointer(act.halfSums + row * 2 * act.blocksPerRow)
     }
 }
 

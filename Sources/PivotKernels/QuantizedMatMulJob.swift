@@ -8,11 +8,13 @@ public final class QuantizedMatMulJob: ParallelJob {
         public var rows: Int
         public var out: UnsafeMutablePointer<Float>
         public var outStride: Int
+        /// Set when `weights` are repacked eight rows at a time (then `rowBytes` is unused).
+        public var interleaved: InterleavedLayout?
 
         public init(format: BlockFormat, weights: UnsafeRawPointer, rowBytes: Int, rows: Int,
-                    out: UnsafeMutablePointer<Float>, outStride: Int) {
+                    out: UnsafeMutablePointer<Float>, outStride: Int, interleaved: InterleavedLayout? = nil) {
             self.format = format; self.weights = weights; self.rowBytes = rowBytes
-            self.rows = rows; self.out = out; self.outStride = outStride
+            self.rows = rows; self.out = out; self.outStride = outStride; self.interleaved = interleaved
         }
     }
 
@@ -29,8 +31,10 @@ public final class QuantizedMatMulJob: ParallelJob {
         activations = act
         totalRows = a.rows + (b?.rows ?? 0) + (c?.rows ?? 0)
         let split = pool.rangeSplit(count: totalRows, minChunk: 16)
-        chunkSize = split.size
-        pool.run(self, chunks: split.chunks)
+        // Whole groups of 8 per chunk when any weights are interleaved, so chunks stay even.
+        let interleaved = a.interleaved != nil || b?.interleaved != nil || c?.interleaved != nil
+        chunkSize = interleaved ? (split.size + 7) / 8 * 8 : split.size
+        pool.run(self, chunks: (totalRows + chunkSize - 1) / chunkSize)
         activations = nil
     }
 
@@ -47,7 +51,14 @@ public final class QuantizedMatMulJob: ParallelJob {
     @inline(__always)
     private func runSegment(_ s: Segment, offset: inout Int, start: Int, end: Int, act: Q8Activations) {
         let lower = max(start, offset) - offset, upper = min(end, offset + s.rows) - offset
-        if lower < upper {
+        if let layout = s.interleaved {
+            // A group of 8 rows belongs to the chunk holding its first row.
+            let groupSize = InterleavedLayout.rowsPerGroup
+            let first = (max(0, lower) + groupSize - 1) / groupSize, last = (max(0, upper) + groupSize - 1) / groupSize
+            if lower < upper && first < last {
+                interleavedMatMul(layout, weights: s.weights, groups: first..<last, act: act, out: s.out, outStride: s.outStride)
+            }
+        } else if lower < upper {
             quantizedMatMul(s.format, weights: s.weights, rowBytes: s.rowBytes, outputs: lower..<upper,
                             act: act, out: s.out, outStride: s.outStride)
         }

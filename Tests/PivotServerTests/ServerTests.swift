@@ -70,13 +70,16 @@ final class ServerTests: XCTestCase {
             XCTAssertEqual(text, expected)
             XCTAssertEqual(chunks.compactMap { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String }, ["stop"])
 
-            // The reference continuation ends with the end-of-turn token at token 30; ignore_eos runs on.
-            let untilEnd = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 40, "temperature": 0])
+            // A chat turn's greedy answer ends with the end-of-turn token; ignore_eos runs on past it.
+            let turn = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+            let ending = referenceGeneration(model, prompt: model.tokenizer.encode(turn), maxTokens: 200).tokens.count
+            XCTAssertLessThan(ending, 200, "the reference continuation should end by itself")
+            let untilEnd = try await client.post(server.base + "/v1/completions", ["prompt": turn, "max_tokens": 200, "temperature": 0])
             XCTAssertEqual((untilEnd.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop")
-            XCTAssertEqual((untilEnd.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 30)
-            let onward = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 40, "temperature": 0, "ignore_eos": true])
+            XCTAssertEqual((untilEnd.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, ending)
+            let onward = try await client.post(server.base + "/v1/completions", ["prompt": turn, "max_tokens": ending + 10, "temperature": 0, "ignore_eos": true])
             XCTAssertEqual((onward.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "length")
-            XCTAssertEqual((onward.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 40)
+            XCTAssertEqual((onward.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, ending + 10)
         }
     }
 

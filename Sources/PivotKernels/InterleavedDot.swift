@@ -1,0 +1,237 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+/// Products of interleaved block-32 weights (`InterleavedLayout`) with Q8 activations: eight output
+/// rows per vector, up to four tokens per pass over the weights. Every token is summed in the same
+/// order whether it runs alone (decode) or in a batch (prefill, draft verification), so results are
+/// bit-identical either way.
+
+#if arch(x86_64)
+/// Moves bit `k` of every byte of the fifth-bit vector to bit 4 (0x10), other bits cleared.
+@inline(__always)
+func fifthBit(_ bits: __m256i, _ k: Int) -> __m256i {
+    let moved: __m256i
+    switch k {
+    case 0: moved = _mm256_slli_epi16(bits, 4)
+    case 1: moved = _mm256_slli_epi16(bits, 3)
+    case 2: moved = _mm256_slli_epi16(bits, 2)
+    case 3: moved = _mm256_slli_epi16(bits, 1)
+    case 4: moved = bits
+    case 5: moved = _mm256_srli_epi16(bits, 1)
+    case 6: moved = _mm256_srli_epi16(bits, 2)
+    default: moved = _mm256_srli_epi16(bits, 3)
+    }
+    return _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
+}
+
+/// Codes of step k (columns 4k..4k+3 of each of the 8 rows) as 32 unsigned bytes.
+@inline(__always)
+func interleavedCodes(_ nibbles: UnsafeRawPointer, _ k: Int, fifthBits: __m256i, hasFifthBits: Bool) -> __m256i {
+    let bytes = loadBytes32(nibbles + 32 * (k % 4))
+    let shifted = k < 4 ? bytes : _mm256_srli_epi16(bytes, 4)
+    let low = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+    return hasFifthBits ? _mm256_or_si256(low, fifthBit(fifthBits, k)) : low
+}
+
+/// Four activation bytes of step k of block b, repeated in every 32-bit lane.
+@inline(__always)
+func stepActivations(_ a: Q8Row, _ b: Int, _ k: Int) -> __m256i {
+    _mm256_set1_epi32(UnsafeRawPointer(a.quants).loadUnaligned(fromByteOffset: b * 32 + 4 * k, as: Int32.self))
+}
+
+/// acc += d·(s·Σq·a) + m·(s·Σa) for one token and block: the float tail, shared by both tile widths.
+@inline(__always)
+func accumulateBlock(_ acc: __m256, _ sums: __m256i, d: __m256, m: __m256, _ a: Q8Row, _ b: Int) -> __m256 {
+    let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(a.scales[b]))
+    return _mm256_fmadd_ps(m, _mm256_set1_ps(a.sums[b]), _mm256_fmadd_ps(d, scaled, acc))
+}
+
+@inline(__always)
+func loadHalves8(_ p: UnsafeRawPointer) -> __m256 { _mm256_cvtph_ps(_mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self))) }
+
+/// Eight unsigned bytes as eight floats.
+@inline(__always)
+func loadBytesAsFloats8(_ p: UnsafeRawPointer) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p.assumingMemoryBound(to: __m128i.self))))
+}
+
+/// How the tile kernels see a format: where block b's codes are and its eight rows' d and m.
+struct InterleavedKind {
+    var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool
+    var blockBytes: Int
+    /// Q6_K, which has its own kernels (scales per 16 columns, signed codes).
+    var sixBit = false
+
+    @inline(__always)
+    func dot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row, blocks: Int) -> (__m256, __m256, __m256, __m256) {
+        sixBit ? interleavedDotK6x4(group, a0, a1, a2, a3, blocks: blocks) : interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
+    }
+
+    @inline(__always)
+    func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> __m256 {
+        sixBit ? interleavedDotK6x1(group, a, blocks: blocks) : interleavedDot1(group, a, blocks: blocks, kind: self)
+    }
+
+    /// (d, m, codes) of 32-column block b of the group at `group`.
+    @inline(__always)
+    func block(_ group: UnsafeRawPointer, _ b: Int) -> (__m256, __m256, UnsafeRawPointer) {
+        if kQuant {
+            let header = group + (b / 8) * blockBytes, sub = b % 8
+            let d = _mm256_mul_ps(loadHalves8(header), loadBytesAsFloats8(header + 32 + 8 * sub))
+            let m = _mm256_mul_ps(loadHalves8(header + 16), loadBytesAsFloats8(header + 96 + 8 * sub))
+            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + 128 * sub)
+        }
+        let block = group + b * blockBytes
+        let d = loadHalves8(block)
+        let m = hasMin ? loadHalves8(block + 16) : _mm256_mul_ps(d, _mm256_set1_ps(offset))
+        return (d, m, block + (hasMin ? 32 : 16))
+    }
+}
+
+/// Eight rows × one token. Steps 0–3 and 4–7 are summed in 16 bits (≤ 4·2·31·127, no overflow),
+/// then widened; the four-token form below does exactly the same per token.
+@inline(__always)
+func interleavedDot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, kind: InterleavedKind) -> __m256 {
+    var acc = _mm256_setzero_ps()
+    let ones = _mm256_set1_epi16(1), hasFifthBits = kind.hasFifthBits
+    for b in 0..<blocks {
+        let (d, m, nibbles) = kind.block(group, b)
+        let fifth = hasFifthBits ? loadBytes32(nibbles + 128) : _mm256_setzero_si256()
+        var total = _mm256_setzero_si256()
+        for half in 0..<2 {
+            var partial = _mm256_setzero_si256()
+            for j in 0..<4 {
+                let k = half * 4 + j
+                let w = interleavedCodes(nibbles, k, fifthBits: fifth, hasFifthBits: hasFifthBits)
+                partial = _mm256_add_epi16(partial, _mm256_maddubs_epi16(w, stepActivations(a, b, k)))
+            }
+            total = _mm256_add_epi32(total, _mm256_madd_epi16(partial, ones))
+        }
+        acc = accumulateBlock(acc, total, d: d, m: m, a, b)
+    }
+    return acc
+}
+
+@inline(__always)
+func interleavedDot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row,
+                     blocks: Int, kind: InterleavedKind) -> (__m256, __m256, __m256, __m256) {
+    var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
+    let ones = _mm256_set1_epi16(1), hasFifthBits = kind.hasFifthBits
+    for b in 0..<blocks {
+        let (d, m, nibbles) = kind.block(group, b)
+        let fifth = hasFifthBits ? loadBytes32(nibbles + 128) : _mm256_setzero_si256()
+        var t0 = _mm256_setzero_si256(), t1 = _mm256_setzero_si256(), t2 = _mm256_setzero_si256(), t3 = _mm256_setzero_si256()
+        for half in 0..<2 {
+            var p0 = _mm256_setzero_si256(), p1 = _mm256_setzero_si256(), p2 = _mm256_setzero_si256(), p3 = _mm256_setzero_si256()
+            for j in 0..<4 {
+                let k = half * 4 + j
+                let w = interleavedCodes(nibbles, k, fifthBits: fifth, hasFifthBits: hasFifthBits)
+                p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(w, stepActivations(a0, b, k)))
+                p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(w, stepActivations(a1, b, k)))
+                p2 = _mm256_add_epi16(p2, _mm256_maddubs_epi16(w, stepActivations(a2, b, k)))
+                p3 = _mm256_add_epi16(p3, _mm256_maddubs_epi16(w, stepActivations(a3, b, k)))
+            }
+            t0 = _mm256_add_epi32(t0, _mm256_madd_epi16(p0, ones))
+            t1 = _mm256_add_epi32(t1, _mm256_madd_epi16(p1, ones))
+            t2 = _mm256_add_epi32(t2, _mm256_madd_epi16(p2, ones))
+            t3 = _mm256_add_epi32(t3, _mm256_madd_epi16(p3, ones))
+        }
+        acc0 = accumulateBlock(acc0, t0, d: d, m: m, a0, b)
+        acc1 = accumulateBlock(acc1, t1, d: d, m: m, a1, b)
+        acc2 = accumulateBlock(acc2, t2, d: d, m: m, a2, b)
+        acc3 = accumulateBlock(acc3, t3, d: d, m: m, a3, b)
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
+@inline(__always)
+func storeLanes(_ v: __m256, _ p: UnsafeMutablePointer<Float>) { _mm256_storeu_ps(p, v) }
+
+/// The tile walk for one format (its flags constant after inlining).
+@inline(__always)
+func interleavedTiles(_ weights: UnsafeRawPointer, _ layout: InterleavedLayout, _ groups: Range<Int>, _ act: Q8Activations,
+                      _ out: UnsafeMutablePointer<Float>, _ outStride: Int, kind: InterleavedKind) {
+    let blocks = layout.blocks, groupBytes = layout.groupBytes, tokens = act.rows
+    // Strips of groups whose weights stay in L2 while every 4-token tile passes over them.
+    let strip = max(1, (128 * 1024) / groupBytes)
+    var stripStart = groups.lowerBound
+    while stripStart < groups.upperBound {
+        let stripEnd = min(groups.upperBound, stripStart + strip)
+        var t = 0
+        while t + 4 <= tokens {
+            let a0 = Q8Row(act, row: t), a1 = Q8Row(act, row: t + 1), a2 = Q8Row(act, row: t + 2), a3 = Q8Row(act, row: t + 3)
+            for g in stripStart..<stripEnd {
+                let r = kind.dot4(weights + g * groupBytes, a0, a1, a2, a3, blocks: blocks)
+                storeLanes(r.0, out + t * outStride + 8 * g)
+                storeLanes(r.1, out + (t + 1) * outStride + 8 * g)
+                storeLanes(r.2, out + (t + 2) * outStride + 8 * g)
+                storeLanes(r.3, out + (t + 3) * outStride + 8 * g)
+            }
+            t += 4
+        }
+        while t < tokens {
+            let a = Q8Row(act, row: t)
+            for g in stripStart..<stripEnd {
+                storeLanes(kind.dot1(weights + g * groupBytes, a, blocks: blocks), out + t * outStride + 8 * g)
+            }
+            t += 1
+        }
+        stripStart = stripEnd
+    }
+}
+#endif
+
+/// `out[t * outStride + o] = W[o] · act[t]` for the rows of groups `groups` (8 rows each) of an
+/// interleaved matrix, for every activation row.
+public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPointer, groups: Range<Int>,
+                              act: Q8Activations, out: UnsafeMutablePointer<Float>, outStride: Int) {
+    guard !groups.isEmpty else { return }
+    #if arch(x86_64)
+    let bytes = layout.blockBytes
+    switch layout.format {
+    case .q4_0: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: false, hasFifthBits: false, offset: -8, kQuant: false, blockBytes: bytes))
+    case .q4_1: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: false, blockBytes: bytes))
+    case .q5_0: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: false, hasFifthBits: true, offset: -16, kQuant: false, blockBytes: bytes))
+    case .q4_K: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes))
+    case .q6_K: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, sixBit: true))
+    default: interleavedTiles(weights, layout, groups, act, out, outStride,
+                              kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, blockBytes: bytes))
+    }
+    #else
+    // Portable path: dequantized weights against the int8 activations, row by row.
+    let columns = layout.blocks * 32
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { row in
+        let w = row.baseAddress!
+        for g in groups {
+            for r in 0..<8 {
+                layout.dequantizeRow(weights, row: 8 * g + r, into: w)
+                for t in 0..<act.rows {
+                    var total: Float = 0
+                    for c in 0..<columns { total += w[c] * Float(act.quants[t * act.columns + c]) * act.scales[t * layout.blocks + c / 32] }
+                    out[t * outStride + 8 * g + r] = total
+                }
+            }
+        }
+    }
+    #endif
+}
+
+/// The exact path for interleaved weights: each row dequantized, dotted with float activations.
+public func interleavedMatMulFloat(_ layout: InterleavedLayout, weights: UnsafeRawPointer, outputs: Range<Int>,
+                                   x: UnsafePointer<Float>, xStride: Int, tokens: Int,
+                                   out: UnsafeMutablePointer<Float>, outStride: Int) {
+    let columns = layout.blocks * 32
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { row in
+        let w = row.baseAddress!
+        for o in outputs {
+            layout.dequantizeRow(weights, row: o, into: w)
+            for t in 0..<tokens { out[t * outStride + o] = dotF32(w, x + t * xStride, count: columns) }
+        }
+    }
+}

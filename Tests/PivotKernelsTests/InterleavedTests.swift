@@ -1,0 +1,78 @@
+import XCTest
+import PivotKernels
+
+/// The eight-row interleaved layout: repacking loses nothing, and its kernels equal an exact dot.
+extension QuantizedDotTests {
+    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
+
+    /// `rows` GGML rows of `format` repacked; returns the layout and the packed bytes.
+    func repacked(_ format: BlockFormat, _ source: [UInt8], rows: Int, columns: Int) -> (InterleavedLayout, [UInt8]) {
+        let layout = InterleavedLayout(format: format, rows: rows, columns: columns)!
+        var packed = [UInt8](repeating: 0, count: rows / 8 * layout.groupBytes)
+        XCTAssertEqual(packed.count, format == .q4_K ? source.count / 144 * 148 : source.count, "the file's size (Q4_K: unpacked 6-bit scales)")
+        source.withUnsafeBytes { s in
+            packed.withUnsafeMutableBytes { layout.repack(s.baseAddress!, rowBytes: format.rowBytes(columns), rows: rows, into: $0.baseAddress!) }
+        }
+        return (layout, packed)
+    }
+
+    func testInterleavedRepackKeepsEveryWeight() {
+        for format in Self.interleavedFormats {
+            let rows = 16, columns = format.isKQuant ? 512 : 96
+            let source = randomBlocks(format, rows: rows, columns: columns, seed: 11)
+            let (layout, packed) = repacked(format, source, rows: rows, columns: columns)
+            for r in 0..<rows {
+                var expected = [Float](repeating: 0, count: columns), actual = expected
+                source.withUnsafeBytes { s in
+                    expected.withUnsafeMutableBufferPointer { format.dequantizeRow(s.baseAddress! + r * format.rowBytes(columns), count: columns, into: $0.baseAddress!) }
+                }
+                packed.withUnsafeBytes { p in actual.withUnsafeMutableBufferPointer { layout.dequantizeRow(p.baseAddress!, row: r, into: $0.baseAddress!) } }
+                XCTAssertEqual(actual, expected, "\(format) row \(r)")
+            }
+        }
+        XCTAssertNil(InterleavedLayout(format: .q4_0, rows: 12, columns: 64), "rows must come in eights")
+        XCTAssertNil(InterleavedLayout(format: .q8_0, rows: 16, columns: 64))
+        XCTAssertNil(InterleavedLayout(format: .q4_K, rows: 16, columns: 288), "K-quant rows are whole super-blocks")
+    }
+
+    /// Against a float dot of the dequantized weights and int8 activations, for batches that use the
+    /// four-token tile, the one-token tail and both; each token's bits equal its result alone.
+    func testInterleavedMatMulMatchesReferenceAndIsBatchInvariant() {
+        for format in Self.interleavedFormats {
+            let rows = 24, columns = format.isKQuant ? 512 : 160
+            let source = randomBlocks(format, rows: rows, columns: columns, seed: 13)
+            let (layout, packed) = repacked(format, source, rows: rows, columns: columns)
+            func run(_ x: [Float], tokens: Int, groups: Range<Int>) -> ([Float], Q8Activations) {
+                let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
+                x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
+                var out = [Float](repeating: .nan, count: tokens * rows)
+                packed.withUnsafeBytes { p in
+                    out.withUnsafeMutableBufferPointer {
+                        interleavedMatMul(layout, weights: p.baseAddress!, groups: groups, act: act, out: $0.baseAddress!, outStride: rows)
+                    }
+                }
+                return (out, act)
+            }
+            for tokens in [1, 4, 7] {
+                var g = SplitMix64(seed: UInt64(100 + tokens))
+                let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
+                // Two calls over disjoint groups, as two threads would make them.
+                let (first, act) = run(x, tokens: tokens, groups: 0..<1)
+                let (second, _) = run(x, tokens: tokens, groups: 1..<3)
+                let out = (0..<(tokens * rows)).map { $0 % rows < 8 ? first[$0] : second[$0] }
+                source.withUnsafeBytes { s in
+                    for t in 0..<tokens {
+                        let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
+                        for r in 0..<rows {
+                            let expected = referenceDot(format, row: s.baseAddress! + r * format.rowBytes(columns), x: restored)
+                            XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5, "\(format) token \(t) row \(r)")
+                        }
+                        let alone = run(Array(x[(t * columns)..<((t + 1) * columns)]), tokens: 1, groups: 0..<3).0
+                        XCTAssertEqual(Array(out[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), alone.map(\.bitPattern),
+                                       "\(format): token \(t) of \(tokens) differs from the same token alone")
+                    }
+                }
+            }
+        }
+    }
+}
