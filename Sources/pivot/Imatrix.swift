@@ -8,7 +8,7 @@ struct CalibrationOptions: ParsableArguments {
     @Option(name: .customLong("calib-ctx"), help: "Calibration chunk length in tokens (each chunk starts from an empty cache, as llama-imatrix's --ctx-size).")
     var chunkLength: Int = 512
 
-    @Option(name: .customLong("calib-chunks"), help: "Use at most this many chunks of the calibration text (default: all).")
+    @Option(name: .customLong("calib-chunks"), help: "Use at most this many chunks of the calibration text (default: all for an importance matrix, 128 for GPTQ).")
     var chunks: Int?
 
     func check() throws {
@@ -28,6 +28,21 @@ struct CalibrationOptions: ParsableArguments {
                                                   dataset: (file as NSString).lastPathComponent, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         return matrix
+    }
+
+    /// Runs `loaded` over `file` and returns every projection input's Hessian Σxxᵀ (for GPTQ).
+    func collectHessians(_ loaded: LoadedModel, file: String, pool: ThreadPool) throws -> [String: InputHessian] {
+        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
+        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+        let total = min(chunks ?? 128, tokens.count / chunkLength)
+        writeErr("\(file): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the GPTQ Hessians\n")
+        let bar = ProgressBar(total: total, label: "hessians")
+        let hessians = try HessianCollector.collect(model: loaded, tokens: tokens, contextLength: chunkLength, chunks: total, pool: pool) { done, _ in
+            bar.update(done)
+        }
+        bar.finish()
+        return hessians
     }
 }
 

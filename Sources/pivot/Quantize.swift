@@ -16,6 +16,10 @@ struct Quantize: ParsableCommand {
         ffn_down. Norms stay F32. An already quantized input is dequantized first (a note says so: the errors compound); \
         a HuggingFace folder is converted to an F32 GGUF first (`pivot convert`'s code).
         Importance: --imatrix reads a matrix (llama-imatrix's or `pivot imatrix`'s); --calib computes one from a text first.
+        Methods: rtn (round to nearest with ggml's scale search), imatrix (the same search weighted by the importance \
+        matrix), gptq (GPTQ: each projection's Hessian Σxxᵀ from --calib, 1% dampening, act-order, blocks of 128; \
+        scales chosen first by the imatrix search, then every weight's level chosen while the rounding error is pushed \
+        onto the columns not yet quantized). All write standard GGUF types that llama.cpp runs.
         """)
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Input .gguf file or HuggingFace folder (or a name looked up like every verb's -m).")
@@ -35,6 +39,21 @@ struct Quantize: ParsableCommand {
 
     @OptionGroup var calibration: CalibrationOptions
 
+    @Option(help: "Quantization method: rtn, imatrix, gptq, or mq (= --bpw allocation + GPTQ rounding) (default: imatrix when --imatrix or --calib is given, else rtn).")
+    var method: String?
+
+    @Option(help: "Mixed precision: bits per weight of the whole file (all tensors); each block projection gets the standard type that minimizes the total importance-weighted error under this budget, exactly (needs a calibrated method). --type still sets the other tensors.")
+    var bpw: Double?
+
+    @Option(help: "Sparse FP16 outliers: keep this percent of each projection's weights (the most sensitive) exactly, beside the quantized tensor (0.5 = 0.5%). Counted in --bpw. Such files run only in Pivot (llama.cpp refuses their extra tensors); 0 (default) keeps files standard.")
+    var outliers: Double = 0
+
+    @Option(name: .customLong("gradient-chunks"), help: "--method mq: calibration chunks for the loss gradients that weigh each tensor's error (default 8; each is a float forward and backward pass).")
+    var gradientChunks = 8
+
+    @Flag(name: .customLong("no-act-order"), help: "GPTQ: natural column order, each block's scales chosen when reached (default: act-order, scales chosen first).")
+    var noActOrder = false
+
     @Flag(help: "No mix: every projection and the output head get the base type (then the block-size fallback), as llama-quantize --pure.")
     var pure = false
 
@@ -46,6 +65,21 @@ struct Quantize: ParsableCommand {
             throw ValidationError("unknown --type '\(type)' (available: \(QuantizeFileType.all.map(\.name).joined(separator: ", ")))")
         }
         guard imatrix == nil || calib == nil else { throw ValidationError("give --imatrix or --calib, not both") }
+        switch method {
+        case nil: break
+        case "rtn": guard imatrix == nil && calib == nil else { throw ValidationError("--method rtn uses no calibration; drop --imatrix / --calib") }
+        case "imatrix": guard imatrix != nil || calib != nil else { throw ValidationError("--method imatrix needs --imatrix FILE or --calib TEXT") }
+        case "gptq": guard calib != nil else { throw ValidationError("--method gptq needs --calib TEXT (its Hessians come from running the model on it)") }
+        case "mq": guard calib != nil, bpw != nil else { throw ValidationError("--method mq needs --calib TEXT and --bpw X") }
+        default: throw ValidationError("unknown --method '\(method!)' (available: rtn, imatrix, gptq, mq)")
+        }
+        if let bpw {
+            guard bpw > 1, bpw < 33 else { throw ValidationError("--bpw must be between 1 and 33 bits per weight") }
+            guard imatrix != nil || calib != nil else { throw ValidationError("--bpw allocates by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
+        }
+        guard outliers >= 0, outliers < 50 else { throw ValidationError("--outliers is a percent between 0 and 50") }
+        if outliers > 0 && imatrix == nil && calib == nil { throw ValidationError("--outliers chooses weights by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
+        if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq only") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         try calibration.check()
     }
@@ -69,11 +103,39 @@ struct Quantize: ParsableCommand {
             writeErr("note: \(path) is already quantized (\(quantizedTypes.sorted().joined(separator: ", "))); its weights are dequantized and requantized, which compounds the error\n")
         }
         var importance: ImportanceMatrix?
+        var gptq: GPTQPlan?
         if let imatrix { importance = try ImportanceMatrix.load(path: imatrix) }
-        if let calib { importance = try calibration.collect(try LoadedModel.load(path: path), file: calib, pool: pool) }
+        if let calib, method == "gptq" || method == "mq" {
+            let plan = GPTQPlan(hessians: try calibration.collectHessians(try LoadedModel.load(path: path), file: calib, pool: pool), actOrder: !noActOrder)
+            importance = plan.importance
+            gptq = plan
+        } else if let calib {
+            importance = try calibration.collect(try LoadedModel.load(path: path), file: calib, pool: pool)
+        }
+        var overrides: [String: BlockFormat] = [:]
+        var gradients: [String: [Float]]?
+        if method == "mq", let calib {
+            gradients = try gradientMagnitudes(source: source, calib: calib, pool: pool)
+        }
+        let outlierPlan = outliers > 0 ? OutlierPlan(fraction: outliers / 100, gradients: gradients) : nil
+        if outlierPlan != nil {
+            writeErr("note: --outliers \(outliers) keeps sparse FP16 weights in extra tensors: the file runs in Pivot only (llama.cpp refuses it); --outliers 0 keeps files standard\n")
+        }
+        if let bpw, let importance {
+            let sensitivityBar = ProgressBar(total: source.tensorOrder.count, label: "sensitivity")
+            let (types, achieved) = try MixedPrecision.plan(source, fileType: fileType, bitsPerWeight: bpw, importance: importance.values,
+                                                               gradients: gradients, outliers: outlierPlan, pool: pool) { done, total, name in
+                sensitivityBar.update(done, suffix: name)
+            }
+            sensitivityBar.finish()
+            overrides = types
+            gradients = nil
+            printAllocation(types, achieved: achieved, target: bpw)
+        }
         let bar = ProgressBar(total: source.tensorOrder.count, label: "quantize")
         let start = Date()
-        let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: importance, pure: pure, pool: pool) { done, _, name in
+        let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: importance, pure: pure,
+                                               gptq: gptq, overrides: overrides, outliers: outlierPlan, pool: pool) { done, _, name in
             bar.update(done, suffix: name)
         }
         bar.finish()
@@ -83,7 +145,36 @@ struct Quantize: ParsableCommand {
         let weights = choices.reduce(0) { $0 + (source.tensors[$1.name]?.elementCount ?? 0) }
         print("\(output): \(String(format: "%.2f MiB, %.2f bits per weight", Double(size) / 1_048_576, Double(size * 8) / Double(weights))), "
               + counts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
-              + (importance != nil ? ", with an importance matrix" : "")
+              + (gptq != nil ? ", GPTQ" : importance != nil ? ", with an importance matrix" : "")
               + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+    }
+
+    /// The allocation as one line per role: the type of each layer's tensor, then counts.
+    func printAllocation(_ types: [String: BlockFormat], achieved: Double, target: Double) {
+        print(String(format: "mixed precision: %.4f bits per weight (budget %.4f)", achieved, target))
+        for role in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            let layers = types.keys.compactMap { name -> Int? in
+                guard name.hasSuffix(".\(role).weight") else { return nil }
+                return Int(name.dropFirst(4).prefix { $0.isNumber })
+            }.sorted()
+            guard !layers.isEmpty else { continue }
+            print("  \(role.padding(toLength: 12, withPad: " ", startingAt: 0)) " + layers.map { types["blk.\($0).\(role).weight"]!.name }.joined(separator: " "))
+        }
+    }
+
+    /// LLM-MQ's gradient magnitudes from the first --gradient-chunks windows of the calibration text.
+    func gradientMagnitudes(source: GGUFFile, calib: String, pool: ThreadPool) throws -> [String: [Float]] {
+        guard gradientChunks >= 1 else { throw ValidationError("--gradient-chunks must be at least 1") }
+        let model = try GradientModel(gguf: source)
+        let loaded = try LoadedModel.load(path: source.path)
+        guard let text = try? String(contentsOfFile: calib, encoding: .utf8) else { throw PivotError.cannotRead(calib, "not UTF-8 text") }
+        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+        let length = calibration.chunkLength
+        let windows = (0..<min(gradientChunks, tokens.count / length)).map { Array(tokens[($0 * length)..<(($0 + 1) * length)]) }
+        let bar = ProgressBar(total: windows.count, label: "gradients")
+        let (magnitudes, loss) = model.gradientMagnitudes(windows: windows, pool: pool) { done, _ in bar.update(done) }
+        bar.finish()
+        writeErr(String(format: "calibration loss %.4f (PPL %.3f) over %d windows of %d tokens, float\n", loss, exp(loss), windows.count, length))
+        return magnitudes
     }
 }

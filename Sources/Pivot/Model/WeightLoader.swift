@@ -50,7 +50,15 @@ enum WeightLoader {
             return buffer
         }
         func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
-            let op = makeLinear(maybeQuantized(try store.require(name + ".weight", shape: [out, inFeatures])))
+            var op = makeLinear(maybeQuantized(try store.require(name + ".weight", shape: [out, inFeatures])))
+            if let index = store.tensor(named: name + ".weight" + SparseOutlierLinear.indexSuffix) {
+                // Pivot's sparse FP16 outliers beside the quantized weight.
+                guard let value = store.tensor(named: name + ".weight" + SparseOutlierLinear.valueSuffix), index.type == .f32,
+                      index.shape.count == 1, value.shape == index.shape else {
+                    throw PivotError.unsupported(file: store.path, "'\(name).weight' has outlier indices without matching F32 indices / values")
+                }
+                op = try SparseOutlierLinear(op, indices: index.toFloats().map { Int($0) }, values: value.toFloats())
+            }
             guard bias else { return op }
             return BiasedLinear(op, bias: try store.require(name + ".bias", shape: [out]).toFloats())
         }

@@ -54,9 +54,12 @@ public enum QuantizePipeline {
     /// names to per-column importances (an imatrix); tensors without an entry are quantized without.
     @discardableResult
     public static func run(input: String, output: String, fileType: FileType, importance: ImportanceMatrix? = nil, pure: Bool = false,
-                           pool: ThreadPool? = nil, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [Choice] {
+                           gptq: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil, pool: ThreadPool? = nil,
+                           progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
-        let choices = try plan(gguf, fileType: fileType, hasImportance: importance != nil, pure: pure)
+        let choices = try plan(gguf, fileType: fileType, hasImportance: importance != nil, pure: pure).map { c in
+            overrides[c.name].map { Choice(name: c.name, from: c.from, to: .block($0)) } ?? c
+        }
         let importanceValues = importance?.values  // mean x² per column, computed once for every tensor
         if let importanceValues {
             for (name, values) in importanceValues {
@@ -73,16 +76,56 @@ public enum QuantizePipeline {
             if choice.to == t.type {
                 tensors.append(.init(name: choice.name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
             } else {
-                let converted = convert(t, to: choice.to, importance: importanceValues?[choice.name], pool: pool)
+                let converted: TensorData
+                var kept: (indices: [Int], corrections: [Float]) = ([], [])
+                let workers = pool ?? ThreadPool(threads: 1)
+                let factor = try gptq?.factor(for: choice.name)
+                if let outliers, outliers.fraction > 0, case .block(let format) = choice.to, let imp = importanceValues?[choice.name] {
+                    let floats = UnsafeMutablePointer<Float>.allocate(capacity: t.elementCount)
+                    defer { floats.deallocate() }
+                    t.copyFloats(into: floats)
+                    let selection = outliers.select(floats, rows: t.shape[0], columns: t.shape[1], format: format, importance: imp,
+                                                    gradient: outliers.gradients?[choice.name])
+                    if let gptq, let factor {
+                        let (quantized, residuals) = gptq.quantize(t, format: format, factor: factor, outliers: selection.indices, pool: workers)
+                        (converted, kept) = (quantized, (selection.indices, residuals))
+                    } else {
+                        let storage = OwnedBytes(count: selection.rtn.count)
+                        selection.rtn.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                        converted = TensorData(name: t.name, type: choice.to, shape: t.shape, data: UnsafeRawPointer(storage.pointer),
+                                               byteCount: selection.rtn.count, owner: storage)
+                        kept = (selection.indices, selection.corrections)
+                    }
+                } else if let gptq, let factor, case .block(let format) = choice.to {
+                    converted = gptq.quantize(t, format: format, factor: factor, pool: workers).0
+                } else {
+                    converted = convert(t, to: choice.to, importance: importanceValues?[choice.name], pool: pool)
+                }
                 buffers.append(converted.owner)
                 tensors.append(.init(name: choice.name, ggmlType: choice.to.ggmlType, shape: t.shape,
                                      bytes: UnsafeRawBufferPointer(start: converted.data, count: converted.byteCount)))
+                if !kept.indices.isEmpty {
+                    let indexBytes = OwnedBytes(count: 4 * kept.indices.count), valueBytes = OwnedBytes(count: 2 * kept.indices.count)
+                    for (i, flat) in kept.indices.enumerated() {
+                        indexBytes.pointer.storeBytes(of: Float(flat), toByteOffset: 4 * i, as: Float.self)
+                        valueBytes.pointer.storeBytes(of: Float16(kept.corrections[i]).bitPattern, toByteOffset: 2 * i, as: UInt16.self)
+                    }
+                    buffers.append(indexBytes); buffers.append(valueBytes)
+                    tensors.append(.init(name: choice.name + SparseOutlierLinear.indexSuffix, ggmlType: 0, shape: [kept.indices.count],
+                                         bytes: UnsafeRawBufferPointer(start: indexBytes.pointer, count: 4 * kept.indices.count)))
+                    tensors.append(.init(name: choice.name + SparseOutlierLinear.valueSuffix, ggmlType: 1, shape: [kept.indices.count],
+                                         bytes: UnsafeRawBufferPointer(start: valueBytes.pointer, count: 2 * kept.indices.count)))
+                }
             }
             progress(index + 1, choices.count, choice.name)
         }
         var metadata = gguf.metadataEntries.filter { $0.key != "general.file_type" && $0.key != "general.quantization_version" }
         metadata.append(GGUFMetadataEntry("general.file_type", .uint(UInt64(fileType.llamaFileType)), type: 4))
         if fileType.base != nil { metadata.append(GGUFMetadataEntry("general.quantization_version", .uint(2), type: 4)) }
+        if tensors.contains(where: { $0.name.hasSuffix(SparseOutlierLinear.indexSuffix) }) {
+            // Marks a file only Pivot runs (llama.cpp refuses the extra tensors).
+            metadata.append(GGUFMetadataEntry("pivot.sparse_outliers", .uint(1), type: 4))
+        }
         try withExtendedLifetime(gguf) {
             try GGUFWriter.write(metadata: metadata, tensors: tensors, to: output)
         }

@@ -1,0 +1,112 @@
+import PivotKernels
+
+/// Σ x·xᵀ over every calibration token seen at one projection input (GPTQ's H, up to a factor 2/N).
+/// Q/K/V share one, as do gate/up: the input is the same matrix.
+public final class InputHessian {
+    public let columns: Int
+    /// Upper triangle (j ≥ i) of the running sum, row-major `columns × columns`, in float as GPTQ's reference.
+    let sums: FloatBuffer
+    public private(set) var tokens = 0
+
+    init(columns: Int) {
+        self.columns = columns
+        sums = FloatBuffer(count: columns * columns)
+    }
+
+    /// Adds every row of `x`; rows of four output rows i at a time, eight columns j per vector.
+    func add(_ x: Matrix, pool: ThreadPool) {
+        let n = columns, h = sums.pointer, base = x.base, stride = x.stride, count = x.rows
+        let quads = n / 4
+        // Work per quad shrinks along the triangle; interleaved chunks keep threads even.
+        pool.parallelFor(chunks: min(quads, pool.threads * 8)) { chunk in
+            var q = chunk
+            while q < quads {
+                let i0 = q * 4, jStart = i0 / 8 * 8
+                var j = jStart
+                while j < n {
+                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                    for t in 0..<count {
+                        let row = UnsafeRawPointer(base + t * stride)
+                        let xj = row.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        let xi = base + t * stride + i0
+                        a0 += xi[0] * xj; a1 += xi[1] * xj; a2 += xi[2] * xj; a3 += xi[3] * xj
+                    }
+                    @inline(__always) func accumulate(_ k: Int, _ a: SIMD8<Float>) {
+                        let target = UnsafeMutableRawPointer(h + (i0 + k) * n + j)
+                        target.storeBytes(of: target.loadUnaligned(as: SIMD8<Float>.self) + a, as: SIMD8<Float>.self)
+                    }
+                    accumulate(0, a0); accumulate(1, a1); accumulate(2, a2); accumulate(3, a3)
+                    j += 8
+                }
+                q += min(quads, pool.threads * 8)
+            }
+        }
+        tokens += count
+    }
+
+    /// The full symmetric matrix in double.
+    public func matrix() -> [Double] {
+        let n = columns
+        var m = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in i..<n { let v = Double(sums.pointer[i * n + j]); m[i * n + j] = v; m[j * n + i] = v } }
+        return m
+    }
+}
+
+/// Passes through to the wrapped projection; the first projection of a shared input records it.
+final class HessianRecorder: LinearOperator {
+    let inner: LinearOperator
+    let hessian: InputHessian
+    let records: Bool
+
+    init(_ inner: LinearOperator, hessian: InputHessian, records: Bool) {
+        self.inner = inner; self.hessian = hessian; self.records = records
+    }
+
+    var inFeatures: Int { inner.inFeatures }
+    var outFeatures: Int { inner.outFeatures }
+    var weightBytes: Int { inner.weightBytes }
+    var formatName: String { inner.formatName }
+
+    func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
+        if records { hessian.add(x, pool: context.pool) }
+        inner.forward(x, into: y, context: context)
+    }
+}
+
+public enum HessianCollector {
+    /// Runs `model` over `tokens` in chunks of `contextLength` (each from an empty cache) and returns,
+    /// per projection tensor name ("blk.N.attn_q.weight" …), the Hessian of its input.
+    public static func collect(model: LoadedModel, tokens: [Int], contextLength: Int = 512, chunks limit: Int? = nil,
+                               pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> [String: InputHessian] {
+        let available = tokens.count / contextLength
+        let chunks = limit.map { min($0, available) } ?? available
+        guard chunks > 0 else {
+            throw PivotError.invalidArgument("the calibration text has \(tokens.count) tokens, fewer than one chunk of \(contextLength)")
+        }
+        let transformer = model.transformer
+        let original = transformer.layers
+        var hessians: [String: InputHessian] = [:]
+        transformer.layers = original.enumerated().map { index, layer in
+            var shared: [String: InputHessian] = [:]
+            return layer.mappingProjections { op, role in
+                // attn_q/k/v read the same normed input, as do ffn_gate/up.
+                let input = ["attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"][role] ?? role
+                let records = shared[input] == nil
+                let hessian = shared[input] ?? InputHessian(columns: op.inFeatures)
+                shared[input] = hessian
+                hessians["blk.\(index).\(role).weight"] = hessian
+                return HessianRecorder(op, hessian: hessian, records: records)
+            }
+        }
+        defer { transformer.layers = original }
+        let state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: false, pool: pool)
+        let cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
+        for c in 0..<chunks {
+            cache.truncate(to: 0)
+            _ = transformer.forward(Array(tokens[(c * contextLength)..<((c + 1) * contextLength)]), cache: cache, state: state)
+            progress(c + 1, chunks)
+        }
+        return hessians
+    }
+}

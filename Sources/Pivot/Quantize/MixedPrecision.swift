@@ -1,0 +1,151 @@
+import PivotKernels
+
+/// LLM-MQ-style mixed precision: each projection gets the standard type that minimizes the
+/// model's total sensitivity under a byte budget, solved exactly as a multiple-choice knapsack
+/// (dynamic programming over the budget in units of the greatest common divisor of every
+/// candidate's size, so no byte is rounded away).
+///
+/// Sensitivity is LLM-MQ's first order, Σᵢⱼ |gᵢⱼ|·|Q(W) − W|ᵢⱼ with |g| the loss gradient's
+/// magnitude summed over calibration windows (`GradientModel`); without gradients, the second-order
+/// Σᵢⱼ E[xⱼ²]·(Q(W) − W)ᵢⱼ² (the expected squared output error under the calibration inputs, from
+/// llama.cpp's importance matrix). Q(W) is the importance-weighted quantizer of each type.
+public enum MixedPrecision {
+    public struct Option: Sendable {
+        public var format: BlockFormat, bytes: Int, cost: Double
+        public init(format: BlockFormat, bytes: Int, cost: Double) { self.format = format; self.bytes = bytes; self.cost = cost }
+    }
+    public struct Item: Sendable {
+        public var name: String
+        public var options: [Option]
+        public init(name: String, options: [Option]) { self.name = name; self.options = options }
+    }
+
+    /// One option per item minimizing Σ cost with Σ bytes ≤ `budget`; nil when even the smallest choices do not fit.
+    public static func allocate(_ items: [Item], budget: Int) -> [Int]? {
+        guard !items.isEmpty else { return [] }
+        var unit = 0
+        for item in items { for o in item.options { unit = gcd(unit, o.bytes) } }
+        unit = max(unit, 1)
+        let capacity = budget / unit
+        guard capacity >= 0, capacity <= 50_000_000 else { return nil }
+        // best[c] = least cost of the items so far using exactly c units (∞ if impossible).
+        var best = [Double](repeating: .infinity, count: capacity + 1)
+        best[0] = 0
+        var choice = [[UInt8]](repeating: [], count: items.count)
+        for (index, item) in items.enumerated() {
+            var next = [Double](repeating: .infinity, count: capacity + 1)
+            var picked = [UInt8](repeating: 255, count: capacity + 1)
+            for (k, option) in item.options.enumerated() {
+                let size = option.bytes / unit
+                guard size <= capacity else { continue }
+                for c in size...capacity where best[c - size] < .infinity {
+                    let cost = best[c - size] + option.cost
+                    if cost < next[c] { next[c] = cost; picked[c] = UInt8(k) }
+                }
+            }
+            best = next
+            choice[index] = picked
+        }
+        guard var c = (0...capacity).min(by: { best[$0] < best[$1] }), best[c] < .infinity else { return nil }
+        var result = [Int](repeating: 0, count: items.count)
+        for index in stride(from: items.count - 1, through: 0, by: -1) {
+            let k = Int(choice[index][c])
+            result[index] = k
+            c -= items[index].options[k].bytes / unit
+        }
+        return result
+    }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+
+    /// Standard types that can hold rows of `columns` weights, from the most to the fewest bits.
+    public static func candidates(columns: Int) -> [BlockFormat] {
+        [.q8_0, .q6_K, .q5_K, .q5_1, .q5_0, .q4_K, .q4_1, .q4_0, .q3_K, .q2_K].filter { columns % $0.elementsPerBlock == 0 }
+    }
+
+    /// The sensitivity of `t` quantized (with the importance search) to each candidate: Σ|g|·|ΔW| when
+    /// `gradient` (|g| per weight, row-major) is given, else Σ E[x²]·ΔW².
+    public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, pool: ThreadPool) -> Item {
+        let rows = t.shape[0], columns = t.shape[1]
+        let weights = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
+        defer { weights.deallocate() }
+        t.copyFloats(into: weights)
+        var options: [Option] = []
+        for format in candidates(columns: columns) {
+            let rowBytes = format.rowBytes(columns)
+            var partial = [Double](repeating: 0, count: pool.threads * 8)
+            let chunks = partial.count
+            func measure(_ gradientP: UnsafePointer<Float>?) {
+                partial.withUnsafeMutableBufferPointer { sums in
+                    let sumsP = sums.baseAddress!
+                    importance.withUnsafeBufferPointer { imp in
+                        pool.parallelFor(chunks: chunks) { chunk in
+                            withUnsafeTemporaryAllocation(byteCount: rowBytes, alignment: 16) { block in
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { back in
+                                    var total = 0.0
+                                    var r = chunk
+                                    while r < rows {
+                                        let row = weights + r * columns
+                                        format.quantizeRow(row, count: columns, into: block.baseAddress!, importance: imp.baseAddress!)
+                                        format.dequantizeRow(UnsafeRawPointer(block.baseAddress!), count: columns, into: back.baseAddress!)
+                                        if let g = gradientP.map({ $0 + r * columns }) {
+                                            for j in 0..<columns { total += Double(g[j]) * Double(abs(back[j] - row[j])) }
+                                        } else {
+                                            for j in 0..<columns { let e = Double(back[j] - row[j]); total += Double(imp[j]) * e * e }
+                                        }
+                                        r += chunks
+                                    }
+                                    sumsP[chunk] = total
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let gradient { gradient.withUnsafeBufferPointer { measure($0.baseAddress) } } else { measure(nil) }
+            options.append(Option(format: format, bytes: rows * rowBytes, cost: partial.reduce(0, +)))
+        }
+        return Item(name: t.name, options: options)
+    }
+}
+
+extension MixedPrecision {
+    /// The per-projection types of a `bitsPerWeight` file: the other tensors keep `fileType`'s recipe
+    /// and count in the budget; every block projection with an importance entry is allocated.
+    /// Returns the types and the file's bits per weight over all tensor data.
+    public static func plan(_ gguf: GGUFFile, fileType: QuantizeFileType, bitsPerWeight: Double, importance: [String: [Float]],
+                            gradients: [String: [Float]]? = nil, outliers: OutlierPlan? = nil, pool: ThreadPool, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> (types: [String: BlockFormat], bitsPerWeight: Double) {
+        let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
+        let elements = base.reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
+        var fixed = 0
+        var items: [Item] = []
+        let allocated = base.filter { importance[$0.name] != nil && gguf.tensors[$0.name]!.shape.count == 2 }
+        for (i, choice) in allocated.enumerated() {
+            items.append(item(gguf.tensors[choice.name]!, importance: importance[choice.name]!, gradient: gradients?[choice.name], pool: pool))
+            progress(i + 1, allocated.count, choice.name)
+        }
+        let allocatedNames = Set(allocated.map(\.name))
+        // The sparse FP16 outliers of every allocated tensor count in the budget too.
+        for choice in allocated {
+            fixed += OutlierPlan.bytesPerOutlier * (outliers?.count(elements: gguf.tensors[choice.name]!.elementCount) ?? 0)
+        }
+        for choice in base where !allocatedNames.contains(choice.name) {
+            let t = gguf.tensors[choice.name]!
+            switch choice.to {
+            case .block(let f): fixed += f.rowBytes(t.shape.last!) * (t.elementCount / t.shape.last!)
+            case .f16, .bf16: fixed += 2 * t.elementCount
+            case .f32: fixed += 4 * t.elementCount
+            }
+        }
+        let budget = Int((bitsPerWeight * Double(elements) / 8).rounded(.down)) - fixed
+        guard let picks = allocate(items, budget: budget) else {
+            let smallest = items.reduce(fixed) { $0 + ($1.options.map(\.bytes).min() ?? 0) }
+            throw PivotError.invalidArgument(String(format: "--bpw %.3f is below the smallest file these types allow (%.3f bits per weight)",
+                                                    bitsPerWeight, Double(smallest * 8) / Double(elements)))
+        }
+        var types: [String: BlockFormat] = [:]
+        var total = fixed
+        for (item, k) in zip(items, picks) { types[item.name] = item.options[k].format; total += item.options[k].bytes }
+        return (types, Double(total * 8) / Double(elements))
+    }
+}

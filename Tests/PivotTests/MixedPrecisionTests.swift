@@ -1,0 +1,32 @@
+import XCTest
+import Pivot
+import PivotKernels
+
+/// The allocation is exact: it equals a brute-force search over every combination, never passes
+/// the budget, and refuses a budget below the smallest choices.
+final class MixedPrecisionTests: XCTestCase {
+    func testAllocationEqualsBruteForceAndMeetsTheBudget() {
+        var g = SplitMix64(seed: 12)
+        for trial in 0..<40 {
+            let items = (0..<6).map { i in
+                MixedPrecision.Item(name: "t\(i)", options: (0..<Int.random(in: 2...4, using: &g)).map { _ in
+                    .init(format: .q4_0, bytes: 6 * Int.random(in: 1...40, using: &g), cost: Double.random(in: 0...10, using: &g))
+                })
+            }
+            let budget = Int.random(in: 40...600, using: &g)
+            // Brute force over every combination.
+            var bestCost = Double.infinity
+            func search(_ i: Int, _ bytes: Int, _ cost: Double) {
+                if bytes > budget { return }
+                if i == items.count { bestCost = min(bestCost, cost); return }
+                for o in items[i].options { search(i + 1, bytes + o.bytes, cost + o.cost) }
+            }
+            search(0, 0, 0)
+            let picks = MixedPrecision.allocate(items, budget: budget)
+            if bestCost == .infinity { XCTAssertNil(picks, "trial \(trial)"); continue }
+            let chosen = zip(items, picks!).map { $0.options[$1] }
+            XCTAssertLessThanOrEqual(chosen.reduce(0) { $0 + $1.bytes }, budget, "trial \(trial)")
+            XCTAssertEqual(chosen.reduce(0) { $0 + $1.cost }, bestCost, accuracy: 1e-9, "trial \(trial)")
+        }
+    }
+}
