@@ -48,6 +48,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "Sparse FP16 outliers: keep this percent of each projection's weights (the most sensitive) exactly, beside the quantized tensor (0.5 = 0.5%). Counted in --bpw. Such files run only in Pivot (llama.cpp refuses their extra tensors); 0 (default) keeps files standard.")
     var outliers: Double = 0
 
+    @Flag(help: "LSI: learn increments of each projection's top 32 singular values that lower its quantized output error on the calibration inputs (straight-through estimator, Adam, 30 steps), before the final quantization; files stay standard. Needs --method gptq or mq.")
+    var lsi = false
+
     @Option(name: .customLong("gradient-chunks"), help: "--method mq: calibration chunks for the loss gradients that weigh each tensor's error (default 8; each is a float forward and backward pass).")
     var gradientChunks = 8
 
@@ -77,6 +80,7 @@ struct Quantize: ParsableCommand {
             guard bpw > 1, bpw < 33 else { throw ValidationError("--bpw must be between 1 and 33 bits per weight") }
             guard imatrix != nil || calib != nil else { throw ValidationError("--bpw allocates by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
         }
+        if lsi && method != "gptq" && method != "mq" { throw ValidationError("--lsi needs --method gptq or mq (it uses their calibration Hessians)") }
         guard outliers >= 0, outliers < 50 else { throw ValidationError("--outliers is a percent between 0 and 50") }
         if outliers > 0 && imatrix == nil && calib == nil { throw ValidationError("--outliers chooses weights by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
         if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq only") }
@@ -132,13 +136,16 @@ struct Quantize: ParsableCommand {
             gradients = nil
             printAllocation(types, achieved: achieved, target: bpw)
         }
+        var lsiLines: [String] = []
         let bar = ProgressBar(total: source.tensorOrder.count, label: "quantize")
         let start = Date()
         let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: importance, pure: pure,
-                                               gptq: gptq, overrides: overrides, outliers: outlierPlan, pool: pool) { done, _, name in
+                                               gptq: gptq, overrides: overrides, outliers: outlierPlan,
+                                               lsi: lsi ? SingularValueCompensation() : nil, pool: pool, progress: { done, _, name in
             bar.update(done, suffix: name)
-        }
+        }, report: { lsiLines.append($0) })
         bar.finish()
+        lsiLines.forEach { print($0) }
         var counts: [String: Int] = [:]
         for c in choices { counts["\(c.to)", default: 0] += 1 }
         let size = (try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0

@@ -31,12 +31,20 @@ public final class GPTQPlan {
         return factor
     }
 
-    /// `t` through GPTQ; weights whose flat index is in `outliers` get their exact correction in the result.
-    func quantize(_ t: TensorData, format: BlockFormat, factor: HessianFactor, outliers: [Int] = [], pool: ThreadPool) -> (TensorData, [Float]) {
+    /// The input Hessian of `name` divided by its token count (E[x·xᵀ]), full, for LSI.
+    func meanHessian(for name: String) -> [Float]? {
+        guard let h = hessians[name], h.tokens > 0 else { return nil }
+        let n = h.columns, scale = 1 / Float(h.tokens)
+        var m = [Float](repeating: 0, count: n * n)
+        for i in 0..<n { for j in i..<n { let v = h.sums.pointer[i * n + j] * scale; m[i * n + j] = v; m[j * n + i] = v } }
+        return m
+    }
+
+    /// `floats` (the tensor `t`'s weights, possibly compensated) through GPTQ; weights whose flat index is in
+    /// `outliers` get their exact correction in the result.
+    func quantize(_ t: TensorData, floats: UnsafePointer<Float>, format: BlockFormat, factor: HessianFactor, outliers: [Int] = [],
+                  pool: ThreadPool) -> (TensorData, [Float]) {
         let rows = t.shape[0], columns = t.shape[1]
-        let floats = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
-        defer { floats.deallocate() }
-        t.copyFloats(into: floats)
         var mask = [Bool](repeating: false, count: outliers.isEmpty ? 0 : rows * columns)
         for i in outliers { mask[i] = true }
         var residuals = [Float](repeating: 0, count: mask.count)

@@ -79,34 +79,43 @@ public enum HessianCollector {
     /// per projection tensor name ("blk.N.attn_q.weight" …), the Hessian of its input.
     public static func collect(model: LoadedModel, tokens: [Int], contextLength: Int = 512, chunks limit: Int? = nil,
                                pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> [String: InputHessian] {
+        var hessians: [String: InputHessian] = [:]
+        var shared: [Int: [String: InputHessian]] = [:]
+        try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, pool: pool, progress: progress) { index, op, role in
+            // attn_q/k/v read the same normed input, as do ffn_gate/up.
+            let input = ["attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"][role] ?? role
+            let known = shared[index]?[input]
+            let hessian = known ?? InputHessian(columns: op.inFeatures)
+            shared[index, default: [:]][input] = hessian
+            hessians["blk.\(index).\(role).weight"] = hessian
+            return HessianRecorder(op, hessian: hessian, records: known == nil)
+        }
+        return hessians
+    }
+}
+
+extension LoadedModel {
+    /// Runs the model over `tokens` in chunks of `contextLength` (each from an empty cache, as
+    /// llama-imatrix does) with every block projection replaced by `wrap(layer, op, role)` for the
+    /// run; returns how many chunks ran.
+    @discardableResult
+    func runCalibration(tokens: [Int], contextLength: Int, chunks limit: Int?, pool: ThreadPool, precision: ActivationPrecision = .int8,
+                        progress: (Int, Int) -> Void, wrap: (Int, LinearOperator, String) -> LinearOperator) throws -> Int {
         let available = tokens.count / contextLength
         let chunks = limit.map { min($0, available) } ?? available
         guard chunks > 0 else {
             throw PivotError.invalidArgument("the calibration text has \(tokens.count) tokens, fewer than one chunk of \(contextLength)")
         }
-        let transformer = model.transformer
         let original = transformer.layers
-        var hessians: [String: InputHessian] = [:]
-        transformer.layers = original.enumerated().map { index, layer in
-            var shared: [String: InputHessian] = [:]
-            return layer.mappingProjections { op, role in
-                // attn_q/k/v read the same normed input, as do ffn_gate/up.
-                let input = ["attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"][role] ?? role
-                let records = shared[input] == nil
-                let hessian = shared[input] ?? InputHessian(columns: op.inFeatures)
-                shared[input] = hessian
-                hessians["blk.\(index).\(role).weight"] = hessian
-                return HessianRecorder(op, hessian: hessian, records: records)
-            }
-        }
+        transformer.layers = original.enumerated().map { index, layer in layer.mappingProjections { wrap(index, $0, $1) } }
         defer { transformer.layers = original }
-        let state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: false, pool: pool)
-        let cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
+        let state = ForwardState(config: config, maxTokens: contextLength, allLogits: false, pool: pool, precision: precision)
+        let cache = makeCache(capacity: contextLength, maxBatch: contextLength)
         for c in 0..<chunks {
             cache.truncate(to: 0)
             _ = transformer.forward(Array(tokens[(c * contextLength)..<((c + 1) * contextLength)]), cache: cache, state: state)
             progress(c + 1, chunks)
         }
-        return hessians
+        return chunks
     }
 }

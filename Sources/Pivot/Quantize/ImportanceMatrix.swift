@@ -25,28 +25,12 @@ public struct ImportanceMatrix: Sendable {
     public static func collect(model: LoadedModel, tokens: [Int], contextLength: Int = 512, chunks limit: Int? = nil,
                                dataset: String, pool: ThreadPool, precision: ActivationPrecision = .int8,
                                progress: (Int, Int) -> Void = { _, _ in }) throws -> ImportanceMatrix {
-        let available = tokens.count / contextLength
-        let chunks = limit.map { min($0, available) } ?? available
-        guard chunks > 0 else {
-            throw PivotError.invalidArgument("the calibration text has \(tokens.count) tokens, fewer than one chunk of \(contextLength)")
-        }
-        let transformer = model.transformer
-        let original = transformer.layers
         var recorders: [(String, ImportanceRecorder)] = []
-        transformer.layers = original.enumerated().map { index, layer in
-            layer.mappingProjections { op, role in
-                let recorder = ImportanceRecorder(op)
-                recorders.append(("blk.\(index).\(role).weight", recorder))
-                return recorder
-            }
-        }
-        defer { transformer.layers = original }
-        let state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: false, pool: pool, precision: precision)
-        let cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
-        for c in 0..<chunks {
-            cache.truncate(to: 0)
-            _ = transformer.forward(Array(tokens[(c * contextLength)..<((c + 1) * contextLength)]), cache: cache, state: state)
-            progress(c + 1, chunks)
+        let chunks = try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, pool: pool, precision: precision,
+                                              progress: progress) { index, op, role in
+            let recorder = ImportanceRecorder(op)
+            recorders.append(("blk.\(index).\(role).weight", recorder))
+            return recorder
         }
         var entries: [String: Entry] = [:]
         for (name, recorder) in recorders { entries[name] = Entry(sums: recorder.sums, count: recorder.count) }

@@ -54,8 +54,9 @@ public enum QuantizePipeline {
     /// names to per-column importances (an imatrix); tensors without an entry are quantized without.
     @discardableResult
     public static func run(input: String, output: String, fileType: FileType, importance: ImportanceMatrix? = nil, pure: Bool = false,
-                           gptq: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil, pool: ThreadPool? = nil,
-                           progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> [Choice] {
+                           gptq: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
+                           lsi: SingularValueCompensation? = nil, pool: ThreadPool? = nil,
+                           progress: (Int, Int, String) -> Void = { _, _, _ in }, report: (String) -> Void = { _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
         let choices = try plan(gguf, fileType: fileType, hasImportance: importance != nil, pure: pure).map { c in
             overrides[c.name].map { Choice(name: c.name, from: c.from, to: .block($0)) } ?? c
@@ -80,24 +81,38 @@ public enum QuantizePipeline {
                 var kept: (indices: [Int], corrections: [Float]) = ([], [])
                 let workers = pool ?? ThreadPool(threads: 1)
                 let factor = try gptq?.factor(for: choice.name)
-                if let outliers, outliers.fraction > 0, case .block(let format) = choice.to, let imp = importanceValues?[choice.name] {
+                let outlierFraction = outliers?.fraction ?? 0
+                if case .block(let format) = choice.to, let imp = importanceValues?[choice.name], outlierFraction > 0 || factor != nil || lsi != nil {
                     let floats = UnsafeMutablePointer<Float>.allocate(capacity: t.elementCount)
                     defer { floats.deallocate() }
                     t.copyFloats(into: floats)
-                    let selection = outliers.select(floats, rows: t.shape[0], columns: t.shape[1], format: format, importance: imp,
-                                                    gradient: outliers.gradients?[choice.name])
-                    if let gptq, let factor {
-                        let (quantized, residuals) = gptq.quantize(t, format: format, factor: factor, outliers: selection.indices, pool: workers)
-                        (converted, kept) = (quantized, (selection.indices, residuals))
-                    } else {
-                        let storage = OwnedBytes(count: selection.rtn.count)
-                        selection.rtn.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                        converted = TensorData(name: t.name, type: choice.to, shape: t.shape, data: UnsafeRawPointer(storage.pointer),
-                                               byteCount: selection.rtn.count, owner: storage)
-                        kept = (selection.indices, selection.corrections)
+                    if let lsi, let h = gptq?.meanHessian(for: choice.name) {
+                        let (before, after) = lsi.compensate(floats, rows: t.shape[0], columns: t.shape[1], format: format, hessian: h,
+                                                             importance: imp, pool: workers)
+                        report(String(format: "LSI %@: output error %.4f of plain (%.4g → %.4g)", choice.name, after / max(before, 1e-30), before, after))
                     }
-                } else if let gptq, let factor, case .block(let format) = choice.to {
-                    converted = gptq.quantize(t, format: format, factor: factor, pool: workers).0
+                    var indices: [Int] = []
+                    if let outliers, outlierFraction > 0 {
+                        let selection = outliers.select(floats, rows: t.shape[0], columns: t.shape[1], format: format, importance: imp,
+                                                        gradient: outliers.gradients?[choice.name])
+                        indices = selection.indices
+                        if factor == nil { kept = (selection.indices, selection.corrections) }
+                    }
+                    if let gptq, let factor {
+                        let (quantized, residuals) = gptq.quantize(t, floats: floats, format: format, factor: factor, outliers: indices, pool: workers)
+                        converted = quantized
+                        if !indices.isEmpty { kept = (indices, residuals) }
+                    } else {
+                        let rowBytes = format.rowBytes(t.shape[1])
+                        let storage = OwnedBytes(count: t.shape[0] * rowBytes)
+                        imp.withUnsafeBufferPointer { ip in
+                            for r in 0..<t.shape[0] {
+                                format.quantizeRow(floats + r * t.shape[1], count: t.shape[1], into: storage.pointer + r * rowBytes, importance: ip.baseAddress!)
+                            }
+                        }
+                        converted = TensorData(name: t.name, type: choice.to, shape: t.shape, data: UnsafeRawPointer(storage.pointer),
+                                               byteCount: t.shape[0] * rowBytes, owner: storage)
+                    }
                 } else {
                     converted = convert(t, to: choice.to, importance: importanceValues?[choice.name], pool: pool)
                 }
