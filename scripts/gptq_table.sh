@@ -12,28 +12,15 @@
 set -eu
 LLAMA=$1; WORK=$2; shift 2
 TYPES=${*:-"Q2_K Q3_K_M Q4_K_M"}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PIVOT=$ROOT/.build/release/pivot
-SHARED=${PIVOT_SHARED:-$ROOT/../shared}
-MODEL=$SHARED/models/SmolLM2-135M-Instruct.Q4_1.gguf
-CALIB=$SHARED/data/calibration.txt
-TEXT=$SHARED/data/wikitext-2-raw-test.txt
-THREADS=${THREADS:-2}
+. "$(dirname "$0")/weight_table_common.sh"
 mkdir -p "$WORK"; cd "$WORK"
 
 [ -f pivot-imatrix.gguf ] || "$PIVOT" imatrix -t "$THREADS" -m "$MODEL" -f "$CALIB" --calib-chunks 100 -o pivot-imatrix.gguf > /dev/null 2>&1
 [ -f llama-imatrix.gguf ] || "$LLAMA/llama-imatrix" -m "$MODEL" -f "$CALIB" --chunks 100 -c 512 -t "$THREADS" -o llama-imatrix.gguf > llama-imatrix.log 2>&1
-[ -f base-top1024.kld ] || "$PIVOT" kld -t "$THREADS" --base "$MODEL" -f "$TEXT" --ctx 512 --chunks 40 --save-base base-top1024.kld > /dev/null 2>&1
 
 row() {  # type, method, file
-    size=$(stat -c %s "$3")
-    kld=$("$PIVOT" kld -t "$THREADS" --base-file base-top1024.kld -m "$3" -f "$TEXT" --ctx 512 --chunks 40 2>/dev/null)
-    mean=$(echo "$kld" | awk '/^Mean/ {print $3, $4, $5}')
-    p99=$(echo "$kld" | awk '/^99.0%/ {print $3}')
-    top=$(echo "$kld" | awk '/^Same top/ {print $4, $5, $6, $7}')
-    ppl=$(echo "$kld" | awk '/^PPL\(compared\)/ {print $2}')
-    bpw=$(python3 -c "import sys; from gguf import GGUFReader; r=GGUFReader(sys.argv[1]); n=sum(int(t.n_elements) for t in r.tensors); print(f'{$size*8/n:.3f}')" "$3")
-    printf '| %s | %s | %.2f | %s | %s | %s | %s | %s |\n' "$1" "$2" "$(echo "$size / 1048576" | bc -l)" "$bpw" "$ppl" "$mean" "$p99" "$top" >> gptq-table.md
+    bpw=$(python3 -c "import os, sys; from gguf import GGUFReader; r=GGUFReader(sys.argv[1]); n=sum(int(t.n_elements) for t in r.tensors); print(f'{os.path.getsize(sys.argv[1])*8/n:.3f}')" "$3")
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(mib "$3")" "$bpw" "$(kld_row "$3" | sed 's/|/ | /g')" >> gptq-table.md
 }
 
 echo "| type | method | MiB | bpw | PPL | mean KLD | 99% KLD | same top-1 |" > gptq-table.md

@@ -13,13 +13,7 @@
 set -eu
 LLAMA=$1; WORK=$2; shift 2
 TYPES=${*:-"Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K Q8_0"}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PIVOT=$ROOT/.build/release/pivot
-SHARED=${PIVOT_SHARED:-$ROOT/../shared}
-MODEL=$SHARED/models/SmolLM2-135M-Instruct.Q4_1.gguf
-CALIB=$SHARED/data/calibration.txt
-TEXT=$SHARED/data/wikitext-2-raw-test.txt
-THREADS=${THREADS:-2}
+. "$(dirname "$0")/weight_table_common.sh"  # ROOT, PIVOT, MODEL, CALIB, TEXT, THREADS
 mkdir -p "$WORK"; cd "$WORK"
 
 [ -f pivot-imatrix.gguf ] || "$PIVOT" imatrix -t "$THREADS" -m "$MODEL" -f "$CALIB" --calib-chunks 100 -o pivot-imatrix.gguf

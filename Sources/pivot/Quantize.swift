@@ -42,7 +42,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Quantization method: rtn, imatrix, gptq, or mq (= --bpw allocation + GPTQ rounding) (default: imatrix when --imatrix or --calib is given, else rtn).")
     var method: String?
 
-    @Option(help: "Mixed precision: bits per weight of the whole file (all tensors); each block projection gets the standard type that minimizes the total importance-weighted error under this budget, exactly (needs a calibrated method). --type still sets the other tensors.")
+    @Option(help: "Mixed precision: bits per weight of the tensor data (all tensors; the metadata, ~1.8 MB here, not counted); each block projection gets the standard type that minimizes the model's total sensitivity under this budget, solved exactly (--method mq: Σ|gradient|·|Q(W)−W| from --gradient-chunks windows; otherwise Σ E[x²]·(Q(W)−W)²). --type sets the other tensors. Needs --calib or --imatrix.")
     var bpw: Double?
 
     @Option(help: "Sparse FP16 outliers: keep this percent of each projection's weights (the most sensitive) exactly, beside the quantized tensor (0.5 = 0.5%). Counted in --bpw. Such files run only in Pivot (llama.cpp refuses their extra tensors); 0 (default) keeps files standard.")

@@ -65,7 +65,9 @@ public enum MixedPrecision {
 
     /// The sensitivity of `t` quantized (with the importance search) to each candidate: Σ|g|·|ΔW| when
     /// `gradient` (|g| per weight, row-major) is given, else Σ E[x²]·ΔW².
-    public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, pool: ThreadPool) -> Item {
+    /// A candidate equal to the tensor's stored type costs nothing (the pipeline copies those bytes
+    /// unchanged, as llama-quantize does) and carries no outliers; the others add `outlierBytes`.
+    public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, outlierBytes: Int = 0, pool: ThreadPool) -> Item {
         let rows = t.shape[0], columns = t.shape[1]
         let weights = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
         defer { weights.deallocate() }
@@ -73,6 +75,10 @@ public enum MixedPrecision {
         var options: [Option] = []
         for format in candidates(columns: columns) {
             let rowBytes = format.rowBytes(columns)
+            if t.type == .block(format) {
+                options.append(Option(format: format, bytes: rows * rowBytes, cost: 0))
+                continue
+            }
             var partial = [Double](repeating: 0, count: pool.threads * 8)
             let chunks = partial.count
             func measure(_ gradientP: UnsafePointer<Float>?) {
@@ -103,7 +109,7 @@ public enum MixedPrecision {
                 }
             }
             if let gradient { gradient.withUnsafeBufferPointer { measure($0.baseAddress) } } else { measure(nil) }
-            options.append(Option(format: format, bytes: rows * rowBytes, cost: partial.reduce(0, +)))
+            options.append(Option(format: format, bytes: rows * rowBytes + outlierBytes, cost: partial.reduce(0, +)))
         }
         return Item(name: t.name, options: options)
     }
@@ -121,14 +127,12 @@ extension MixedPrecision {
         var items: [Item] = []
         let allocated = base.filter { importance[$0.name] != nil && gguf.tensors[$0.name]!.shape.count == 2 }
         for (i, choice) in allocated.enumerated() {
-            items.append(item(gguf.tensors[choice.name]!, importance: importance[choice.name]!, gradient: gradients?[choice.name], pool: pool))
+            let t = gguf.tensors[choice.name]!
+            items.append(item(t, importance: importance[choice.name]!, gradient: gradients?[choice.name],
+                              outlierBytes: OutlierPlan.bytesPerOutlier * (outliers?.count(elements: t.elementCount) ?? 0), pool: pool))
             progress(i + 1, allocated.count, choice.name)
         }
         let allocatedNames = Set(allocated.map(\.name))
-        // The sparse FP16 outliers of every allocated tensor count in the budget too.
-        for choice in allocated {
-            fixed += OutlierPlan.bytesPerOutlier * (outliers?.count(elements: gguf.tensors[choice.name]!.elementCount) ?? 0)
-        }
         for choice in base where !allocatedNames.contains(choice.name) {
             let t = gguf.tensors[choice.name]!
             switch choice.to {
