@@ -20,6 +20,17 @@ final class GradientTests: XCTestCase {
         let loss = model.lossAndGradients(tokens: tokens, gradients: &gradients, pool: pool) { inputs[$0] = $1 }
         XCTAssertGreaterThan(loss, 1)
         XCTAssertEqual(gradients.count, 14)
+        // The forward half is the engine's forward pass: the same loss from the engine's float logits.
+        let engine = try LoadedModel.load(path: path)
+        let state = ForwardState(config: engine.config, maxTokens: tokens.count, allLogits: true, pool: pool, precision: .float)
+        let logits = engine.transformer.forward(tokens, cache: engine.makeCache(capacity: 32, maxBatch: 16), state: state, logits: .all)
+        var engineLoss = 0.0
+        for t in 0..<(tokens.count - 1) {
+            let row = Array(UnsafeBufferPointer(start: logits.row(t), count: tiny.vocab)).map(Double.init)
+            let largest = row.max()!
+            engineLoss += largest + log(row.reduce(0) { $0 + exp($1 - largest) }) - row[tokens[t + 1]]
+        }
+        XCTAssertEqual(loss, engineLoss / Double(tokens.count - 1), accuracy: 1e-4)
         XCTAssertEqual(inputs["blk.0.attn_q.weight"]?.count, tokens.count * tiny.hidden)
 
         var checked = 0
