@@ -226,12 +226,7 @@ public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPoi
 public func interleavedMatMulFloat(_ layout: InterleavedLayout, weights: UnsafeRawPointer, outputs: Range<Int>,
                                    x: UnsafePointer<Float>, xStride: Int, tokens: Int,
                                    out: UnsafeMutablePointer<Float>, outStride: Int) {
-    let columns = layout.blocks * 32
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { row in
-        let w = row.baseAddress!
-        for o in outputs {
-            layout.dequantizeRow(weights, row: o, into: w)
-            for t in 0..<tokens { out[t * outStride + o] = dotF32(w, x + t * xStride, count: columns) }
-        }
+    dequantizedMatMul(columns: layout.blocks * 32, outputs: outputs, x: x, xStride: xStride, tokens: tokens, out: out, outStride: outStride) { o, row in
+        layout.dequantizeRow(weights, row: o, into: row)
     }
 }

@@ -254,10 +254,20 @@ func matMulTiles(_ weights: UnsafeRawPointer, _ rowBytes: Int, _ outputs: Range<
 public func quantizedMatMulFloat(_ format: BlockFormat, weights: UnsafeRawPointer, rowBytes: Int, outputs: Range<Int>,
                                  x: UnsafePointer<Float>, xStride: Int, columns: Int, tokens: Int,
                                  out: UnsafeMutablePointer<Float>, outStride: Int) {
+    dequantizedMatMul(columns: columns, outputs: outputs, x: x, xStride: xStride, tokens: tokens, out: out, outStride: outStride) { o, row in
+        format.dequantizeRow(weights + o * rowBytes, count: columns, into: row)
+    }
+}
+
+/// `out[t * outStride + o] = W[o] · x[t]` with each row W[o] written out as floats by `dequantize(o, into:)`:
+/// the exact path for any stored layout (GGML rows, interleaved groups).
+@inline(__always)
+func dequantizedMatMul(columns: Int, outputs: Range<Int>, x: UnsafePointer<Float>, xStride: Int, tokens: Int,
+                       out: UnsafeMutablePointer<Float>, outStride: Int, dequantize: (Int, UnsafeMutablePointer<Float>) -> Void) {
     withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { row in
         let w = row.baseAddress!
         for o in outputs {
-            format.dequantizeRow(weights + o * rowBytes, count: columns, into: w)
+            dequantize(o, w)
             for t in 0..<tokens { out[t * outStride + o] = dotF32(w, x + t * xStride, count: columns) }
         }
     }

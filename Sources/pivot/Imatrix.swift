@@ -16,11 +16,16 @@ struct CalibrationOptions: ParsableArguments {
         if let chunks, chunks < 1 { throw ValidationError("--calib-chunks must be at least 1") }
     }
 
-    /// Runs `loaded` over `file` and returns its importance matrix, with a progress bar.
-    func collect(_ loaded: LoadedModel, file: String, pool: ThreadPool) throws -> ImportanceMatrix {
+    /// The calibration text in `loaded`'s tokens (no BOS, as llama-imatrix reads it).
+    func tokens(_ loaded: LoadedModel, file: String) throws -> [Int] {
         guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
-        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+        return loaded.tokenizer.encode(text, addBOS: false)
+    }
+
+    /// Runs `loaded` over `file` and returns its importance matrix, with a progress bar.
+    func collect(_ loaded: LoadedModel, file: String, pool: ThreadPool) throws -> ImportanceMatrix {
+        let tokens = try tokens(loaded, file: file)
         let total = min(chunks ?? Int.max, tokens.count / chunkLength)
         writeErr("\(file): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the importance matrix\n")
         let bar = ProgressBar(total: total, label: "imatrix")
@@ -30,11 +35,8 @@ struct CalibrationOptions: ParsableArguments {
         return matrix
     }
 
-    /// Runs `loaded` over `file` and returns every projection input's Hessian Σxxᵀ (for GPTQ).
-    func collectHessians(_ loaded: LoadedModel, file: String, pool: ThreadPool) throws -> [String: InputHessian] {
-        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
-        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+    /// Runs `loaded` over `tokens` (of `file`) and returns every projection input's Hessian Σxxᵀ (for GPTQ).
+    func collectHessians(_ loaded: LoadedModel, tokens: [Int], file: String, pool: ThreadPool) throws -> [String: InputHessian] {
         let total = min(chunks ?? 128, tokens.count / chunkLength)
         writeErr("\(file): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the GPTQ Hessians\n")
         let bar = ProgressBar(total: total, label: "hessians")

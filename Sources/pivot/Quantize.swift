@@ -83,7 +83,7 @@ struct Quantize: ParsableCommand {
         if lsi && method != "gptq" && method != "mq" { throw ValidationError("--lsi needs --method gptq or mq (it uses their calibration Hessians)") }
         guard outliers >= 0, outliers < 50 else { throw ValidationError("--outliers is a percent between 0 and 50") }
         if outliers > 0 && imatrix == nil && calib == nil { throw ValidationError("--outliers chooses weights by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
-        if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq only") }
+        if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq or mq only") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         try calibration.check()
     }
@@ -108,19 +108,22 @@ struct Quantize: ParsableCommand {
         }
         var importance: ImportanceMatrix?
         var gptq: GPTQPlan?
+        var gradients: [String: [Float]]?
         if let imatrix { importance = try ImportanceMatrix.load(path: imatrix) }
-        if let calib, method == "gptq" || method == "mq" {
-            let plan = GPTQPlan(hessians: try calibration.collectHessians(try LoadedModel.load(path: path), file: calib, pool: pool), actOrder: !noActOrder)
-            importance = plan.importance
-            gptq = plan
-        } else if let calib {
-            importance = try calibration.collect(try LoadedModel.load(path: path), file: calib, pool: pool)
+        if let calib {
+            // One model and one tokenization serve the Hessians, the importance matrix and the gradients.
+            let loaded = try LoadedModel.load(path: path)
+            if method == "gptq" || method == "mq" {
+                let tokens = try calibration.tokens(loaded, file: calib)
+                let plan = GPTQPlan(hessians: try calibration.collectHessians(loaded, tokens: tokens, file: calib, pool: pool), actOrder: !noActOrder)
+                importance = plan.importance
+                gptq = plan
+                if method == "mq" { gradients = try gradientMagnitudes(source: source, tokens: tokens, pool: pool) }
+            } else {
+                importance = try calibration.collect(loaded, file: calib, pool: pool)
+            }
         }
         var overrides: [String: BlockFormat] = [:]
-        var gradients: [String: [Float]]?
-        if method == "mq", let calib {
-            gradients = try gradientMagnitudes(source: source, calib: calib, pool: pool)
-        }
         let outlierPlan = outliers > 0 ? OutlierPlan(fraction: outliers / 100, gradients: gradients) : nil
         if outlierPlan != nil {
             writeErr("note: --outliers \(outliers) keeps sparse FP16 weights in extra tensors: the file runs in Pivot only (llama.cpp refuses it); --outliers 0 keeps files standard\n")
@@ -169,13 +172,10 @@ struct Quantize: ParsableCommand {
         }
     }
 
-    /// LLM-MQ's gradient magnitudes from the first --gradient-chunks windows of the calibration text.
-    func gradientMagnitudes(source: GGUFFile, calib: String, pool: ThreadPool) throws -> [String: [Float]] {
+    /// LLM-MQ's gradient magnitudes from the first --gradient-chunks windows of the calibration tokens.
+    func gradientMagnitudes(source: GGUFFile, tokens: [Int], pool: ThreadPool) throws -> [String: [Float]] {
         guard gradientChunks >= 1 else { throw ValidationError("--gradient-chunks must be at least 1") }
         let model = try GradientModel(gguf: source)
-        let loaded = try LoadedModel.load(path: source.path)
-        guard let text = try? String(contentsOfFile: calib, encoding: .utf8) else { throw PivotError.cannotRead(calib, "not UTF-8 text") }
-        let tokens = loaded.tokenizer.encode(text, addBOS: false)
         let length = calibration.chunkLength
         let windows = (0..<min(gradientChunks, tokens.count / length)).map { Array(tokens[($0 * length)..<(($0 + 1) * length)]) }
         let bar = ProgressBar(total: windows.count, label: "gradients")

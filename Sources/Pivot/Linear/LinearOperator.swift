@@ -44,10 +44,10 @@ public func makeLinear(_ tensor: TensorData) -> LinearOperator {
     }
 }
 
-/// GGML block-quantized weights; activations go to int8. K-quants and Q8_0 are used in place from
-/// the memory map. Q4_0/Q4_1/Q5_0/Q5_1 with rows in multiples of 8 are repacked once at load into
-/// the eight-row interleaved layout (same size; the file's pages are released), which roughly
-/// halves the instructions per weight of a product.
+/// GGML block-quantized weights; activations go to int8. Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q6_K with rows in
+/// multiples of 8 are repacked once at load into the eight-row interleaved layout (`InterleavedLayout`;
+/// the file's pages are released), which roughly halves the instructions per weight of a product;
+/// other formats are used in place from the memory map.
 public final class QuantizedLinear: LinearOperator {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -81,19 +81,16 @@ public final class QuantizedLinear: LinearOperator {
     public var formatName: String { TensorType.block(format).description }
 
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
-        if context.precision == .float, let layout = interleaved {
-            let weights = self.weights
-            context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
-                interleavedMatMulFloat(layout, weights: weights, outputs: range, x: x.base, xStride: x.stride,
-                                       tokens: x.rows, out: y.base, outStride: y.stride)
-            }
-            return
-        }
         if context.precision == .float {
-            let format = self.format, weights = self.weights, rowBytes = self.rowBytes, columns = inFeatures
+            let format = self.format, weights = self.weights, rowBytes = self.rowBytes, columns = inFeatures, layout = interleaved
             context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
-                quantizedMatMulFloat(format, weights: weights, rowBytes: rowBytes, outputs: range, x: x.base, xStride: x.stride,
-                                     columns: columns, tokens: x.rows, out: y.base, outStride: y.stride)
+                if let layout {
+                    interleavedMatMulFloat(layout, weights: weights, outputs: range, x: x.base, xStride: x.stride,
+                                           tokens: x.rows, out: y.base, outStride: y.stride)
+                } else {
+                    quantizedMatMulFloat(format, weights: weights, rowBytes: rowBytes, outputs: range, x: x.base, xStride: x.stride,
+                                         columns: columns, tokens: x.rows, out: y.base, outStride: y.stride)
+                }
             }
             return
         }

@@ -34,10 +34,8 @@ public final class GPTQPlan {
     /// The input Hessian of `name` divided by its token count (E[x·xᵀ]), full, for LSI.
     func meanHessian(for name: String) -> [Float]? {
         guard let h = hessians[name], h.tokens > 0 else { return nil }
-        let n = h.columns, scale = 1 / Float(h.tokens)
-        var m = [Float](repeating: 0, count: n * n)
-        for i in 0..<n { for j in i..<n { let v = h.sums.pointer[i * n + j] * scale; m[i * n + j] = v; m[j * n + i] = v } }
-        return m
+        let scale = 1 / Float(h.tokens)
+        return h.matrix().map { Float($0) * scale }
     }
 
     /// `floats` (the tensor `t`'s weights, possibly compensated) through GPTQ; weights whose flat index is in

@@ -70,7 +70,8 @@ public enum MixedPrecision {
     public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, outlierBytes: Int = 0, pool: ThreadPool) -> Item {
         let rows = t.shape[0], columns = t.shape[1]
         let weights = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
-        defer { weights.deallocate() }
+        let restored = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
+        defer { weights.deallocate(); restored.deallocate() }
         t.copyFloats(into: weights)
         var options: [Option] = []
         for format in candidates(columns: columns) {
@@ -79,36 +80,22 @@ public enum MixedPrecision {
                 options.append(Option(format: format, bytes: rows * rowBytes, cost: 0))
                 continue
             }
+            _ = format.roundTrip(weights, rows: rows, columns: columns, importance: importance, pool: pool, restored: restored)
+            // Summed in strided chunks of rows (r = chunk, chunk + chunks, …), then over chunks.
             var partial = [Double](repeating: 0, count: pool.threads * 8)
             let chunks = partial.count
-            func measure(_ gradientP: UnsafePointer<Float>?) {
-                partial.withUnsafeMutableBufferPointer { sums in
-                    let sumsP = sums.baseAddress!
-                    importance.withUnsafeBufferPointer { imp in
-                        pool.parallelFor(chunks: chunks) { chunk in
-                            withUnsafeTemporaryAllocation(byteCount: rowBytes, alignment: 16) { block in
-                                withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { back in
-                                    var total = 0.0
-                                    var r = chunk
-                                    while r < rows {
-                                        let row = weights + r * columns
-                                        format.quantizeRow(row, count: columns, into: block.baseAddress!, importance: imp.baseAddress!)
-                                        format.dequantizeRow(UnsafeRawPointer(block.baseAddress!), count: columns, into: back.baseAddress!)
-                                        if let g = gradientP.map({ $0 + r * columns }) {
-                                            for j in 0..<columns { total += Double(g[j]) * Double(abs(back[j] - row[j])) }
-                                        } else {
-                                            for j in 0..<columns { let e = Double(back[j] - row[j]); total += Double(imp[j]) * e * e }
-                                        }
-                                        r += chunks
-                                    }
-                                    sumsP[chunk] = total
-                                }
-                            }
-                        }
+            for chunk in 0..<chunks {
+                var total = 0.0
+                for r in stride(from: chunk, to: rows, by: chunks) {
+                    let row = weights + r * columns, back = restored + r * columns
+                    if let gradient {
+                        for j in 0..<columns { total += Double(gradient[r * columns + j]) * Double(abs(back[j] - row[j])) }
+                    } else {
+                        for j in 0..<columns { let e = Double(back[j] - row[j]); total += Double(importance[j]) * e * e }
                     }
                 }
+                partial[chunk] = total
             }
-            if let gradient { gradient.withUnsafeBufferPointer { measure($0.baseAddress) } } else { measure(nil) }
             options.append(Option(format: format, bytes: rows * rowBytes + outlierBytes, cost: partial.reduce(0, +)))
         }
         return Item(name: t.name, options: options)

@@ -18,16 +18,11 @@ public struct OutlierPlan {
     /// The kept weights' flat indices, and the tensor quantized without GPTQ (RTN with importance) with
     /// each kept weight's correction W − Q(W).
     func select(_ weights: UnsafePointer<Float>, rows: Int, columns: Int, format: BlockFormat, importance: [Float],
-                gradient: [Float]?) -> (indices: [Int], rtn: [UInt8], corrections: [Float]) {
-        let rowBytes = format.rowBytes(columns)
-        var rtn = [UInt8](repeating: 0, count: rows * rowBytes)
+                gradient: [Float]?, pool: ThreadPool?) -> (indices: [Int], rtn: TensorData, corrections: [Float]) {
         var restored = [Float](repeating: 0, count: rows * columns)
-        rtn.withUnsafeMutableBytes { out in importance.withUnsafeBufferPointer { imp in restored.withUnsafeMutableBufferPointer { back in
-            for r in 0..<rows {
-                format.quantizeRow(weights + r * columns, count: columns, into: out.baseAddress! + r * rowBytes, importance: imp.baseAddress!)
-                format.dequantizeRow(UnsafeRawPointer(out.baseAddress! + r * rowBytes), count: columns, into: back.baseAddress! + r * columns)
-            }
-        } } }
+        let rtn = restored.withUnsafeMutableBufferPointer {
+            format.roundTrip(weights, rows: rows, columns: columns, importance: importance, pool: pool, restored: $0.baseAddress!)
+        }
         var scores = [Float](repeating: 0, count: rows * columns)
         for i in 0..<(rows * columns) {
             let error = restored[i] - weights[i]

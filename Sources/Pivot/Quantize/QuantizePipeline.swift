@@ -91,27 +91,21 @@ public enum QuantizePipeline {
                                                              importance: imp, pool: workers)
                         report(String(format: "LSI %@: output error %.4f of plain (%.4g → %.4g)", choice.name, after / max(before, 1e-30), before, after))
                     }
-                    var indices: [Int] = []
+                    var selection: (indices: [Int], rtn: TensorData, corrections: [Float])?
                     if let outliers, outlierFraction > 0 {
-                        let selection = outliers.select(floats, rows: t.shape[0], columns: t.shape[1], format: format, importance: imp,
-                                                        gradient: outliers.gradients?[choice.name])
-                        indices = selection.indices
-                        if factor == nil { kept = (selection.indices, selection.corrections) }
+                        selection = outliers.select(floats, rows: t.shape[0], columns: t.shape[1], format: format, importance: imp,
+                                                    gradient: outliers.gradients?[choice.name], pool: workers)
                     }
                     if let gptq, let factor {
+                        let indices = selection?.indices ?? []
                         let (quantized, residuals) = gptq.quantize(t, floats: floats, format: format, factor: factor, outliers: indices, pool: workers)
                         converted = quantized
                         if !indices.isEmpty { kept = (indices, residuals) }
+                    } else if let selection {
+                        converted = selection.rtn
+                        kept = (selection.indices, selection.corrections)
                     } else {
-                        let rowBytes = format.rowBytes(t.shape[1])
-                        let storage = OwnedBytes(count: t.shape[0] * rowBytes)
-                        imp.withUnsafeBufferPointer { ip in
-                            for r in 0..<t.shape[0] {
-                                format.quantizeRow(floats + r * t.shape[1], count: t.shape[1], into: storage.pointer + r * rowBytes, importance: ip.baseAddress!)
-                            }
-                        }
-                        converted = TensorData(name: t.name, type: choice.to, shape: t.shape, data: UnsafeRawPointer(storage.pointer),
-                                               byteCount: t.shape[0] * rowBytes, owner: storage)
+                        converted = TensorData.floatView(floats, rows: t.shape[0], columns: t.shape[1]).quantized(to: format, importance: imp, pool: workers)
                     }
                 } else {
                     converted = convert(t, to: choice.to, importance: importanceValues?[choice.name], pool: pool)

@@ -35,7 +35,9 @@ public struct SingularValueCompensation {
             for k in 0..<r where delta[k] != 0 {
                 for i in 0..<rows { let a = delta[k] * u[k * rows + i]; if a != 0 { for j in 0..<n { trial[i * n + j] += a * v[k * n + j] } } }
             }
-            roundTrip(trial, into: &quantized, rows: rows, columns: n, format: format, importance: importance)
+            trial.withUnsafeBufferPointer { w in quantized.withUnsafeMutableBufferPointer { q in
+                _ = format.roundTrip(w.baseAddress!, rows: rows, columns: n, importance: importance, pool: pool, restored: q.baseAddress!)
+            } }
             for i in 0..<(rows * n) { quantized[i] -= original[i] }  // E
             let error = outputError(quantized, h, rows: rows, columns: n, gradient: &gradient, pool: pool)
             if step == 0 { firstError = error }
@@ -81,18 +83,6 @@ public struct SingularValueCompensation {
             }
         } } } }
         return partial.reduce(0, +)
-    }
-
-    func roundTrip(_ w: [Float], into out: inout [Float], rows: Int, columns n: Int, format: BlockFormat, importance: [Float]) {
-        let rowBytes = format.rowBytes(n)
-        withUnsafeTemporaryAllocation(byteCount: rowBytes, alignment: 16) { block in
-            w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBufferPointer { op in importance.withUnsafeBufferPointer { imp in
-                for i in 0..<rows {
-                    format.quantizeRow(wp.baseAddress! + i * n, count: n, into: block.baseAddress!, importance: imp.baseAddress!)
-                    format.dequantizeRow(UnsafeRawPointer(block.baseAddress!), count: n, into: op.baseAddress! + i * n)
-                }
-            } } }
-        }
     }
 
     /// The `rank` largest singular triplets: u (rank × rows), σ, v (rank × columns).
