@@ -9,11 +9,21 @@
 ///
 /// K-quants, super-blocks of 256 with quantized per-sub-block scales (`KQuants.swift`):
 /// Q2_K (84 bytes), Q3_K (110), Q4_K (144), Q5_K (176), Q6_K (210).
+///
+/// Pivot's extension types, groups of 32/64/128 with an f16 scale and minimum (`GroupFormats.swift`):
+/// Q2_G32 … Q4_G128; no other runtime loads them.
 public enum BlockFormat: Int, Sendable, CaseIterable {
     case q4_0, q4_1, q8_0, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K
+    case q2_g32, q2_g64, q2_g128, q3_g32, q3_g64, q3_g128, q4_g64, q4_g128
 
-    /// Weights per block: 32, or 256 for the K-quants.
-    public var elementsPerBlock: Int { isKQuant ? 256 : 32 }
+    /// Weights per block: 32, 256 for the K-quants, the group for the extension types.
+    public var elementsPerBlock: Int {
+        switch self {
+        case .q2_g64, .q3_g64, .q4_g64: return 64
+        case .q2_g128, .q3_g128, .q4_g128: return 128
+        default: return isKQuant ? 256 : 32
+        }
+    }
 
     public var isKQuant: Bool {
         switch self {
@@ -34,10 +44,12 @@ public enum BlockFormat: Int, Sendable, CaseIterable {
         case .q4_K: return 144
         case .q5_K: return 176
         case .q6_K: return 210
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128: return groupBlockBytes
         }
     }
 
-    /// ggml's type id (ggml.h).
+    /// ggml's type id (ggml.h); Pivot's own types take 1000 + 10·bits + (0, 1, 2 for groups of 32, 64, 128),
+    /// far above ggml's, so other readers reject them as unknown types.
     public var ggmlType: UInt32 {
         switch self {
         case .q4_0: return 2
@@ -50,6 +62,8 @@ public enum BlockFormat: Int, Sendable, CaseIterable {
         case .q4_K: return 12
         case .q5_K: return 13
         case .q6_K: return 14
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            return UInt32(1000 + 10 * groupBits! + [32: 0, 64: 1, 128: 2][elementsPerBlock]!)
         }
     }
 
@@ -70,6 +84,7 @@ public enum BlockFormat: Int, Sendable, CaseIterable {
         case .q4_K: return "Q4_K"
         case .q5_K: return "Q5_K"
         case .q6_K: return "Q6_K"
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128: return "Q\(groupBits!)_G\(elementsPerBlock)"
         }
     }
 
@@ -82,6 +97,7 @@ public enum BlockFormat: Int, Sendable, CaseIterable {
             for b in 0..<(count / 256) { dequantizeSuperBlock(source + b * bytesPerBlock, into: out + b * 256) }
             return
         }
+        if isExtension { return dequantizeGroupRow(source, count: count, into: out) }
         let blocks = count / 32
         for b in 0..<blocks {
             let block = source + b * bytesPerBlock

@@ -14,6 +14,7 @@ extension BlockFormat {
         case .q5_0, .q5_1, .q5_K: return 32
         case .q6_K: return 64
         case .q8_0: return 256
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128: return 1 << groupBits!
         }
     }
 
@@ -43,6 +44,8 @@ extension BlockFormat {
             let half = c / 128, k = (c % 128) / 32, l = c % 32
             put(half * 64 + l + 32 * (k & 1), 4 * (k >> 1), 4, level & 0x0F)
             put(128 + half * 32 + l, 2 * k, 2, level >> 4)
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            setGroupLevel(block, c, level)
         }
     }
 

@@ -11,6 +11,7 @@ extension BlockFormat {
     /// given, holds `count` non-negative per-column weights (ignored by Q8_0, as in ggml).
     public func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer,
                             importance: UnsafePointer<Float>?) {
+        if isExtension { return quantizeGroupRow(x, count: count, into: out, importance: importance) }
         if isKQuant {
             KScratch.with { scratch in
                 for b in 0..<(count / 256) {
@@ -67,7 +68,7 @@ extension BlockFormat {
 
     /// Round-to-nearest into a block-32 format: `count` floats (a multiple of 32) into `out`.
     public func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
-        if isKQuant { return quantizeRow(x, count: count, into: out, importance: nil) }
+        if isKQuant || isExtension { return quantizeRow(x, count: count, into: out, importance: nil) }
         for b in 0..<(count / 32) {
             let v = x + b * 32, block = out + b * bytesPerBlock
             switch self {

@@ -2,7 +2,7 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// Int8-activation dot products for Q5_0, Q5_1 and the K-quants through one generic kernel:
+/// Int8-activation dot products for Q5_0, Q5_1, the K-quants and the group-wise extension types through one generic kernel:
 /// each group of 32 weights (one activation block) is decoded to 32 small integers q with a scale
 /// per half (16 weights) and an offset, so that weight = scale·q + offset; then one integer
 /// multiply-add per group, as the Q4/Q8 kernels do. Signed q (Q3_K, Q5_0, Q6_K) go through the
@@ -66,6 +66,8 @@ extension BlockFormat {
             out.scale1 = d * Float(block.load(fromByteOffset: 192 + half * 8 + 1 + 2 * k, as: Int8.self))
             out.offset0 = 0; out.offset1 = 0
             out.signed = true
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            groupwiseScales(row, g, into: &out)
         default:
             fatalError("\(name) has its own kernel")
         }
@@ -113,6 +115,8 @@ extension BlockFormat {
                 let high = (byte(block, 128 + half * 32 + l) >> (2 * k)) & 3
                 quants[l] = Int8((low | high << 4) - 32)
             }
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            groupwiseCodes(row, g, into: &quants)
         default:
             fatalError("\(name) has its own kernel")
         }
@@ -145,6 +149,8 @@ extension BlockFormat {
             // q − 4 where the high bit is clear: low + 4·bit − 4.
             let bit = _mm256_and_si256(_mm256_srl_epi16(loadBytes32(block), _mm_cvtsi32_si128(Int32(sub))), one)
             return _mm256_sub_epi8(_mm256_or_si256(q, _mm256_slli_epi16(bit, 2)), _mm256_set1_epi8(4))
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            return groupwiseCodesAVX2(row, g)
         default:
             fatalError("\(name) has its own kernel")
         }

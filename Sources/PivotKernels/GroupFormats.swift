@@ -1,0 +1,138 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+/// Pivot's group-wise 2-, 3- and 4-bit formats: the form the GPTQ and LLM-MQ papers use, for rows
+/// where GGUF has nothing below 4 bits (its 2- and 3-bit K-quants need rows of 256; this model's
+/// projections but ffn_down are 576 wide). Not GGML types: llama.cpp refuses a file holding them.
+///
+/// A block is one group of G weights (32, 64 or 128): f16 scale d, f16 minimum m, then per run of
+/// 32 weights its codes q (0 ..< 2^bits); a weight is d·q + m.
+/// - 2-bit: 8 bytes per run; weight j is bits 2(j/8)… of byte j % 8.
+/// - 4-bit: 16 bytes per run; weight j is the low nibble of byte j (j < 16), else the high nibble of byte j − 16.
+/// - 3-bit: the 2-bit planes of every run, then 4 bytes per run: bit j = bit 2 of weight j's code.
+/// Each run of 32 decodes with a few vector shifts into the bytes one `vpmaddubsw` multiplies with
+/// an activation block (the generic decoded-group kernel), the minimum going through the block's
+/// activation sum, as Q4_1's does.
+extension BlockFormat {
+    /// Code bits of a group-wise format (nil for GGML formats).
+    public var groupBits: Int? {
+        switch self {
+        case .q2_g32, .q2_g64, .q2_g128: return 2
+        case .q3_g32, .q3_g64, .q3_g128: return 3
+        case .q4_g64, .q4_g128: return 4
+        default: return nil
+        }
+    }
+
+    /// A Pivot extension type (not loadable by other GGUF runtimes).
+    public var isExtension: Bool { groupBits != nil }
+
+    /// The group-wise formats, fewest bits first.
+    public static let extensionFormats: [BlockFormat] = [.q2_g128, .q2_g64, .q2_g32, .q3_g128, .q3_g64, .q3_g32, .q4_g128, .q4_g64]
+
+    /// The group-wise format of `bits` and `group` weights, if there is one.
+    public static func grouped(bits: Int, group: Int) -> BlockFormat? {
+        extensionFormats.first { $0.groupBits == bits && $0.elementsPerBlock == group }
+    }
+
+    /// Bits of the 2- or 4-bit plane holding a code's low bits.
+    var planeBits: Int { groupBits == 4 ? 4 : 2 }
+    /// Runs of 32 weights per group.
+    var runsPerGroup: Int { elementsPerBlock / 32 }
+    /// Bytes of one run's plane.
+    var planeBytes: Int { 4 * planeBits }
+    /// Offset of the third-bit words (3-bit formats).
+    var highBitsOffset: Int { 4 + runsPerGroup * planeBytes }
+
+    var groupBlockBytes: Int { 4 + runsPerGroup * (planeBytes + (groupBits == 3 ? 4 : 0)) }
+
+    /// Where weight j (0..<32) of run `run` sits in the plane: byte offset from the block, and bit shift.
+    @inline(__always) func planePosition(_ run: Int, _ j: Int) -> (offset: Int, shift: Int) {
+        (4 + run * planeBytes + j % planeBytes, planeBits * (j / planeBytes))
+    }
+
+    /// The code of weight j of run `run` in `block`.
+    @inline(__always) func groupCode(_ block: UnsafeRawPointer, _ run: Int, _ j: Int) -> Int {
+        let (offset, shift) = planePosition(run, j)
+        var q = Int(block.load(fromByteOffset: offset, as: UInt8.self) >> UInt8(shift)) & ((1 << planeBits) - 1)
+        if groupBits == 3 { q |= Int((block.load(fromByteOffset: highBitsOffset + 4 * run + j / 8, as: UInt8.self) >> UInt8(j % 8)) & 1) << 2 }
+        return q
+    }
+
+    func dequantizeGroupRow(_ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+        let group = elementsPerBlock
+        for b in 0..<(count / group) {
+            let block = source + b * bytesPerBlock
+            let d = loadHalf(block, 0), m = loadHalf(block, 2)
+            for c in 0..<group { out[b * group + c] = d * Float(groupCode(block, c / 32, c % 32)) + m }
+        }
+    }
+
+    func setGroupLevel(_ block: UnsafeMutableRawPointer, _ c: Int, _ level: Int) {
+        @inline(__always) func put(_ offset: Int, _ shift: Int, _ width: Int, _ value: Int) {
+            let mask = UInt8((1 << width) - 1) << UInt8(shift)
+            let old = block.load(fromByteOffset: offset, as: UInt8.self)
+            block.storeBytes(of: (old & ~mask) | (UInt8(truncatingIfNeeded: value << shift) & mask), toByteOffset: offset, as: UInt8.self)
+        }
+        let run = c / 32, j = c % 32
+        let (offset, shift) = planePosition(run, j)
+        put(offset, shift, planeBits, level & ((1 << planeBits) - 1))
+        if groupBits == 3 { put(highBitsOffset + 4 * run + j / 8, j % 8, 1, level >> 2) }
+    }
+
+    /// One row into a group-wise format: per group, the scale and minimum of least weighted squared
+    /// error (ggml's `make_qkx3_quants` search; weights importance·sqrt(σ² + x²) with an importance
+    /// matrix, else x²), stored as f16, then every code rounded against the stored values.
+    func quantizeGroupRow(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer, importance: UnsafePointer<Float>?) {
+        let group = elementsPerBlock, top = (1 << groupBits!) - 1
+        let sigma2 = Self.sumOfSquares(x, count) / Float(count)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * group) { codes in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group) { weightBuffer in
+                let L = codes.baseAddress!, Laux = L + group, weights = weightBuffer.baseAddress!
+                for b in 0..<(count / group) {
+                    let xb = x + b * group, block = out + b * bytesPerBlock
+                    if let importance {
+                        for l in 0..<group { weights[l] = importance[b * group + l] * (sigma2 + xb[l] * xb[l]).squareRoot() }
+                    }
+                    var minimum: Float = 0
+                    let d = ScaleSearch.qkx(group, top, xb, weights: importance == nil ? nil : UnsafePointer(weights), L, theMin: &minimum, Laux,
+                                            rmin: -0.9, rdelta: 0.05, nstep: 36, useMAD: false)
+                    Self.storeHalf(d, block, 0)
+                    Self.storeHalf(-minimum, block, 2)
+                    let dh = loadHalf(block, 0), mh = loadHalf(block, 2)
+                    let inverse: Float = dh != 0 ? 1 / dh : 0
+                    for c in 0..<group {
+                        setGroupLevel(block, c, max(0, min(top, ScaleSearch.nearestInt((xb[c] - mh) * inverse))))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scale and minimum of 32-weight run `g` of a row (for the decoded-group kernel).
+    @inline(__always) func groupwiseScales(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
+        let block = row + (g / runsPerGroup) * bytesPerBlock
+        out.scale0 = loadHalf(block, 0); out.scale1 = out.scale0
+        out.offset0 = loadHalf(block, 2); out.offset1 = out.offset0
+        out.signed = false
+    }
+
+    @inline(__always) func groupwiseCodes(_ row: UnsafeRawPointer, _ g: Int, into quants: inout SIMD32<Int8>) {
+        let block = row + (g / runsPerGroup) * bytesPerBlock, run = g % runsPerGroup
+        for j in 0..<32 { quants[j] = Int8(groupCode(block, run, j)) }
+    }
+
+    #if arch(x86_64)
+    /// `groupwiseCodes` by vector shifts: each 64-bit lane k of a broadcast 2-bit plane shifted by 2k.
+    @inline(__always) func groupwiseCodesAVX2(_ row: UnsafeRawPointer, _ g: Int) -> __m256i {
+        let block = row + (g / runsPerGroup) * bytesPerBlock, run = g % runsPerGroup
+        if groupBits == 4 { return unpackNibbles(block + 4 + 16 * run) }
+        let plane = _mm256_set1_epi64x(Int64(bitPattern: block.loadUnaligned(fromByteOffset: 4 + 8 * run, as: UInt64.self)))
+        let low = _mm256_and_si256(_mm256_srlv_epi64(plane, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3))
+        guard groupBits == 3 else { return low }
+        let bits = block.loadUnaligned(fromByteOffset: highBitsOffset + 4 * run, as: UInt32.self).littleEndian
+        return _mm256_or_si256(low, _mm256_srli_epi16(fifthBits(bits), 2))
+    }
+    #endif
+}
