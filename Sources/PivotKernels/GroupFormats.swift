@@ -136,3 +136,89 @@ extension BlockFormat {
     }
     #endif
 }
+
+#if arch(x86_64)
+/// The codes of run `run` of a group-wise block, `bits` and `runs` constants at every call site.
+@inline(__always)
+func groupwiseRunCodes(_ block: UnsafeRawPointer, _ run: Int, bits: Int, runs: Int) -> __m256i {
+    if bits == 4 { return unpackNibbles(block + 4 + 16 * run) }
+    let plane = _mm256_set1_epi64x(Int64(bitPattern: block.loadUnaligned(fromByteOffset: 4 + 8 * run, as: UInt64.self)))
+    let low = _mm256_and_si256(_mm256_srlv_epi64(plane, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3))
+    guard bits == 3 else { return low }
+    let third = block.loadUnaligned(fromByteOffset: 4 + 8 * runs + 4 * run, as: UInt32.self).littleEndian
+    return _mm256_or_si256(low, _mm256_srli_epi16(fifthBits(third), 2))
+}
+
+@inline(__always) func groupwiseBlockBytes(bits: Int, runs: Int) -> Int { 4 + runs * (bits == 4 ? 16 : bits == 3 ? 12 : 8) }
+
+/// A group-wise row against one activation row: per run of 32, one unsigned×signed multiply-add
+/// scaled by d·(activation scale), and the minimum through the run's activation sum (as Q4_1).
+@inline(__always)
+func dotGroupwise1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, bits: Int, runs: Int) -> Float {
+    let blockBytes = groupwiseBlockBytes(bits: bits, runs: runs)
+    var acc = _mm256_setzero_ps()
+    var minimumTerm: Float = 0
+    for g in 0..<(blocks / runs) {
+        let block = w + g * blockBytes
+        let d = loadHalf(block, 0), m = loadHalf(block, 2)
+        for run in 0..<runs {
+            let b = g * runs + run
+            let product = multiplySum(groupwiseRunCodes(block, run, bits: bits, runs: runs), loadBytes32(a.quants + b * 32))
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.scales[b]), product, acc)
+            minimumTerm += m * a.sums[b]
+        }
+    }
+    return horizontalSum(acc) + minimumTerm
+}
+
+/// Four activation rows sharing each decoded run; every row summed in `dotGroupwise1`'s order.
+@inline(__always)
+func dotGroupwise4(_ w: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row,
+                   blocks: Int, bits: Int, runs: Int) -> SIMD4<Float> {
+    let blockBytes = groupwiseBlockBytes(bits: bits, runs: runs)
+    var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps()
+    var acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
+    var minimumTerm = SIMD4<Float>()
+    for g in 0..<(blocks / runs) {
+        let block = w + g * blockBytes
+        let d = loadHalf(block, 0), m = loadHalf(block, 2)
+        for run in 0..<runs {
+            let b = g * runs + run, offset = b * 32
+            let q = groupwiseRunCodes(block, run, bits: bits, runs: runs)
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * a0.scales[b]), multiplySum(q, loadBytes32(a0.quants + offset)), acc0)
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * a1.scales[b]), multiplySum(q, loadBytes32(a1.quants + offset)), acc1)
+            acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d * a2.scales[b]), multiplySum(q, loadBytes32(a2.quants + offset)), acc2)
+            acc3 = _mm256_fmadd_ps(_mm256_set1_ps(d * a3.scales[b]), multiplySum(q, loadBytes32(a3.quants + offset)), acc3)
+            minimumTerm += m * SIMD4(a0.sums[b], a1.sums[b], a2.sums[b], a3.sums[b])
+        }
+    }
+    return SIMD4(horizontalSum(acc0), horizontalSum(acc1), horizontalSum(acc2), horizontalSum(acc3)) + minimumTerm
+}
+
+/// `quantizedMatMul` for the group-wise formats, with bits and runs per group as constants.
+@inline(__always)
+func groupwiseMatMul(_ format: BlockFormat, _ weights: UnsafeRawPointer, _ rowBytes: Int, _ outputs: Range<Int>,
+                     _ act: Q8Activations, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+    @inline(__always) func run(_ bits: Int, _ runs: Int) {
+        matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotGroupwise1($0, $1, blocks: $2, bits: bits, runs: runs) }
+            quad: { dotGroupwise4($0, $1, $2, $3, $4, blocks: $5, bits: bits, runs: runs) }
+    }
+    switch format {
+    case .q2_g32: run(2, 1)
+    case .q2_g64: run(2, 2)
+    case .q2_g128: run(2, 4)
+    case .q3_g32: run(3, 1)
+    case .q3_g64: run(3, 2)
+    case .q3_g128: run(3, 4)
+    case .q4_g64: run(4, 2)
+    case .q4_g128: run(4, 4)
+    default: fatalError("\(format.name) is not group-wise")
+    }
+}
+
+/// `quantizedDot` for the group-wise formats.
+@inline(__always)
+func groupwiseDot(_ format: BlockFormat, _ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+    dotGroupwise1(w, a, blocks: blocks, bits: format.groupBits!, runs: format.runsPerGroup)
+}
+#endif

@@ -177,6 +177,8 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
     case .q4_K: return dotQ4_Kx1(weights, a, blocks: act.blocksPerRow)
     case .q6_K: return dotQ6_Kx1(weights, a, blocks: act.blocksPerRow)
     case .q3_K: return dotQ3_Kx1(weights, a, blocks: act.blocksPerRow)
+    case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+        return groupwiseDot(format, weights, a, blocks: act.blocksPerRow)
     #endif
     default: return dotDecoded1(format, weights, a, blocks: act.blocksPerRow)
     }
@@ -204,6 +206,8 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
         quad: { dotQ6_Kx4($0, $1, $2, $3, $4, blocks: $5) }
     case .q3_K: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotQ3_Kx1($0, $1, blocks: $2) }
         quad: { dotDecoded4(.q3_K, $0, $1, $2, $3, $4, blocks: $5) }
+    case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+        groupwiseMatMul(format, weights, rowBytes, outputs, act, out, outStride)
     #endif
     default: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotDecoded1(format, $0, $1, blocks: $2) }
         quad: { dotDecoded4(format, $0, $1, $2, $3, $4, blocks: $5) }

@@ -194,4 +194,5 @@ struct KVCacheOptions: ParsableArguments {
 }
 
 extension KVCacheSpec.Kind: ExpressibleByArgument {}
+extension MixedPrecision.BudgetScope: ExpressibleByArgument {}
 extension KVCacheSpec.OutlierCriterion: ExpressibleByArgument {}

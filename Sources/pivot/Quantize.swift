@@ -19,7 +19,12 @@ struct Quantize: ParsableCommand {
         Methods: rtn (round to nearest with ggml's scale search), imatrix (the same search weighted by the importance \
         matrix), gptq (GPTQ: each projection's Hessian Σxxᵀ from --calib, 1% dampening, act-order, blocks of 128; \
         scales chosen first by the imatrix search, then every weight's level chosen while the rounding error is pushed \
-        onto the columns not yet quantized). All write standard GGUF types that llama.cpp runs.
+        onto the columns not yet quantized), mq (--bpw: LLM-MQ's gradient-weighted allocation, then GPTQ rounding).
+        Pivot's extension types \(BlockFormat.extensionFormats.map(\.name).joined(separator: ", ")) (2/3/4 bits in groups of \
+        32/64/128 weights with an f16 scale and minimum; 2.25–4.5 bits per weight) go where GGUF has nothing below 4 bits \
+        (rows that are not a multiple of 256). --type takes them for a uniform file; --bpw uses them only when no standard \
+        assignment fits the budget. Files holding them (or --outliers) run in Pivot only, and the tool says so; \
+        --standard-only keeps every method to types llama.cpp loads.
         """)
 
     @Option(name: [.customShort("m"), .customLong("model")], help: "Input .gguf file or HuggingFace folder (or a name looked up like every verb's -m).")
@@ -44,6 +49,12 @@ struct Quantize: ParsableCommand {
 
     @Option(help: "Mixed precision: bits per weight of the tensor data (all tensors; the metadata, ~1.8 MB here, not counted); each block projection gets the standard type that minimizes the model's total sensitivity under this budget, solved exactly (--method mq: Σ|gradient|·|Q(W)−W| from --gradient-chunks windows; otherwise Σ E[x²]·(Q(W)−W)²). --type sets the other tensors. Needs --calib or --imatrix.")
     var bpw: Double?
+
+    @Option(name: .customLong("bpw-scope"), help: "What --bpw counts: 'file' (every tensor's data, default) or 'projections' (the allocated block projections and their outliers only: bits per projection weight, the papers' measure; the embedding and norms then follow --type).")
+    var bpwScope: MixedPrecision.BudgetScope = .file
+
+    @Flag(name: .customLong("standard-only"), help: "Only types llama.cpp loads: --bpw never falls back to Pivot's group-wise types (an error if the budget needs them), and an extension --type is refused.")
+    var standardOnly = false
 
     @Option(help: "Sparse FP16 outliers: keep this percent of each projection's weights (the most sensitive) exactly, beside the quantized tensor (0.5 = 0.5%). Counted in --bpw. Such files run only in Pivot (llama.cpp refuses their extra tensors); 0 (default) keeps files standard.")
     var outliers: Double = 0
@@ -85,6 +96,10 @@ struct Quantize: ParsableCommand {
         if outliers > 0 && imatrix == nil && calib == nil { throw ValidationError("--outliers chooses weights by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
         if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq or mq only") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if standardOnly, QuantizeFileType.named(type)!.isExtension {
+            throw ValidationError("--type \(type) is a Pivot extension type; --standard-only allows only types llama.cpp loads")
+        }
+        if standardOnly && outliers > 0 { throw ValidationError("--outliers adds tensors llama.cpp refuses; drop it or --standard-only") }
         try calibration.check()
     }
 
@@ -128,16 +143,24 @@ struct Quantize: ParsableCommand {
         if outlierPlan != nil {
             writeErr("note: --outliers \(outliers) keeps sparse FP16 weights in extra tensors: the file runs in Pivot only (llama.cpp refuses it); --outliers 0 keeps files standard\n")
         }
+        if fileType.isExtension {
+            writeErr("note: \(fileType.name) is a Pivot extension type: the file runs in Pivot only (llama.cpp stops at the unknown tensor type)\n")
+        }
         if let bpw, let importance {
             let sensitivityBar = ProgressBar(total: source.tensorOrder.count, label: "sensitivity")
             let (types, achieved) = try MixedPrecision.plan(source, fileType: fileType, bitsPerWeight: bpw, importance: importance.values,
-                                                               gradients: gradients, outliers: outlierPlan, pool: pool) { done, total, name in
+                                                               gradients: gradients, outliers: outlierPlan, scope: bpwScope, extensions: !standardOnly,
+                                                               pool: pool) { done, total, name in
                 sensitivityBar.update(done, suffix: name)
             }
             sensitivityBar.finish()
             overrides = types
             gradients = nil
             printAllocation(types, achieved: achieved, target: bpw)
+            let extensionTypes = Set(types.values.filter(\.isExtension).map(\.name))
+            if !extensionTypes.isEmpty {
+                writeErr("note: no standard assignment fits --bpw \(bpw); Pivot's extension types \(extensionTypes.sorted().joined(separator: ", ")) are used: the file runs in Pivot only (--standard-only refuses this)\n")
+            }
         }
         var lsiLines: [String] = []
         let bar = ProgressBar(total: source.tensorOrder.count, label: "quantize")
@@ -153,10 +176,23 @@ struct Quantize: ParsableCommand {
         for c in choices { counts["\(c.to)", default: 0] += 1 }
         let size = (try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         let weights = choices.reduce(0) { $0 + (source.tensors[$1.name]?.elementCount ?? 0) }
-        print("\(output): \(String(format: "%.2f MiB, %.2f bits per weight", Double(size) / 1_048_576, Double(size * 8) / Double(weights))), "
+        let sizes = String(format: "%.2f MiB, %.2f bits per weight, %.3f bits per projection weight", Double(size) / 1_048_576,
+                           Double(size * 8) / Double(weights), try projectionBits(output))
+        print("\(output): \(sizes), "
               + counts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
               + (gptq != nil ? ", GPTQ" : importance != nil ? ", with an importance matrix" : "")
               + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+    }
+
+    /// Bits per weight of the block projections (blk.N.*.weight matrices) in a written file, their outlier tensors included.
+    func projectionBits(_ path: String) throws -> Double {
+        let file = try GGUFFile(path: path)
+        var bytes = 0, weights = 0
+        for (name, t) in file.tensors where name.hasPrefix("blk.") {
+            if t.shape.count == 2 && name.hasSuffix(".weight") { bytes += t.byteCount; weights += t.elementCount }
+            if name.hasSuffix(SparseOutlierLinear.indexSuffix) || name.hasSuffix(SparseOutlierLinear.valueSuffix) { bytes += t.byteCount }
+        }
+        return weights > 0 ? Double(bytes * 8) / Double(weights) : 0
     }
 
     /// The allocation as one line per role: the type of each layer's tensor, then counts.

@@ -1,9 +1,10 @@
 import PivotKernels
 
-/// LLM-MQ-style mixed precision: each projection gets the standard type that minimizes the
-/// model's total sensitivity under a byte budget, solved exactly as a multiple-choice knapsack
-/// (dynamic programming over the budget in units of the greatest common divisor of every
-/// candidate's size, so no byte is rounded away).
+/// LLM-MQ-style mixed precision: each projection gets the type that minimizes the model's total
+/// sensitivity under a byte budget, solved exactly as a multiple-choice knapsack (dynamic
+/// programming over the budget in units of the greatest common divisor of every candidate's size,
+/// so no byte is rounded away). Standard types first: Pivot's group-wise extension types join the
+/// candidates only when no assignment of standard types fits the budget.
 ///
 /// Sensitivity is LLM-MQ's first order, Σᵢⱼ |gᵢⱼ|·|Q(W) − W|ᵢⱼ with |g| the loss gradient's
 /// magnitude summed over calibration windows (`GradientModel`); without gradients, the second-order
@@ -58,23 +59,26 @@ public enum MixedPrecision {
 
     static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
-    /// Standard types that can hold rows of `columns` weights, from the most to the fewest bits.
-    public static func candidates(columns: Int) -> [BlockFormat] {
-        [.q8_0, .q6_K, .q5_K, .q5_1, .q5_0, .q4_K, .q4_1, .q4_0, .q3_K, .q2_K].filter { columns % $0.elementsPerBlock == 0 }
+    /// Types that can hold rows of `columns` weights, from the most to the fewest bits: the standard
+    /// ones, then (with `extensions`) Pivot's group-wise ones.
+    public static func candidates(columns: Int, extensions: Bool = false) -> [BlockFormat] {
+        let standard: [BlockFormat] = [.q8_0, .q6_K, .q5_K, .q5_1, .q5_0, .q4_K, .q4_1, .q4_0, .q3_K, .q2_K]
+        return (standard + (extensions ? BlockFormat.extensionFormats.reversed() : [])).filter { columns % $0.elementsPerBlock == 0 }
     }
 
     /// The sensitivity of `t` quantized (with the importance search) to each candidate: Σ|g|·|ΔW| when
     /// `gradient` (|g| per weight, row-major) is given, else Σ E[x²]·ΔW².
     /// A candidate equal to the tensor's stored type costs nothing (the pipeline copies those bytes
     /// unchanged, as llama-quantize does) and carries no outliers; the others add `outlierBytes`.
-    public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, outlierBytes: Int = 0, pool: ThreadPool) -> Item {
+    public static func item(_ t: TensorData, importance: [Float], gradient: [Float]? = nil, outlierBytes: Int = 0, extensions: Bool = false,
+                            pool: ThreadPool) -> Item {
         let rows = t.shape[0], columns = t.shape[1]
         let weights = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
         let restored = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
         defer { weights.deallocate(); restored.deallocate() }
         t.copyFloats(into: weights)
         var options: [Option] = []
-        for format in candidates(columns: columns) {
+        for format in candidates(columns: columns, extensions: extensions) {
             let rowBytes = format.rowBytes(columns)
             if t.type == .block(format) {
                 options.append(Option(format: format, bytes: rows * rowBytes, cost: 0))
@@ -103,24 +107,29 @@ public enum MixedPrecision {
 }
 
 extension MixedPrecision {
+    /// What `--bpw` counts: every tensor's data, or the allocated projections' alone (their outliers included).
+    public enum BudgetScope: String, Sendable, CaseIterable { case file, projections }
+
     /// The per-projection types of a `bitsPerWeight` file: the other tensors keep `fileType`'s recipe
-    /// and count in the budget; every block projection with an importance entry is allocated.
-    /// Returns the types and the file's bits per weight over all tensor data.
+    /// and count in the budget (scope `.file`); every block projection with an importance entry is allocated.
+    /// Extension types are candidates only when `extensions` is true and standard types cannot meet the budget.
+    /// Returns the types and the achieved bits per weight in the budget's scope.
     public static func plan(_ gguf: GGUFFile, fileType: QuantizeFileType, bitsPerWeight: Double, importance: [String: [Float]],
-                            gradients: [String: [Float]]? = nil, outliers: OutlierPlan? = nil, pool: ThreadPool, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> (types: [String: BlockFormat], bitsPerWeight: Double) {
+                            gradients: [String: [Float]]? = nil, outliers: OutlierPlan? = nil, scope: BudgetScope = .file, extensions: Bool = false,
+                            pool: ThreadPool, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> (types: [String: BlockFormat], bitsPerWeight: Double) {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
-        let elements = base.reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         var fixed = 0
         var items: [Item] = []
         let allocated = base.filter { importance[$0.name] != nil && gguf.tensors[$0.name]!.shape.count == 2 }
+        let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         for (i, choice) in allocated.enumerated() {
             let t = gguf.tensors[choice.name]!
             items.append(item(t, importance: importance[choice.name]!, gradient: gradients?[choice.name],
-                              outlierBytes: OutlierPlan.bytesPerOutlier * (outliers?.count(elements: t.elementCount) ?? 0), pool: pool))
+                              outlierBytes: OutlierPlan.bytesPerOutlier * (outliers?.count(elements: t.elementCount) ?? 0), extensions: extensions, pool: pool))
             progress(i + 1, allocated.count, choice.name)
         }
         let allocatedNames = Set(allocated.map(\.name))
-        for choice in base where !allocatedNames.contains(choice.name) {
+        for choice in base where scope == .file && !allocatedNames.contains(choice.name) {
             let t = gguf.tensors[choice.name]!
             switch choice.to {
             case .block(let f): fixed += f.rowBytes(t.shape.last!) * (t.elementCount / t.shape.last!)
@@ -129,14 +138,23 @@ extension MixedPrecision {
             }
         }
         let budget = Int((bitsPerWeight * Double(elements) / 8).rounded(.down)) - fixed
-        guard let picks = allocate(items, budget: budget) else {
-            let smallest = items.reduce(fixed) { $0 + ($1.options.map(\.bytes).min() ?? 0) }
-            throw PivotError.invalidArgument(String(format: "--bpw %.3f is below the smallest file these types allow (%.3f bits per weight)",
-                                                    bitsPerWeight, Double(smallest * 8) / Double(elements)))
+        let standardItems = items.map { Item(name: $0.name, options: $0.options.filter { !$0.format.isExtension }) }
+        if let picks = allocate(standardItems, budget: budget) {
+            items = standardItems
+            return finish(picks)
         }
-        var types: [String: BlockFormat] = [:]
-        var total = fixed
-        for (item, k) in zip(items, picks) { types[item.name] = item.options[k].format; total += item.options[k].bytes }
-        return (types, Double(total * 8) / Double(elements))
+        guard extensions, let picks = allocate(items, budget: budget) else {
+            let smallest = items.reduce(fixed) { $0 + ($1.options.map(\.bytes).min() ?? 0) }
+            throw PivotError.invalidArgument(String(format: "--bpw %.3f is below the smallest %@ these types allow (%.3f bits per weight)%@",
+                                                    bitsPerWeight, scope == .file ? "file" : "projections", Double(smallest * 8) / Double(elements),
+                                                    extensions ? "" : "; without --standard-only, Pivot's group-wise types go lower"))
+        }
+        return finish(picks)
+        func finish(_ picks: [Int]) -> (types: [String: BlockFormat], bitsPerWeight: Double) {
+            var types: [String: BlockFormat] = [:]
+            var total = fixed
+            for (item, k) in zip(items, picks) { types[item.name] = item.options[k].format; total += item.options[k].bytes }
+            return (types, Double(total * 8) / Double(elements))
+        }
     }
 }

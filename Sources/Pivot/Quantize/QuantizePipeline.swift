@@ -128,12 +128,18 @@ public enum QuantizePipeline {
             }
             progress(index + 1, choices.count, choice.name)
         }
-        var metadata = gguf.metadataEntries.filter { $0.key != "general.file_type" && $0.key != "general.quantization_version" }
+        let rewritten: Set<String> = ["general.file_type", "general.quantization_version", "pivot.sparse_outliers", "pivot.extension_types"]
+        var metadata = gguf.metadataEntries.filter { !rewritten.contains($0.key) }
         metadata.append(GGUFMetadataEntry("general.file_type", .uint(UInt64(fileType.llamaFileType)), type: 4))
         if fileType.base != nil { metadata.append(GGUFMetadataEntry("general.quantization_version", .uint(2), type: 4)) }
         if tensors.contains(where: { $0.name.hasSuffix(SparseOutlierLinear.indexSuffix) }) {
             // Marks a file only Pivot runs (llama.cpp refuses the extra tensors).
             metadata.append(GGUFMetadataEntry("pivot.sparse_outliers", .uint(1), type: 4))
+        }
+        let extensionTypes = Set(choices.compactMap { c -> String? in if case .block(let f) = c.to, f.isExtension { return f.name }; return nil })
+        if !extensionTypes.isEmpty {
+            // Marks a file whose tensor types only Pivot knows (other readers stop at the unknown type id).
+            metadata.append(GGUFMetadataEntry("pivot.extension_types", .string(extensionTypes.sorted().joined(separator: ",")), type: 8))
         }
         try withExtendedLifetime(gguf) {
             try GGUFWriter.write(metadata: metadata, tensors: tensors, to: output)

@@ -23,7 +23,10 @@ public struct QuantizeFileType: Sendable, Equatable {
         .init(name: "Q4_K_S", llamaFileType: 14, base: .q4_K), .init(name: "Q4_K_M", llamaFileType: 15, base: .q4_K),
         .init(name: "Q5_K_S", llamaFileType: 16, base: .q5_K), .init(name: "Q5_K_M", llamaFileType: 17, base: .q5_K),
         .init(name: "Q6_K", llamaFileType: 18, base: .q6_K),
-    ]
+    ] + BlockFormat.extensionFormats.map { .init(name: $0.name, llamaFileType: Int($0.ggmlType), base: $0) }
+
+    /// Pivot's group-wise types (`general.file_type` = the type id; only Pivot runs these files).
+    public var isExtension: Bool { base?.isExtension ?? false }
 
     /// A name as llama-quantize takes it (Q3_K, Q4_K, Q5_K are its aliases of the _M mixes).
     public static func named(_ name: String) -> QuantizeFileType? {
@@ -103,8 +106,13 @@ struct QuantizeRecipe {
         return Self.fallback(chosen, columns: columns)
     }
 
-    /// K-quants on rows that are not whole super-blocks become the block-32 type llama.cpp uses instead.
+    /// K-quants on rows that are not whole super-blocks become the block-32 type llama.cpp uses instead;
+    /// a group-wise type whose group does not divide the row, the same bits in the largest group that does.
     static func fallback(_ format: BlockFormat, columns: Int) -> BlockFormat {
+        if let bits = format.groupBits, columns % format.elementsPerBlock != 0 {
+            return [128, 64, 32].lazy.compactMap { columns % $0 == 0 ? BlockFormat.grouped(bits: bits, group: $0) : nil }.first
+                ?? (bits == 4 && columns % 32 == 0 ? .q4_1 : .q8_0)
+        }
         guard format.isKQuant, columns % 256 != 0 else { return format }
         switch format {
         case .q2_K, .q3_K: return .q4_0
