@@ -2,7 +2,7 @@
 # `kld_row FILE` which prints "PPL|mean KLD|99% KLD|same top-1" of FILE against base-top1024.kld
 # (wikitext-2 test, ctx 512, 40 windows), computing the base's top-1024 file first if needed.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PIVOT=$ROOT/.build/release/pivot
+PIVOT=${PIVOT:-$ROOT/.build/release/pivot}
 SHARED=${PIVOT_SHARED:-$ROOT/../shared}
 MODEL=$SHARED/models/SmolLM2-135M-Instruct.Q4_1.gguf
 CALIB=$SHARED/data/calibration.txt

@@ -59,8 +59,11 @@ struct Quantize: ParsableCommand {
     @Option(help: "Sparse FP16 outliers: keep this percent of each projection's weights (the most sensitive) exactly, beside the quantized tensor (0.5 = 0.5%). Counted in --bpw. Such files run only in Pivot (llama.cpp refuses their extra tensors); 0 (default) keeps files standard.")
     var outliers: Double = 0
 
-    @Flag(help: "LSI: learn increments of each projection's top 32 singular values that lower its quantized output error on the calibration inputs (straight-through estimator, Adam, 30 steps), before the final quantization; files stay standard. Needs --method gptq or mq.")
+    @Flag(help: "LSI: learn increments of each projection's top 32 singular values that lower its quantized output error on the calibration inputs (straight-through estimator, Adam, 30 steps), before the final quantization (imatrix, GPTQ or MQ rounding); files stay standard. Needs --calib.")
     var lsi = false
+
+    @Option(name: .customLong("calib-cache"), help: "GPTQ/MQ: keep the calibration Hessians (and MQ's gradients) in this file and reuse them on later runs with the same model, text and chunking (~0.8 GB for this model; recomputed when they do not match).")
+    var calibCache: String?
 
     @Option(name: .customLong("gradient-chunks"), help: "--method mq: calibration chunks for the loss gradients that weigh each tensor's error (default 8; each is a float forward and backward pass).")
     var gradientChunks = 8
@@ -91,7 +94,7 @@ struct Quantize: ParsableCommand {
             guard bpw > 1, bpw < 33 else { throw ValidationError("--bpw must be between 1 and 33 bits per weight") }
             guard imatrix != nil || calib != nil else { throw ValidationError("--bpw allocates by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
         }
-        if lsi && method != "gptq" && method != "mq" { throw ValidationError("--lsi needs --method gptq or mq (it uses their calibration Hessians)") }
+        if lsi && (calib == nil || method == "rtn") { throw ValidationError("--lsi needs --calib TEXT (its error is weighed by the calibration Hessians) and --method imatrix, gptq or mq") }
         guard outliers >= 0, outliers < 50 else { throw ValidationError("--outliers is a percent between 0 and 50") }
         if outliers > 0 && imatrix == nil && calib == nil { throw ValidationError("--outliers chooses weights by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
         if noActOrder && method != "gptq" && method != "mq" { throw ValidationError("--no-act-order applies to --method gptq or mq only") }
@@ -123,17 +126,33 @@ struct Quantize: ParsableCommand {
         }
         var importance: ImportanceMatrix?
         var gptq: GPTQPlan?
+        var lsiHessians: GPTQPlan?
         var gradients: [String: [Float]]?
         if let imatrix { importance = try ImportanceMatrix.load(path: imatrix) }
         if let calib {
             // One model and one tokenization serve the Hessians, the importance matrix and the gradients.
             let loaded = try LoadedModel.load(path: path)
-            if method == "gptq" || method == "mq" {
+            if method == "gptq" || method == "mq" || lsi {
                 let tokens = try calibration.tokens(loaded, file: calib)
-                let plan = GPTQPlan(hessians: try calibration.collectHessians(loaded, tokens: tokens, file: calib, pool: pool), actOrder: !noActOrder)
+                let key = CalibrationCache.key(model: path, calibration: calib, chunks: min(calibration.chunks ?? 128, tokens.count / calibration.chunkLength),
+                                               chunkLength: calibration.chunkLength)
+                let wantsGradients = method == "mq"
+                let cached = try calibCache.flatMap { try CalibrationCache.load(path: $0, key: key, gradientChunks: wantsGradients ? gradientChunks : nil) }
+                if cached != nil { writeErr("\(calibCache!): reusing the cached Hessians\(cached?.gradients != nil ? " and gradients" : "")\n") }
+                let hessians = try cached?.hessians ?? calibration.collectHessians(loaded, tokens: tokens, file: calib, pool: pool)
+                var loss: Double?
+                if wantsGradients {
+                    if let known = cached?.gradients { gradients = known; loss = cached?.loss }
+                    else { (gradients, loss) = try gradientMagnitudes(source: source, tokens: tokens, pool: pool) }
+                }
+                if let calibCache, cached == nil || (wantsGradients && cached?.gradients == nil) {
+                    try CalibrationCache.save(path: calibCache, key: key, contents: .init(hessians: hessians, gradients: gradients, loss: loss),
+                                              gradientChunks: wantsGradients ? gradientChunks : nil)
+                    writeErr("\(calibCache): calibration saved for later runs\n")
+                }
+                let plan = GPTQPlan(hessians: hessians, actOrder: !noActOrder)
                 importance = plan.importance
-                gptq = plan
-                if method == "mq" { gradients = try gradientMagnitudes(source: source, tokens: tokens, pool: pool) }
+                if method == "gptq" || method == "mq" { gptq = plan } else { lsiHessians = plan }
             } else {
                 importance = try calibration.collect(loaded, file: calib, pool: pool)
             }
@@ -166,7 +185,7 @@ struct Quantize: ParsableCommand {
         let bar = ProgressBar(total: source.tensorOrder.count, label: "quantize")
         let start = Date()
         let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: importance, pure: pure,
-                                               gptq: gptq, overrides: overrides, outliers: outlierPlan,
+                                               gptq: gptq, lsiHessians: lsiHessians, overrides: overrides, outliers: outlierPlan,
                                                lsi: lsi ? SingularValueCompensation() : nil, pool: pool, progress: { done, _, name in
             bar.update(done, suffix: name)
         }, report: { lsiLines.append($0) })
@@ -209,7 +228,7 @@ struct Quantize: ParsableCommand {
     }
 
     /// LLM-MQ's gradient magnitudes from the first --gradient-chunks windows of the calibration tokens.
-    func gradientMagnitudes(source: GGUFFile, tokens: [Int], pool: ThreadPool) throws -> [String: [Float]] {
+    func gradientMagnitudes(source: GGUFFile, tokens: [Int], pool: ThreadPool) throws -> ([String: [Float]], Double) {
         guard gradientChunks >= 1 else { throw ValidationError("--gradient-chunks must be at least 1") }
         let model = try GradientModel(gguf: source)
         let length = calibration.chunkLength
@@ -218,6 +237,6 @@ struct Quantize: ParsableCommand {
         let (magnitudes, loss) = model.gradientMagnitudes(windows: windows, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         writeErr(String(format: "calibration loss %.4f (PPL %.3f) over %d windows of %d tokens, float\n", loss, exp(loss), windows.count, length))
-        return magnitudes
+        return (magnitudes, Double(loss))
     }
 }

@@ -75,7 +75,7 @@ final class GPTQTests: XCTestCase {
         let factor = try HessianFactor(hessian: h, columns: n, tokens: tokens)
         let natural = try HessianFactor(hessian: h, columns: n, tokens: tokens, actOrder: false)
         let pool = ThreadPool(threads: 2)
-        for format in [BlockFormat.q3_K, .q4_K, .q4_0, .q5_0] {
+        for format in [BlockFormat.q3_K, .q4_K, .q4_0, .q5_0, .q2_g64, .q3_g128] {
             var rtn = [UInt8](repeating: 0, count: rows * format.rowBytes(n))
             w.withUnsafeBufferPointer { ws in rtn.withUnsafeMutableBytes { out in factor.importance.withUnsafeBufferPointer { imp in
                 for r in 0..<rows { format.quantizeRow(ws.baseAddress! + r * n, count: n, into: out.baseAddress! + r * format.rowBytes(n), importance: imp.baseAddress!) }

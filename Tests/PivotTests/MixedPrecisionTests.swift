@@ -29,4 +29,26 @@ final class MixedPrecisionTests: XCTestCase {
             XCTAssertEqual(chosen.reduce(0) { $0 + $1.cost }, bestCost, accuracy: 1e-9, "trial \(trial)")
         }
     }
+
+    /// Extension types join only when no standard assignment fits, even where they would cost less.
+    func testExtensionTypesOnlyWhenStandardTypesCannotFit() throws {
+        let items = (0..<3).map { i in
+            MixedPrecision.Item(name: "t\(i)", options: [.init(format: .q4_0, bytes: 100, cost: 1), .init(format: .q2_g64, bytes: 50, cost: 0.5)])
+        }
+        let standard = try XCTUnwrap(MixedPrecision.allocateStandardFirst(items, budget: 300, extensions: true))
+        XCTAssertEqual(zip(standard.items, standard.picks).map { $0.options[$1].format }, [.q4_0, .q4_0, .q4_0])
+        let mixed = try XCTUnwrap(MixedPrecision.allocateStandardFirst(items, budget: 299, extensions: true))
+        let formats = zip(mixed.items, mixed.picks).map { $0.options[$1].format }
+        XCTAssertEqual(formats.filter { $0 == .q2_g64 }.count, 3, "below the standard minimum the cheaper-cost extension type wins everywhere it fits")
+        XCTAssertNil(MixedPrecision.allocateStandardFirst(items, budget: 299, extensions: false), "--standard-only: no file fits")
+        XCTAssertNil(MixedPrecision.allocateStandardFirst(items, budget: 149, extensions: true))
+    }
+
+    /// Group-wise types whose group does not divide a row fall back to the same bits in a smaller group.
+    func testGroupwiseFallbackKeepsTheBits() {
+        XCTAssertEqual(QuantizeFileType.fallback(.q2_g128, columns: 576), .q2_g64)
+        XCTAssertEqual(QuantizeFileType.fallback(.q3_g128, columns: 1536), .q3_g128)
+        XCTAssertEqual(QuantizeFileType.fallback(.q4_g64, columns: 96), .q4_1)
+        XCTAssertEqual(QuantizeFileType.fallback(.q2_g64, columns: 96), .q2_g32)
+    }
 }

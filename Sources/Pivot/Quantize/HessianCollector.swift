@@ -13,6 +13,15 @@ public final class InputHessian {
         sums = FloatBuffer(count: columns * columns)
     }
 
+    /// A Hessian read back (`CalibrationCache`): `sums` as `add` leaves them, over `tokens` tokens.
+    init(columns: Int, sums stored: UnsafeBufferPointer<Float>, tokens: Int) {
+        precondition(stored.count == columns * columns)
+        self.columns = columns
+        sums = FloatBuffer(count: columns * columns)
+        sums.pointer.update(from: stored.baseAddress!, count: stored.count)
+        self.tokens = tokens
+    }
+
     /// Adds every row of `x`; rows of four output rows i at a time, eight columns j per vector.
     func add(_ x: Matrix, pool: ThreadPool) {
         let n = columns, h = sums.pointer, base = x.base, stride = x.stride, count = x.rows

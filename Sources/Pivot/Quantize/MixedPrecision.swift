@@ -138,23 +138,24 @@ extension MixedPrecision {
             }
         }
         let budget = Int((bitsPerWeight * Double(elements) / 8).rounded(.down)) - fixed
-        let standardItems = items.map { Item(name: $0.name, options: $0.options.filter { !$0.format.isExtension }) }
-        if let picks = allocate(standardItems, budget: budget) {
-            items = standardItems
-            return finish(picks)
-        }
-        guard extensions, let picks = allocate(items, budget: budget) else {
+        guard let (usedItems, picks) = allocateStandardFirst(items, budget: budget, extensions: extensions) else {
             let smallest = items.reduce(fixed) { $0 + ($1.options.map(\.bytes).min() ?? 0) }
             throw PivotError.invalidArgument(String(format: "--bpw %.3f is below the smallest %@ these types allow (%.3f bits per weight)%@",
                                                     bitsPerWeight, scope == .file ? "file" : "projections", Double(smallest * 8) / Double(elements),
                                                     extensions ? "" : "; without --standard-only, Pivot's group-wise types go lower"))
         }
-        return finish(picks)
-        func finish(_ picks: [Int]) -> (types: [String: BlockFormat], bitsPerWeight: Double) {
-            var types: [String: BlockFormat] = [:]
-            var total = fixed
-            for (item, k) in zip(items, picks) { types[item.name] = item.options[k].format; total += item.options[k].bytes }
-            return (types, Double(total * 8) / Double(elements))
-        }
+        var types: [String: BlockFormat] = [:]
+        var total = fixed
+        for (item, k) in zip(usedItems, picks) { types[item.name] = item.options[k].format; total += item.options[k].bytes }
+        return (types, Double(total * 8) / Double(elements))
+    }
+
+    /// `allocate` over the items' standard options alone when that fits the budget; otherwise, with
+    /// `extensions`, over every option. Returns the items the picks index into.
+    public static func allocateStandardFirst(_ items: [Item], budget: Int, extensions: Bool) -> (items: [Item], picks: [Int])? {
+        let standard = items.map { Item(name: $0.name, options: $0.options.filter { !$0.format.isExtension }) }
+        if let picks = allocate(standard, budget: budget) { return (standard, picks) }
+        guard extensions, let picks = allocate(items, budget: budget) else { return nil }
+        return (items, picks)
     }
 }

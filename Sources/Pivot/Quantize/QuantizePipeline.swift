@@ -52,9 +52,10 @@ public enum QuantizePipeline {
 
     /// Writes `output`; `progress(done, total, tensorName)` after each tensor. `importance` maps tensor
     /// names to per-column importances (an imatrix); tensors without an entry are quantized without.
+    /// `lsi` compensates with `gptq`'s Hessians, or `lsiHessians`' when the rounding is not GPTQ's.
     @discardableResult
     public static func run(input: String, output: String, fileType: FileType, importance: ImportanceMatrix? = nil, pure: Bool = false,
-                           gptq: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
+                           gptq: GPTQPlan? = nil, lsiHessians: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
                            lsi: SingularValueCompensation? = nil, pool: ThreadPool? = nil,
                            progress: (Int, Int, String) -> Void = { _, _, _ in }, report: (String) -> Void = { _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
@@ -86,7 +87,7 @@ public enum QuantizePipeline {
                     let floats = UnsafeMutablePointer<Float>.allocate(capacity: t.elementCount)
                     defer { floats.deallocate() }
                     t.copyFloats(into: floats)
-                    if let lsi, let h = gptq?.meanHessian(for: choice.name) {
+                    if let lsi, let h = (gptq ?? lsiHessians)?.meanHessian(for: choice.name) {
                         let (before, after) = lsi.compensate(floats, rows: t.shape[0], columns: t.shape[1], format: format, hessian: h,
                                                              importance: imp, pool: workers)
                         report(String(format: "LSI %@: output error %.4f of plain (%.4g → %.4g)", choice.name, after / max(before, 1e-30), before, after))

@@ -28,6 +28,10 @@ public struct QuantizeFileType: Sendable, Equatable {
     /// Pivot's group-wise types (`general.file_type` = the type id; only Pivot runs these files).
     public var isExtension: Bool { base?.isExtension ?? false }
 
+    /// What `format` becomes on rows of `columns` weights (llama.cpp's K-quant fallbacks; a group-wise
+    /// type keeps its bits in a group that divides the row).
+    public static func fallback(_ format: BlockFormat, columns: Int) -> BlockFormat { QuantizeRecipe.fallback(format, columns: columns) }
+
     /// A name as llama-quantize takes it (Q3_K, Q4_K, Q5_K are its aliases of the _M mixes).
     public static func named(_ name: String) -> QuantizeFileType? {
         let aliases = ["q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"]
