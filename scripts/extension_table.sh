@@ -9,7 +9,8 @@
 #   scripts/extension_table.sh WORK_DIR [PHASES...]   (phases: quantize kld tg arc hellaswag table; default all)
 #
 # Run in the WORK_DIR of scripts/gptq_table.sh (it reads base-top1024.kld, pivot-imatrix.gguf and
-# llama-im-Q2_K.gguf there). Each measurement is kept beside its file (FILE.kld, .tg, .arc, .hs), so
+# llama-im-Q2_K.gguf there). arc-easy and hellaswag run on the rows marked "tasks" (each costs minutes per
+# file on 2 cores). Each measurement is kept beside its file (FILE.kld, .tg, .arc, .hs), so
 # phases can run separately; `table` writes extension-table.md from them.
 set -eu
 WORK=$1; shift
@@ -19,24 +20,22 @@ BITS="python3 $ROOT/scripts/gguf_bits.py"
 cd "$WORK"
 CAL="--calib $CALIB --calib-cache calibration-cache.gguf"
 
-# file | method | pivot quantize arguments (empty: not ours)
-ROWS="ext-mq-3.0.gguf|MQ + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections $CAL
-ext-im-Q2_G64.gguf|imatrix, uniform Q2_G64|--type Q2_G64 --imatrix pivot-imatrix.gguf
-ext-gptq-Q2_G64.gguf|GPTQ, uniform Q2_G64|--type Q2_G64 --method gptq $CAL
-ext-mq-2.5.gguf|MQ + GPTQ, 2.5 bits/proj|--type Q2_G64 --method mq --bpw 2.5 --bpw-scope projections $CAL
-ext-mq-2.8.gguf|MQ + GPTQ, 2.8 bits/proj|--type Q2_G64 --method mq --bpw 2.8 --bpw-scope projections $CAL
-ext-im-Q2_G32.gguf|imatrix, uniform Q2_G32|--type Q2_G32 --imatrix pivot-imatrix.gguf
-ext-gptq-Q2_G32.gguf|GPTQ, uniform Q2_G32|--type Q2_G32 --method gptq $CAL
-ext-mq-lsi-3.0.gguf|MQ + LSI + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --lsi $CAL
-ext-mq-o05-3.0.gguf|MQ + GPTQ + 0.5% FP16 outliers, 3.0 bits/proj (outliers counted)|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --outliers 0.5 $CAL
-ext-im-Q3_G64.gguf|imatrix, uniform Q3_G64|--type Q3_G64 --imatrix pivot-imatrix.gguf
-ext-gptq-Q3_G64.gguf|GPTQ, uniform Q3_G64|--type Q3_G64 --method gptq $CAL
-ext-mq-3.5.gguf|MQ + GPTQ, 3.5 bits/proj|--type Q3_G64 --method mq --bpw 3.5 --bpw-scope projections $CAL
-llama-im-Q2_K.gguf|llama.cpp Q2_K imatrix (smallest standard file)|
-$MODEL|base (Q4_1, as shipped)|"
+# file | method | pivot quantize arguments (empty: not ours) | "tasks" to run the arc/hellaswag phases on it
+ROWS="ext-mq-3.0.gguf|MQ + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections $CAL|tasks
+ext-im-Q2_G64.gguf|imatrix, uniform Q2_G64|--type Q2_G64 --imatrix pivot-imatrix.gguf|
+ext-gptq-Q2_G64.gguf|GPTQ, uniform Q2_G64|--type Q2_G64 --method gptq $CAL|
+ext-mq-2.5.gguf|MQ + GPTQ, 2.5 bits/proj|--type Q2_G64 --method mq --bpw 2.5 --bpw-scope projections $CAL|
+ext-mq-2.8.gguf|MQ + GPTQ, 2.8 bits/proj|--type Q2_G64 --method mq --bpw 2.8 --bpw-scope projections $CAL|tasks
+ext-gptq-Q2_G32.gguf|GPTQ, uniform Q2_G32|--type Q2_G32 --method gptq $CAL|tasks
+ext-mq-o05-3.0.gguf|MQ + GPTQ + 0.5% FP16 outliers, 3.0 bits/proj (outliers counted)|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --outliers 0.5 $CAL|
+ext-gptq-Q3_G64.gguf|GPTQ, uniform Q3_G64|--type Q3_G64 --method gptq $CAL|tasks
+ext-mq-3.5.gguf|MQ + GPTQ, 3.5 bits/proj|--type Q3_G64 --method mq --bpw 3.5 --bpw-scope projections $CAL|
+ext-mq-lsi-3.0.gguf|MQ + LSI + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --lsi $CAL|
+llama-im-Q2_K.gguf|llama.cpp Q2_K imatrix (smallest standard file)||
+$MODEL|base (Q4_1, as shipped)||"
 
 each() {  # calls $1 FILE METHOD ARGS for every row
-    echo "$ROWS" | while IFS='|' read -r file method args; do "$1" "$file" "$method" "$args" < /dev/null; done
+    echo "$ROWS" | while IFS='|' read -r file method args tasks; do "$1" "$file" "$method" "$args" "$tasks" < /dev/null; done
 }
 quantize() { [ -z "$3" ] || [ -f "$1" ] || "$PIVOT" quantize -t "$THREADS" -m "$MODEL" -o "$1" $3 > "${1%.gguf}.log" 2>&1; }
 # Measurements are kept under the file's base name in WORK_DIR (the base model's directory is read-only).
@@ -46,8 +45,8 @@ tg() { [ -f "$(out "$1").tg" ] || "$PIVOT" bench -t "$THREADS" -m "$1" -p 0 -n 1
 task() {  # file task suffix
     [ -f "$(out "$1").$3" ] || "$PIVOT" eval "$2" -t "$THREADS" -m "$1" --limit 500 2>&1 | sed -n 's/.*acc_norm \([0-9.]*\) ± \([0-9.]*\).*/\1 ± \2/p' | tail -1 > "$(out "$1").$3"
 }
-arc() { task "$1" arc-easy arc; }
-hellaswag() { task "$1" hellaswag hs; }
+arc() { [ "$4" != tasks ] || task "$1" arc-easy arc; }
+hellaswag() { [ "$4" != tasks ] || task "$1" hellaswag hs; }
 cell() { [ -f "$(out "$1").$2" ] && sed 's/|/ | /g' "$(out "$1").$2" || echo "$3"; }
 row() {
     set -- "$1" "$2" "$($BITS "$1")"

@@ -63,4 +63,4 @@ outlier = (".outlier_index", ".outlier_value")
 proj = [t for t in tensors if t[0].startswith("blk.") and t[0].endswith(".weight") and t[1] == 2]
 proj_bytes = sum(t[3] for t in proj) + sum(t[3] for t in tensors if t[0].endswith(outlier))
 weights = sum(t[2] for t in tensors if not t[0].endswith(outlier))
-print("%.3f %.3f" % (proj_bytes * 8 / sum(t[2] for t in proj), sum(t[3] for t in tensors) * 8 / weights))
+print("%.4f %.4f" % (proj_bytes * 8 / sum(t[2] for t in proj), sum(t[3] for t in tensors) * 8 / weights))

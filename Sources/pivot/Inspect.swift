@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Pivot
+import PivotKernels
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a model's architecture, tensor types, parameter count and size.")
@@ -35,6 +36,10 @@ struct Inspect: ParsableCommand {
         for layer in loaded.transformer.layers { for op in layer.linears { formats[op.formatName, default: 0] += 1 } }
         print("projections:     " + formats.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", "))
         print("embedding:       \(loaded.transformer.embedding.tensor.type)" + (c.tiedEmbeddings ? " (also the output head)" : ""))
+        let pivotOnly = formats.keys.filter { name in BlockFormat.extensionFormats.contains { name.hasPrefix($0.name) } || name.hasSuffix("+outliers") }
+        if !pivotOnly.isEmpty {
+            print("Pivot only:      \(pivotOnly.sorted().joined(separator: ", ")) (extension types / sparse outliers: other GGUF runtimes cannot load this file)")
+        }
         let t = loaded.tokenizer
         print("tokenizer:       \(t.kind), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none"), add BOS \(t.addBOS)")
         print("chat template:   \(loaded.chatTemplate)")

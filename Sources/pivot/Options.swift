@@ -12,7 +12,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, Q3_K or Q2_K (ggml's quantizers; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type, as llama.cpp does). Quantized tensors and the embedding lookup stay as stored.")
+    @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, Q3_K or Q2_K (ggml's quantizers; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type, as llama.cpp does), or Pivot's group-wise Q2_G32 … Q4_G128 (see `pivot quantize --help`). Quantized tensors and the embedding lookup stay as stored.")
     var quantizeOnLoad: String?
 
     func quantizeFormat() throws -> BlockFormat? {
