@@ -10,6 +10,8 @@ public final class QuantizedMatMulJob: ParallelJob {
         public var outStride: Int
         /// Set when `weights` are repacked eight rows at a time (then `rowBytes` is unused).
         public var interleaved: InterleavedLayout?
+        /// Sparse full-precision corrections added to each row right after its product, in the same chunk.
+        public var corrections: SparseCorrections?
 
         public init(format: BlockFormat, weights: UnsafeRawPointer, rowBytes: Int, rows: Int,
                     out: UnsafeMutablePointer<Float>, outStride: Int, interleaved: InterleavedLayout? = nil) {
@@ -57,11 +59,47 @@ public final class QuantizedMatMulJob: ParallelJob {
             let first = (max(0, lower) + groupSize - 1) / groupSize, last = (max(0, upper) + groupSize - 1) / groupSize
             if lower < upper && first < last {
                 interleavedMatMul(layout, weights: s.weights, groups: first..<last, act: act, out: s.out, outStride: s.outStride)
+                s.corrections?.apply(rows: (first * groupSize)..<min(s.rows, last * groupSize), out: s.out, outStride: s.outStride)
             }
         } else if lower < upper {
             quantizedMatMul(s.format, weights: s.weights, rowBytes: s.rowBytes, outputs: lower..<upper,
                             act: act, out: s.out, outStride: s.outStride)
+            s.corrections?.apply(rows: lower..<upper, out: s.out, outStride: s.outStride)
         }
         offset += s.rows
+    }
+}
+
+/// A few weights kept exactly beside quantized ones (LLM-MQ's sparse outliers), in compressed rows:
+/// row r's corrections are entries rowStart[r] ..< rowStart[r + 1], each a column and the difference
+/// between the float weight and its quantized value, applied to the float input:
+/// out[t][r] += Σ values[k] · x[t][columns[k]].
+public struct SparseCorrections {
+    public let rowStart: UnsafePointer<Int32>
+    public let columns: UnsafePointer<Int32>
+    public let values: UnsafePointer<Float>
+    public let x: UnsafePointer<Float>
+    public let xStride: Int
+    public let tokens: Int
+
+    public init(rowStart: UnsafePointer<Int32>, columns: UnsafePointer<Int32>, values: UnsafePointer<Float>,
+                x: UnsafePointer<Float>, xStride: Int, tokens: Int) {
+        self.rowStart = rowStart; self.columns = columns; self.values = values
+        self.x = x; self.xStride = xStride; self.tokens = tokens
+    }
+
+    /// Adds the corrections of `rows` for every token (each row's sum in column order, then added once).
+    @inline(__always)
+    public func apply(rows: Range<Int>, out: UnsafeMutablePointer<Float>, outStride: Int) {
+        for t in 0..<tokens {
+            let input = x + t * xStride, output = out + t * outStride
+            for r in rows {
+                let start = Int(rowStart[r]), end = Int(rowStart[r + 1])
+                guard start < end else { continue }
+                var sum: Float = 0
+                for k in start..<end { sum += values[k] * input[Int(columns[k])] }
+                output[r] += sum
+            }
+        }
     }
 }

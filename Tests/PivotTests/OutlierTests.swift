@@ -32,9 +32,9 @@ final class OutlierTests: XCTestCase {
         XCTAssertEqual(file.metadata["pivot.sparse_outliers"]?.int, 1)
 
         let tokens = Array(calibration.prefix(32))
-        func logits(_ path: String) throws -> [Float] {
+        func logits(_ path: String, _ precision: ActivationPrecision = .float) throws -> [Float] {
             let m = try LoadedModel.load(path: path)
-            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, pool: pool, precision: .float)
+            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, pool: pool, precision: precision)
             let out = m.transformer.forward(tokens, cache: m.makeCache(capacity: 64, maxBatch: 32), state: state, logits: .all)
             return (0..<32).flatMap { Array(UnsafeBufferPointer(start: out.row($0), count: tiny.vocab)) }
         }
@@ -49,9 +49,29 @@ final class OutlierTests: XCTestCase {
         dense.forward(x.matrix(rows: 4, columns: tiny.ffn), into: y2.matrix(rows: 4, columns: tiny.hidden), context: context)
         for i in 0..<(4 * tiny.hidden) { XCTAssertEqual(y1.pointer[i], y2.pointer[i], accuracy: 2e-3 * max(1, abs(y2.pointer[i]))) }
         XCTAssertLessThan(error(withOutliers), 0.97 * error(without), "the most sensitive 2% kept exactly")
+        // With int8 activations the corrections run inside the fused product (gate/up, Q/K/V dispatches included).
+        XCTAssertLessThan(error(try logits(kept, .int8)), 0.97 * error(try logits(plain, .int8)), "int8: the fused corrections apply")
+
+        // The fused int8 product equals the inner product plus every correction from the file's tensors.
+        let fused = try XCTUnwrap(loaded0(kept).transformer.layers[1].down as? SparseOutlierLinear)
+        let rows = fused.outFeatures, n = fused.inFeatures
+        let input = FloatBuffer(count: 5 * n), a = FloatBuffer(count: 5 * rows), b = FloatBuffer(count: 5 * rows)
+        for i in 0..<(5 * n) { input.pointer[i] = Float.random(in: -1...1, using: &g) }
+        let int8 = ComputeContext(pool: pool, maxTokens: 5, maxColumns: n, precision: .int8)
+        fused.forward(input.matrix(rows: 5, columns: n), into: a.matrix(rows: 5, columns: rows), context: int8)
+        fused.inner.forward(input.matrix(rows: 5, columns: n), into: b.matrix(rows: 5, columns: rows), context: int8)
+        let indices = file.tensors["blk.1.ffn_down.weight" + SparseOutlierLinear.indexSuffix]!.toFloats()
+        let values = file.tensors["blk.1.ffn_down.weight" + SparseOutlierLinear.valueSuffix]!.toFloats()
+        XCTAssertEqual(fused.outlierCount, indices.count)
+        for t in 0..<5 {
+            for (i, v) in zip(indices, values) { b.pointer[t * rows + Int(i) / n] += v * input.pointer[t * n + Int(i) % n] }
+        }
+        for i in 0..<(5 * rows) { XCTAssertEqual(a.pointer[i], b.pointer[i], accuracy: 1e-5 * max(1, abs(b.pointer[i]))) }
         let loaded = try LoadedModel.load(path: kept)
         XCTAssertTrue(loaded.transformer.layers[0].up.formatName.hasSuffix("+outliers"))
     }
+
+    func loaded0(_ path: String) throws -> LoadedModel { try LoadedModel.load(path: path) }
 
     func testOutliersOutsideTheMatrixAreRejected() {
         let inner = DenseLinear(weights: [Float](repeating: 0, count: 12), outFeatures: 3, inFeatures: 4)

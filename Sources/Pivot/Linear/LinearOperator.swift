@@ -48,7 +48,7 @@ public func makeLinear(_ tensor: TensorData) -> LinearOperator {
 /// multiples of 8 are repacked once at load into the eight-row interleaved layout (`InterleavedLayout`;
 /// the file's pages are released), which roughly halves the instructions per weight of a product;
 /// other formats are used in place from the memory map.
-public final class QuantizedLinear: LinearOperator {
+public final class QuantizedLinear: LinearOperator, FusableProjection {
     public let inFeatures: Int
     public let outFeatures: Int
     public let format: BlockFormat
@@ -96,11 +96,13 @@ public final class QuantizedLinear: LinearOperator {
         }
         let act = context.activations
         act.quantize(x.base, rows: x.rows, columns: inFeatures, stride: x.stride, pool: context.pool)
-        context.matMulJob.run(segment(into: y), act: act, pool: context.pool)
+        context.matMulJob.run(segment(into: y, input: x), act: act, pool: context.pool)
     }
 
+    var fusedInFeatures: Int? { inFeatures }
+
     /// This operator's weights writing into `y`, for a fused dispatch.
-    func segment(into y: Matrix) -> QuantizedMatMulJob.Segment {
+    func segment(into y: Matrix, input x: Matrix) -> QuantizedMatMulJob.Segment {
         .init(format: format, weights: weights, rowBytes: rowBytes, rows: outFeatures, out: y.base, outStride: y.stride,
               interleaved: interleaved)
     }

@@ -2,17 +2,17 @@ import PivotKernels
 
 /// Several projections of the same input (Q/K/V, gate/up) run as one parallel region.
 ///
-/// When every member is a `QuantizedLinear`, the input is quantized once and one pool dispatch
-/// covers all members' output rows — a third of the barriers per layer in decode, where each
+/// When every member is quantized (`FusableProjection`: a `QuantizedLinear`, or one with sparse
+/// outliers), the input is quantized once and one pool dispatch covers all members' output rows — a third of the barriers per layer in decode, where each
 /// barrier costs about as much as a small matrix product. Other operators run one after another.
 final class ProjectionGroup {
     let members: [LinearOperator]
-    private let quantized: [QuantizedLinear]
+    private let quantized: [FusableProjection]
 
     init(_ members: [LinearOperator]) {
         self.members = members
-        let quantized = members.compactMap { $0 as? QuantizedLinear }
-        let fusable = quantized.count == members.count && Set(quantized.map(\.inFeatures)).count == 1
+        let quantized = members.compactMap { $0 as? FusableProjection }.filter { $0.fusedInFeatures != nil }
+        let fusable = quantized.count == members.count && Set(quantized.map(\.fusedInFeatures)).count == 1
         self.quantized = fusable ? quantized : []
         precondition(members.count <= 3, "a projection group fuses at most three operators")
     }
@@ -25,10 +25,17 @@ final class ProjectionGroup {
             return
         }
         let act = context.activations
-        act.quantize(x.base, rows: x.rows, columns: quantized[0].inFeatures, stride: x.stride, pool: context.pool)
-        context.matMulJob.run(quantized[0].segment(into: outputs.0),
-                              quantized.count > 1 ? quantized[1].segment(into: outputs.1) : nil,
-                              quantized.count > 2 ? quantized[2].segment(into: outputs.2) : nil,
+        act.quantize(x.base, rows: x.rows, columns: quantized[0].fusedInFeatures!, stride: x.stride, pool: context.pool)
+        context.matMulJob.run(quantized[0].segment(into: outputs.0, input: x),
+                              quantized.count > 1 ? quantized[1].segment(into: outputs.1, input: x) : nil,
+                              quantized.count > 2 ? quantized[2].segment(into: outputs.2, input: x) : nil,
                               act: act, pool: context.pool)
     }
+}
+
+/// An operator whose int8 product can join a fused dispatch: quantized weights, possibly with sparse
+/// corrections. `fusedInFeatures` is nil when it cannot (an outlier wrapper around other weights).
+protocol FusableProjection: AnyObject {
+    var fusedInFeatures: Int? { get }
+    func segment(into y: Matrix, input x: Matrix) -> QuantizedMatMulJob.Segment
 }
