@@ -7,13 +7,8 @@ final class ExtensionFormatTests: XCTestCase {
     /// A Q3_G64 / Q2_G64 file is marked, loads, runs through the int8 kernels as the float path does,
     /// and more bits stay closer to the float model.
     func testGroupwiseFilesAreMarkedLoadAndRun() throws {
-        var tiny = TinyModel()
-        tiny.hidden = 64; tiny.ffn = 128
-        tiny.randomize(seed: 11)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let (tiny, folder, float) = try TinyModel.floatGGUF(hidden: 64, ffn: 128, seed: 11)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let float = folder.appendingPathComponent("f32.gguf").path
-        try HuggingFaceConverter.convert(folder: folder.path, to: float, floatType: .f32)
         let pool = ThreadPool(threads: 2)
         var g = SplitMix64(seed: 2)
         let tokens = (0..<32).map { _ in Int.random(in: 0..<tiny.vocab, using: &g) }
@@ -46,13 +41,8 @@ final class ExtensionFormatTests: XCTestCase {
 
     /// Hessians and gradients come back as saved; another model, text or chunking is not reused.
     func testCalibrationCacheRoundTrips() throws {
-        var tiny = TinyModel()
-        tiny.hidden = 64; tiny.ffn = 128
-        tiny.randomize(seed: 4)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let (tiny, folder, float) = try TinyModel.floatGGUF(hidden: 64, ffn: 128, seed: 4)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let float = folder.appendingPathComponent("f32.gguf").path
-        try HuggingFaceConverter.convert(folder: folder.path, to: float, floatType: .f32)
         let model = try LoadedModel.load(path: float)
         var g = SplitMix64(seed: 9)
         let tokens = (0..<128).map { _ in Int.random(in: 0..<tiny.vocab, using: &g) }

@@ -6,13 +6,8 @@ import PivotKernels
 /// correction, closer to the float model than the same file without them; damaged ones rejected.
 final class OutlierTests: XCTestCase {
     func testOutliersRoundTripAndLowerTheError() throws {
-        var tiny = TinyModel()
-        tiny.hidden = 64; tiny.ffn = 128
-        tiny.randomize(seed: 8)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let (tiny, folder, float) = try TinyModel.floatGGUF(hidden: 64, ffn: 128, seed: 8)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let float = folder.appendingPathComponent("f32.gguf").path
-        try HuggingFaceConverter.convert(folder: folder.path, to: float, floatType: .f32)
         let pool = ThreadPool(threads: 2)
         let floatModel = try LoadedModel.load(path: float)
         var g = SplitMix64(seed: 3)

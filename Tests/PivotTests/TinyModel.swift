@@ -83,6 +83,18 @@ struct TinyModel {
         return folder
     }
 
+    /// A random tiny model (`hidden` × `ffn`) converted to an F32 GGUF inside its folder, for the
+    /// quantization tests; remove `folder` when done.
+    static func floatGGUF(hidden: Int, ffn: Int, seed: UInt64) throws -> (tiny: TinyModel, folder: URL, path: String) {
+        var tiny = TinyModel()
+        tiny.hidden = hidden; tiny.ffn = ffn
+        tiny.randomize(seed: seed)
+        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let path = folder.appendingPathComponent("f32.gguf").path
+        try HuggingFaceConverter.convert(folder: folder.path, to: path, floatType: .f32)
+        return (tiny, folder, path)
+    }
+
     /// The model loaded from a folder written with `config` (the folder is removed afterwards:
     /// float weights are copied at load).
     func load(config: [String: Any], extraFiles: [String: Any] = [:]) throws -> LoadedModel {
