@@ -31,6 +31,9 @@ ext-mq-o05-3.0.gguf|MQ + GPTQ + 0.5% FP16 outliers, 3.0 bits/proj (outliers coun
 ext-gptq-Q3_G64.gguf|GPTQ, uniform Q3_G64|--type Q3_G64 --method gptq $CAL|tasks
 ext-mq-3.5.gguf|MQ + GPTQ, 3.5 bits/proj|--type Q3_G64 --method mq --bpw 3.5 --bpw-scope projections $CAL|
 ext-mq-lsi-3.0.gguf|MQ + LSI + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --lsi $CAL|
+ext-gq-2.8.gguf|GPTQ + second-order allocation (Σ E[x²]·ΔW²), 2.8 bits/proj|--type Q2_G64 --method gptq --bpw 2.8 --bpw-scope projections $CAL|
+ext-gq-3.0.gguf|GPTQ + second-order allocation, 3.0 bits/proj|--type Q2_G32 --method gptq --bpw 3.0 --bpw-scope projections $CAL|
+ext-gq-3.5.gguf|GPTQ + second-order allocation, 3.5 bits/proj|--type Q3_G64 --method gptq --bpw 3.5 --bpw-scope projections $CAL|
 llama-im-Q2_K.gguf|llama.cpp Q2_K imatrix (smallest standard file)||
 $MODEL|base (Q4_1, as shipped)||"
 

@@ -14,7 +14,8 @@ WORK=$1; ROWS=$2
 . "$(dirname "$0")/weight_table_common.sh"
 cd "$WORK"
 CAL="--calib $CALIB --calib-cache calibration-cache.gguf"
-[ -f method-rows.md ] || printf '| type | method | MiB | data bpw | PPL | mean KLD | 99% KLD | same top-1 | tg128 t/s |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n' > method-rows.md
+[ -f method-rows.md ] || printf '%s\n%s\n' '| type | method | MiB | data bpw | PPL | mean KLD | 99% KLD | same top-1 | tg128 t/s |' \
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |' > method-rows.md
 for row in $ROWS; do
     t=${row%%:*}; kind=${row#*:}
     target=$(python3 "$ROOT/scripts/gguf_bits.py" "llama-im-$t.gguf" | cut -d' ' -f2)

@@ -168,8 +168,8 @@ func decodedGroupDot(_ group: inout DecodedGroup, _ a: Q8Row, _ b: Int) -> (SIMD
         if group.offset0 == group.offset1 {
             offsets = group.offset0 * a.sums[b]
         } else {
-            var low: Int32 = 0, high: Int32 = 0
-            for i in 0..<16 { low += Int32(y[i]); high += Int32(y[i + 16]) }
+            // Q2_K's minimum per 16 weights: the activation sums per half, computed once at quantization.
+            let low = a.halfSums[2 * b], high = a.halfSums[2 * b + 1]
             offsets = a.scales[b] * (group.offset0 * Float(low) + group.offset1 * Float(high))
         }
     }
