@@ -9,8 +9,8 @@
 #   scripts/extension_table.sh WORK_DIR [PHASES...]   (phases: quantize kld tg arc hellaswag table; default all)
 #
 # Run in the WORK_DIR of scripts/gptq_table.sh (it reads base-top1024.kld, pivot-imatrix.gguf and
-# llama-im-Q2_K.gguf there). arc-easy and hellaswag run on the rows marked "tasks" (each costs minutes per
-# file on 2 cores). Each measurement is kept beside its file (FILE.kld, .tg, .arc, .hs), so
+# llama-im-Q2_K.gguf there). arc-easy and hellaswag run on the rows marked "tasks" (about 2 minutes per task
+# and file on 2 cores). Each measurement is kept beside its file (FILE.kld, .tg, .arc, .hs), so
 # phases can run separately; `table` writes extension-table.md from them.
 set -eu
 WORK=$1; shift
@@ -22,20 +22,20 @@ CAL="--calib $CALIB --calib-cache calibration-cache.gguf"
 
 # file | method | pivot quantize arguments (empty: not ours) | "tasks" to run the arc/hellaswag phases on it
 ROWS="ext-mq-3.0.gguf|MQ + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections $CAL|tasks
-ext-im-Q2_G64.gguf|imatrix, uniform Q2_G64|--type Q2_G64 --imatrix pivot-imatrix.gguf|
-ext-gptq-Q2_G64.gguf|GPTQ, uniform Q2_G64|--type Q2_G64 --method gptq $CAL|
-ext-mq-2.5.gguf|MQ + GPTQ, 2.5 bits/proj|--type Q2_G64 --method mq --bpw 2.5 --bpw-scope projections $CAL|
+ext-im-Q2_G64.gguf|imatrix, uniform Q2_G64|--type Q2_G64 --imatrix pivot-imatrix.gguf|tasks
+ext-gptq-Q2_G64.gguf|GPTQ, uniform Q2_G64|--type Q2_G64 --method gptq $CAL|tasks
+ext-mq-2.5.gguf|MQ + GPTQ, 2.5 bits/proj|--type Q2_G64 --method mq --bpw 2.5 --bpw-scope projections $CAL|tasks
 ext-mq-2.8.gguf|MQ + GPTQ, 2.8 bits/proj|--type Q2_G64 --method mq --bpw 2.8 --bpw-scope projections $CAL|tasks
 ext-gptq-Q2_G32.gguf|GPTQ, uniform Q2_G32|--type Q2_G32 --method gptq $CAL|tasks
-ext-mq-o05-3.0.gguf|MQ + GPTQ + 0.5% FP16 outliers, 3.0 bits/proj (outliers counted)|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --outliers 0.5 $CAL|
+ext-mq-o05-3.0.gguf|MQ + GPTQ + 0.5% FP16 outliers, 3.0 bits/proj (outliers counted)|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --outliers 0.5 $CAL|tasks
 ext-gptq-Q3_G64.gguf|GPTQ, uniform Q3_G64|--type Q3_G64 --method gptq $CAL|tasks
-ext-mq-3.5.gguf|MQ + GPTQ, 3.5 bits/proj|--type Q3_G64 --method mq --bpw 3.5 --bpw-scope projections $CAL|
-ext-mq-lsi-3.0.gguf|MQ + LSI + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --lsi $CAL|
-ext-gq-2.8.gguf|GPTQ + second-order allocation (Σ E[x²]·ΔW²), 2.8 bits/proj|--type Q2_G64 --method gptq --bpw 2.8 --bpw-scope projections $CAL|
-ext-gq-3.0.gguf|GPTQ + second-order allocation, 3.0 bits/proj|--type Q2_G32 --method gptq --bpw 3.0 --bpw-scope projections $CAL|
-ext-gq-3.5.gguf|GPTQ + second-order allocation, 3.5 bits/proj|--type Q3_G64 --method gptq --bpw 3.5 --bpw-scope projections $CAL|
-llama-im-Q2_K.gguf|llama.cpp Q2_K imatrix (smallest standard file)||
-$MODEL|base (Q4_1, as shipped)||"
+ext-mq-3.5.gguf|MQ + GPTQ, 3.5 bits/proj|--type Q3_G64 --method mq --bpw 3.5 --bpw-scope projections $CAL|tasks
+ext-mq-lsi-3.0.gguf|MQ + LSI + GPTQ, 3.0 bits/proj|--type Q2_G32 --method mq --bpw 3.0 --bpw-scope projections --lsi $CAL|tasks
+ext-gq-2.8.gguf|GPTQ + second-order allocation (Σ E[x²]·ΔW²), 2.8 bits/proj|--type Q2_G64 --method gptq --bpw 2.8 --bpw-scope projections $CAL|tasks
+ext-gq-3.0.gguf|GPTQ + second-order allocation, 3.0 bits/proj|--type Q2_G32 --method gptq --bpw 3.0 --bpw-scope projections $CAL|tasks
+ext-gq-3.5.gguf|GPTQ + second-order allocation, 3.5 bits/proj|--type Q3_G64 --method gptq --bpw 3.5 --bpw-scope projections $CAL|tasks
+llama-im-Q2_K.gguf|llama.cpp Q2_K imatrix (smallest standard file)||tasks
+$MODEL|base (Q4_1, as shipped)||tasks"
 
 each() {  # calls $1 FILE METHOD ARGS for every row
     echo "$ROWS" | while IFS='|' read -r file method args tasks; do "$1" "$file" "$method" "$args" "$tasks" < /dev/null; done
