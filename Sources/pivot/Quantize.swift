@@ -124,6 +124,11 @@ struct Quantize: ParsableCommand {
         if !quantizedTypes.isEmpty {
             writeErr("note: \(path) is already quantized (\(quantizedTypes.sorted().joined(separator: ", "))); its weights are dequantized and requantized, which compounds the error\n")
         }
+        if let bpw {
+            // Before the calibration passes (minutes): a budget no allocation can reach fails now.
+            try MixedPrecision.checkReachable(source, fileType: fileType, bitsPerWeight: bpw, outliers: outliers > 0 ? OutlierPlan(fraction: outliers / 100) : nil,
+                                              scope: bpwScope, extensions: !standardOnly)
+        }
         var importance: ImportanceMatrix?
         var gptq: GPTQPlan?
         var lsiHessians: GPTQPlan?

@@ -51,4 +51,19 @@ final class MixedPrecisionTests: XCTestCase {
         XCTAssertEqual(QuantizeFileType.fallback(.q4_g64, columns: 96), .q4_1)
         XCTAssertEqual(QuantizeFileType.fallback(.q2_g64, columns: 96), .q2_g32)
     }
+
+    /// On the real model, standard types cannot go below ≈4.03 bits per projection weight (Q4_0 on the
+    /// 576-wide rows, Q2_K on ffn_down); the group-wise types reach 2.44. Checked before any calibration.
+    func testBudgetsBelowEveryAllocationFailBeforeCalibration() throws {
+        let gguf = try GGUFFile(path: try Shared.requireModelPath())
+        let type = try XCTUnwrap(QuantizeFileType.named("Q3_K_M"))
+        XCTAssertThrowsError(try MixedPrecision.checkReachable(gguf, fileType: type, bitsPerWeight: 4.0, scope: .projections)) { error in
+            XCTAssertTrue("\(error)".contains("4.031"), "\(error)")
+        }
+        XCTAssertNoThrow(try MixedPrecision.checkReachable(gguf, fileType: type, bitsPerWeight: 4.04, scope: .projections))
+        XCTAssertNoThrow(try MixedPrecision.checkReachable(gguf, fileType: type, bitsPerWeight: 2.5, scope: .projections, extensions: true))
+        XCTAssertThrowsError(try MixedPrecision.checkReachable(gguf, fileType: type, bitsPerWeight: 2.4, scope: .projections, extensions: true))
+        XCTAssertThrowsError(try MixedPrecision.checkReachable(gguf, fileType: type, bitsPerWeight: 4.5, outliers: OutlierPlan(fraction: 0.5), scope: .projections),
+                             "half the weights as 6-byte outliers cannot fit 4.5 bits")
+    }
 }

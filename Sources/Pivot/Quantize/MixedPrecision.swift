@@ -118,7 +118,6 @@ extension MixedPrecision {
                             gradients: [String: [Float]]? = nil, outliers: OutlierPlan? = nil, scope: BudgetScope = .file, extensions: Bool = false,
                             pool: ThreadPool, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> (types: [String: BlockFormat], bitsPerWeight: Double) {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
-        var fixed = 0
         var items: [Item] = []
         let allocated = base.filter { importance[$0.name] != nil && gguf.tensors[$0.name]!.shape.count == 2 }
         let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
@@ -128,21 +127,11 @@ extension MixedPrecision {
                               outlierBytes: OutlierPlan.bytesPerOutlier * (outliers?.count(elements: t.elementCount) ?? 0), extensions: extensions, pool: pool))
             progress(i + 1, allocated.count, choice.name)
         }
-        let allocatedNames = Set(allocated.map(\.name))
-        for choice in base where scope == .file && !allocatedNames.contains(choice.name) {
-            let t = gguf.tensors[choice.name]!
-            switch choice.to {
-            case .block(let f): fixed += f.rowBytes(t.shape.last!) * (t.elementCount / t.shape.last!)
-            case .f16, .bf16: fixed += 2 * t.elementCount
-            case .f32: fixed += 4 * t.elementCount
-            }
-        }
+        let fixed = scope == .file ? fixedBytes(gguf, base, allocated: Set(allocated.map(\.name))) : 0
         let budget = Int((bitsPerWeight * Double(elements) / 8).rounded(.down)) - fixed
         guard let (usedItems, picks) = allocateStandardFirst(items, budget: budget, extensions: extensions) else {
             let smallest = items.reduce(fixed) { $0 + ($1.options.map(\.bytes).min() ?? 0) }
-            throw PivotError.invalidArgument(String(format: "--bpw %.3f is below the smallest %@ these types allow (%.3f bits per weight)%@",
-                                                    bitsPerWeight, scope == .file ? "file" : "projections", Double(smallest * 8) / Double(elements),
-                                                    extensions ? "" : "; without --standard-only, Pivot's group-wise types go lower"))
+            throw unreachable(bitsPerWeight, smallest: smallest, elements: elements, scope: scope, extensions: extensions)
         }
         var types: [String: BlockFormat] = [:]
         var total = fixed
@@ -157,5 +146,44 @@ extension MixedPrecision {
         if let picks = allocate(standard, budget: budget) { return (standard, picks) }
         guard extensions, let picks = allocate(items, budget: budget) else { return nil }
         return (items, picks)
+    }
+
+    /// Fails before any calibration pass when no allocation reaches `bitsPerWeight`: every block projection
+    /// at its smallest candidate (sizes need no sensitivities) still exceeds the budget.
+    public static func checkReachable(_ gguf: GGUFFile, fileType: QuantizeFileType, bitsPerWeight: Double, outliers: OutlierPlan? = nil,
+                                      scope: BudgetScope = .file, extensions: Bool = false) throws {
+        let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
+        let allocated = base.filter { $0.name.hasPrefix("blk.") && $0.name.hasSuffix(".weight") && !$0.name.hasSuffix("_norm.weight")
+            && gguf.tensors[$0.name]!.shape.count == 2 }
+        let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
+        let fixed = scope == .file ? fixedBytes(gguf, base, allocated: Set(allocated.map(\.name))) : 0
+        let smallest = allocated.reduce(fixed) { total, choice in
+            let t = gguf.tensors[choice.name]!
+            let outlierBytes = OutlierPlan.bytesPerOutlier * (outliers?.count(elements: t.elementCount) ?? 0)
+            return total + (candidates(columns: t.shape[1], extensions: extensions).map { t.shape[0] * $0.rowBytes(t.shape[1]) }.min() ?? 0) + outlierBytes
+        }
+        if Double(smallest * 8) > bitsPerWeight * Double(elements) {
+            throw unreachable(bitsPerWeight, smallest: smallest, elements: elements, scope: scope, extensions: extensions)
+        }
+    }
+
+    /// Bytes of the tensors the allocation does not choose (their recipe types).
+    static func fixedBytes(_ gguf: GGUFFile, _ base: [QuantizePipeline.Choice], allocated: Set<String>) -> Int {
+        var fixed = 0
+        for choice in base where !allocated.contains(choice.name) {
+            let t = gguf.tensors[choice.name]!
+            switch choice.to {
+            case .block(let f): fixed += f.rowBytes(t.shape.last!) * (t.elementCount / t.shape.last!)
+            case .f16, .bf16: fixed += 2 * t.elementCount
+            case .f32: fixed += 4 * t.elementCount
+            }
+        }
+        return fixed
+    }
+
+    static func unreachable(_ bitsPerWeight: Double, smallest: Int, elements: Int, scope: BudgetScope, extensions: Bool) -> PivotError {
+        .invalidArgument(String(format: "--bpw %.3f is below the smallest %@ these types allow (%.3f bits per weight)%@",
+                                bitsPerWeight, scope == .file ? "file" : "projections", Double(smallest * 8) / Double(elements),
+                                extensions ? "" : "; without --standard-only, Pivot's group-wise types go lower"))
     }
 }
