@@ -20,11 +20,7 @@ extension BlockFormat {
 
     /// Sets element `c` (0..<elementsPerBlock) of the block at `block` to `level`.
     public func setLevel(_ block: UnsafeMutableRawPointer, _ c: Int, _ level: Int) {
-        @inline(__always) func put(_ offset: Int, _ shift: Int, _ width: Int, _ value: Int) {
-            let mask = UInt8((1 << width) - 1) << UInt8(shift)
-            let old = block.load(fromByteOffset: offset, as: UInt8.self)
-            block.storeBytes(of: (old & ~mask) | (UInt8(truncatingIfNeeded: value << shift) & mask), toByteOffset: offset, as: UInt8.self)
-        }
+        @inline(__always) func put(_ offset: Int, _ shift: Int, _ width: Int, _ value: Int) { Self.putBits(block, offset, shift, width, value) }
         switch self {
         case .q4_0, .q4_1, .q5_0, .q5_1:
             let codes = self == .q4_0 ? 2 : self == .q4_1 ? 4 : self == .q5_0 ? 6 : 8
@@ -47,6 +43,14 @@ extension BlockFormat {
         case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
             setGroupLevel(block, c, level)
         }
+    }
+
+    /// Writes the low `width` bits of `value` at bit `shift` of byte `offset`, keeping the byte's other bits.
+    @inline(__always)
+    static func putBits(_ block: UnsafeMutableRawPointer, _ offset: Int, _ shift: Int, _ width: Int, _ value: Int) {
+        let mask = UInt8((1 << width) - 1) << UInt8(shift)
+        let old = block.load(fromByteOffset: offset, as: UInt8.self)
+        block.storeBytes(of: (old & ~mask) | (UInt8(truncatingIfNeeded: value << shift) & mask), toByteOffset: offset, as: UInt8.self)
     }
 
     /// For each element of an encoded block, the value at level 0 and the step per level, found by

@@ -71,9 +71,7 @@ extension BlockFormat {
 
     func setGroupLevel(_ block: UnsafeMutableRawPointer, _ c: Int, _ level: Int) {
         @inline(__always) func put(_ offset: Int, _ shift: Int, _ width: Int, _ value: Int) {
-            let mask = UInt8((1 << width) - 1) << UInt8(shift)
-            let old = block.load(fromByteOffset: offset, as: UInt8.self)
-            block.storeBytes(of: (old & ~mask) | (UInt8(truncatingIfNeeded: value << shift) & mask), toByteOffset: offset, as: UInt8.self)
+            Self.putBits(block, offset, shift, width, value)
         }
         let run = c / 32, j = c % 32
         let (offset, shift) = planePosition(run, j)
@@ -124,15 +122,9 @@ extension BlockFormat {
     }
 
     #if arch(x86_64)
-    /// `groupwiseCodes` by vector shifts: each 64-bit lane k of a broadcast 2-bit plane shifted by 2k.
+    /// `groupwiseCodes` by vector shifts (the dedicated kernels' decoder, with this format's bits and runs).
     @inline(__always) func groupwiseCodesAVX2(_ row: UnsafeRawPointer, _ g: Int) -> __m256i {
-        let block = row + (g / runsPerGroup) * bytesPerBlock, run = g % runsPerGroup
-        if groupBits == 4 { return unpackNibbles(block + 4 + 16 * run) }
-        let plane = _mm256_set1_epi64x(Int64(bitPattern: block.loadUnaligned(fromByteOffset: 4 + 8 * run, as: UInt64.self)))
-        let low = _mm256_and_si256(_mm256_srlv_epi64(plane, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3))
-        guard groupBits == 3 else { return low }
-        let bits = block.loadUnaligned(fromByteOffset: highBitsOffset + 4 * run, as: UInt32.self).littleEndian
-        return _mm256_or_si256(low, _mm256_srli_epi16(fifthBits(bits), 2))
+        groupwiseRunCodes(row + (g / runsPerGroup) * bytesPerBlock, g % runsPerGroup, bits: groupBits!, runs: runsPerGroup)
     }
     #endif
 }
