@@ -31,13 +31,15 @@ let package = Package(
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "NIOCore", package: "swift-nio"),
                                                    .product(name: "Logging", package: "swift-log")]),
-        .executableTarget(
-            name: "pivot",
+        .target(
+            name: "PivotCLI",
             dependencies: ["Pivot", "PivotServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: x86Flags + fast),
+        .executableTarget(name: "pivot", dependencies: ["PivotCLI"], swiftSettings: x86Flags + fast),
         .testTarget(name: "PivotKernelsTests", dependencies: ["PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
         .testTarget(name: "PivotServerTests", dependencies: ["PivotServer", "Pivot", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                                                       .product(name: "NIOHTTP1", package: "swift-nio")]),
+        .testTarget(name: "PivotCLITests", dependencies: ["PivotCLI", "Pivot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
     ],
     swiftLanguageModes: [.v5]
