@@ -62,8 +62,14 @@ struct Serve: AsyncParsableCommand {
                                  options: ServerOptions(host: host, port: port, queueLimit: queue, maxBodyBytes: maxBody))
         let host = self.host
         let parallel = self.parallel
-        try await server.run { port in
-            writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, listening on http://\(host):\(port)\n")
+        do {
+            try await server.run { port in
+                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, listening on http://\(host):\(port)\n")
+            }
+        } catch let error as ServerError {
+            // Its description is the whole message; ArgumentParser would add "Error: ".
+            writeErr("\(error)\n")
+            throw ExitCode.failure
         }
     }
 }

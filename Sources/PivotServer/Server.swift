@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import Pivot
 
 /// Where and how `pivot serve` listens.
@@ -33,7 +34,7 @@ public final class PivotServer: Sendable {
     }
 
     /// Serves until the task is cancelled (or SIGINT/SIGTERM); `onListening` gets the bound port
-    /// (useful with port 0).
+    /// (useful with port 0). Throws `ServerError` when it cannot listen.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         router.middlewares.add(OpenAIErrorMiddleware())
@@ -43,7 +44,25 @@ public final class PivotServer: Sendable {
         let app = Application(router: router,
                               configuration: .init(address: .hostname(options.host, port: options.port), serverName: "pivot"),
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) }, logger: logger)
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch let error as IOError {
+            // Socket errors reach here only from binding: once listening, Hummingbird logs them.
+            throw error.errnoCode == EADDRINUSE
+                ? ServerError.portInUse(host: options.host, port: options.port)
+                : ServerError.cannotListen(host: options.host, port: options.port, reason: String(cString: strerror(error.errnoCode)))
+        } catch let error as SocketAddressError {
+            throw ServerError.cannotListen(host: options.host, port: options.port, reason: Self.describe(error))
+        }
+    }
+
+    private static func describe(_ error: SocketAddressError) -> String {
+        switch error {
+        case .unknown: "unknown host"
+        case .unsupported: "unsupported address family"
+        case .unixDomainSocketPathTooLong: "socket path too long"
+        case .failedToParseIPString(let s): "'\(s)' is not an IP address"
+        }
     }
 
     private func addRoutes(to router: Router<BasicRequestContext>) {
