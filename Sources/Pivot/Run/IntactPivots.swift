@@ -4,7 +4,7 @@ import PivotKernels
 /// compressed one that runs everything else. The base model runs the pivot positions (causal, so
 /// position p depends only on tokens 0...p) with float activations and an exact F32 cache; the
 /// compressed model's cache stores those keys/values for positions below `count` instead of its own.
-public final class IntactPivots {
+public final class IntactPivots: PivotSource {
     public let base: LoadedModel
     let count: Int
     private let cache: DenseKVCache
@@ -27,17 +27,17 @@ public final class IntactPivots {
 
     /// Runs the base over the pivot positions among `tokens` (which start at `position`), so that
     /// `entry` then holds them.
-    func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool) {
+    public func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool) {
         let end = min(count, position + tokens.count)
         guard position < end else { return }
         if state == nil || state!.context.pool !== pool {
-            state = ForwardState(config: base.config, maxTokens: max(1, count), allLogits: false, pool: pool, precision: .float)
+            state = ForwardState(config: base.config, maxTokens: max(1, count), allLogits: false, execution: Execution(pool: pool, precision: .float))
         }
         cache.truncate(to: position)
         base.transformer.forward(Array(tokens[0..<(end - position)]), cache: cache, state: state!, logits: .last)
     }
 
-    func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+    public func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
         cache.entry(layer: layer, kvHead: kvHead, position: position)
     }
 }

@@ -77,7 +77,7 @@ extension LowRankKVFactors {
         }
         let c = model.config
         let recorder = SecondMomentRecorder(shape: AttentionShape(c), capacity: chunkLength, rope: RotaryGeometry(c))
-        let state = ForwardState(config: c, maxTokens: chunkLength, allLogits: false, pool: pool)
+        let state = ForwardState(config: c, maxTokens: chunkLength, allLogits: false, execution: Execution(pool: pool))
         for chunk in 0..<chunks {
             recorder.truncate(to: 0)
             model.transformer.forward(Array(tokens[(chunk * chunkLength)..<((chunk + 1) * chunkLength)]), cache: recorder, state: state)
