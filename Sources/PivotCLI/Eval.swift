@@ -187,7 +187,7 @@ struct Eval: ParsableCommand {
         // Per-item outcomes travel with their cells.
         for dir in merge {
             let source = URL(fileURLWithPath: dir).appendingPathComponent("cells")
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: source.path)) ?? [] where name.hasSuffix(".items.jsonl") {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: source.path)) ?? [] where name.hasSuffix(".items.jsonl") || name.hasSuffix(".items.jsonl.gz") {
                 let target = cellsDirectory.appendingPathComponent(name)
                 if !FileManager.default.fileExists(atPath: target.path) {
                     try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: target)
