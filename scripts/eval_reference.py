@@ -10,7 +10,7 @@ Not part of `swift test` (it needs numpy, gguf and tokenizers from PyPI):
     (one BLAS thread: numpy threads spinning against another job on the same cores run 5x slower)
     python3 scripts/eval_reference.py --compare eval/reference-float-200.json eval/results/float-1000
 """
-import argparse, json, math, os, re, sys, time
+import argparse, gzip, json, math, os, re, sys, time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -234,10 +234,13 @@ def compare(reference_path, results_dir):
     bad = 0
     print(f"{'task':14s} {'items':>5s} {'acc ref':>8s} {'acc pivot':>9s} {'norm ref':>8s} {'norm pivot':>10s} {'max |d ll|':>10s}  differing items")
     for name, entry in ref.items():
-        files = sorted(f for f in os.listdir(cells_dir) if f.endswith(".items.jsonl") and f.split("__", 1)[1].split("@")[0].split(".")[0] == name)
+        files = sorted(f for f in os.listdir(cells_dir) if f.endswith((".items.jsonl", ".items.jsonl.gz"))
+                       and f.split("__", 1)[1].split("@")[0].split(".")[0] == name)
         if not files:
             continue
-        ours = [json.loads(line) for line in open(os.path.join(cells_dir, files[0]))]
+        path = os.path.join(cells_dir, files[0])
+        # The committed results keep per-item outcomes gzip-compressed; fresh runs write them plain.
+        ours = [json.loads(line) for line in (gzip.open(path, "rt") if path.endswith(".gz") else open(path))]
         n = min(len(ours), len(entry["per_item"]))
         theirs = entry["per_item"][:n]
         keys = [("acc", "acc")] + ([("acc_norm", "accNorm")] if "acc_norm" in entry else [])

@@ -14,23 +14,24 @@ struct AttentionMap: ParsableCommand {
         (--pivot N, --intact-from) when the cache is compressed.
         """)
 
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var precisionOption: PrecisionOption
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @Option(name: [.customShort("p"), .customLong("prompt")], help: "The text (at most 2048 tokens; plain loops recompute the attention).")
     var prompt: String
 
-    @Option(help: "Positions listed per layer.")
+    @Option(parsing: .unconditional, help: "Positions listed per layer.")
     var top: Int = 3
 
     @Option(help: "Write the heat map here (SVG).")
     var svg: String?
 
-    @Option(help: "Positions shown in the heat map.")
+    @Option(parsing: .unconditional, help: "Positions shown in the heat map.")
     var columns: Int = 32
 
     func validate() throws {
-        guard top >= 1, columns >= 1 else { throw ValidationError("--top and --columns must be at least 1") }
+        try checkRange("--top", top, 1...Int.max)
+        try checkRange("--columns", columns, 1...Int.max)
+        try OutputPath.check(svg, flag: "--svg")
     }
 
     func run() throws {
@@ -39,7 +40,7 @@ struct AttentionMap: ParsableCommand {
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard tokens.count <= 2048 else { throw ValidationError("the prompt has \(tokens.count) tokens; at most 2048") }
         let recorder = AttentionRecorder(shape: AttentionShape(loaded.config), capacity: tokens.count)
-        let state = ForwardState(config: loaded.config, maxTokens: tokens.count, allLogits: false, pool: model.makePool(), precision: precisionOption.precision)
+        let state = ForwardState(config: loaded.config, maxTokens: tokens.count, allLogits: false, execution: Execution(pool: model.makePool(), precision: model.precision))
         loaded.transformer.forward(tokens, cache: recorder, state: state)
         let pieces = tokens.map { loaded.tokenizer.decode([$0]).replacingOccurrences(of: "\n", with: "\\n") }
         let layers = loaded.config.layerCount
@@ -61,7 +62,7 @@ struct AttentionMap: ParsableCommand {
             let map = SVGPlot.heatMap(title: "Attention received per position (darkest: \(Int((top * 100).rounded()))%)",
                                       rowTitle: "layer", columnTitle: "position", rows: (0..<layers).map(String.init),
                                       columns: (0..<shown).map(String.init), values: shares.map { $0.prefix(shown).map { $0 / top } }, cell: 26)
-            try map.write(toFile: svg, atomically: true, encoding: .utf8)
+            try OutputPath.write(Data(map.utf8), to: svg)
             writeErr("heat map: \(svg)\n")
         }
     }

@@ -8,43 +8,41 @@ struct Bench: ParsableCommand {
         abstract: "Prefill (pp) and decode (tg) speed, in llama-bench's table form.",
         discussion: "ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
 
-    @OptionGroup var model: ModelOptions
-
-    @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens for the prefill test (0 skips it).")
+    @Option(name: [.customShort("p"), .customLong("n-prompt")], parsing: .unconditional, help: "Prompt tokens for the prefill test (0 skips it).")
     var promptTokens: Int = 512
 
-    @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Tokens for the decode test (0 skips it).")
+    @Option(name: [.customShort("n"), .customLong("n-gen")], parsing: .unconditional, help: "Tokens for the decode test (0 skips it).")
     var generatedTokens: Int = 128
 
-    @Option(name: [.customShort("d"), .customLong("depth")], help: "Tokens already in the KV cache when each test starts (attention cost grows with it).")
+    @Option(name: [.customShort("d"), .customLong("depth")], parsing: .unconditional, help: "Tokens already in the KV cache when each test starts (attention cost grows with it).")
     var depth: Int = 0
 
-    @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed repetitions of each test.")
+    @Option(name: [.customShort("r"), .customLong("repetitions")], parsing: .unconditional, help: "Timed repetitions of each test.")
     var repetitions: Int = 5
 
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
-    var precision: ActivationPrecision { precisionOption.precision }
+    @OptionGroup(title: "Model") var model: ModelOptions
+    @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+    var precision: ActivationPrecision { model.precision }
 
     func validate() throws {
-        guard promptTokens >= 0, generatedTokens >= 0, promptTokens + generatedTokens > 0 else {
-            throw ValidationError("-p and -n must be >= 0 and not both 0")
-        }
-        guard repetitions >= 1 else { throw ValidationError("-r must be at least 1") }
-        guard depth >= 0 else { throw ValidationError("-d must be >= 0") }
+        try checkRange("-p", promptTokens, 0...Int.max)
+        try checkRange("-n", generatedTokens, 0...Int.max)
+        guard promptTokens + generatedTokens > 0 else { throw ValidationError("-p and -n are both 0: nothing to measure") }
+        try checkRange("-r", repetitions, 1...Int.max)
+        try checkRange("-d", depth, 0...Int.max)
     }
 
     func run() throws {
-        let loaded = try model.load()
-        try kv.apply(to: loaded)
         let pool = model.makePool()
+        let configuration = try model.configuration(kv: kv)
+        let loaded = try model.load(configuration, pool: pool)
         let c = loaded.config
         let capacity = depth + max(promptTokens, generatedTokens) + 1
         guard capacity <= c.contextLength else { throw ValidationError("-d plus the test is longer than the model's context (\(c.contextLength))") }
         // Passes of up to 512 tokens for the prompt test and for filling the cache to -d.
         let batch = max(1, min(max(promptTokens, depth), 512))
         let cache = loaded.makeCache(capacity: capacity, maxBatch: max(batch, min(generatedTokens, 512)))
-        let state = ForwardState(config: c, maxTokens: batch, allLogits: false, pool: pool, precision: precision)
+        let state = ForwardState(config: c, maxTokens: batch, allLogits: false, execution: configuration.execution(pool: pool))
         var rng = SplitMix64(seed: 42)
         let vocabulary = loaded.tokenizer.vocabularySize
         func randomTokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(vocabulary)) } }
@@ -82,11 +80,11 @@ struct Bench: ParsableCommand {
         for (test, rates) in rows {
             let mean = rates.reduce(0, +) / Double(rates.count)
             let sd = rates.count > 1 ? (rates.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rates.count - 1)).squareRoot() : 0
-            print("| \(name) | \(size) | \(params) | CPU (Swift SIMD) | \(pool.threads) | \(precision.rawValue)\(loaded.kvCache.kind == .f32 ? "" : ", KV " + loaded.kvCache.label) | \(test) | "
+            print("| \(name) | \(size) | \(params) | CPU (Swift SIMD) | \(pool.threads) | \(precision.rawValue)\(loaded.kvCache.spec == .f32 ? "" : ", KV " + loaded.kvCache.spec.label) | \(test) | "
                   + String(format: "%.2f ± %.2f", mean, sd) + " |")
         }
         print(String(format: "\npeak RSS: %.1f MiB", peakResidentMiB()))
-        print(loaded.kvCache.memorySummary(shape: AttentionShape(c), tokens: capacity))
+        print(loaded.kvCache.spec.memorySummary(shape: AttentionShape(c), tokens: capacity))
     }
 
     /// One warm-up, then `repetitions` timed runs; returns tokens/s of each.

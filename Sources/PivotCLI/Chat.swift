@@ -19,37 +19,29 @@ struct Chat: ParsableCommand {
             is kept between turns, so only new text is processed.
             """)
 
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var context: ContextOption
 
     @Option(name: .customLong("system"), help: "System prompt (default: the template's own, if any).")
     var system: String?
 
-    @Option(name: [.customShort("n"), .customLong("n-predict")], help: "Maximum tokens per reply.")
+    @Option(name: [.customShort("n"), .customLong("n-predict")], parsing: .unconditional, help: "Maximum tokens per reply (at least 1).")
     var tokens: Int = 512
 
     @Flag(name: .customLong("no-history"), help: "Neither read nor save the line history (~/.cache/pivot/chat_history, the last 500 lines typed at a terminal).")
     var noHistory = false
 
-    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
+    @OptionGroup(title: "Context") var context: ContextOption
+    @OptionGroup(title: "Sampling") var sampling: SamplingOptions
+    @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
+    @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
 
-    @OptionGroup var drafting: DraftOptions
-
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
-    var precision: ActivationPrecision { precisionOption.precision }
-
-    func validate() throws {
-        guard tokens > 0 else { throw ValidationError("-n must be positive") }
-        try sampling.check()
-        try drafting.check()
-    }
+    func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let loaded = try model.load()
-        try kv.apply(to: loaded)
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
-                                  drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
+        let pool = model.makePool()
+        let configuration = try model.configuration(kv: kv, draft: drafting)
+        let loaded = try model.load(configuration, pool: pool)
+        let generator = Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded))
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []

@@ -22,16 +22,14 @@ struct Convert: ParsableCommand {
     var output: String
 
     @Option(help: "F32, F16 (default), BF16, or a quantized type: \(QuantizeFileType.all.filter { $0.base != nil }.map(\.name).joined(separator: ", ")).")
-    var type = "F16"
+    var type: QuantizeFileType = .named("F16")!
 
-    @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads for quantized types (default: all cores).")
+    @Option(name: [.customShort("t"), .customLong("threads")], parsing: .unconditional, help: "Worker threads for quantized types, 1-256 (default: all cores).")
     var threads: Int?
 
     func validate() throws {
-        guard ["f32", "f16", "bf16"].contains(type.lowercased()) || QuantizeFileType.named(type) != nil else {
-            throw ValidationError("unknown --type '\(type)' (F32, F16, BF16, \(QuantizeFileType.all.filter { $0.base != nil }.map(\.name).joined(separator: ", ")))")
-        }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads { try checkRange("--threads", threads, 1...256) }
+        try OutputPath.check(output, flag: "--output")
     }
 
     func run() throws {
@@ -39,14 +37,14 @@ struct Convert: ParsableCommand {
         guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else { throw PivotError.fileNotFound(input) }
         guard isDirectory.boolValue else { throw ValidationError("\(input) is a file: convert reads HuggingFace folders (use `pivot quantize` for GGUF files)") }
         let start = Date()
-        let floatTypes: [String: TensorType] = ["f32": .f32, "f16": .f16, "bf16": .bf16]
-        if let floatType = floatTypes[type.lowercased()] {
+        if type.base == nil {
+            let floatType = type.floatType
             let count = try HuggingFaceConverter.convert(folder: input, to: output, floatType: floatType)
             report(count: count, start: start)
             return
         }
         // A quantized type: exactly `pivot quantize` on the folder (which converts to F32 GGUF first).
-        try Quantize.parse(["-m", input, "-o", output, "--type", type] + (threads.map { ["-t", String($0)] } ?? [])).run()
+        try Quantize.parse(["-m", input, "-o", output, "--type", type.name] + (threads.map { ["-t", String($0)] } ?? [])).run()
     }
 
     private func report(count: Int, start: Date) {

@@ -18,30 +18,38 @@ struct Eval: ParsableCommand {
         See EVAL.md for the spec format.
         """)
 
-    @Argument(help: "Tasks to run (or 'all').")
+    @Argument(help: "Tasks to run (or 'all'); lm-evaluation-harness's names (arc_easy, lambada_openai) work too.")
     var tasks: [String] = []
 
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
+    @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
 
-    @Option(help: "Simulate N-bit per-token symmetric activation quantization at the input of every block projection (8, 6, 4; QLLM-Eval's A-bits). Applies on top of --precision.")
+    @Option(parsing: .unconditional, help: "Simulate N-bit per-token symmetric activation quantization at the input of every block projection (8, 6, 4; QLLM-Eval's A-bits). Applies on top of --precision.")
     var actBits: Int?
 
-    @Option(help: "Score only the first N items of each task (file order).")
+    @Option(parsing: .unconditional, help: "Score only the first N items of each task (file order).")
     var limit: Int?
 
-    @Option(help: "MMLU: few-shot examples per question, the first K of the subject in mmlu_dev (0-5).")
+    @Option(parsing: .unconditional, help: "MMLU: few-shot examples per question, the first K of the subject in mmlu_dev (0-5).")
     var shots: Int = 0
 
     @Option(help: "Folder of the task files (default: $PIVOT_DATA, ~/.cache/pivot/data/eval, shared/data/eval beside the checkout).")
     var data: String?
 
-    @Option(help: "wikitext: number of windows to score.")
-    var windows: Int = 40
+    @Option(parsing: .unconditional, help: "wikitext: number of windows to score.")
+    var chunks: Int = 40
 
-    @Option(name: .customLong("ctx"), help: "wikitext: window length in tokens.")
-    var windowLength: Int = 512
+    @Option(name: .customLong("windows"), parsing: .unconditional, help: .hidden)
+    var legacyWindows: Int?
+
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], parsing: .unconditional, help: "wikitext: window length in tokens.")
+    var contextSize: Int = 512
+
+    @Option(name: .customLong("ctx"), parsing: .unconditional, help: .hidden)
+    var legacyContext: Int?
+
+    var windows: Int { legacyWindows ?? chunks }
+    var windowLength: Int { legacyContext ?? contextSize }
 
     @Option(help: "passkey: comma-separated context lengths (those beyond the model's context are skipped).")
     var passkeyContexts: String = "1024,2048,4096,8192"
@@ -49,7 +57,7 @@ struct Eval: ParsableCommand {
     @Option(help: "passkey: comma-separated depths of the key in percent.")
     var passkeyDepths: String = "0,25,50,75,100"
 
-    @Option(help: "passkey: keys per (context, depth) cell.")
+    @Option(parsing: .unconditional, help: "passkey: keys per (context, depth) cell.")
     var trials: Int = 2
 
     @Option(help: "passkey: seed for the random keys.")
@@ -76,13 +84,20 @@ struct Eval: ParsableCommand {
     func validate() throws {
         let modes = [!tasks.isEmpty, matrix != nil, !merge.isEmpty].filter { $0 }.count
         guard modes == 1 else { throw ValidationError("give tasks, or --matrix SPEC.json, or --merge DIR...") }
-        for task in tasks where task != "all" && !EvalTask.names.contains(task) {
-            throw ValidationError("unknown task '\(task)' (known: \(EvalTask.names.joined(separator: ", ")), all)")
+        for task in tasks where EvalTask.canonicalName(task) == nil {
+            if task.hasPrefix("-") { throw ValidationError("unknown option '\(task)'") }
+            throw ValidationError("unknown task '\(task)'" + (Suggestion.closest(task, among: EvalTask.names).map { "; did you mean '\($0)'?" } ?? "")
+                                  + " (known: \(EvalTask.names.joined(separator: ", ")), all)")
         }
-        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        if let actBits, !(2...16).contains(actBits) { throw ValidationError("--act-bits must be between 2 and 16") }
-        guard (0...5).contains(shots) else { throw ValidationError("--shots must be between 0 and 5") }
-        guard windows >= 1, windowLength >= 2, trials >= 1 else { throw ValidationError("--windows, --ctx and --trials must be positive") }
+        if let limit { try checkRange("--limit", limit, 1...Int.max) }
+        if let actBits { try checkRange("--act-bits", actBits, 2...16) }
+        try checkRange("--shots", shots, 0...5)
+        try checkRange("--chunks", windows, 1...Int.max)
+        try checkRange("--ctx-size", windowLength, 2...8192)
+        try checkRange("--trials", trials, 1...Int.max)
+        try OutputPath.check(json, flag: "--json")
+        try OutputPath.check(svg, flag: "--svg")
+        try OutputPath.check(out, flag: "--out", directory: true)
         if shard != nil && matrix == nil { throw ValidationError("--shard goes with --matrix") }
         _ = try parsedShard()
         _ = try passkeyLists()
@@ -117,6 +132,7 @@ struct Eval: ParsableCommand {
             if done == total { bar?.finish(); bar = nil }
         }
         let runner = CellRunner(pool: pool, dataDirectory: data)
+        runner.log = { writeErr($0 + "\n") }
         if !merge.isEmpty { return try writeMerged(out!) }
         if let matrix {
             let spec = try MatrixSpec.load(matrix)
@@ -128,11 +144,10 @@ struct Eval: ParsableCommand {
             print("\(computed) cells computed, \(cells.count) of \(spec.cells.count) finished; report: \(directory)/report.md")
             return
         }
-        let path = try model.resolvedPath()
-        let configuration = RunConfiguration(name: ((path as NSString).lastPathComponent as NSString).deletingPathExtension,
-                                             model: path, precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec)
+        let configuration = try model.configuration(kv: kv, actBits: actBits)
         let (contexts, depths) = try passkeyLists()
-        let names = tasks.contains("all") ? EvalTask.names : tasks
+        let requested = tasks.compactMap(EvalTask.canonicalName)
+        let names = requested.contains("all") ? EvalTask.names : requested
         var results: [CellResult] = []
         for name in names {
             var spec = TaskSpec(task: name, limit: limit, shots: name == "mmlu" && shots > 0 ? shots : nil)
@@ -141,8 +156,8 @@ struct Eval: ParsableCommand {
             let result = try runner.run(configuration, spec, progress: progress)
             results.append(result)
             printResult(result)
-            if let json { try MatrixRunner.encoder.encode(results).write(to: URL(fileURLWithPath: json), options: .atomic) }
-            if let svg, let p = result.passkey { try Report.passkeyHeatMap(p, name: configuration.name).write(toFile: svg, atomically: true, encoding: .utf8) }
+            if let json { try OutputPath.write(try MatrixRunner.encoder.encode(results), to: json) }
+            if let svg, let p = result.passkey { try OutputPath.write(Data(Report.passkeyHeatMap(p, name: configuration.name).utf8), to: svg) }
         }
         print("")
         print(Report(spec: nil, cells: results).table.joined(separator: "\n"))
@@ -172,7 +187,7 @@ struct Eval: ParsableCommand {
         // Per-item outcomes travel with their cells.
         for dir in merge {
             let source = URL(fileURLWithPath: dir).appendingPathComponent("cells")
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: source.path)) ?? [] where name.hasSuffix(".items.jsonl") {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: source.path)) ?? [] where name.hasSuffix(".items.jsonl") || name.hasSuffix(".items.jsonl.gz") {
                 let target = cellsDirectory.appendingPathComponent(name)
                 if !FileManager.default.fileExists(atPath: target.path) {
                     try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: target)

@@ -6,37 +6,28 @@ import PivotKernels
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate a continuation of a prompt, streamed to stdout.")
 
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var context: ContextOption
-
     @Option(name: [.customShort("p"), .customLong("prompt")], help: "The prompt text.")
     var prompt: String
 
-    @Option(name: [.customShort("n"), .customLong("n-predict")], help: "Maximum number of tokens to generate.")
+    @Option(name: [.customShort("n"), .customLong("n-predict")], parsing: .unconditional, help: "Maximum number of tokens to generate (at least 1).")
     var tokens: Int = 128
-
-    @OptionGroup var sampling: SamplingOptions
-
-    @OptionGroup var drafting: DraftOptions
-
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
-    var precision: ActivationPrecision { precisionOption.precision }
 
     @Flag(help: "Do not print timings to stderr at the end.")
     var quiet = false
 
-    func validate() throws {
-        guard tokens > 0 else { throw ValidationError("-n must be positive") }
-        try sampling.check()
-        try drafting.check()
-    }
+    @OptionGroup(title: "Model") var model: ModelOptions
+    @OptionGroup(title: "Context") var context: ContextOption
+    @OptionGroup(title: "Sampling") var sampling: SamplingOptions
+    @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
+    @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+
+    func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let loaded = try model.load()
-        try kv.apply(to: loaded)
-        let generator = Generator(model: loaded, pool: model.makePool(), contextLength: context.cacheSize(for: loaded), precision: precision,
-                                  drafter: drafting.makeDrafter(), maxDraft: drafting.draftMax)
+        let pool = model.makePool()
+        let configuration = try model.configuration(kv: kv, draft: drafting)
+        let loaded = try model.load(configuration, pool: pool)
+        let generator = Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded))
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {
@@ -52,11 +43,12 @@ struct Generate: ParsableCommand {
         }
         writeOut(decoder.flush() + "\n")
         if reason == .contextFull { writeErr("[stopped: the context of \(generator.cache.capacity) tokens is full; raise --ctx-size]\n") }
+        if reason == .nonFiniteLogits { throw PivotError.nonFinite(file: loaded.path, "the model produced non-finite logits") }
         if !quiet {
             writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
                             stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
             if let line = drafting.summary(stats) { writeErr(line + "\n") }
-            writeErr(loaded.kvCache.memorySummary(shape: AttentionShape(loaded.config), tokens: generator.cache.capacity) + "\n")
+            writeErr(loaded.kvCache.spec.memorySummary(shape: AttentionShape(loaded.config), tokens: generator.cache.capacity) + "\n")
         }
     }
 }

@@ -5,22 +5,20 @@ import PivotKernels
 
 /// Calibration options shared by `imatrix` and `quantize --calib`.
 struct CalibrationOptions: ParsableArguments {
-    @Option(name: .customLong("calib-ctx"), help: "Calibration chunk length in tokens (each chunk starts from an empty cache, as llama-imatrix's --ctx-size).")
+    @Option(name: .customLong("calib-ctx"), parsing: .unconditional, help: "Calibration chunk length in tokens (each chunk starts from an empty cache, as llama-imatrix's --ctx-size).")
     var chunkLength: Int = 512
 
-    @Option(name: .customLong("calib-chunks"), help: "Use at most this many chunks of the calibration text (default: all for an importance matrix, 128 for GPTQ).")
+    @Option(name: .customLong("calib-chunks"), parsing: .unconditional, help: "Use at most this many chunks of the calibration text (default: all for an importance matrix, 128 for GPTQ).")
     var chunks: Int?
 
-    func check() throws {
-        guard (16...8192).contains(chunkLength) else { throw ValidationError("--calib-ctx must be between 16 and 8192") }
-        if let chunks, chunks < 1 { throw ValidationError("--calib-chunks must be at least 1") }
+    func validate() throws {
+        try checkRange("--calib-ctx", chunkLength, 16...8192)
+        if let chunks { try checkRange("--calib-chunks", chunks, 1...Int.max) }
     }
 
     /// The calibration text in `loaded`'s tokens (no BOS, as llama-imatrix reads it).
     func tokens(_ loaded: LoadedModel, file: String) throws -> [Int] {
-        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
-        return loaded.tokenizer.encode(text, addBOS: false)
+        loaded.tokenizer.encode(try readText(file), addBOS: false)
     }
 
     /// Runs `loaded` over `file` and returns its importance matrix, with a progress bar.
@@ -30,7 +28,7 @@ struct CalibrationOptions: ParsableArguments {
         writeErr("\(file): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the importance matrix\n")
         let bar = ProgressBar(total: total, label: "imatrix")
         let matrix = try ImportanceMatrix.collect(model: loaded, tokens: tokens, contextLength: chunkLength, chunks: chunks,
-                                                  dataset: (file as NSString).lastPathComponent, pool: pool) { done, _ in bar.update(done) }
+                                                  dataset: (file as NSString).lastPathComponent, execution: Execution(pool: pool)) { done, _ in bar.update(done) }
         bar.finish()
         return matrix
     }
@@ -58,7 +56,7 @@ struct Imatrix: ParsableCommand {
         evaluation uses its first windows).
         """)
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @Option(name: [.customShort("f"), .customLong("file")], help: "Calibration text file.")
     var file: String
@@ -66,9 +64,9 @@ struct Imatrix: ParsableCommand {
     @Option(name: [.customShort("o"), .customLong("output")], help: "Output file (GGUF).")
     var output: String = "imatrix.gguf"
 
-    @OptionGroup var calibration: CalibrationOptions
+    @OptionGroup(title: "Calibration") var calibration: CalibrationOptions
 
-    func validate() throws { try calibration.check() }
+    func validate() throws { try OutputPath.check(output, flag: "--output") }
 
     func run() throws {
         let loaded = try model.load()

@@ -4,14 +4,18 @@ import Pivot
 import PivotKernels
 
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a model's architecture, tensor types, parameter count and size.")
+    static let configuration = CommandConfiguration(abstract: "Show a model's architecture, tensor types, parameter count and size; --check scans every tensor.")
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @Flag(help: "List every tensor of a GGUF file.")
     var tensors = false
 
+    @Flag(help: "Decode every tensor of a GGUF file and scan it for NaN, infinity and impossible magnitudes (llama.cpp's --check-tensors); exit 1 naming each bad tensor.")
+    var check = false
+
     func run() throws {
+        if check { return try checkTensors() }
         let loaded = try model.load()
         let c = loaded.config
         print("file:            \(loaded.path)")
@@ -54,5 +58,20 @@ struct Inspect: ParsableCommand {
                 print("  \(name)  \(tensor.type)  \(tensor.shape)  \(tensor.byteCount) bytes")
             }
         }
+    }
+
+    /// Every tensor decoded and scanned; a bad one is named and the exit code is 1.
+    func checkTensors() throws {
+        let path = try model.resolvedPath()
+        let file = try GGUFFile(path: path)
+        let bar = ProgressBar(total: file.tensorOrder.count, label: "check")
+        let problems = TensorCheck.scan(file) { done, _ in bar.update(done) }
+        bar.finish()
+        guard let first = problems.first else {
+            print("\(path): \(file.tensorOrder.count) tensors checked, no NaN, infinity or impossible value")
+            return
+        }
+        for problem in problems { writeErr("\(path): \(problem)\n") }
+        throw PivotError.nonFinite(file: path, "\(problems.count) bad tensor(s), the first \(first.tensor)")
     }
 }

@@ -21,27 +21,18 @@ struct KLD: ParsableCommand {
     @Option(help: "Activation precision of the base: int8 or float.")
     var basePrecision: ActivationPrecision = .float
 
-    @Option(help: "Simulated activation bits of the base (none by default).")
+    @Option(parsing: .unconditional, help: "Simulated activation bits of the base, 2-16 (none by default).")
     var baseActBits: Int?
 
     @Option(help: "KV cache of the base: f32 or f16 (e.g. to score a compressed cache against the F16 baseline).")
     var baseKvType: KVCacheSpec.Kind = .f32
 
-    @OptionGroup var model: ModelOptions
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
-
-    @Option(help: "Simulated activation bits of the compared model.")
+    @Option(parsing: .unconditional, help: "Simulated activation bits of the compared model, 2-16.")
     var actBits: Int?
 
-    @Option(name: [.customShort("f"), .customLong("file")], help: "Text to score (e.g. wikitext-2-raw test).")
-    var file: String
-
-    @Option(name: .customLong("ctx"), help: "Window length in tokens.")
-    var windowLength: Int = 512
-
-    @Option(help: "Score at most this many windows (default: all).")
-    var chunks: Int?
+    @OptionGroup(title: "Text") var text: TextWindowOptions
+    @OptionGroup(title: "Compared model") var model: ModelOptions
+    @OptionGroup(title: "KV cache compression (compared model)") var kv: KVCacheOptions
 
     @Option(help: "Run only the base and store its top-K log-probabilities per token in this file (for models too large to hold twice).")
     var saveBase: String?
@@ -49,55 +40,64 @@ struct KLD: ParsableCommand {
     @Option(help: "Score -m against a file written by --save-base instead of running a base model.")
     var baseFile: String?
 
-    @Option(help: "With --save-base: log-probabilities kept per token (8 bytes each); the rest of the vocabulary is one bucket, so KLD is a lower bound: on int8 vs float of the default model 77% of the exact value at K=64, 88% at 256, 95% at 1024.")
-    var topK: Int = 1024
+    @Option(name: .customLong("save-top-k"), parsing: .unconditional, help: "With --save-base: log-probabilities kept per token, 1-1024 (8 bytes each); the rest of the vocabulary is one bucket, so KLD is a lower bound: on int8 vs float of the default model 77% of the exact value at K=64, 88% at 256, 95% at 1024.")
+    var saveTopK: Int = 1024
+
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: .hidden)
+    var legacyTopK: Int?
+
+    var topK: Int { legacyTopK ?? saveTopK }
+    var file: String { text.file }
+    var windowLength: Int { text.window }
+    var chunks: Int? { text.chunks }
 
     func validate() throws {
-        guard windowLength >= 2 && windowLength <= 8192 else { throw ValidationError("--ctx must be between 2 and 8192") }
-        if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
+        try OutputPath.check(saveBase, flag: "--save-base")
         if saveBase != nil && baseFile != nil { throw ValidationError("give --save-base or --base-file, not both") }
-        if baseKvType == .kivi { throw ValidationError("--base-kv-type takes f32 or f16: the base is the reference") }
+        guard baseKvType == .f32 || baseKvType == .f16 else { throw ValidationError("--base-kv-type takes f32 or f16: the base is the reference") }
         if baseFile != nil && (base != nil || baseActBits != nil) { throw ValidationError("--base-file replaces --base and its options") }
-        guard (1...1024).contains(topK) else { throw ValidationError("--top-k must be between 1 and 1024") }
-        for bits in [actBits, baseActBits].compactMap({ $0 }) where !(2...16).contains(bits) {
-            throw ValidationError("--act-bits and --base-act-bits must be between 2 and 16")
-        }
+        try checkRange("--save-top-k", topK, 1...1024)
+        if let actBits { try checkRange("--act-bits", actBits, 2...16) }
+        if let baseActBits { try checkRange("--base-act-bits", baseActBits, 2...16) }
+    }
+
+    /// The base: --base (default: the default model) with its own precision, activation bits and F32/F16 cache.
+    var baseConfiguration: RunConfiguration {
+        RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: baseKvType == .f16 ? .f16 : .f32)
     }
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
+        let text = try self.text.text()
         let pool = model.makePool()
         if let saveBase { return try writeBase(text: text, to: saveBase, pool: pool) }
         if let baseFile { return try scoreAgainstFile(text: text, file: baseFile, pool: pool) }
-        let baseConfiguration = RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: KVCacheSpec(kind: baseKvType))
-        let testConfiguration = RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec)
-        let baseModel = try baseConfiguration.load(), testModel = try testConfiguration.load()
+        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits)
+        let baseModel = try model.load(baseConfiguration, pool: pool), testModel = try model.load(testConfiguration, pool: pool)
         for m in [baseModel, testModel] where windowLength > m.config.contextLength {
-            throw ValidationError("--ctx \(windowLength) exceeds the context of \(m.path) (\(m.config.contextLength))")
+            throw ValidationError("--ctx-size \(windowLength) exceeds the context of \(m.path) (\(m.config.contextLength))")
         }
         guard baseModel.tokenizer.tokens == testModel.tokenizer.tokens else {
             throw ValidationError("the two models have different vocabularies; KL divergence needs the same tokens")
         }
         let tokens = baseModel.tokenizer.encode(text, addBOS: false)
         writeErr("base: \(baseModel.path) (\(basePrecision.rawValue)\(baseActBits.map { ", A\($0)" } ?? "")); "
-                 + "compared: \(testModel.path) (\(precisionOption.precision.rawValue)\(actBits.map { ", A\($0)" } ?? ""))\n")
+                 + "compared: \(testModel.path) (\(model.precision.rawValue)\(actBits.map { ", A\($0)" } ?? ""))\n")
         let available = tokens.count / windowLength
         let bar = ProgressBar(total: min(chunks ?? available, available), label: "kld")
         let r = try KLDivergence.evaluate(
-            base: ScoringSide(model: baseModel, pool: pool, precision: basePrecision, window: windowLength),
-            test: ScoringSide(model: testModel, pool: pool, precision: precisionOption.precision, window: windowLength),
+            base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength),
+            test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool), window: windowLength),
             tokens: tokens, window: windowLength, windows: chunks, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         report(r)
     }
 
     func writeBase(text: String, to path: String, pool: ThreadPool) throws {
-        let baseModel = try RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: KVCacheSpec(kind: baseKvType)).load()
-        guard windowLength <= baseModel.config.contextLength else { throw ValidationError("--ctx exceeds the base model's context") }
+        let baseModel = try model.load(baseConfiguration, pool: pool)
+        guard windowLength <= baseModel.config.contextLength else { throw ValidationError("--ctx-size exceeds the base model's context") }
         let tokens = baseModel.tokenizer.encode(text, addBOS: false)
         let bar = ProgressBar(total: min(chunks ?? tokens.count / windowLength, tokens.count / windowLength), label: "base")
-        try KLDBaseFile.write(base: ScoringSide(model: baseModel, pool: pool, precision: basePrecision, window: windowLength),
+        try KLDBaseFile.write(base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength),
                               tokens: tokens, window: windowLength, windows: chunks, topK: topK, to: path, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -105,12 +105,13 @@ struct KLD: ParsableCommand {
     }
 
     func scoreAgainstFile(text: String, file: String, pool: ThreadPool) throws {
-        let testModel = try RunConfiguration(name: "test", model: try model.resolvedPath(), precision: precisionOption.precision, actBits: actBits, kvCache: kv.spec).load()
+        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits)
+        let testModel = try model.load(testConfiguration, pool: pool)
         let tokens = testModel.tokenizer.encode(text, addBOS: false)
-        writeErr("base: \(file); compared: \(testModel.path) (\(precisionOption.precision.rawValue))\n")
+        writeErr("base: \(file); compared: \(testModel.path) (\(model.precision.rawValue))\n")
         let window = try KLDBaseFile.window(of: file)
         var bar: ProgressBar?
-        let r = try KLDBaseFile.evaluate(path: file, test: ScoringSide(model: testModel, pool: pool, precision: precisionOption.precision,
+        let r = try KLDBaseFile.evaluate(path: file, test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool),
                                                                      window: window), tokens: tokens, pool: pool) { done, total in
             if bar == nil { bar = ProgressBar(total: total, label: "kld") }
             bar?.update(done)

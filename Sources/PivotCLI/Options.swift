@@ -3,79 +3,117 @@ import Foundation
 import Pivot
 import PivotKernels
 
-/// `-m` and the machine options every verb shares.
+/// `-m`, `-t`, `--quantize-on-load`, `--precision`: which model runs and how, the same on every verb.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("m"), .customLong("model")],
             help: "A .gguf file or a HuggingFace folder (config.json + *.safetensors + tokenizer.json). A bare file name is also looked up in $PIVOT_MODELS, ~/.cache/pivot/models ($PIVOT_CACHE), ./models and shared/models beside the checkout. Default: SmolLM2-135M-Instruct.Q4_1.gguf.")
     var path: String?
 
-    @Option(name: [.customShort("t"), .customLong("threads")], help: "Worker threads (default: all cores).")
+    @Option(name: [.customShort("t"), .customLong("threads")], parsing: .unconditional, help: "Worker threads, 1-256 (default: all cores).")
     var threads: Int?
 
     @Option(help: "Quantize float (F32/F16/BF16) projection weights in memory as the model loads: Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, Q3_K or Q2_K (ggml's quantizers; a K-quant on rows that are not a multiple of 256 falls back to a block-32 type, as llama.cpp does), or Pivot's group-wise Q2_G32 … Q4_G128 (see `pivot quantize --help`). Quantized tensors and the embedding lookup stay as stored.")
-    var quantizeOnLoad: String?
+    var quantizeOnLoad: BlockFormat?
 
-    func quantizeFormat() throws -> BlockFormat? {
-        guard let quantizeOnLoad else { return nil }
-        guard let format = BlockFormat.allCases.first(where: { $0.name.lowercased() == quantizeOnLoad.lowercased() }) else {
-            throw ValidationError("--quantize-on-load: unknown type '\(quantizeOnLoad)' (\(BlockFormat.allCases.map(\.name).joined(separator: ", ")))")
-        }
-        return format
-    }
+    @Option(help: "How quantized weights meet activations: int8 (fast, like llama.cpp) or float (exact: matches a float reference implementation, slower).")
+    var precision: ActivationPrecision = .int8
 
     func validate() throws {
-        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
-        _ = try quantizeFormat()
+        if let threads { try checkRange("--threads", threads, 1...256) }
+    }
+
+    /// The run these flags describe, with the verb's other run settings.
+    func configuration(name: String? = nil, kv: KVCacheOptions? = nil, actBits: Int? = nil, draft: DraftOptions? = nil) throws -> RunConfiguration {
+        let path = try resolvedPath()
+        return RunConfiguration(name: name ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension, model: path,
+                                quantizeOnLoad: quantizeOnLoad, precision: precision, actBits: actBits,
+                                kvCache: try kv?.spec() ?? .f32, draft: draft?.settings)
     }
 
     func resolvedPath() throws -> String {
-        guard let resolved = ModelLocator.resolve(path) else {
-            let name = path ?? ModelLocator.defaultModelName
-            throw PivotError.fileNotFound(name + (path == nil ? " (run scripts/fetch-model.sh to download the default model)" : ""))
-        }
+        guard let resolved = ModelLocator.resolve(path) else { throw ModelLocator.notFound(path) }
         return resolved
     }
 
-    func load() throws -> LoadedModel {
-        try LoadedModel.load(path: try resolvedPath(), quantizeOnLoad: try quantizeFormat())
+    /// The model, loaded once as `configuration` says (CSKV's calibration notes and progress on stderr).
+    func load(_ configuration: RunConfiguration, pool: ThreadPool) throws -> LoadedModel {
+        var bar: ProgressBar?
+        return try configuration.load(pool: pool, log: { writeErr($0 + "\n") }) { done, total in
+            if bar == nil { bar = ProgressBar(total: total, label: "CSKV calibration") }
+            bar?.update(done)
+            if done == total { bar?.finish() }
+        }
     }
 
-    func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
+    /// For verbs without run settings (inspect, tokenize, imatrix): the model as stored or quantized on load.
+    func load() throws -> LoadedModel { try LoadedModel.load(path: try resolvedPath(), quantizeOnLoad: quantizeOnLoad) }
 
+    /// The one worker pool of this process.
+    func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
 }
 
-/// `-c`, for the verbs that keep a conversation in the KV cache.
+/// `-c`: the context (KV cache size) of the verbs that keep a conversation; the window length of
+/// the verbs that score text (there with `-f` and `--chunks`, see `TextWindowOptions`).
 struct ContextOption: ParsableArguments {
-    @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "KV cache size in tokens (default: the model's context length, at most 4096).")
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], parsing: .unconditional,
+            help: "KV cache size in tokens (default: the model's context length, at most 4096).")
     var contextSize: Int?
 
+    @Option(name: .customLong("ctx"), parsing: .unconditional, help: .hidden)
+    var legacyContext: Int?
+
     func validate() throws {
-        if let contextSize, contextSize < 2 { throw ValidationError("--ctx-size must be at least 2") }
+        if let value = contextSize ?? legacyContext { try checkRange("--ctx-size", value, 2...1_048_576) }
     }
 
     /// The cache size: the flag, else the model's context capped at 4096 to keep memory modest.
-    func cacheSize(for model: LoadedModel) -> Int { contextSize ?? min(model.config.contextLength, 4096) }
+    func cacheSize(for model: LoadedModel) -> Int { contextSize ?? legacyContext ?? min(model.config.contextLength, 4096) }
+}
+
+/// `-f FILE -c WINDOW --chunks N`: the text a scoring verb reads, in windows, as llama-perplexity takes them.
+struct TextWindowOptions: ParsableArguments {
+    @Option(name: [.customShort("f"), .customLong("file")], help: "Text file to score (e.g. wikitext-2-raw test).")
+    var file: String
+
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], parsing: .unconditional, help: "Window length in tokens, 2-8192.")
+    var windowLength: Int = 512
+
+    @Option(name: .customLong("ctx"), parsing: .unconditional, help: .hidden)
+    var legacyWindow: Int?
+
+    @Option(parsing: .unconditional, help: "Score at most this many windows (default: all).")
+    var chunks: Int?
+
+    var window: Int { legacyWindow ?? windowLength }
+
+    func validate() throws {
+        try checkRange("--ctx-size", window, 2...8192)
+        if let chunks { try checkRange("--chunks", chunks, 1...Int.max) }
+    }
+
+    /// The file's text, or one clear error.
+    func text() throws -> String { try readText(file) }
 }
 
 /// Sampling flags; where one is not given, the checkpoint's generation_config.json value is used,
 /// else temperature 0.8, top-k 40, top-p 0.95.
 struct SamplingOptions: ParsableArguments {
-    @Option(name: .customLong("temp"), help: "Sampling temperature; 0 is greedy (deterministic). Default: the model's generation_config.json, else 0.8.")
+    @Option(name: .customLong("temp"), parsing: .unconditional, help: "Sampling temperature, >= 0; 0 is greedy (deterministic). Default: the model's generation_config.json, else 0.8.")
     var temperature: Float?
 
-    @Option(name: .customLong("top-k"), help: "Sample among the K most likely tokens (0 = all). Default: the model's, else 40.")
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Sample among the K most likely tokens (0 = all). Default: the model's, else 40.")
     var topK: Int?
 
-    @Option(name: .customLong("top-p"), help: "Nucleus sampling: smallest set of tokens with this total probability. Default: the model's, else 0.95.")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Nucleus sampling: smallest set of tokens with this total probability, in (0, 1]. Default: the model's, else 0.95.")
     var topP: Float?
 
     @Option(name: .customLong("seed"), help: "Random seed for sampling (default: from the clock).")
     var seed: UInt64?
 
-    func check() throws {
-        if let temperature, temperature < 0 { throw ValidationError("--temp must be >= 0") }
-        if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0") }
-        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+    func validate() throws {
+        if let temperature, !(temperature >= 0 && temperature.isFinite) { throw ValidationError("--temp must be >= 0 (got \(temperature))") }
+        if let topK, topK < 0 { throw ValidationError("--top-k must be >= 0 (got \(topK))") }
+        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
     }
 
     func makeSampler(defaults: GenerationDefaults) -> Sampler {
@@ -85,24 +123,22 @@ struct SamplingOptions: ParsableArguments {
 
 /// `--draft`, for the verbs that generate.
 struct DraftOptions: ParsableArguments {
-    enum Method: String, ExpressibleByArgument { case none, ngram }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case none, ngram }
 
     @Option(help: "Lossless faster decoding: 'ngram' drafts tokens from n-grams of the prompt and of what was generated (ANPD) and verifies them in one batched pass; the output is the same as without.")
     var draft: Method = .none
 
-    @Option(help: "Most tokens drafted per step; below it the length follows recent acceptance and the measured cost of each batch size, down to none when drafting would not pay.")
+    @Option(parsing: .unconditional, help: "Most tokens drafted per step, 1-32; below it the length follows recent acceptance and the measured cost of each batch size, down to none when drafting would not pay.")
     var draftMax: Int = 10
 
-    @Option(help: "Longest n-gram the drafter matches (keys of n-1 tokens), 2 or more.")
+    @Option(parsing: .unconditional, help: "Longest n-gram the drafter matches (keys of n-1 tokens), 2-8.")
     var ngramMax: Int = 4
 
-    func check() throws {
-        guard (1...32).contains(draftMax) else { throw ValidationError("--draft-max must be between 1 and 32") }
-        guard (2...8).contains(ngramMax) else { throw ValidationError("--ngram-max must be between 2 and 8") }
-    }
+    var settings: DraftSettings? { draft == .ngram ? DraftSettings(method: .ngram, maxDraft: draftMax, ngramMax: ngramMax) : nil }
 
-    func makeDrafter() -> Drafter? {
-        draft == .ngram ? NGramDrafter(maxN: ngramMax) : nil
+    func validate() throws {
+        try checkRange("--draft-max", draftMax, 1...32)
+        try checkRange("--ngram-max", ngramMax, 2...8)
     }
 
     /// The end-of-run line about drafting, or nil without it.
@@ -113,13 +149,91 @@ struct DraftOptions: ParsableArguments {
     }
 }
 
-/// `--precision`, for every verb that runs the model.
-struct PrecisionOption: ParsableArguments {
-    @Option(help: "Activation precision for quantized weights: int8 (fast, like llama.cpp) or float (exact: matches a float reference implementation, slower).")
-    var precision: ActivationPrecision = .int8
+/// The KV cache flags, the same on every verb that runs the model. Each is nil unless given, so a flag
+/// of another method than `--kv-type`'s is refused by name (`KVCacheParameters.spec`).
+struct KVCacheOptions: ParsableArguments {
+    @Option(name: .customLong("kv-type"), help: "f32 (exact, default) | f16 (the usual baseline) | kivi (KIVI: 2-8-bit codes, keys per channel, values per token) | cskv (CSKV: low-rank latent channels per head). With a compressed cache, perplexity, kld and eval score every token as decoding would have held the cache.")
+    var kind: KVCacheSpec.Kind = .f32
+
+    @Option(name: .customLong("kv-bits"), parsing: .unconditional, help: "KIVI: code bits, 2, 3, 4 or 8 (default 2).")
+    var bits: Int?
+
+    @Option(name: .customLong("kv-group"), parsing: .unconditional, help: "KIVI: tokens per key scale and channels per value scale, a multiple of 8 dividing the head size (default 32).")
+    var group: Int?
+
+    @Option(name: .customLong("kv-window"), parsing: .unconditional, help: "Newest tokens kept exact: KIVI in F16 (default 128; keys leave it a group at a time), CSKV in F32 (default 32).")
+    var window: Int?
+
+    @Option(name: .customLong("pivot"), parsing: .unconditional, help: "KIVI + IntactKV: the first N positions (the attention sinks) keep exact F32 keys and values.")
+    var pivots: Int?
+
+    @Option(name: .customLong("pivot-prefix"), help: "KIVI + IntactKV: pivots given as text (e.g. the system prompt your prompts start with); --pivot becomes its token count.")
+    var pivotPrefix: String?
+
+    @Option(name: .customLong("intact-from"), help: "KIVI + IntactKV: the pivots' keys/values come from this full-precision model (run with float activations), e.g. the unquantized model -m came from.")
+    var intactFrom: String?
+
+    @Option(name: .customLong("outlier-tokens"), parsing: .unconditional, help: "KIVI + OTT: per key group, up to N outlier tokens keep F16 keys in a pool and the group is quantized without them (0 = off).")
+    var outlierTokens: Int?
+
+    @Option(name: .customLong("outlier-pool"), parsing: .unconditional, help: "KIVI + OTT: pool size per layer and KV head (default 64); once full, later groups are quantized whole.")
+    var outlierPool: Int?
+
+    @Option(name: .customLong("outlier-criterion"), help: "KIVI + OTT: norm (smallest key norm, the paper's observation; best here) or range (the tokens that alone span most of the channels' ranges).")
+    var outlierCriterion: KIVISettings.OutlierCriterion?
+
+    @Option(name: .customLong("kv-rank"), parsing: .unconditional, help: "CSKV: latent channels as a fraction of all key/value channels, in (0, 1] (default 0.5); each head's rank is allocated from its calibration error.")
+    var rank: Double?
+
+    @Option(name: .customLong("kv-latent-bits"), parsing: .unconditional, help: "CSKV: latent storage, 16 (F16, default) or 4 (codes per token with an F16 scale and minimum).")
+    var latentBits: Int?
+
+    @Option(name: .customLong("kv-factors"), help: "CSKV: factor file (.safetensors); when missing it is calibrated (about a minute) and saved there (default: ~/.cache/pivot/cskv/<model>-<size>.safetensors).")
+    var factors: String?
+
+    @Option(name: .customLong("kv-calib"), help: "CSKV: calibration text for new factors (default: the shared calibration.txt, never evaluated on).")
+    var calibration: String?
+
+    var parameters: KVCacheParameters {
+        KVCacheParameters(kind: kind, bits: bits, group: group, window: window, pivots: pivots, pivotPrefix: pivotPrefix, intactFrom: intactFrom,
+                          outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, rank: rank,
+                          latentBits: latentBits, factors: factors, calibration: calibration)
+    }
+
+    func spec() throws -> KVCacheSpec {
+        do { return try parameters.spec() } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
+    }
+
+    func validate() throws { _ = try spec() }
 }
 
+extension KVCacheSpec.Kind: ExpressibleByArgument {}
+extension KIVISettings.OutlierCriterion: ExpressibleByArgument {}
+extension MixedPrecision.BudgetScope: ExpressibleByArgument {}
 extension ActivationPrecision: ExpressibleByArgument {}
+
+extension BlockFormat: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let format = BlockFormat.named(argument) else { return nil }
+        self = format
+    }
+    public static var allValueStrings: [String] { allCases.map(\.name) }
+}
+
+/// "--flag must be between A and B (got V)": one wording for every range.
+func checkRange<T: Comparable>(_ flag: String, _ value: T, _ range: ClosedRange<T>) throws {
+    guard range.contains(value) else {
+        if range.upperBound == (Int.max as? T) { throw ValidationError("\(flag) must be at least \(range.lowerBound) (got \(value))") }
+        throw ValidationError("\(flag) must be between \(range.lowerBound) and \(range.upperBound) (got \(value))")
+    }
+}
+
+/// A UTF-8 text file, or one clear error naming it.
+func readText(_ path: String) throws -> String {
+    guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw PivotError.cannotRead(path, "not UTF-8 text") }
+    return text
+}
 
 func writeOut(_ s: String) {
     if s.isEmpty { return }
@@ -129,70 +243,3 @@ func writeOut(_ s: String) {
 func writeErr(_ s: String) {
     FileHandle.standardError.write(s.data(using: .utf8)!)
 }
-
-/// The KV cache flags, the same on every verb that runs the model.
-struct KVCacheOptions: ParsableArguments {
-    @Option(name: .customLong("kv-type"), help: "KV cache: f32 (exact, default), f16 (the usual baseline), kivi (KIVI: keys quantized per channel over --kv-group tokens, values per token over --kv-group channels, the newest --kv-window tokens kept F16; attention reads the packed codes), cskv (CSKV: keys before RoPE and values stored as low-rank latent channels per head, --kv-rank of them, the newest --kv-window tokens exact). With a compressed cache, perplexity, kld and eval score every token against the cache as decoding would have held it: each query reads older positions from the compressed form and only its own window exactly, so a batched pass equals token-by-token decoding.")
-    var kind: KVCacheSpec.Kind = .f32
-
-    @Option(name: .customLong("kv-bits"), help: "KIVI code bits: 2, 3, 4 or 8.")
-    var bits: Int = 2
-
-    @Option(name: .customLong("kv-group"), help: "KIVI group: tokens per key scale, channels per value scale (a multiple of 8 dividing the head size).")
-    var group: Int = 32
-
-    @Option(name: .customLong("kv-window"), help: "Full-precision window. KIVI (default 128): at least this many newest tokens keep F16 keys and values (keys leave it a whole group at a time). CSKV (default 32): the newest tokens keep exact F32 keys and values.")
-    var window: Int?
-
-    @Option(name: .customLong("kv-rank"), help: "CSKV: latent channels as a fraction of all key/value channels (0.5 = half on average); each head's rank (a multiple of 8) is allocated from its calibration error under this total.")
-    var rank: Double?
-
-    @Option(name: .customLong("kv-latent-bits"), help: "CSKV latent storage: 16 (F16) or 4 (4-bit codes per token, F16 scale and minimum).")
-    var latentBits: Int?
-
-    @Option(name: .customLong("kv-factors"), help: "CSKV factor file (.safetensors). When missing it is calibrated (about a minute) and saved there; default: ~/.cache/pivot/cskv/<model file>-<size>.safetensors.")
-    var factors: String?
-
-    @Option(name: .customLong("kv-calib"), help: "CSKV: calibration text for new factors (default: calibration.txt of the shared data, the second half of wikitext-2 test, never evaluated on).")
-    var calibration: String?
-
-    @Option(name: .customLong("pivot"), help: "IntactKV pivot tokens: the first N positions keep exact F32 keys and values and are never quantized (needs --kv-type kivi).")
-    var pivots: Int = 0
-
-    @Option(name: .customLong("outlier-tokens"), help: "OTT: per key group, up to N outlier tokens keep F16 keys in a pool and the group is quantized without them (needs --kv-type kivi; 0 = off).")
-    var outlierTokens: Int = 0
-
-    @Option(name: .customLong("outlier-pool"), help: "OTT: pool size per layer and KV head; once full, later groups are quantized whole.")
-    var outlierPool: Int = 64
-
-    @Option(name: .customLong("outlier-criterion"), help: "OTT: how outliers are picked: norm (smallest key norm, the paper's observation; measured best on the default model) or range (the tokens that alone span most of the channels' ranges).")
-    var outlierCriterion: KVCacheSpec.OutlierCriterion = .norm
-
-    @Option(name: .customLong("pivot-prefix"), help: "Pivots given as text (e.g. the system prompt your prompts start with): --pivot becomes its token count.")
-    var pivotPrefix: String?
-
-    @Option(name: .customLong("intact-from"), help: "IntactKV: the --pivot tokens' keys/values come from this full-precision model (run with float activations), not from the compressed model; e.g. the unquantized model a quantized -m came from.")
-    var intactFrom: String?
-
-    var spec: KVCacheSpec {
-        KVCacheSpec(kind: kind, bits: bits, group: group, window: window, pivots: pivots,
-                    outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, intactFrom: intactFrom, pivotPrefix: pivotPrefix,
-                    rank: rank ?? 0.5, latentBits: latentBits ?? 16, factors: factors, calibration: calibration)
-    }
-
-    func validate() throws {
-        if kind != .cskv && (rank != nil || latentBits != nil || factors != nil || calibration != nil) {
-            throw ValidationError("--kv-rank, --kv-latent-bits, --kv-factors and --kv-calib are CSKV's: they need --kv-type cskv")
-        }
-        do { try spec.validate() } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
-    }
-
-    /// Sets the model's cache kind, checking what needs the model (the group must divide the head size).
-    func apply(to model: LoadedModel, pool: ThreadPool? = nil) throws {
-        do { try model.useKVCache(spec, pool: pool) } catch PivotError.invalidArgument(let message) { throw ValidationError(message) }
-    }
-}
-
-extension KVCacheSpec.Kind: ExpressibleByArgument {}
-extension MixedPrecision.BudgetScope: ExpressibleByArgument {}
-extension KVCacheSpec.OutlierCriterion: ExpressibleByArgument {}

@@ -7,42 +7,26 @@ struct Perplexity: ParsableCommand {
         abstract: "Perplexity of a text file over non-overlapping windows.",
         discussion: "Windows start at token 0; every token but each window's first is scored (--second-half: only the second half, as llama-perplexity). No BOS is added, as in the reference figures. The last line is 'PPL = X +/- SE'.")
 
-    @OptionGroup var model: ModelOptions
-
-    @Option(name: [.customShort("f"), .customLong("file")], help: "Text file to score (e.g. wikitext-2-raw test).")
-    var file: String
-
-    @Option(name: .customLong("ctx"), help: "Window length in tokens.")
-    var windowLength: Int = 512
-
-    @Option(name: .customLong("chunks"), help: "Score at most this many windows (default: all).")
-    var chunks: Int?
+    @OptionGroup(title: "Text") var text: TextWindowOptions
 
     @Flag(help: "Score only the second half of each window, as llama.cpp's llama-perplexity does (its figures are then comparable).")
     var secondHalf = false
 
-    @OptionGroup var precisionOption: PrecisionOption
-    @OptionGroup var kv: KVCacheOptions
-    var precision: ActivationPrecision { precisionOption.precision }
-
-    func validate() throws {
-        guard windowLength >= 2 && windowLength <= 8192 else { throw ValidationError("--ctx must be between 2 and 8192") }
-        if let chunks, chunks < 1 { throw ValidationError("--chunks must be at least 1") }
-    }
+    @OptionGroup(title: "Model") var model: ModelOptions
+    @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            throw PivotError.cannotRead(file, "not UTF-8 text")
-        }
-        let loaded = try model.load()
-        try kv.apply(to: loaded)
+        let contents = try text.text()
+        let file = text.file, windowLength = text.window, chunks = text.chunks
+        let pool = model.makePool()
+        let configuration = try model.configuration(kv: kv)
+        let loaded = try model.load(configuration, pool: pool)
         guard windowLength <= loaded.config.contextLength else {
-            throw ValidationError("--ctx \(windowLength) exceeds the model's context of \(loaded.config.contextLength)")
+            throw ValidationError("--ctx-size \(windowLength) exceeds the model's context of \(loaded.config.contextLength)")
         }
         let tokenizeStart = Date()
-        let tokens = loaded.tokenizer.encode(text, addBOS: false)
-        let evaluator = PerplexityEvaluator(model: loaded, contextLength: windowLength, pool: model.makePool(), precision: precision,
+        let tokens = loaded.tokenizer.encode(contents, addBOS: false)
+        let evaluator = PerplexityEvaluator(model: loaded, contextLength: windowLength, execution: configuration.execution(pool: pool),
                                             firstScored: secondHalf ? windowLength / 2 : 0)
         let total = evaluator.windowCount(tokens: tokens.count, limit: chunks)
         writeErr(String(format: "%@: %d tokens (tokenized in %.2f s), %d windows of %d\n", file, tokens.count,
@@ -54,8 +38,8 @@ struct Perplexity: ParsableCommand {
         bar.finish()
         print(String(format: "%d windows, %d scored tokens, %.1f tokens/s", result.windows, result.scoredTokens,
                      Double(result.windows * windowLength) / result.seconds))
+        print(loaded.kvCache.spec.memorySummary(shape: AttentionShape(loaded.config), tokens: windowLength))
         print(String(format: "PPL = %.2f +/- %.2f", result.perplexity, result.perplexityError))
-        print(loaded.kvCache.memorySummary(shape: AttentionShape(loaded.config), tokens: windowLength))
     }
 }
 

@@ -5,7 +5,7 @@ import Pivot
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text (or a file) with the model's tokenizer.")
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup(title: "Model") var model: ModelOptions
 
     @Option(name: [.customShort("p"), .customLong("prompt")], help: "Text to tokenize.")
     var prompt: String?
@@ -25,11 +25,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         var text = prompt ?? ""
-        if let file {
-            guard FileManager.default.fileExists(atPath: file) else { throw PivotError.fileNotFound(file) }
-            guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw PivotError.cannotRead(file, "not UTF-8 text") }
-            text = contents
-        }
+        if let file { text = try readText(file) }
         let loaded = try model.load()
         let ids = loaded.tokenizer.encode(text, addBOS: bos ? nil : false)
         if pieces {

@@ -67,6 +67,11 @@ public enum BlockFormat: Int, Sendable, CaseIterable {
         }
     }
 
+    /// The format named `name` ("Q4_K", "q2_g64"), case-insensitive.
+    public static func named(_ name: String) -> BlockFormat? {
+        allCases.first { $0.name.lowercased() == name.lowercased() }
+    }
+
     public init?(ggmlType: UInt32) {
         guard let format = BlockFormat.allCases.first(where: { $0.ggmlType == ggmlType }) else { return nil }
         self = format

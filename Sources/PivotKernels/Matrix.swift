@@ -36,3 +36,10 @@ public final class FloatBuffer {
         return Matrix(pointer, rows: rows, columns: columns)
     }
 }
+
+/// True when none of `count` floats is NaN or infinite (a corrupt file's logits are caught before they are used).
+public func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
+    var sum: Float = 0
+    for i in 0..<count { sum += values[i] * 0 }  // 0·x is 0 for finite x, NaN for NaN or ±inf
+    return sum == 0
+}

@@ -4,7 +4,7 @@ import NIOCore
 
 /// An error in the shape OpenAI's API returns:
 /// `{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}` with a matching status.
-struct APIError: Error, HTTPResponseError {
+struct APIError: Error, Equatable {
     var status: HTTPResponse.Status
     var message: String
     var type: String
@@ -20,53 +20,70 @@ struct APIError: Error, HTTPResponseError {
 
     static let notFound = APIError(status: .notFound, message: "Unknown route.", type: "invalid_request_error", code: "not_found")
 
-    var body: [String: Any] {
-        ["error": ["message": message, "type": type, "param": param ?? NSNull(), "code": code ?? NSNull()] as [String: Any]]
-    }
+    static let tooLarge = APIError(status: .contentTooLarge, message: "The request body is larger than the server accepts (--max-body).",
+                                   type: "invalid_request_error", code: "request_too_large")
 
-    func response(from request: Request, context: some RequestContext) throws -> Response {
-        jsonResponse(body, status: status)
-    }
+    static let methodNotAllowed = APIError(status: .methodNotAllowed, message: "Method not allowed on this route.", type: "invalid_request_error")
+
+    var response: Response { jsonResponse(ErrorBody(error: self), status: status) }
 }
 
-/// Turns every error a route throws — Hummingbird's own (no route, body too large) and any
-/// unexpected one — into OpenAI's error shape, so a client always gets JSON it can parse.
-struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    static var tooLarge: APIError {
-        APIError(status: .contentTooLarge, message: "The request body is larger than the server accepts (--max-body).",
-                 type: "invalid_request_error", code: "request_too_large")
-    }
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let error as APIError {
-            return jsonResponse(error.body, status: error.status)
-        } catch let error as HTTPError {
-            let apiError: APIError
+extension APIError {
+    /// Whatever a route threw — our own errors, Hummingbird's (no route, body too large) or an
+    /// unexpected one — as what the client is told. The one place errors become responses.
+    init(_ error: any Error) {
+        switch error {
+        case let error as APIError: self = error
+        case SlotPoolError.queueFull: self = .busy
+        case is NIOTooManyBytesError: self = .tooLarge
+        case let error as HTTPError:
             switch error.status {
-            case .notFound: apiError = .notFound
-            case .contentTooLarge: apiError = Self.tooLarge
-            case .methodNotAllowed:
-                apiError = APIError(status: .methodNotAllowed, message: "Method not allowed on this route.", type: "invalid_request_error")
-            default:
-                apiError = APIError(status: error.status, message: error.body ?? error.status.reasonPhrase, type: "invalid_request_error")
+            case .notFound: self = .notFound
+            case .contentTooLarge: self = .tooLarge
+            case .methodNotAllowed: self = .methodNotAllowed
+            default: self = APIError(status: error.status, message: error.body ?? error.status.reasonPhrase, type: "invalid_request_error")
             }
-            return jsonResponse(apiError.body, status: apiError.status)
-        } catch is NIOTooManyBytesError {
-            return jsonResponse(Self.tooLarge.body, status: Self.tooLarge.status)
-        } catch {
-            return jsonResponse(APIError(status: .internalServerError, message: "Internal error: \(error)", type: "server_error").body,
-                                status: .internalServerError)
+        default: self = APIError(status: .internalServerError, message: "Internal error: \(error)", type: "server_error")
         }
     }
 }
 
-/// Serializes a JSON object; keys sorted so responses are stable.
-func jsonData(_ object: Any) -> Data {
-    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+/// The wire form of an `APIError`; `param` and `code` are always present, null when unset.
+struct ErrorBody: Encodable {
+    var error: APIError
+
+    enum CodingKeys: String, CodingKey { case error }
+    enum DetailKeys: String, CodingKey { case message, type, param, code }
+
+    func encode(to encoder: Encoder) throws {
+        var outer = encoder.container(keyedBy: CodingKeys.self)
+        var detail = outer.nestedContainer(keyedBy: DetailKeys.self, forKey: .error)
+        try detail.encode(error.message, forKey: .message)
+        try detail.encode(error.type, forKey: .type)
+        try detail.encode(error.param, forKey: .param)
+        try detail.encode(error.code, forKey: .code)
+    }
 }
 
-func jsonResponse(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
-    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: jsonData(object))))
+/// Sends every error a route throws as OpenAI's error shape, so a client always gets JSON it can parse.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            return APIError(error).response
+        }
+    }
+}
+
+/// Encodes a reply; keys sorted so responses are stable. Encoding fails only on a non-finite
+/// number, which no reply holds.
+func jsonData(_ value: some Encodable) -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return (try? encoder.encode(value)) ?? Data("{}".utf8)
+}
+
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: jsonData(value))))
 }

@@ -30,11 +30,15 @@ enum GenerationEvent: Sendable {
 
 /// The model, its slots and the turn that serializes forward passes. Each running request has a
 /// thread of its own (forward passes block; they never run on Swift's cooperative pool).
+/// `@unchecked` because Pivot's `LoadedModel` and `Generator` are not `Sendable`: the model is
+/// read-only once loaded, and a slot's generator is used only by the thread holding that slot.
 final class Engine: @unchecked Sendable {
     let model: LoadedModel
     let modelName: String
     let contextLength: Int
     let slots: SlotPool
+    /// One per slot, each with its own KV cache.
+    private let generators: [Generator]
     private let turn = FairTurn()
     /// Prompt tokens per forward pass before other slots get a turn.
     static let prefillPiece = 256
@@ -43,7 +47,8 @@ final class Engine: @unchecked Sendable {
         self.model = model
         self.modelName = modelName
         contextLength = generators[0].cache.capacity
-        slots = SlotPool(generators: generators, queueLimit: queueLimit)
+        self.generators = generators
+        slots = SlotPool(count: generators.count, queueLimit: queueLimit)
     }
 
     /// Runs `job` on slot `slot` (already acquired; released here when generation ends). Text
@@ -64,7 +69,7 @@ final class Engine: @unchecked Sendable {
 
     private func generate(_ job: GenerationJob, slot: Int, cancel: CancelFlag, emit: (String) -> Void) -> Completion {
         let tokenizer = model.tokenizer
-        let generator = slots.generator(slot)
+        let generator = generators[slot]
         turn.acquire()
         // Keep the longest cached prefix; at least one prompt token is fed to get logits.
         let reused = min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)

@@ -1,8 +1,140 @@
 import Foundation
 import Hummingbird
 
-/// OpenAI's response objects for one request: `chat.completion` / `text_completion`, and the
-/// streamed `chat.completion.chunk`s as server-sent events ending with `data: [DONE]`.
+/// OpenAI's `usage`, with the prompt tokens served from a slot's cache.
+struct Usage: Encodable, Equatable {
+    struct PromptDetails: Encodable, Equatable {
+        var cachedTokens: Int
+        enum CodingKeys: String, CodingKey { case cachedTokens = "cached_tokens" }
+    }
+
+    var promptTokens: Int
+    var completionTokens: Int
+    var totalTokens: Int
+    var promptTokensDetails: PromptDetails
+
+    enum CodingKeys: String, CodingKey {
+        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens"
+        case promptTokensDetails = "prompt_tokens_details"
+    }
+
+    init(_ c: Completion) {
+        promptTokens = c.promptTokens
+        completionTokens = c.completionTokens
+        totalTokens = c.promptTokens + c.completionTokens
+        promptTokensDetails = PromptDetails(cachedTokens: c.cachedTokens)
+    }
+}
+
+/// llama-server's `timings`: prompt_n counts only the prompt tokens computed (not reused).
+struct Timings: Encodable, Equatable {
+    var promptN: Int
+    var promptMs: Double
+    var promptPerSecond: Double
+    var predictedN: Int
+    var predictedMs: Double
+    var predictedPerSecond: Double
+    var cacheN: Int
+    var slot: Int
+
+    enum CodingKeys: String, CodingKey {
+        case promptN = "prompt_n", promptMs = "prompt_ms", promptPerSecond = "prompt_per_second"
+        case predictedN = "predicted_n", predictedMs = "predicted_ms", predictedPerSecond = "predicted_per_second"
+        case cacheN = "cache_n", slot
+    }
+
+    init(_ c: Completion) {
+        promptN = c.promptTokens - c.cachedTokens
+        promptMs = c.prefillSeconds * 1000
+        promptPerSecond = c.prefillSeconds > 0 ? Double(promptN) / c.prefillSeconds : 0
+        predictedN = c.completionTokens
+        predictedMs = c.decodeSeconds * 1000
+        predictedPerSecond = c.decodeSeconds > 0 ? Double(c.completionTokens) / c.decodeSeconds : 0
+        cacheN = c.cachedTokens
+        slot = c.slot
+    }
+}
+
+/// `chat.completion`, `chat.completion.chunk` and `text_completion` share this envelope; `usage`
+/// and `timings` appear only where set.
+struct CompletionObject: Encodable {
+    var id: String
+    var object: String
+    var created: Int
+    var model: String
+    var choices: [Choice]
+    var usage: Usage?
+    var timings: Timings?
+}
+
+/// One choice: `message` in a whole chat reply, `delta` in a chat chunk, `text` for completions.
+/// `finish_reason` and `logprobs` are always present (null until known; logprobs never given).
+struct Choice: Encodable {
+    struct Message: Encodable {
+        var role = "assistant"
+        var content: String
+    }
+
+    /// Synthesized encoding: a key is left out when nil, so the final chunk's delta is `{}`.
+    struct Delta: Encodable {
+        var role: String?
+        var content: String?
+    }
+
+    var message: Message?
+    var delta: Delta?
+    var text: String?
+    var finishReason: String?
+
+    enum CodingKeys: String, CodingKey { case index, message, delta, text, finishReason = "finish_reason", logprobs }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(0, forKey: .index)
+        try container.encodeIfPresent(message, forKey: .message)
+        try container.encodeIfPresent(delta, forKey: .delta)
+        try container.encodeIfPresent(text, forKey: .text)
+        try container.encode(finishReason, forKey: .finishReason)
+        try container.encodeNil(forKey: .logprobs)
+    }
+}
+
+/// GET /health.
+struct HealthReply: Encodable {
+    var status = "ok"
+    var slotsIdle: Int
+    var slotsProcessing: Int
+    var requestsWaiting: Int
+
+    enum CodingKeys: String, CodingKey {
+        case status, slotsIdle = "slots_idle", slotsProcessing = "slots_processing", requestsWaiting = "requests_waiting"
+    }
+}
+
+/// GET /v1/models: the one model served, with llama-server's `meta`.
+struct ModelList: Encodable {
+    struct Model: Encodable {
+        struct Meta: Encodable {
+            var contextLength: Int
+            var vocabularySize: Int
+            enum CodingKeys: String, CodingKey { case contextLength = "n_ctx", vocabularySize = "n_vocab" }
+        }
+
+        var id: String
+        var object = "model"
+        var created = 0
+        var ownedBy = "pivot"
+        var meta: Meta
+
+        enum CodingKeys: String, CodingKey { case id, object, created, ownedBy = "owned_by", meta }
+    }
+
+    var object = "list"
+    var data: [Model]
+}
+
+/// The reply objects for one request, and the streamed chunks as server-sent events ending with
+/// `data: [DONE]`.
 struct ReplyFormat: Sendable {
     let chat: Bool
     let model: String
@@ -16,49 +148,27 @@ struct ReplyFormat: Sendable {
         created = Int(Date().timeIntervalSince1970)
     }
 
-    func usage(_ c: Completion) -> [String: Any] {
-        ["prompt_tokens": c.promptTokens, "completion_tokens": c.completionTokens, "total_tokens": c.promptTokens + c.completionTokens,
-         "prompt_tokens_details": ["cached_tokens": c.cachedTokens]]
+    private func envelope(chunk: Bool, choices: [Choice]) -> CompletionObject {
+        let object = chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion"
+        return CompletionObject(id: id, object: object, created: created, model: model, choices: choices)
     }
 
-    /// llama-server's `timings`: prompt_n counts only the prompt tokens computed (not reused).
-    func timings(_ c: Completion) -> [String: Any] {
-        let promptN = c.promptTokens - c.cachedTokens
-        return ["prompt_n": promptN, "prompt_ms": c.prefillSeconds * 1000,
-                "prompt_per_second": c.prefillSeconds > 0 ? Double(promptN) / c.prefillSeconds : 0,
-                "predicted_n": c.completionTokens, "predicted_ms": c.decodeSeconds * 1000,
-                "predicted_per_second": c.decodeSeconds > 0 ? Double(c.completionTokens) / c.decodeSeconds : 0,
-                "cache_n": c.cachedTokens, "slot": c.slot]
-    }
-
-    private func envelope(object: String, choices: [[String: Any]]) -> [String: Any] {
-        ["id": id, "object": object, "created": created, "model": model, "choices": choices]
-    }
-
-    func whole(text: String, completion: Completion) -> [String: Any] {
-        let choice: [String: Any] = chat
-            ? ["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": completion.finishReason, "logprobs": NSNull()]
-            : ["index": 0, "text": text, "finish_reason": completion.finishReason, "logprobs": NSNull()]
-        var object = envelope(object: chat ? "chat.completion" : "text_completion", choices: [choice])
-        object["usage"] = usage(completion)
-        object["timings"] = timings(completion)
+    func whole(text: String, completion: Completion) -> CompletionObject {
+        let choice = chat ? Choice(message: .init(content: text), finishReason: completion.finishReason)
+                          : Choice(text: text, finishReason: completion.finishReason)
+        var object = envelope(chunk: false, choices: [choice])
+        object.usage = Usage(completion)
+        object.timings = Timings(completion)
         return object
     }
 
-    private func chunk(text: String?, role: Bool = false, finish: String? = nil) -> [String: Any] {
-        var choice: [String: Any] = ["index": 0, "finish_reason": finish ?? NSNull(), "logprobs": NSNull()]
-        if chat {
-            var delta: [String: Any] = [:]
-            if role { delta["role"] = "assistant" }
-            if let text { delta["content"] = text }
-            choice["delta"] = delta
-        } else {
-            choice["text"] = text ?? ""
-        }
-        return envelope(object: chat ? "chat.completion.chunk" : "text_completion", choices: [choice])
+    private func chunk(text: String?, role: Bool = false, finish: String? = nil) -> CompletionObject {
+        let choice = chat ? Choice(delta: .init(role: role ? "assistant" : nil, content: text), finishReason: finish)
+                          : Choice(text: text ?? "", finishReason: finish)
+        return envelope(chunk: true, choices: [choice])
     }
 
-    static func event(_ object: Any) -> ByteBuffer {
+    static func event(_ object: CompletionObject) -> ByteBuffer {
         var buffer = ByteBuffer(string: "data: ")
         buffer.writeBytes(jsonData(object))
         buffer.writeString("\n\n")
@@ -76,11 +186,11 @@ struct ReplyFormat: Sendable {
                 try await writer.write(Self.event(chunk(text: piece)))
             case .finished(let completion):
                 var last = chunk(text: chat ? nil : "", finish: completion.finishReason)
-                last["timings"] = timings(completion)
+                last.timings = Timings(completion)
                 try await writer.write(Self.event(last))
                 if includeUsage {
-                    var tail = envelope(object: chat ? "chat.completion.chunk" : "text_completion", choices: [])
-                    tail["usage"] = usage(completion)
+                    var tail = envelope(chunk: true, choices: [])
+                    tail.usage = Usage(completion)
                     try await writer.write(Self.event(tail))
                 }
             }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import Pivot
 
 /// Where and how `pivot serve` listens.
@@ -33,7 +34,7 @@ public final class PivotServer: Sendable {
     }
 
     /// Serves until the task is cancelled (or SIGINT/SIGTERM); `onListening` gets the bound port
-    /// (useful with port 0).
+    /// (useful with port 0). Throws `ServerError` when it cannot listen.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         router.middlewares.add(OpenAIErrorMiddleware())
@@ -43,7 +44,25 @@ public final class PivotServer: Sendable {
         let app = Application(router: router,
                               configuration: .init(address: .hostname(options.host, port: options.port), serverName: "pivot"),
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) }, logger: logger)
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch let error as IOError {
+            // Socket errors reach here only from binding: once listening, Hummingbird logs them.
+            throw error.errnoCode == EADDRINUSE
+                ? ServerError.portInUse(host: options.host, port: options.port)
+                : ServerError.cannotListen(host: options.host, port: options.port, reason: String(cString: strerror(error.errnoCode)))
+        } catch let error as SocketAddressError {
+            throw ServerError.cannotListen(host: options.host, port: options.port, reason: Self.describe(error))
+        }
+    }
+
+    private static func describe(_ error: SocketAddressError) -> String {
+        switch error {
+        case .unknown: "unknown host"
+        case .unsupported: "unsupported address family"
+        case .unixDomainSocketPathTooLong: "socket path too long"
+        case .failedToParseIPString(let s): "'\(s)' is not an IP address"
+        }
     }
 
     private func addRoutes(to router: Router<BasicRequestContext>) {
@@ -53,12 +72,11 @@ public final class PivotServer: Sendable {
         }
         router.get("/health") { [engine] _, _ in
             let idle = engine.slots.idleCount
-            return jsonResponse(["status": "ok", "slots_idle": idle, "slots_processing": engine.slots.count - idle,
-                                 "requests_waiting": engine.slots.waitingCount])
+            return jsonResponse(HealthReply(slotsIdle: idle, slotsProcessing: engine.slots.count - idle, requestsWaiting: engine.slots.waitingCount))
         }
         router.get("/v1/models") { [engine] _, _ in
-            jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": 0, "owned_by": "pivot",
-                                                      "meta": ["n_ctx": engine.contextLength, "n_vocab": engine.model.config.vocabularySize]] as [String: Any]]])
+            jsonResponse(ModelList(data: [.init(id: engine.modelName, meta: .init(contextLength: engine.contextLength,
+                                                                                   vocabularySize: engine.model.config.vocabularySize))]))
         }
         router.post("/v1/chat/completions") { [self] request, _ in try await complete(request, chat: true) }
         router.post("/v1/completions") { [self] request, _ in try await complete(request, chat: false) }
@@ -69,16 +87,18 @@ public final class PivotServer: Sendable {
     /// Validates the request, waits for a slot and answers as one JSON object or as a stream.
     private func complete(_ request: Request, chat: Bool) async throws -> Response {
         let body = try await request.body.collect(upTo: options.maxBodyBytes)
-        let reader = try RequestReader(body: Data(buffer: body))
-        let sampling = try reader.sampling(contextLength: engine.contextLength)
         let model = engine.model
-        let prompt: [Int]
+        let text: String, sampling: SamplingRequest
         if chat {
-            let rendered = model.chatTemplate.render(try reader.messages())
-            prompt = model.tokenizer.encode(rendered)
+            let request = try decodeRequest(ChatCompletionRequest.self, from: Data(buffer: body))
+            sampling = try request.sampling.validated(contextLength: engine.contextLength)
+            text = model.chatTemplate.render(request.messages.map(\.chatMessage))
         } else {
-            prompt = model.tokenizer.encode(try reader.prompt())
+            let request = try decodeRequest(CompletionRequest.self, from: Data(buffer: body))
+            sampling = try request.sampling.validated(contextLength: engine.contextLength)
+            text = request.prompt.text
         }
+        let prompt = model.tokenizer.encode(text)
         guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: chat ? "messages" : "prompt") }
         // The prompt plus at least one generated token must fit.
         guard prompt.count < engine.contextLength - 1 else {
@@ -90,8 +110,7 @@ public final class PivotServer: Sendable {
                                                         seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max))
         let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room), sampler: sampler,
                                 stop: sampling.stop, ignoreEOS: sampling.ignoreEOS)
-        let slot: Int
-        do { slot = try await engine.slots.acquire(prompt: prompt) } catch SlotPoolError.queueFull { throw APIError.busy }
+        let slot = try await engine.slots.acquire(prompt: prompt)
         let cancel = CancelFlag()
         let events = engine.start(job, slot: slot, cancel: cancel)
         let reply = ReplyFormat(chat: chat, model: engine.modelName)

@@ -1,4 +1,4 @@
 import PivotCLI
 
 // The whole CLI lives in PivotCLI, so tests can parse and validate every verb without a process.
-await PivotCommand.main()
+await PivotCommand.start()

@@ -42,7 +42,7 @@ final class RunningServer: @unchecked Sendable {
         let model = try TestModel.load()
         self.model = model
         let pool = ThreadPool(threads: 2)
-        let generators = (0..<slots).map { _ in Generator(model: model, pool: pool, contextLength: context) }
+        let generators = (0..<slots).map { _ in Generator(model: model, execution: Execution(pool: pool), contextLength: context) }
         let server = PivotServer(model: model, modelName: "test-model", generators: generators,
                                  options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20, quiet: true))
         let (ports, continuation) = AsyncStream<Int>.makeStream()
@@ -108,7 +108,7 @@ func parse(_ text: String) -> [String: Any] {
 
 /// Greedy generation through the library itself: what the server must return.
 func referenceGeneration(_ model: LoadedModel, prompt: [Int], maxTokens: Int) -> (text: String, tokens: [Int]) {
-    let generator = Generator(model: model, pool: ThreadPool(threads: 2), contextLength: 1024)
+    let generator = Generator(model: model, execution: Execution(pool: ThreadPool(threads: 2)), contextLength: 1024)
     var sampler = Sampler(temperature: 0)
     var stats = GenerationStats()
     var tokens: [Int] = []

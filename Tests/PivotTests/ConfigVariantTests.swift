@@ -194,7 +194,7 @@ final class QuantizeOnLoadTests: XCTestCase {
         XCTAssertEqual(q8.transformer.output.formatName, "Q8_0")
         let tokens = [5, 77, 200, 13, 250, 9, 42]
         func logits(_ m: LoadedModel) -> [Float] {
-            let state = ForwardState(config: m.config, maxTokens: 16, allLogits: false, pool: Shared.pool, precision: .float)
+            let state = ForwardState(config: m.config, maxTokens: 16, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
             let row = m.transformer.forward(tokens, cache: m.makeCache(capacity: 32, maxBatch: 16), state: state).row(0)
             return Array(UnsafeBufferPointer(start: row, count: m.config.vocabularySize))
         }

@@ -76,7 +76,7 @@ final class DraftingTests: XCTestCase {
 
     func generate(_ model: LoadedModel, _ prompt: String, drafter: Drafter?, tokens: Int = 40, sampler: Sampler = Sampler(),
                   capacity: Int = 512, fixedDraft: Int? = nil) -> (tokens: [Int], stats: GenerationStats) {
-        let generator = Generator(model: model, pool: Shared.pool, contextLength: capacity, drafter: drafter)
+        let generator = Generator(model: model, execution: Execution(pool: Shared.pool), contextLength: capacity, drafter: drafter)
         generator.draftPolicy.fixedLength = fixedDraft
         var sampler = sampler
         var stats = GenerationStats()
@@ -135,7 +135,7 @@ final class DraftingTests: XCTestCase {
         let model = try tiny.load(config: tiny.baseConfig)
         let prompt = [5, 77, 200, 13, 5, 77]
         // The drafter proposes plain greedy's continuation: likely, but not certain, under sampling.
-        let greedy = Generator(model: model, pool: Shared.pool, contextLength: 64)
+        let greedy = Generator(model: model, execution: Execution(pool: Shared.pool), contextLength: 64)
         var greedySampler = Sampler()
         var stats = GenerationStats()
         var continuation: [Int] = []
@@ -145,7 +145,7 @@ final class DraftingTests: XCTestCase {
         var withDraft: [[Int]: Int] = [:], without: [[Int]: Int] = [:]
         var accepted = 0, drafted = 0
         for (drafter, seedBase) in [(oracle as Drafter?, 0), (nil, 100_000)] {
-            let generator = Generator(model: model, pool: Shared.pool, contextLength: 64, drafter: drafter)
+            let generator = Generator(model: model, execution: Execution(pool: Shared.pool), contextLength: 64, drafter: drafter)
             generator.draftPolicy.fixedLength = 3
             for run in 0..<runs {
                 generator.reset()

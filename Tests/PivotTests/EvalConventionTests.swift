@@ -83,7 +83,7 @@ final class EvalConventionTests: XCTestCase {
     /// and the continuation is what follows the context's own tokens.
     func testEncodePairOnTheRealTokenizer() throws {
         let model = try Shared.model()
-        let scorer = LoglikelihoodScorer(model: model, pool: Shared.pool, precision: .float, contextLength: 256, chunk: 32)
+        let scorer = LoglikelihoodScorer(model: model, execution: Execution(pool: Shared.pool, precision: .float), contextLength: 256, chunk: 32)
         let t = model.tokenizer
         let moved = scorer.encode(.init("Question: Is it?\nAnswer: ", "yes"))
         XCTAssertEqual(moved.tokens, t.encode("Question: Is it?\nAnswer: yes"))

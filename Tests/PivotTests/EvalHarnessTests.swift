@@ -14,7 +14,7 @@ final class EvalHarnessTests: XCTestCase {
         let path = try Shared.requireModelPath()
         let a = try LoadedModel.load(path: path), b = try LoadedModel.load(path: path)
         let tokens = try wikitextTokens(a, count: 256)
-        func side(_ m: LoadedModel, _ p: ActivationPrecision) -> ScoringSide { ScoringSide(model: m, pool: Shared.pool, precision: p, window: 128) }
+        func side(_ m: LoadedModel, _ p: ActivationPrecision) -> ScoringSide { ScoringSide(model: m, execution: Execution(pool: Shared.pool, precision: p), window: 128) }
         let same = try KLDivergence.evaluate(base: side(a, .int8), test: side(b, .int8), tokens: tokens, window: 128, windows: 2, pool: Shared.pool)
         XCTAssertEqual(same.tokens, 254)
         XCTAssertEqual(same.meanKLD, 0)
@@ -28,7 +28,7 @@ final class EvalHarnessTests: XCTestCase {
         XCTAssertLessThanOrEqual(mixed.medianKLD, mixed.p90KLD)
         XCTAssertLessThanOrEqual(mixed.p99KLD, mixed.maxKLD)
         // The PPL of each side is the perplexity evaluator's over the same windows.
-        let ppl = try PerplexityEvaluator(model: a, contextLength: 128, pool: Shared.pool, precision: .float).evaluate(tokens: tokens, windows: 2)
+        let ppl = try PerplexityEvaluator(model: a, contextLength: 128, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens, windows: 2)
         XCTAssertEqual(mixed.basePerplexity, ppl.perplexity, accuracy: 1e-3 * ppl.perplexity)
     }
 
@@ -39,7 +39,7 @@ final class EvalHarnessTests: XCTestCase {
         let tokens = try wikitextTokens(a, count: 256)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-kldbase-\(getpid()).bin").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        func side(_ m: LoadedModel, _ p: ActivationPrecision) -> ScoringSide { ScoringSide(model: m, pool: Shared.pool, precision: p, window: 128) }
+        func side(_ m: LoadedModel, _ p: ActivationPrecision) -> ScoringSide { ScoringSide(model: m, execution: Execution(pool: Shared.pool, precision: p), window: 128) }
         try KLDBaseFile.write(base: side(a, .float), tokens: tokens, window: 128, windows: 2, topK: 1024, to: file, pool: Shared.pool)
         XCTAssertEqual(try KLDBaseFile.window(of: file), 128)
         let selfScore = try KLDBaseFile.evaluate(path: file, test: side(b, .float), tokens: tokens, pool: Shared.pool)

@@ -11,14 +11,14 @@ final class EvalScorerTests: XCTestCase {
         let model = try tiny.load(config: tiny.baseConfig)
         let pool = ThreadPool(threads: 2)
         // A chunk of 8 tokens forces long continuations across several forward calls.
-        let scorer = LoglikelihoodScorer(model: model, pool: pool, precision: .float, contextLength: 128, chunk: 8)
+        let scorer = LoglikelihoodScorer(model: model, execution: Execution(pool: pool, precision: .float), contextLength: 128, chunk: 8)
         let items = [
             EvalItem(requests: [.init("abc de", " fg"), .init("abc de", " hij klmno pqrstu"), .init("abc de", "x")], gold: 0, choiceLengths: [2, 15, 1]),
             EvalItem(requests: [.init("the cat", " sat."), .init("the dog", " sat.")], gold: 1, choiceLengths: [7, 7]),
             EvalItem(requests: [.init("Q: ok?\nA: ", "yes"), .init("zzz", " no")], gold: 0, choiceLengths: [3, 2]),
         ]
         let cache = model.makeCache(capacity: 128, maxBatch: 64)
-        let state = ForwardState(config: model.config, maxTokens: 64, allLogits: true, pool: pool, precision: .float)
+        let state = ForwardState(config: model.config, maxTokens: 64, allLogits: true, execution: Execution(pool: pool, precision: .float))
         for item in items {
             let scores = scorer.score(item)
             for (request, score) in zip(item.requests, scores) {

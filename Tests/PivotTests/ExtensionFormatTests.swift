@@ -14,7 +14,7 @@ final class ExtensionFormatTests: XCTestCase {
         let tokens = (0..<32).map { _ in Int.random(in: 0..<tiny.vocab, using: &g) }
         func logits(_ path: String, _ precision: ActivationPrecision) throws -> [Float] {
             let m = try LoadedModel.load(path: path)
-            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, pool: pool, precision: precision)
+            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, execution: Execution(pool: pool, precision: precision))
             let out = m.transformer.forward(tokens, cache: m.makeCache(capacity: 64, maxBatch: 32), state: state, logits: .all)
             return (0..<32).flatMap { Array(UnsafeBufferPointer(start: out.row($0), count: tiny.vocab)) }
         }

@@ -34,7 +34,7 @@ final class GGUFWriterTests: XCTestCase {
         let model = try LoadedModel.load(path: copy)
         let ids = model.tokenizer.encode("The capital of France is")
         func logits(_ m: LoadedModel) -> [Float] {
-            let state = ForwardState(config: m.config, maxTokens: 16, allLogits: false, pool: Shared.pool)
+            let state = ForwardState(config: m.config, maxTokens: 16, allLogits: false, execution: Execution(pool: Shared.pool))
             let row = m.transformer.forward(ids, cache: m.makeCache(capacity: 32, maxBatch: 16), state: state).row(0)
             return Array(UnsafeBufferPointer(start: row, count: m.config.vocabularySize))
         }

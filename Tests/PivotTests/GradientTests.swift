@@ -22,7 +22,7 @@ final class GradientTests: XCTestCase {
         XCTAssertEqual(gradients.count, 14)
         // The forward half is the engine's forward pass: the same loss from the engine's float logits.
         let engine = try LoadedModel.load(path: path)
-        let state = ForwardState(config: engine.config, maxTokens: tokens.count, allLogits: true, pool: pool, precision: .float)
+        let state = ForwardState(config: engine.config, maxTokens: tokens.count, allLogits: true, execution: Execution(pool: pool, precision: .float))
         let logits = engine.transformer.forward(tokens, cache: engine.makeCache(capacity: 32, maxBatch: 16), state: state, logits: .all)
         var engineLoss = 0.0
         for t in 0..<(tokens.count - 1) {

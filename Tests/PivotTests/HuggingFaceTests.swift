@@ -84,14 +84,14 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertEqual(hf.config.layerCount, c.layerCount)
         XCTAssertEqual(hf.chatTemplate, model.chatTemplate)
         let prompts = ["The capital of France is", "Once upon a time, there was a little robot who", "def fibonacci(n):\n    "]
-        let floatState = ForwardState(config: c, maxTokens: 32, allLogits: false, pool: Shared.pool, precision: .float)
+        let floatState = ForwardState(config: c, maxTokens: 32, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
         for text in prompts {
             let ids = model.tokenizer.encode(text)
             XCTAssertEqual(hf.tokenizer.encode(text), ids, "tokenizer.json encodes like the GGUF vocabulary")
             XCTAssertEqual(hf.tokenizer.decode(ids), text)
             let expected = Array(UnsafeBufferPointer(start: model.transformer.forward(ids, cache: model.makeCache(capacity: 64, maxBatch: 32),
                                                                                      state: floatState).row(0), count: c.vocabularySize))
-            let state = ForwardState(config: hf.config, maxTokens: 32, allLogits: false, pool: Shared.pool)
+            let state = ForwardState(config: hf.config, maxTokens: 32, allLogits: false, execution: Execution(pool: Shared.pool))
             let logits = hf.transformer.forward(ids, cache: hf.makeCache(capacity: 64, maxBatch: 32), state: state)
             let row = Array(UnsafeBufferPointer(start: logits.row(0), count: c.vocabularySize))
             XCTAssertEqual(Array(row.indices.sorted { row[$0] > row[$1] }.prefix(10)), Array(expected.indices.sorted { expected[$0] > expected[$1] }.prefix(10)))
@@ -124,7 +124,7 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertEqual(reloaded.config, model.config)
         let ids = model.tokenizer.encode(prompts[1])
         XCTAssertEqual(reloaded.tokenizer.encode(prompts[1]), ids)
-        let state = ForwardState(config: c, maxTokens: 32, allLogits: false, pool: Shared.pool, precision: .float)
+        let state = ForwardState(config: c, maxTokens: 32, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
         let expected = Array(UnsafeBufferPointer(start: hf.transformer.forward(ids, cache: hf.makeCache(capacity: 64, maxBatch: 32), state: state).row(0), count: c.vocabularySize))
         let row = Array(UnsafeBufferPointer(start: reloaded.transformer.forward(ids, cache: reloaded.makeCache(capacity: 64, maxBatch: 32), state: state).row(0), count: c.vocabularySize))
         var worst: Float = 0

@@ -11,7 +11,7 @@ final class CacheDriver {
 
     init(_ spec: KVCacheSpec, shape: AttentionShape, capacity: Int, maxBatch: Int, lowRank: LowRankPlan? = nil) {
         self.shape = shape
-        cache = spec.makeCache(shape: shape, capacity: capacity, maxBatch: maxBatch, lowRank: lowRank)
+        cache = PreparedKVCache(spec: spec, lowRankPlan: lowRank).makeCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
     }
 
     /// Appends `k`/`v` rows (tokens × kvWidth) and returns attention of `q` (tokens × queryWidth).
@@ -40,7 +40,7 @@ private func half(_ x: Float) -> Float { Float(Float16(x)) }
 
 /// Plain-loop KIVI: what a query that sees `count` positions should read for key/value j.
 private struct KIVIReference {
-    let spec: KVCacheSpec
+    let spec: KIVISettings
     let keys: [[Float]], values: [[Float]]
     let headDim: Int
 
@@ -94,26 +94,28 @@ final class KVCacheTests: XCTestCase {
     /// Every cache against plain loops that quantize exactly as KIVI says, over batches that cross the
     /// window, group and pivot boundaries; and against exact F32 attention within the codes' error.
     func testCachesMatchPlainLoopAttention() {
-        check(shape: shape, specs: [KVCacheSpec(kind: .f16),
-                     KVCacheSpec(kind: .kivi, bits: 8, group: 16, window: 24),
-                     KVCacheSpec(kind: .kivi, bits: 4, group: 32, window: 16, pivots: 3),
-                     KVCacheSpec(kind: .kivi, bits: 3, group: 8, window: 8),
-                     KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0, pivots: 1)], batches: [37, 1, 5, 40, 1, 1, 19, 33])
+        check(shape: shape, specs: [.f16,
+                     .kivi(KIVISettings(bits: 8, group: 16, window: 24)),
+                     .kivi(KIVISettings(bits: 4, group: 32, window: 16, pivots: 3)),
+                     .kivi(KIVISettings(bits: 3, group: 8, window: 8)),
+                     .kivi(KIVISettings(bits: 2, group: 16, window: 0, pivots: 1))], batches: [37, 1, 5, 40, 1, 1, 19, 33])
         // Other GQA groups: five heads per KV head (kernel passes of four and one), one head, two.
-        check(shape: AttentionShape(layers: 1, heads: 5, kvHeads: 1, headDim: 64), specs: [KVCacheSpec(kind: .kivi, bits: 4, group: 16, window: 8)], batches: [30, 1, 9])
-        check(shape: AttentionShape(layers: 1, heads: 2, kvHeads: 2, headDim: 32), specs: [KVCacheSpec(kind: .kivi, bits: 3, group: 8, window: 8), KVCacheSpec(kind: .f16)], batches: [30, 1, 9])
-        check(shape: AttentionShape(layers: 1, heads: 4, kvHeads: 2, headDim: 64), specs: [KVCacheSpec(kind: .kivi, bits: 8, group: 64, window: 4)], batches: [40, 30, 1])
+        check(shape: AttentionShape(layers: 1, heads: 5, kvHeads: 1, headDim: 64), specs: [.kivi(KIVISettings(bits: 4, group: 16, window: 8))], batches: [30, 1, 9])
+        check(shape: AttentionShape(layers: 1, heads: 2, kvHeads: 2, headDim: 32), specs: [.kivi(KIVISettings(bits: 3, group: 8, window: 8)), .f16], batches: [30, 1, 9])
+        check(shape: AttentionShape(layers: 1, heads: 4, kvHeads: 2, headDim: 64), specs: [.kivi(KIVISettings(bits: 8, group: 64, window: 4))], batches: [40, 30, 1])
     }
 
     /// One decode step at long context splits positions into slices merged afterwards: same result.
     func testSlicedDecodeMatchesPlainLoops() {
-        check(shape: shape, specs: [KVCacheSpec(kind: .kivi, bits: 2, group: 32, window: 64, pivots: 2), KVCacheSpec(kind: .f16)],
+        check(shape: shape, specs: [.kivi(KIVISettings(bits: 2, group: 32, window: 64, pivots: 2)), .f16],
               batches: [600, 600, 1, 1], capacity: 1300, maxBatch: 600, sampleEvery: 1)
     }
 
     private func check(shape: AttentionShape, specs: [KVCacheSpec], batches: [Int], capacity: Int = 160, maxBatch: Int = 40, sampleEvery: Int = 4) {
         let kvWidth = shape.kvHeads * shape.headDim, qWidth = shape.heads * shape.headDim
         for spec in specs {
+            var kivi: KIVISettings?
+            if case .kivi(let settings) = spec { kivi = settings }
             var g = SplitMix64(seed: 3)
             let driver = CacheDriver(spec, shape: shape, capacity: capacity, maxBatch: maxBatch)
             var worstExact: Float = 0
@@ -121,12 +123,12 @@ final class KVCacheTests: XCTestCase {
                 let start = driver.cache.length
                 let k = randomRows(batch * kvWidth, &g), v = randomRows(batch * kvWidth, &g), q = randomRows(batch * qWidth, &g, scale: 3)
                 let out = driver.step(k: k, v: v, q: q)
-                let ref = KIVIReference(spec: spec, keys: driver.keys, values: driver.values, headDim: shape.headDim)
+                let ref = KIVIReference(spec: kivi ?? KIVISettings(), keys: driver.keys, values: driver.values, headDim: shape.headDim)
                 for t in Swift.stride(from: 0, to: batch, by: max(1, batch / sampleEvery)) {
                     let count = start + t + 1
                     let expected = naiveAttention(shape: shape, q: q, t: t, count: count,
-                                                  key: { spec.kind == .f16 ? half(driver.keys[$0][$1]) : ref.key($0, channel: $1, count: count) },
-                                                  value: { spec.kind == .f16 ? half(driver.values[$0][$1]) : ref.value($0, channel: $1, count: count) })
+                                                  key: { kivi == nil ? half(driver.keys[$0][$1]) : ref.key($0, channel: $1, count: count) },
+                                                  value: { kivi == nil ? half(driver.values[$0][$1]) : ref.value($0, channel: $1, count: count) })
                     let exact = naiveAttention(shape: shape, q: q, t: t, count: count, key: { driver.keys[$0][$1] }, value: { driver.values[$0][$1] })
                     for i in 0..<qWidth {
                         XCTAssertEqual(out[t * qWidth + i], expected[i], accuracy: 2e-4, "\(spec.label) position \(count - 1)")
@@ -135,7 +137,7 @@ final class KVCacheTests: XCTestCase {
                 }
             }
             // Against unquantized attention: F16 rounding, then the step of each code width.
-            let bound: Float = [16: 2e-3, 8: 2e-2, 4: 0.12, 3: 0.3, 2: 0.6][spec.kind == .f16 ? 16 : spec.bits]!
+            let bound: Float = [16: 2e-3, 8: 2e-2, 4: 0.12, 3: 0.3, 2: 0.6][kivi?.bits ?? 16]!
             XCTAssertLessThan(worstExact, bound, spec.label)
             XCTAssertGreaterThan(worstExact, 0, spec.label)
         }
@@ -144,7 +146,7 @@ final class KVCacheTests: XCTestCase {
     /// One batched pass gives exactly (bit for bit) what token-by-token decoding gives, and a rollback
     /// across group and window boundaries followed by the same tokens changes nothing.
     func testBatchEqualsTokenByTokenAndRollbackIsExact() {
-        let spec = KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 12, pivots: 2)
+        let spec = KVCacheSpec.kivi(KIVISettings(bits: 2, group: 8, window: 12, pivots: 2))
         var g = SplitMix64(seed: 9)
         let n = 70
         let k = randomRows(n * 128, &g), v = randomRows(n * 128, &g), q = randomRows(n * 384, &g, scale: 3)
@@ -171,7 +173,7 @@ final class KVCacheTests: XCTestCase {
 
     /// A rollback longer than the batch staging refills the window from the codes: defined and close.
     func testLongRollbackRefillsFromCodes() {
-        let spec = KVCacheSpec(kind: .kivi, bits: 8, group: 8, window: 8)
+        let spec = KVCacheSpec.kivi(KIVISettings(bits: 8, group: 8, window: 8))
         var g = SplitMix64(seed: 5)
         let driver = CacheDriver(spec, shape: shape, capacity: 128, maxBatch: 4)
         let k = randomRows(100 * 128, &g), v = randomRows(100 * 128, &g), q = randomRows(100 * 384, &g, scale: 3)
@@ -185,7 +187,7 @@ final class KVCacheTests: XCTestCase {
 
         // A reset (as passkey and the scorers do between items) after a long run, with pivots: nothing
         // to refill (it once walked a reversed range), and the next sequence starts clean.
-        let pivoted = CacheDriver(KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 8, pivots: 2), shape: shape, capacity: 128, maxBatch: 4)
+        let pivoted = CacheDriver(.kivi(KIVISettings(bits: 2, group: 8, window: 8, pivots: 2)), shape: shape, capacity: 128, maxBatch: 4)
         var first: [Float] = []
         for t in 0..<100 {
             let out = pivoted.step(k: Array(k[(t * 128)..<((t + 1) * 128)]), v: Array(v[(t * 128)..<((t + 1) * 128)]), q: Array(q[(t * 384)..<((t + 1) * 384)]))
@@ -205,8 +207,8 @@ final class KVCacheTests: XCTestCase {
         var g = SplitMix64(seed: 4)
         let k = randomRows(20 * 128, &g, scale: 50), v = randomRows(20 * 128, &g, scale: 50), q = randomRows(20 * 384, &g)
         let dense = CacheDriver(.f32, shape: shape, capacity: 20, maxBatch: 20).step(k: k, v: v, q: q)
-        let pivots = CacheDriver(KVCacheSpec(kind: .kivi, bits: 2, pivots: 20), shape: shape, capacity: 20, maxBatch: 20).step(k: k, v: v, q: q)
-        let window = CacheDriver(KVCacheSpec(kind: .kivi, bits: 2, window: 20), shape: shape, capacity: 20, maxBatch: 20).step(k: k, v: v, q: q)
+        let pivots = CacheDriver(.kivi(KIVISettings(bits: 2, pivots: 20)), shape: shape, capacity: 20, maxBatch: 20).step(k: k, v: v, q: q)
+        let window = CacheDriver(.kivi(KIVISettings(bits: 2, window: 20)), shape: shape, capacity: 20, maxBatch: 20).step(k: k, v: v, q: q)
         let pivotError = zip(dense, pivots).map { abs($0 - $1) }.max()!, windowError = zip(dense, window).map { abs($0 - $1) }.max()!
         XCTAssertLessThan(pivotError, 2e-4)
         XCTAssertGreaterThan(windowError, 10 * pivotError)
@@ -227,8 +229,8 @@ final class KVCacheTests: XCTestCase {
             return (driver, driver.step(k: k, v: v, q: q))
         }
         let exact = run(.f32).1
-        let (plainDriver, plain) = run(KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0))
-        let (ottDriver, ott) = run(KVCacheSpec(kind: .kivi, bits: 2, group: 16, window: 0, outlierTokens: 1, outlierPool: 4))
+        let (plainDriver, plain) = run(.kivi(KIVISettings(bits: 2, group: 16, window: 0)))
+        let (ottDriver, ott) = run(.kivi(KIVISettings(bits: 2, group: 16, window: 0, outlierTokens: 1, outlierPool: 4)))
         _ = plainDriver
         let cache = ottDriver.cache as! QuantizedKVCache
         XCTAssertEqual(cache.outlierCount(layer: 0, kvHead: 0), 4, "six groups, a pool of four")
@@ -249,25 +251,31 @@ final class KVCacheTests: XCTestCase {
     func testMemoryAccounting() {
         let model = AttentionShape(layers: 30, heads: 9, kvHeads: 3, headDim: 64)
         XCTAssertEqual(KVCacheSpec.f16BytesPerToken(model), 23040)
-        XCTAssertEqual(KVCacheSpec(kind: .f32).bytes(atLength: 100, shape: model), 100 * 46080)
+        XCTAssertEqual(KVCacheSpec.f32.bytes(atLength: 100, shape: model), 100 * 46080)
         // KIVI-2, G 32, R 128 at 4096 tokens: 3968 keys in 124 groups, 3968 values coded, 128 + 128 F16 rows.
-        let spec = KVCacheSpec(kind: .kivi, bits: 2)
+        let spec = KVCacheSpec.kivi(KIVISettings(bits: 2))
         let keyGroup: Double = 8 * 64 + 64 * 4, valueToken: Double = 16 + 2 * 4, halfRow: Double = 128
         let perHead: Double = 124 * keyGroup + 3968 * valueToken + 256 * halfRow
         XCTAssertEqual(spec.bytes(atLength: 4096, shape: model), 90 * perHead)
         // Two pivots: F32 rows, and the coded part starts after them.
-        let withPivots = KVCacheSpec(kind: .kivi, bits: 2, pivots: 2)
+        let withPivots = KVCacheSpec.kivi(KIVISettings(bits: 2, pivots: 2))
         let pivotRows: Double = 2 * 2 * 64 * 4
         let pivotHead: Double = pivotRows + 123 * keyGroup + 3966 * valueToken + 286 * halfRow
         XCTAssertEqual(withPivots.bytes(atLength: 4096, shape: model), 90 * pivotHead)
     }
 
     func testBadSettingsAreOneClearError() {
-        XCTAssertThrowsError(try KVCacheSpec(kind: .kivi, bits: 5).validate())
-        XCTAssertThrowsError(try KVCacheSpec(kind: .kivi, group: 12).validate())
-        XCTAssertThrowsError(try KVCacheSpec(kind: .kivi, group: 48).validate(headDim: 64))
-        XCTAssertThrowsError(try KVCacheSpec(kind: .f16, pivots: 4).validate())
-        XCTAssertNoThrow(try KVCacheSpec(kind: .kivi, bits: 3, group: 64, window: 0, pivots: 4).validate(headDim: 64))
+        XCTAssertThrowsError(try KVCacheSpec.kivi(KIVISettings(bits: 5)).validate())
+        XCTAssertThrowsError(try KVCacheSpec.kivi(KIVISettings(group: 12)).validate())
+        XCTAssertThrowsError(try KVCacheSpec.kivi(KIVISettings(group: 48)).validate(headDim: 64))
+        // A setting of another method is refused by name (flags and matrix keys go through KVCacheParameters).
+        XCTAssertThrowsError(try KVCacheParameters(kind: .f16, pivots: 4).spec()) { error in
+            XCTAssertEqual("\(error)", "--pivot is a setting of --kv-type kivi (this run uses f16)")
+        }
+        XCTAssertThrowsError(try KVCacheParameters(kind: .kivi, rank: 0.5).spec())
+        XCTAssertEqual(try KVCacheParameters(kind: .kivi, bits: 4, pivots: 2).spec(), .kivi(KIVISettings(bits: 4, pivots: 2)))
+        XCTAssertEqual(try KVCacheParameters(kind: .cskv).spec(), .cskv(CSKVSettings(window: 32, rank: 0.5)))
+        XCTAssertNoThrow(try KVCacheSpec.kivi(KIVISettings(bits: 3, group: 64, window: 0, pivots: 4)).validate(headDim: 64))
     }
 
     /// On the real model: logits of one batched pass over a KIVI-2 cache equal token-by-token decoding
@@ -277,11 +285,11 @@ final class KVCacheTests: XCTestCase {
         let model = try Shared.model()
         let saved = model.kvCache
         defer { model.kvCache = saved }
-        model.kvCache = KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 16, pivots: 1)
+        model.kvCache = PreparedKVCache(spec: .kivi(KIVISettings(bits: 2, group: 8, window: 16, pivots: 1)))
         let tokens = model.tokenizer.encode("The quick brown fox jumps over the lazy dog. " + String(repeating: "Pack my box with five dozen liquor jugs. ", count: 8))
         let n = min(80, tokens.count), vocabulary = model.config.vocabularySize
         let batchCache = model.makeCache(capacity: 96, maxBatch: 80)
-        let state = ForwardState(config: model.config, maxTokens: 80, allLogits: true, pool: Shared.pool, precision: .int8)
+        let state = ForwardState(config: model.config, maxTokens: 80, allLogits: true, execution: Execution(pool: Shared.pool, precision: .int8))
         let logits = model.transformer.forward(Array(tokens[0..<n]), cache: batchCache, state: state, logits: .all)
         let batched = (0..<n).map { Array(UnsafeBufferPointer(start: logits.row($0), count: vocabulary)) }
         let stepCache = model.makeCache(capacity: 96, maxBatch: 80)
@@ -309,11 +317,11 @@ final class KVCacheTests: XCTestCase {
         // The base on its own: float activations, exact cache.
         let base = try LoadedModel.load(path: path)
         let baseCache = DenseKVCache(shape: AttentionShape(base.config), capacity: 64, maxBatch: 64)
-        base.transformer.forward(tokens, cache: baseCache, state: ForwardState(config: base.config, maxTokens: 64, allLogits: false, pool: pool, precision: .float))
+        base.transformer.forward(tokens, cache: baseCache, state: ForwardState(config: base.config, maxTokens: 64, allLogits: false, execution: Execution(pool: pool, precision: .float)))
         func pivots(intact: Bool) throws -> QuantizedKVCache {
-            try model.useKVCache(KVCacheSpec(kind: .kivi, bits: 2, group: 8, window: 4, pivots: 3, intactFrom: intact ? path : nil))
+            model.kvCache = try KVCacheSpec.kivi(KIVISettings(bits: 2, group: 8, window: 4, pivots: 3, intactFrom: intact ? path : nil)).prepare(for: model, pool: pool)
             let cache = model.makeCache(capacity: 64, maxBatch: 64) as! QuantizedKVCache
-            let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, pool: pool, precision: .int8)
+            let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, execution: Execution(pool: pool, precision: .int8))
             // Two passes, the first ending inside the pivots.
             model.transformer.forward(Array(tokens[0..<2]), cache: cache, state: state)
             model.transformer.forward(Array(tokens[2...]), cache: cache, state: state)
@@ -333,6 +341,6 @@ final class KVCacheTests: XCTestCase {
             }
         }
         XCTAssertTrue(differs, "the int8 run's own pivots should differ from the float base's")
-        XCTAssertThrowsError(try model.useKVCache(KVCacheSpec(kind: .kivi, intactFrom: path)), "needs --pivot")
+        XCTAssertThrowsError(try KVCacheSpec.kivi(KIVISettings(intactFrom: path)).prepare(for: model, pool: pool), "needs --pivot")
     }
 }

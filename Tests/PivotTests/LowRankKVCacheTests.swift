@@ -61,7 +61,7 @@ final class LowRankKVCacheTests: XCTestCase {
         let plan = try! LowRankPlan(factors: factors, fraction: 8.0 / 64, latentBits: 16, rope: rope)
         _ = preKeys
         XCTAssertEqual(plan.ranks, [8, 8, 8, 8])
-        let driver = CacheDriver(KVCacheSpec(kind: .cskv, window: 8, rank: 8.0 / 64), shape: shape, capacity: 64, maxBatch: 32, lowRank: plan)
+        let driver = CacheDriver(.cskv(CSKVSettings(window: 8, rank: 8.0 / 64)), shape: shape, capacity: 64, maxBatch: 32, lowRank: plan)
         let q = randomRows(n * qWidth, &g, scale: 3)
         var out: [Float] = []
         for (start, end) in [(0, 30), (30, 31), (31, 60)] {
@@ -80,7 +80,7 @@ final class LowRankKVCacheTests: XCTestCase {
 
     /// Full rank: every head keeps all 64 directions, so only the F16 latents separate it from exact.
     func testFullRankMatchesExactAttention() {
-        let (driver, keys, values, q, n) = randomRun(spec: KVCacheSpec(kind: .cskv, window: 8, rank: 1), batches: [25, 1, 30])
+        let (driver, keys, values, q, n) = randomRun(spec: .cskv(CSKVSettings(window: 8, rank: 1)), batches: [25, 1, 30])
         _ = driver
         let kvWidth = shape.kvHeads * shape.headDim, qWidth = shape.heads * shape.headDim
         var worst: Float = 0
@@ -94,7 +94,7 @@ final class LowRankKVCacheTests: XCTestCase {
     /// One batched pass equals token-by-token decoding bit for bit (4-bit latents, half rank), and a
     /// rollback across the window followed by the same tokens changes nothing.
     func testBatchEqualsTokenByTokenAndRollbackIsExact() {
-        let spec = KVCacheSpec(kind: .cskv, window: 8, rank: 0.5, latentBits: 4)
+        let spec: KVCacheSpec = .cskv(CSKVSettings(window: 8, rank: 0.5, latentBits: 4))
         let batched = randomRun(spec: spec, batches: [6, 50])
         let single = randomRun(spec: spec, batches: Array(repeating: 1, count: 56))
         XCTAssertEqual(batched.driver.outputs, single.driver.outputs)
@@ -118,7 +118,7 @@ final class LowRankKVCacheTests: XCTestCase {
 
     /// Decode rebuilds and scores keys a tile at a time over several spans: the same as a batch.
     func testLongDecodeEqualsBatch() {
-        let spec = KVCacheSpec(kind: .cskv, window: 16, rank: 0.5)
+        let spec: KVCacheSpec = .cskv(CSKVSettings(window: 16, rank: 0.5))
         let batched = randomRun(spec: spec, batches: [650], maxBatch: 650, capacity: 700)
         let decoded = randomRun(spec: spec, batches: [600] + Array(repeating: 1, count: 50), maxBatch: 650, capacity: 700)
         XCTAssertEqual(batched.driver.outputs, decoded.driver.outputs)
@@ -140,7 +140,7 @@ final class LowRankKVCacheTests: XCTestCase {
         XCTAssertEqual(ranks, [8, 64, 24, 32])
         XCTAssertThrowsError(try factors.allocateRanks(fraction: 0.05))
         // Memory: latents of every token, the F32 window and the F32 encoder/decoder rows.
-        let spec = KVCacheSpec(kind: .cskv, window: 32, rank: 0.5, latentBits: 4)
+        let spec: KVCacheSpec = .cskv(CSKVSettings(window: 32, rank: 0.5, latentBits: 4))
         let tiny = AttentionShape(layers: 1, heads: 2, kvHeads: 2, headDim: 64)
         let latents: Double = 100 * (64 + 4 * 4), window: Double = 2 * 32 * 2 * 64 * 4, factorRows: Double = 2 * 128 * 64 * 4
         XCTAssertEqual(spec.bytes(atLength: 100, shape: tiny), latents + window + factorRows)
@@ -180,7 +180,8 @@ final class LowRankKVCacheTests: XCTestCase {
         var rope = RotaryGeometry(headDim: d, layers: 1)
         rope.layers = [false]
         let factors = LowRankKVFactors(secondMoments: moments, layers: 1, kvHeads: shape.kvHeads, headDim: d, tokens: n)
-        let plan = try! LowRankPlan(factors: factors, fraction: spec.rank, latentBits: spec.latentBits, rope: rope)
+        guard case .cskv(let settings) = spec else { fatalError("randomRun takes a CSKV spec") }
+        let plan = try! LowRankPlan(factors: factors, fraction: settings.rank, latentBits: settings.latentBits, rope: rope)
         let q = randomRows(n * qWidth, &g, scale: 3)
         let driver = RecordingDriver(CacheDriver(spec, shape: shape, capacity: capacity, maxBatch: maxBatch, lowRank: plan))
         var start = 0

@@ -12,7 +12,7 @@ final class OutlierTests: XCTestCase {
         let floatModel = try LoadedModel.load(path: float)
         var g = SplitMix64(seed: 3)
         let calibration = (0..<256).map { _ in Int.random(in: 0..<tiny.vocab, using: &g) }
-        let importance = try ImportanceMatrix.collect(model: floatModel, tokens: calibration, contextLength: 64, dataset: "random", pool: pool)
+        let importance = try ImportanceMatrix.collect(model: floatModel, tokens: calibration, contextLength: 64, dataset: "random", execution: Execution(pool: pool))
         let plain = folder.appendingPathComponent("q4.gguf").path, kept = folder.appendingPathComponent("q4-outliers.gguf").path
         let all = folder.appendingPathComponent("q4-all.gguf").path
         let type = QuantizeFileType.named("Q4_0")!
@@ -29,7 +29,7 @@ final class OutlierTests: XCTestCase {
         let tokens = Array(calibration.prefix(32))
         func logits(_ path: String, _ precision: ActivationPrecision = .float) throws -> [Float] {
             let m = try LoadedModel.load(path: path)
-            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, pool: pool, precision: precision)
+            let state = ForwardState(config: m.config, maxTokens: 32, allLogits: true, execution: Execution(pool: pool, precision: precision))
             let out = m.transformer.forward(tokens, cache: m.makeCache(capacity: 64, maxBatch: 32), state: state, logits: .all)
             return (0..<32).flatMap { Array(UnsafeBufferPointer(start: out.row($0), count: tiny.vocab)) }
         }

@@ -25,7 +25,7 @@ final class PerplexityTests: XCTestCase {
     func testInt8PerplexityWithinHalfAPercent() throws {
         let model = try Shared.model()
         let tokens = try wikitextTokens(model)
-        let evaluator = PerplexityEvaluator(model: model, contextLength: 512, pool: Shared.pool, precision: .int8)
+        let evaluator = PerplexityEvaluator(model: model, contextLength: 512, execution: Execution(pool: Shared.pool, precision: .int8))
         let result = try evaluator.evaluate(tokens: tokens, windows: 40)
         XCTAssertEqual(result.scoredTokens, 20_440)
         print(String(format: "int8 PPL = %.4f (reference %.4f)", result.perplexity, Self.referencePPL))
@@ -36,8 +36,8 @@ final class PerplexityTests: XCTestCase {
         // The exact path over 4 windows, checked against the int8 path: same data, within 1%.
         let model = try Shared.model()
         let tokens = try wikitextTokens(model)
-        let exact = try PerplexityEvaluator(model: model, contextLength: 512, pool: Shared.pool, precision: .float).evaluate(tokens: tokens, windows: 4)
-        let fast = try PerplexityEvaluator(model: model, contextLength: 512, pool: Shared.pool, precision: .int8).evaluate(tokens: tokens, windows: 4)
+        let exact = try PerplexityEvaluator(model: model, contextLength: 512, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens, windows: 4)
+        let fast = try PerplexityEvaluator(model: model, contextLength: 512, execution: Execution(pool: Shared.pool, precision: .int8)).evaluate(tokens: tokens, windows: 4)
         XCTAssertEqual(exact.scoredTokens, 4 * 511)
         XCTAssertEqual(fast.perplexity, exact.perplexity, accuracy: exact.perplexity * 0.01)
         XCTAssertGreaterThan(exact.perplexity, 20)

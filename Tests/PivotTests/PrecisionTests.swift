@@ -9,7 +9,7 @@ final class PrecisionTests: XCTestCase {
         let text = model.chatTemplate.render([ChatMessage(role: "user", content: "What is the capital of France?")])
         let ids = model.tokenizer.encode(text)
         func logits(_ precision: ActivationPrecision, batch: Int) -> [Float] {
-            let state = ForwardState(config: model.config, maxTokens: batch, allLogits: false, pool: Shared.pool, precision: precision)
+            let state = ForwardState(config: model.config, maxTokens: batch, allLogits: false, execution: Execution(pool: Shared.pool, precision: precision))
             let cache = model.makeCache(capacity: 128, maxBatch: batch)
             var result = Matrix(state.logits.pointer, rows: 1, columns: model.config.vocabularySize)
             var start = 0

@@ -33,8 +33,8 @@ final class QuantizePipelineTests: XCTestCase {
         let model = try LoadedModel.load(path: output)
         guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
         let tokens = Array(model.tokenizer.encode(String(text.prefix(8000)), addBOS: false).prefix(512))
-        let q8 = try PerplexityEvaluator(model: model, contextLength: 256, pool: Shared.pool, precision: .float).evaluate(tokens: tokens)
-        let base = try PerplexityEvaluator(model: try Shared.model(), contextLength: 256, pool: Shared.pool, precision: .float).evaluate(tokens: tokens)
+        let q8 = try PerplexityEvaluator(model: model, contextLength: 256, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens)
+        let base = try PerplexityEvaluator(model: try Shared.model(), contextLength: 256, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens)
         XCTAssertEqual(q8.perplexity, base.perplexity, accuracy: base.perplexity * 0.01, "Q8_0 of Q4_1 weights is nearly lossless")
 
         // A K-quant mix written by Pivot loads back through Pivot's own loader and kernels.
@@ -43,7 +43,7 @@ final class QuantizePipelineTests: XCTestCase {
         try QuantizePipeline.run(input: path, output: kOutput, fileType: XCTUnwrap(QuantizeFileType.named("Q4_K_M")), pool: Shared.pool)
         let q4km = try LoadedModel.load(path: kOutput)
         XCTAssertEqual(Set(q4km.transformer.layers.map { $0.down.formatName }), ["Q4_K", "Q6_K"])
-        let k = try PerplexityEvaluator(model: q4km, contextLength: 256, pool: Shared.pool).evaluate(tokens: tokens)
+        let k = try PerplexityEvaluator(model: q4km, contextLength: 256, execution: Execution(pool: Shared.pool)).evaluate(tokens: tokens)
         XCTAssertGreaterThan(k.perplexity, base.perplexity, "requantizing loses something")
         XCTAssertLessThan(k.perplexity, base.perplexity * 1.1, "Q4_K_M stays within 10% of its base here (measured +6% on 40 windows)")
     }
@@ -96,7 +96,7 @@ final class QuantizePipelineTests: XCTestCase {
         let model = try Shared.model()
         guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
         let tokens = Array(model.tokenizer.encode(String(text.prefix(4000)), addBOS: false).prefix(128))
-        let matrix = try ImportanceMatrix.collect(model: model, tokens: tokens, contextLength: 64, dataset: "wiki", pool: Shared.pool)
+        let matrix = try ImportanceMatrix.collect(model: model, tokens: tokens, contextLength: 64, dataset: "wiki", execution: Execution(pool: Shared.pool))
         XCTAssertEqual(matrix.entries.count, 7 * model.config.layerCount)
         XCTAssertEqual(matrix.chunkCount, 2)
         let q = try XCTUnwrap(matrix.entries["blk.0.attn_q.weight"]), k = try XCTUnwrap(matrix.entries["blk.0.attn_k.weight"])

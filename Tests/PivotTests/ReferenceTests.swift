@@ -25,7 +25,7 @@ final class ReferenceTests: XCTestCase {
     func testLastLogitsMatchReference() throws {
         let model = try Shared.model()
         let reference = try Shared.reference()
-        let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, pool: Shared.pool, precision: .float)
+        let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
         var worst: Float = 0
         for prompt in reference.prompts {
             let cache = model.makeCache(capacity: 128, maxBatch: 64)
@@ -47,7 +47,7 @@ final class ReferenceTests: XCTestCase {
     func testGreedyContinuationsMatchReference() throws {
         let model = try Shared.model()
         let reference = try Shared.reference()
-        let generator = Generator(model: model, pool: Shared.pool, contextLength: 256, maxBatch: 64, precision: .float)
+        let generator = Generator(model: model, execution: Execution(pool: Shared.pool, precision: .float), contextLength: 256, maxBatch: 64)
         for prompt in reference.prompts {
             generator.reset()
             var sampler = Sampler(temperature: 0)

@@ -109,7 +109,7 @@ struct TinyModel {
         let model = try load(config: config, extraFiles: extraFiles)
         let tokens = [5, 77, 200, 13, 250, 9, 42, 100, 31, 7, 180, 66]
         let expected = referenceLogits(tokens)
-        let state = ForwardState(config: model.config, maxTokens: 16, allLogits: true, pool: ThreadPool(threads: 2))
+        let state = ForwardState(config: model.config, maxTokens: 16, allLogits: true, execution: Execution(pool: ThreadPool(threads: 2)))
         let all = model.transformer.forward(tokens, cache: model.makeCache(capacity: 32, maxBatch: 16), state: state, logits: .all)
         let cache = model.makeCache(capacity: 32, maxBatch: 16)
         for t in 0..<tokens.count {

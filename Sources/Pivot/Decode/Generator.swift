@@ -21,7 +21,8 @@ public struct GenerationStats: Sendable {
 }
 
 /// Why generation ended.
-public enum StopReason: Sendable { case endOfSequence, maxTokens, contextFull }
+/// `nonFiniteLogits`: the prompt's logits hold NaN or infinity (broken weights); nothing was generated.
+public enum StopReason: Sendable { case endOfSequence, maxTokens, contextFull, nonFiniteLogits }
 
 /// Prefill + decode loop over one model, one cache and one set of buffers.
 public final class Generator {
@@ -34,18 +35,18 @@ public final class Generator {
     public var draftPolicy: DraftPolicy
     /// Buffers with logits for every row, for verifying a draft.
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
-                                                pool: state.context.pool, precision: state.context.precision)
+                                                execution: Execution(pool: state.context.pool, precision: state.context.precision))
     static let maxVerify = 33
     /// False: end-of-turn tokens do not end generation (llama-server's `ignore_eos`, for load tests).
     public var stopsAtEndOfTurn = true
 
-    public init(model: LoadedModel, pool: ThreadPool, contextLength: Int? = nil, maxBatch: Int = 512,
-                precision: ActivationPrecision = .int8, drafter: Drafter? = nil, maxDraft: Int = 10) {
+    public init(model: LoadedModel, execution: Execution, contextLength: Int? = nil, maxBatch: Int = 512,
+                drafter: Drafter? = nil, maxDraft: Int = 10) {
         precondition((1..<Self.maxVerify).contains(maxDraft))
         self.model = model
         draftPolicy = DraftPolicy(maxDraft: maxDraft)
         cache = model.makeCache(capacity: contextLength, maxBatch: max(maxBatch, Self.maxVerify))
-        state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, pool: pool, precision: precision)
+        state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, execution: execution)
         self.drafter = drafter
     }
 
@@ -68,6 +69,7 @@ public final class Generator {
         stats.prefillSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         start = DispatchTime.now().uptimeNanoseconds
         defer { stats.decodeSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        guard allFinite(logits.row(0), count: vocabulary) else { return .nonFiniteLogits }
         if drafter != nil && cache.length == prompt.count { drafter?.reset(context: prompt) } else { drafter?.observe(prompt) }
         var next = sampler.sample(logits.row(0), count: vocabulary)
         var generated = 0

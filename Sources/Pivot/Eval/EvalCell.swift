@@ -84,6 +84,8 @@ public final class CellRunner {
     public let dataDirectory: String?
     private var models: [String: LoadedModel] = [:]
     private var efficiencies: [String: Efficiency] = [:]
+    /// Where one-line notes of loading go (CSKV calibrating its factors).
+    public var log: (String) -> Void = { _ in }
 
     public init(pool: ThreadPool, dataDirectory: String? = nil) {
         self.pool = pool
@@ -92,7 +94,7 @@ public final class CellRunner {
 
     func model(_ configuration: RunConfiguration) throws -> LoadedModel {
         if let m = models[configuration.name] { return m }
-        let m = try configuration.load()
+        let m = try configuration.load(pool: pool, log: log)
         models[configuration.name] = m
         return m
     }
@@ -128,7 +130,7 @@ public final class CellRunner {
             let text = try String(contentsOfFile: try dataPath("../wikitext-2-raw-test.txt"), encoding: .utf8)
             let ids = loaded.tokenizer.encode(text, addBOS: false)
             if spec.task == "wikitext" {
-                let evaluator = PerplexityEvaluator(model: loaded, contextLength: window, pool: pool, precision: configuration.precision)
+                let evaluator = PerplexityEvaluator(model: loaded, contextLength: window, execution: configuration.execution(pool: pool))
                 let result = try evaluator.evaluate(tokens: ids, windows: windows) { done, total, _ in progress(label, done, total) }
                 metrics["perplexity"] = MetricValue(result.perplexity, stderr: result.perplexityError)
                 items = result.windows; tokens = result.windows * window
@@ -136,14 +138,14 @@ public final class CellRunner {
                 guard let base else { throw PivotError.invalidArgument("kld: base configuration '\(spec.base ?? "")' not found") }
                 let baseModel = try self.model(base)
                 let result = try KLDivergence.evaluate(
-                    base: ScoringSide(model: baseModel, pool: pool, precision: base.precision, window: window),
-                    test: ScoringSide(model: loaded, pool: pool, precision: configuration.precision, window: window),
+                    base: ScoringSide(model: baseModel, execution: base.execution(pool: pool), window: window),
+                    test: ScoringSide(model: loaded, execution: configuration.execution(pool: pool), window: window),
                     tokens: ids, window: window, windows: windows, pool: pool) { done, total in progress(label, done, total) }
                 metrics = result.metrics
                 items = result.tokens / (window - 1); tokens = 2 * items * window
             }
         case "passkey":
-            let result = try Passkey.run(model: loaded, pool: pool, precision: configuration.precision,
+            let result = try Passkey.run(model: loaded, execution: configuration.execution(pool: pool),
                                          contexts: spec.contexts ?? [1024, 2048, 4096, 8192], depths: spec.depths ?? [0, 0.25, 0.5, 0.75, 1],
                                          trials: spec.trials ?? 2, seed: spec.seed ?? 1234) { done, total in progress(label, done, total) }
             metrics = result.metrics
@@ -154,14 +156,14 @@ public final class CellRunner {
             var shots = ShotProvider()
             if let k = spec.shots, k > 0 { shots = try ShotProvider(mmluDev: try readJSONLines(try dataPath("mmlu_dev.jsonl")), count: k) }
             let list = try task.loadItems(directory: (try dataPath(task.file) as NSString).deletingLastPathComponent, limit: spec.limit, shots: shots)
-            let scorer = LoglikelihoodScorer(model: loaded, pool: pool, precision: configuration.precision)
+            let scorer = LoglikelihoodScorer(model: loaded, execution: configuration.execution(pool: pool))
             let result = TaskRunner.run(task, items: list, scorer: scorer) { done, total in progress(label, done, total) }
             metrics = result.metrics; items = result.items; tokens = result.computedTokens
             outcomes = result.outcomes
         }
         let seconds = Date().timeIntervalSince(start)
         if efficiencies[configuration.name] == nil {
-            efficiencies[configuration.name] = Efficiency.measure(model: loaded, pool: pool, precision: configuration.precision)
+            efficiencies[configuration.name] = Efficiency.measure(model: loaded, execution: configuration.execution(pool: pool))
         }
         var efficiency = efficiencies[configuration.name]!
         efficiency.peakRSSMiB = peakResidentMiB()

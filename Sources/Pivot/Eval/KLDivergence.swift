@@ -35,10 +35,10 @@ public final class ScoringSide {
     let cache: KVCache
     let state: ForwardState
 
-    public init(model: LoadedModel, pool: ThreadPool, precision: ActivationPrecision, window: Int) {
+    public init(model: LoadedModel, execution: Execution, window: Int) {
         self.model = model
         cache = model.makeCache(capacity: window, maxBatch: window)
-        state = ForwardState(config: model.config, maxTokens: window, allLogits: true, pool: pool, precision: precision)
+        state = ForwardState(config: model.config, maxTokens: window, allLogits: true, execution: execution)
     }
 
     /// Logits of every position of `window` on an empty cache.
@@ -81,6 +81,10 @@ public enum KLDivergence {
                     }
                 } }
             } }
+            let range = (w * perWindow)..<((w + 1) * perWindow)
+            for (side, nll) in [(base, baseNLL), (test, testNLL)] where !nll[range].reduce(0, +).isFinite {
+                throw PivotError.nonFinite(file: side.model.path, "window \(w + 1) gives non-finite log-probabilities")
+            }
             progress(w + 1, windows)
         }
         return summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: Date().timeIntervalSince(start))

@@ -25,11 +25,11 @@ public final class LoglikelihoodScorer {
     /// Tokens pushed through the model so far (the work actually done).
     public private(set) var computedTokens = 0
 
-    public init(model: LoadedModel, pool: ThreadPool, precision: ActivationPrecision = .int8,
+    public init(model: LoadedModel, execution: Execution,
                 contextLength: Int? = nil, chunk: Int = 256) {
         self.model = model
         cache = model.makeCache(capacity: contextLength ?? min(model.config.contextLength, 4096), maxBatch: chunk)
-        state = ForwardState(config: model.config, maxTokens: chunk, allLogits: true, pool: pool, precision: precision)
+        state = ForwardState(config: model.config, maxTokens: chunk, allLogits: true, execution: execution)
         prefixLastRow = [Float](repeating: 0, count: model.config.vocabularySize)
     }
 

@@ -46,7 +46,7 @@ public enum Passkey {
     }
 
     /// Every (context, depth) cell with `trials` keys drawn from `seed`; contexts beyond the model's are dropped.
-    public static func run(model: LoadedModel, pool: ThreadPool, precision: ActivationPrecision, contexts: [Int],
+    public static func run(model: LoadedModel, execution: Execution, contexts: [Int],
                            depths: [Double], trials: Int, seed: UInt64,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> PasskeyResult {
         let usable = contexts.filter { $0 <= model.config.contextLength }
@@ -57,7 +57,7 @@ public enum Passkey {
             throw PivotError.invalidArgument("passkey needs at least one trial and depths between 0 and 1")
         }
         let cache = model.makeCache(capacity: usable.max()!, maxBatch: 256)
-        let state = ForwardState(config: model.config, maxTokens: 256, allLogits: false, pool: pool, precision: precision)
+        let state = ForwardState(config: model.config, maxTokens: 256, allLogits: false, execution: execution)
         var rng = SplitMix64(seed: seed)
         var accuracy = [[Double]](repeating: [Double](repeating: 0, count: depths.count), count: usable.count)
         let total = usable.count * depths.count * trials

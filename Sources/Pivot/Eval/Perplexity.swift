@@ -28,14 +28,14 @@ public final class PerplexityEvaluator {
     /// first; contextLength / 2 is llama.cpp's `llama-perplexity`, which scores only each window's second half.
     public let firstScored: Int
 
-    public init(model: LoadedModel, contextLength: Int = 512, pool: ThreadPool, precision: ActivationPrecision = .int8,
+    public init(model: LoadedModel, contextLength: Int = 512, execution: Execution,
                 firstScored: Int = 0) {
         precondition(firstScored >= 0 && firstScored < contextLength - 1)
         self.model = model
         self.contextLength = contextLength
         self.firstScored = firstScored
-        self.pool = pool
-        state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: true, pool: pool, precision: precision)
+        self.pool = execution.pool
+        state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: true, execution: execution)
         cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
     }
 
@@ -77,6 +77,10 @@ public final class PerplexityEvaluator {
                 }
             }
             let scored = (w + 1) * perWindow
+            let windowNLL = nll[(w * perWindow)..<scored].reduce(0, +)
+            guard windowNLL.isFinite else {
+                throw PivotError.nonFinite(file: model.path, "window \(w + 1) gives non-finite log-probabilities")
+            }
             progress(w + 1, windows, exp(nll[0..<scored].reduce(0, +) / Double(scored)))
         }
         let n = Double(nll.count)

@@ -42,6 +42,13 @@ public struct EvalTask: Sendable {
 
     public static func named(_ name: String) -> EvalTask? { all.first { $0.name == name } }
 
+    /// Pivot's name for a task named as Pivot or lm-evaluation-harness names it ("arc_easy", "lambada_openai").
+    public static func canonicalName(_ name: String) -> String? {
+        let aliases = ["lambada_openai": "lambada", "winogrande_xl": "winogrande", "wikitext2": "wikitext", "wikitext-2": "wikitext"]
+        let key = aliases[name.lowercased()] ?? name.lowercased().replacingOccurrences(of: "_", with: "-")
+        return (names + ["all"]).contains(key) ? key : nil
+    }
+
     /// The item one JSON line of the task file becomes.
     public func item(from line: [String: Any], shots: ShotProvider = ShotProvider()) throws -> EvalItem { try makeItem(line, shots) }
 }

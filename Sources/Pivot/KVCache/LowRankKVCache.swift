@@ -16,7 +16,7 @@ import PivotKernels
 public final class LowRankKVCache: KVCache {
     public let shape: AttentionShape
     public let capacity: Int
-    public let spec: KVCacheSpec
+    public let settings: CSKVSettings
     public private(set) var length = 0
     let plan: LowRankPlan
     let window: Int, ringSize: Int
@@ -42,12 +42,12 @@ public final class LowRankKVCache: KVCache {
     private lazy var rebuildJob = RebuildJob(cache: self)
     private lazy var attentionJob = LatentAttentionJob(cache: self)
 
-    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, plan: LowRankPlan) {
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, settings: CSKVSettings, plan: LowRankPlan) {
         precondition(plan.factors.layers == shape.layers && plan.factors.kvHeads == shape.kvHeads && plan.factors.headDim == shape.headDim,
                      "CSKV factors of another model shape")
-        self.shape = shape; self.capacity = capacity; self.spec = spec; self.plan = plan
+        self.shape = shape; self.capacity = capacity; self.settings = settings; self.plan = plan
         let d = shape.headDim, heads = shape.layers * shape.kvHeads
-        window = min(spec.window, capacity)
+        window = min(settings.window, capacity)
         ringSize = min(capacity, maxBatch + window)
         formats = plan.ranks.map { LatentFormat(rank: $0, bits: plan.latentBits) }
         var offsets: [Int] = [], total = 0
@@ -257,5 +257,5 @@ public final class LowRankKVCache: KVCache {
         }
     }
 
-    public var bytesPerToken: Double { spec.bytes(atLength: capacity, shape: shape) / Double(capacity) }
+    public var bytesPerToken: Double { settings.bytes(atLength: capacity, shape: shape) / Double(capacity) }
 }

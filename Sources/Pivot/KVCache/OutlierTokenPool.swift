@@ -11,14 +11,14 @@ import PivotKernels
 /// same tokens, and a rollback drops the entries of groups it un-packs.
 final class OutlierTokenPool {
     let perGroup: Int, capacity: Int, headDim: Int
-    let criterion: KVCacheSpec.OutlierCriterion
+    let criterion: KIVISettings.OutlierCriterion
     let positions: UnsafeMutablePointer<Int32>
     let keys: HalfBuffer
     private(set) var counts: [Int]
     private let scores: FloatBuffer
     private let excluded: UnsafeMutablePointer<Bool>
 
-    init(heads: Int, spec: KVCacheSpec, headDim: Int) {
+    init(heads: Int, settings spec: KIVISettings, headDim: Int) {
         perGroup = spec.outlierTokens; capacity = spec.outlierPool; self.headDim = headDim; criterion = spec.outlierCriterion
         positions = .allocate(capacity: max(1, heads * capacity))
         positions.initialize(repeating: 0, count: max(1, heads * capacity))

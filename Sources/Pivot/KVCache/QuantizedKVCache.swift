@@ -45,24 +45,29 @@ public final class QuantizedKVCache: KVCache {
     static let minimumSlice = 256
     private lazy var attentionJob = PackedAttentionJob(cache: self)
 
+    /// KIVI's settings; nil for F32 and F16, which keep every position exact or in the ring.
+    let kivi: KIVISettings?
     /// IntactKV's source of pivot keys/values (nil: the running model's own).
-    let intact: IntactPivots?
+    let intact: PivotSource?
 
-    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, intact: IntactPivots? = nil) {
+    /// `spec` is `.f32`, `.f16` or `.kivi` (CSKV has its own cache).
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, pivotSource: PivotSource? = nil) {
         self.shape = shape; self.capacity = capacity; self.spec = spec
-        self.intact = spec.kind == .kivi && spec.pivots > 0 ? intact : nil
+        if case .kivi(let settings) = spec { kivi = settings } else { kivi = nil }
+        precondition(kivi != nil || spec == .f32 || spec == .f16, "QuantizedKVCache holds F32, F16 or KIVI caches")
+        self.intact = (kivi?.pivots ?? 0) > 0 ? pivotSource : nil
         let d = shape.headDim, heads = shape.layers * shape.kvHeads
-        let quantized = spec.kind == .kivi
-        let format = quantized ? PackedCodeFormat(bits: spec.bits) : nil
+        let format = kivi.map { PackedCodeFormat(bits: $0.bits) }
         self.format = format
         // An F32 cache is all pivots: every position exact F32, read by the same grouped, sliced kernels.
-        let exact = spec.kind == .f32
-        pivots = quantized ? min(spec.pivots, capacity) : exact ? capacity : 0
+        let exact = spec == .f32
+        pivots = kivi.map { min($0.pivots, capacity) } ?? (exact ? capacity : 0)
         sliceBase = exact ? 0 : pivots
-        let group = quantized ? spec.group : 8
+        let group = kivi?.group ?? 8
         self.group = group
-        window = spec.window
-        ringSize = quantized ? min(capacity, maxBatch + spec.window + spec.group) : exact ? 1 : capacity
+        window = kivi?.window ?? KIVISettings.defaultWindow
+        ringSize = kivi.map { min(capacity, maxBatch + $0.window + $0.group) } ?? (exact ? 1 : capacity)
+        let quantized = kivi != nil
         packedCapacity = quantized ? capacity - pivots : 0
         maxKeyGroups = packedCapacity / group
         keyGroupBytes = format.map { d * $0.bytes(codes: group) } ?? 0
@@ -80,7 +85,7 @@ public final class QuantizedKVCache: KVCache {
         packedKeyGroups = Array(repeating: 0, count: shape.layers)
         packedValues = Array(repeating: 0, count: shape.layers)
         gather = FloatBuffer(count: group * d)
-        outliers = quantized && spec.outlierTokens > 0 ? OutlierTokenPool(heads: heads, spec: spec, headDim: d) : nil
+        outliers = kivi.flatMap { $0.outlierTokens > 0 ? OutlierTokenPool(heads: heads, settings: $0, headDim: d) : nil }
         let groupHeads = shape.heads / shape.kvHeads
         // Per work item: the kernel's scratch, then a slice's unnormalized output and its (max, sum) per head.
         scratchFloats = AttentionScratch.floats(heads: groupHeads, scoreStride: capacity, headDim: d) + groupHeads * (d + 2)
@@ -88,8 +93,8 @@ public final class QuantizedKVCache: KVCache {
         scratch = FloatBuffer(count: items * scratchFloats)
     }
 
-    @inline(__always) func keyBoundary(count: Int) -> Int { spec.keyBoundary(count: count) }
-    @inline(__always) func valueBoundary(count: Int) -> Int { spec.valueBoundary(count: count) }
+    @inline(__always) func keyBoundary(count: Int) -> Int { kivi?.keyBoundary(count: count) ?? 0 }
+    @inline(__always) func valueBoundary(count: Int) -> Int { kivi?.valueBoundary(count: count) ?? 0 }
 
     func head(layer: Int, kvHead: Int) -> PackedHead {
         let index = layer * shape.kvHeads + kvHead, d = shape.headDim

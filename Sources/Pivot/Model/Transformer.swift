@@ -17,13 +17,13 @@ public struct DecoderLayer {
 
     public var linears: [LinearOperator] { [query, key, value, attentionOutput, gate, up, down] }
 
-    /// This layer with every projection replaced by `transform(projection, role)`, role being the
-    /// GGUF tensor role ("attn_q", …, "ffn_down"): how wrappers (activation bits, imatrix) plug in.
-    public func mappingProjections(_ transform: (LinearOperator, String) -> LinearOperator) -> DecoderLayer {
+    /// This layer with every projection replaced by `transform(projection, role)`: how wrappers
+    /// (activation bits, imatrix, Hessians) plug in.
+    public func mappingProjections(_ transform: (LinearOperator, ProjectionRole) -> LinearOperator) -> DecoderLayer {
         var l = self
-        l.query = transform(query, "attn_q"); l.key = transform(key, "attn_k"); l.value = transform(value, "attn_v")
-        l.attentionOutput = transform(attentionOutput, "attn_output")
-        l.gate = transform(gate, "ffn_gate"); l.up = transform(up, "ffn_up"); l.down = transform(down, "ffn_down")
+        l.query = transform(query, .query); l.key = transform(key, .key); l.value = transform(value, .value)
+        l.attentionOutput = transform(attentionOutput, .attentionOutput)
+        l.gate = transform(gate, .gate); l.up = transform(up, .up); l.down = transform(down, .down)
         return l
     }
 }
@@ -187,10 +187,10 @@ public final class ForwardState {
     public let logits: FloatBuffer
 
     /// `allLogits`: room for logits of every token (perplexity); otherwise only the last.
-    public init(config c: ModelConfig, maxTokens: Int, allLogits: Bool, pool: ThreadPool, precision: ActivationPrecision = .int8) {
+    public init(config c: ModelConfig, maxTokens: Int, allLogits: Bool, execution: Execution) {
         self.maxTokens = maxTokens
-        context = ComputeContext(pool: pool, maxTokens: maxTokens, maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth),
-                                 precision: precision)
+        context = ComputeContext(pool: execution.pool, maxTokens: maxTokens, maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth),
+                                 precision: execution.precision)
         hidden = FloatBuffer(count: maxTokens * c.hiddenSize)
         normed = FloatBuffer(count: maxTokens * max(c.hiddenSize, c.queryWidth))
         queries = FloatBuffer(count: maxTokens * c.queryWidth)

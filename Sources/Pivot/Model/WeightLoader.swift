@@ -15,8 +15,9 @@ struct TensorNaming {
     /// llama.cpp's GGUF names.
     static let gguf = TensorNaming(
         embedding: "token_embd.weight", finalNorm: "output_norm.weight", output: "output", layerPrefix: { "blk.\($0)." },
-        attentionNorm: "attn_norm.weight", query: "attn_q", key: "attn_k", value: "attn_v", attentionOutput: "attn_output",
-        mlpNorm: "ffn_norm.weight", gate: "ffn_gate", up: "ffn_up", down: "ffn_down",
+        attentionNorm: "attn_norm.weight", query: ProjectionRole.query.rawValue, key: ProjectionRole.key.rawValue,
+        value: ProjectionRole.value.rawValue, attentionOutput: ProjectionRole.attentionOutput.rawValue,
+        mlpNorm: "ffn_norm.weight", gate: ProjectionRole.gate.rawValue, up: ProjectionRole.up.rawValue, down: ProjectionRole.down.rawValue,
         queryNorm: "attn_q_norm.weight", keyNorm: "attn_k_norm.weight")
 
     /// HuggingFace transformers' Llama/Mistral/Qwen2 names.

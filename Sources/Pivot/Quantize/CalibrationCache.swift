@@ -30,8 +30,9 @@ public enum CalibrationCache {
 
     /// The input each projection's Hessian is recorded for (Q/K/V share Q's, gate/up share gate's).
     static func recordingTensor(_ name: String) -> String {
-        name.replacingOccurrences(of: ".attn_k.", with: ".attn_q.").replacingOccurrences(of: ".attn_v.", with: ".attn_q.")
-            .replacingOccurrences(of: ".ffn_up.", with: ".ffn_gate.")
+        let parsed = TensorName(name)
+        guard let layer = parsed.layer, let role = parsed.role else { return name }
+        return role.sharedInput.tensorName(layer: layer)
     }
 
     /// The cached contents for `key`, or nil when the file is missing or was made from something else.
@@ -56,10 +57,10 @@ public enum CalibrationCache {
                 gradients[String(name.dropFirst("gradient.".count))] = Array(floats)
             }
         }
-        for projection in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+        for projection in ProjectionRole.allCases {
             var layer = 0
-            while let h = recorded[recordingTensor("blk.\(layer).\(projection).weight")] {
-                hessians["blk.\(layer).\(projection).weight"] = h
+            while let h = recorded[recordingTensor(projection.tensorName(layer: layer))] {
+                hessians[projection.tensorName(layer: layer)] = h
                 layer += 1
             }
         }

@@ -89,14 +89,13 @@ public enum HessianCollector {
     public static func collect(model: LoadedModel, tokens: [Int], contextLength: Int = 512, chunks limit: Int? = nil,
                                pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> [String: InputHessian] {
         var hessians: [String: InputHessian] = [:]
-        var shared: [Int: [String: InputHessian]] = [:]
-        try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, pool: pool, progress: progress) { index, op, role in
-            // attn_q/k/v read the same normed input, as do ffn_gate/up.
-            let input = ["attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"][role] ?? role
+        var shared: [Int: [ProjectionRole: InputHessian]] = [:]
+        try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, execution: Execution(pool: pool), progress: progress) { index, op, role in
+            let input = role.sharedInput
             let known = shared[index]?[input]
             let hessian = known ?? InputHessian(columns: op.inFeatures)
             shared[index, default: [:]][input] = hessian
-            hessians["blk.\(index).\(role).weight"] = hessian
+            hessians[role.tensorName(layer: index)] = hessian
             return HessianRecorder(op, hessian: hessian, records: known == nil)
         }
         return hessians
@@ -108,8 +107,8 @@ extension LoadedModel {
     /// llama-imatrix does) with every block projection replaced by `wrap(layer, op, role)` for the
     /// run; returns how many chunks ran.
     @discardableResult
-    func runCalibration(tokens: [Int], contextLength: Int, chunks limit: Int?, pool: ThreadPool, precision: ActivationPrecision = .int8,
-                        progress: (Int, Int) -> Void, wrap: (Int, LinearOperator, String) -> LinearOperator) throws -> Int {
+    func runCalibration(tokens: [Int], contextLength: Int, chunks limit: Int?, execution: Execution,
+                        progress: (Int, Int) -> Void, wrap: (Int, LinearOperator, ProjectionRole) -> LinearOperator) throws -> Int {
         let available = tokens.count / contextLength
         let chunks = limit.map { min($0, available) } ?? available
         guard chunks > 0 else {
@@ -118,7 +117,7 @@ extension LoadedModel {
         let original = transformer.layers
         transformer.layers = original.enumerated().map { index, layer in layer.mappingProjections { wrap(index, $0, $1) } }
         defer { transformer.layers = original }
-        let state = ForwardState(config: config, maxTokens: contextLength, allLogits: false, pool: pool, precision: precision)
+        let state = ForwardState(config: config, maxTokens: contextLength, allLogits: false, execution: execution)
         let cache = makeCache(capacity: contextLength, maxBatch: contextLength)
         for c in 0..<chunks {
             cache.truncate(to: 0)

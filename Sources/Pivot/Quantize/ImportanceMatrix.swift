@@ -23,13 +23,13 @@ public struct ImportanceMatrix: Sendable {
     /// Runs `model` over `tokens` in chunks of `contextLength` (each from an empty cache, as
     /// llama-imatrix does) and sums x² at every block projection's input.
     public static func collect(model: LoadedModel, tokens: [Int], contextLength: Int = 512, chunks limit: Int? = nil,
-                               dataset: String, pool: ThreadPool, precision: ActivationPrecision = .int8,
+                               dataset: String, execution: Execution,
                                progress: (Int, Int) -> Void = { _, _ in }) throws -> ImportanceMatrix {
         var recorders: [(String, ImportanceRecorder)] = []
-        let chunks = try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, pool: pool, precision: precision,
+        let chunks = try model.runCalibration(tokens: tokens, contextLength: contextLength, chunks: limit, execution: execution,
                                               progress: progress) { index, op, role in
             let recorder = ImportanceRecorder(op)
-            recorders.append(("blk.\(index).\(role).weight", recorder))
+            recorders.append((role.tensorName(layer: index), recorder))
             return recorder
         }
         var entries: [String: Entry] = [:]

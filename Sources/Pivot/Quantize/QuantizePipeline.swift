@@ -46,8 +46,7 @@ public enum QuantizePipeline {
 
     /// The N of "blk.N.", or −1 (llama.cpp's order puts non-layer tensors first).
     static func layerIndex(_ name: String) -> Int {
-        guard name.hasPrefix("blk.") else { return -1 }
-        return Int(name.dropFirst(4).prefix { $0.isNumber }) ?? -1
+        TensorName(name).layer ?? -1
     }
 
     /// Writes `output`; `progress(done, total, tensorName)` after each tensor. `importance` maps tensor
@@ -149,19 +148,14 @@ public enum QuantizePipeline {
         return choices
     }
 
-    /// `t` dequantized and re-encoded as `type` (F32, F16 or a block format).
+    /// `t` dequantized and re-encoded as `type` (F32, F16, BF16 or a block format).
     static func convert(_ t: TensorData, to type: TensorType, importance: [Float]?, pool: ThreadPool?) -> TensorData {
         if case .block(let format) = type { return t.quantized(to: format, importance: importance, pool: pool) }
-        let count = t.elementCount
-        let floats = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer { floats.deallocate() }
-        t.copyFloats(into: floats)
-        let bytes = OwnedBytes(count: type == .f16 ? 2 * count : 4 * count)
-        for i in 0..<count {
-            if type == .f16 { bytes.pointer.storeBytes(of: Float16(floats[i]).bitPattern, toByteOffset: 2 * i, as: UInt16.self) }
-            else { bytes.pointer.storeBytes(of: floats[i], toByteOffset: 4 * i, as: Float.self) }
-        }
-        return TensorData(name: t.name, type: type, shape: t.shape, data: UnsafeRawPointer(bytes.pointer),
-                          byteCount: type == .f16 ? 2 * count : 4 * count, owner: bytes)
+        var floats = [Float](repeating: 0, count: t.elementCount)
+        floats.withUnsafeMutableBufferPointer { t.copyFloats(into: $0.baseAddress!) }
+        let encoded = type.littleEndianBytes(of: floats)
+        let bytes = OwnedBytes(count: encoded.count)
+        encoded.withUnsafeBytes { bytes.pointer.copyMemory(from: $0.baseAddress!, byteCount: encoded.count) }
+        return TensorData(name: t.name, type: type, shape: t.shape, data: UnsafeRawPointer(bytes.pointer), byteCount: encoded.count, owner: bytes)
     }
 }

@@ -12,10 +12,10 @@ public struct QuantizeFileType: Sendable, Equatable {
     /// The type of most projections; nil: F16 or F32 (see `floatType`).
     public let base: BlockFormat?
     /// What projections become in an unquantized file type.
-    public var floatType: TensorType { name == "F32" ? .f32 : .f16 }
+    public var floatType: TensorType { name == "F32" ? .f32 : name == "BF16" ? .bf16 : .f16 }
 
     public static let all: [QuantizeFileType] = [
-        .init(name: "F32", llamaFileType: 0, base: nil), .init(name: "F16", llamaFileType: 1, base: nil), .init(name: "Q4_0", llamaFileType: 2, base: .q4_0),
+        .init(name: "F32", llamaFileType: 0, base: nil), .init(name: "F16", llamaFileType: 1, base: nil), .init(name: "BF16", llamaFileType: 32, base: nil), .init(name: "Q4_0", llamaFileType: 2, base: .q4_0),
         .init(name: "Q4_1", llamaFileType: 3, base: .q4_1), .init(name: "Q8_0", llamaFileType: 7, base: .q8_0),
         .init(name: "Q5_0", llamaFileType: 8, base: .q5_0), .init(name: "Q5_1", llamaFileType: 9, base: .q5_1),
         .init(name: "Q2_K", llamaFileType: 10, base: .q2_K), .init(name: "Q3_K_S", llamaFileType: 11, base: .q3_K),

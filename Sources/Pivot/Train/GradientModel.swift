@@ -6,7 +6,7 @@ import PivotKernels
 /// causal GQA attention and SwiGLU, differentiated by hand. It serves LLM-MQ's sensitivities
 /// and, later, calibrated methods. Float throughout (weights dequantized once); not a fast path.
 public final class GradientModel {
-    public static let projectionRoles = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    public static let projectionRoles = ProjectionRole.allCases.map(\.rawValue)
 
     public let config: ModelConfig
     /// Weights by GGUF tensor name, row-major [out][in] (norms: one vector).

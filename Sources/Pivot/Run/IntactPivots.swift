@@ -1,0 +1,43 @@
+import PivotKernels
+
+/// IntactKV: the pivot tokens' keys and values come from the full-precision model, not from the
+/// compressed one that runs everything else. The base model runs the pivot positions (causal, so
+/// position p depends only on tokens 0...p) with float activations and an exact F32 cache; the
+/// compressed model's cache stores those keys/values for positions below `count` instead of its own.
+public final class IntactPivots: PivotSource {
+    public let base: LoadedModel
+    let count: Int
+    private let cache: DenseKVCache
+    private var state: ForwardState?
+
+    /// Checks that `base` can stand in for `model`'s keys and values.
+    public init(base: LoadedModel, for model: LoadedModel, pivots: Int) throws {
+        let a = base.config, b = model.config
+        guard a.layerCount == b.layerCount, a.kvHeadCount == b.kvHeadCount, a.headDim == b.headDim else {
+            throw PivotError.invalidArgument("--intact-from \(base.path): \(a.layerCount) layers × \(a.kvHeadCount) KV heads × \(a.headDim) "
+                + "does not match the model's \(b.layerCount) × \(b.kvHeadCount) × \(b.headDim)")
+        }
+        guard base.tokenizer.tokens == model.tokenizer.tokens else {
+            throw PivotError.invalidArgument("--intact-from \(base.path): a different vocabulary from the model's")
+        }
+        self.base = base
+        count = pivots
+        cache = DenseKVCache(shape: AttentionShape(a), capacity: max(1, pivots), maxBatch: max(1, pivots))
+    }
+
+    /// Runs the base over the pivot positions among `tokens` (which start at `position`), so that
+    /// `entry` then holds them.
+    public func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool) {
+        let end = min(count, position + tokens.count)
+        guard position < end else { return }
+        if state == nil || state!.context.pool !== pool {
+            state = ForwardState(config: base.config, maxTokens: max(1, count), allLogits: false, execution: Execution(pool: pool, precision: .float))
+        }
+        cache.truncate(to: position)
+        base.transformer.forward(Array(tokens[0..<(end - position)]), cache: cache, state: state!, logits: .last)
+    }
+
+    public func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        cache.entry(layer: layer, kvHead: kvHead, position: position)
+    }
+}
