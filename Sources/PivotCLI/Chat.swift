@@ -105,6 +105,7 @@ struct Chat: ParsableCommand {
             if interrupted { writeErr(" [interrupted]") }
             writeOut("\n")
             if let line = drafting.summary(stats) { writeErr(String(format: "[%.1f t/s; ", stats.decodeTokensPerSecond) + line + "]\n") }
+            if reason == .nonFiniteLogits { throw PivotError.nonFinite(file: loaded.path, "the model produced non-finite logits") }
             if reason == .contextFull { writeErr("[context full (\(generator.cache.capacity) tokens); /reset to start over]\n") }
             if reason == .maxTokens && !interrupted { writeErr("[reply cut at -n \(tokens) tokens]\n") }
             if interrupted {

@@ -121,7 +121,7 @@ final class ServerWireTests: XCTestCase {
     func testPortInUseGivesOneClearError() async throws {
         let first = try await RunningServer(slots: 1, context: 64)
         let model = try TestModel.load()
-        let second = PivotServer(model: model, modelName: "second", generators: [Generator(model: model, pool: ThreadPool(threads: 1), contextLength: 64)],
+        let second = PivotServer(model: model, modelName: "second", generators: [Generator(model: model, execution: Execution(pool: ThreadPool(threads: 1)), contextLength: 64)],
                                  options: ServerOptions(host: "127.0.0.1", port: first.port, quiet: true))
         let run = Task { try await second.run { _ in XCTFail("the second server must not listen") } }
         let watchdog = Task { try await Task.sleep(for: .seconds(20)); run.cancel() }

@@ -23,6 +23,29 @@ final class CorruptFileTests: XCTestCase {
         XCTAssertEqual(gguf.tensors["b"]?.type, .block(.q8_0))
     }
 
+    /// 4 KB of garbage in the middle of the weights: `inspect --check` names the tensor, and perplexity stops with a
+    /// clear error naming the file instead of printing `PPL = nan`.
+    func testGarbageInTheWeightsIsNamedAndStopsARun() throws {
+        let (_, folder, path) = try TinyModel.floatGGUF(hidden: 64, ffn: 128, seed: 5)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        XCTAssertEqual(TensorCheck.scan(try GGUFFile(path: path)), [])
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // Overwrite the middle of the file's data with 0xFF (NaN in F32) across 4 KB.
+        let middle = bytes.count / 2
+        for i in middle..<min(bytes.count, middle + 4096) { bytes[i] = 0xFF }
+        let broken = directory.appendingPathComponent("broken.gguf").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: broken, contents: Data(bytes)))
+        let problems = TensorCheck.scan(try GGUFFile(path: broken))
+        XCTAssertFalse(problems.isEmpty)
+        XCTAssertTrue(problems[0].value.isNaN, "\(problems[0])")
+        let model = try LoadedModel.load(path: broken)
+        let evaluator = PerplexityEvaluator(model: model, contextLength: 16, execution: Execution(pool: Shared.pool))
+        XCTAssertThrowsError(try evaluator.evaluate(tokens: Array(0..<64).map { $0 % 200 }, windows: 2)) { error in
+            guard case PivotError.nonFinite(let file, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, broken)
+        }
+    }
+
     func testEveryTruncationOfAGGUFFailsCleanly() {
         let bytes = TinyGGUF.bytes()
         for length in 0..<bytes.count {

@@ -75,7 +75,7 @@ final class QuantizePipelineTests: XCTestCase {
         let source = try GGUFFile(path: try Shared.requireModelPath())
         struct Case: Decodable { let tensor: String; let type: String; let importance: Bool; let bytes: Int; let fnv1a64: String }
         struct Fixture: Decodable { let cases: [Case] }
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/llama-quantize.json")
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/llama-quantize.json")
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
         XCTAssertEqual(fixture.cases.count, 18)
         for c in fixture.cases {

@@ -5,7 +5,7 @@ import PivotKernels
 
 /// Locations of the shared real-model assets; tests that need them skip with a clear message where absent.
 enum Shared {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let sharedRoot = packageRoot.deletingLastPathComponent().appendingPathComponent("shared")
 
     static var modelPath: String? {

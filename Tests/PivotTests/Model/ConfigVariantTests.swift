@@ -183,6 +183,25 @@ final class ConfigVariantTests: XCTestCase {
 
 /// Float checkpoints quantized in memory as they load.
 final class QuantizeOnLoadTests: XCTestCase {
+    /// eval and kld load through `RunConfiguration.load`, which now applies quantize-on-load (they ignored it before),
+    /// and a matrix row names it as `quantize_on_load`.
+    func testRunConfigurationQuantizesOnLoad() throws {
+        var tiny = TinyModel()
+        tiny.randomize(seed: 32)
+        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let json = #"{"name": "q8", "model": "\#(folder.path)", "quantize_on_load": "q8_0", "kv_type": "f16"}"#
+        let configuration = try JSONDecoder().decode(RunConfiguration.self, from: Data(json.utf8))
+        XCTAssertEqual(configuration.quantizeOnLoad, .q8_0)
+        let loaded = try configuration.load(pool: Shared.pool)
+        XCTAssertEqual(Set(loaded.transformer.layers.flatMap { $0.linears.map(\.formatName) }), ["Q8_0"])
+        XCTAssertEqual(loaded.kvCache.spec, .f16)
+        let plain = try RunConfiguration(name: "float", model: folder.path).load(pool: Shared.pool)
+        XCTAssertEqual(Set(plain.transformer.layers.flatMap { $0.linears.map(\.formatName) }), ["F32"])
+        let bad = #"{"name": "x", "quantize_on_load": "q9_k"}"#
+        XCTAssertThrowsError(try JSONDecoder().decode(RunConfiguration.self, from: Data(bad.utf8)))
+    }
+
     func testFloatFolderQuantizedOnLoadStaysCloseToFloat() throws {
         var tiny = TinyModel()
         tiny.randomize(seed: 31)
