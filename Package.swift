@@ -42,5 +42,5 @@ let package = Package(
         .testTarget(name: "PivotCLITests", dependencies: ["PivotCLI", "Pivot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "PivotTests", dependencies: ["Pivot", "PivotKernels"], exclude: ["Fixtures"], swiftSettings: x86Flags),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,6 @@
 import PivotKernels
 /// Picks the next token from logits: greedy at temperature 0, else temperature + top-k + top-p.
-public struct Sampler {
+public struct Sampler: Sendable {
     public var temperature: Float
     public var topK: Int
     public var topP: Float

@@ -71,7 +71,7 @@ public struct PreparedKVCache {
     let pivotSource: PivotSource?
     let lowRankPlan: LowRankPlan?
 
-    public static let f32 = PreparedKVCache(spec: .f32)
+    public static var f32: PreparedKVCache { PreparedKVCache(spec: .f32) }
 
     /// `pivotSource` and `lowRankPlan` only where the spec uses them.
     public init(spec: KVCacheSpec, pivotSource: PivotSource? = nil, lowRankPlan: LowRankPlan? = nil) {

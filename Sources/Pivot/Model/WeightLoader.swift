@@ -1,13 +1,13 @@
 import PivotKernels
 
 /// The tensor names of one checkpoint family; everything else about building the model is shared.
-struct TensorNaming {
+struct TensorNaming: Sendable {
     var embedding: String
     var finalNorm: String
     /// Untied output head, without ".weight".
     var output: String
     /// Prefix of layer i's tensors.
-    var layerPrefix: (Int) -> String
+    var layerPrefix: @Sendable (Int) -> String
     var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
     /// Qwen3's per-head RMSNorm weights of Q and K.
     var queryNorm, keyNorm: String

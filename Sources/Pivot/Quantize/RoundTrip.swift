@@ -10,7 +10,7 @@ extension TensorData {
 }
 
 /// The owner of a `floatView`: the memory belongs to the caller.
-private final class BorrowedFloats { static let shared = BorrowedFloats() }
+private final class BorrowedFloats: Sendable { static let shared = BorrowedFloats() }
 
 extension BlockFormat {
     /// `weights` (rows × columns) encoded with ggml's search (importance-weighted when given), rows

@@ -55,8 +55,11 @@ public enum ModelLocator {
     public static func notFound(_ name: String?, context: String? = nil) -> PivotError {
         let wanted = name ?? defaultModelName
         var message = wanted + ": no such model file or folder" + (context.map { " (\($0))" } ?? "")
-        if !wanted.contains("/") { var seen = Set<String>()
-            message += "; looked in " + ([FileManager.default.currentDirectoryPath] + searchDirectories).filter { seen.insert($0).inserted }.joined(separator: ", ") }
+        if !wanted.contains("/") {
+            var seen = Set<String>()
+            let folders = ([FileManager.default.currentDirectoryPath] + searchDirectories).filter { seen.insert($0).inserted }
+            message += "; looked in " + folders.joined(separator: ", ")
+        }
         if name == nil { message += "; run scripts/fetch-model.sh to download the default model" }
         return PivotError.invalidArgument(message)
     }
