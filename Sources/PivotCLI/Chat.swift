@@ -38,10 +38,7 @@ struct Chat: ParsableCommand {
     func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv, draft: drafting)
-        let loaded = try model.load(configuration, pool: pool)
-        let generator = Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded))
+        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting)
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []

@@ -24,10 +24,7 @@ struct Generate: ParsableCommand {
     func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv, draft: drafting)
-        let loaded = try model.load(configuration, pool: pool)
-        let generator = Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded))
+        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting)
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {

@@ -48,6 +48,14 @@ struct ModelOptions: ParsableArguments {
     /// For verbs without run settings (inspect, tokenize, imatrix): the model as stored or quantized on load.
     func load() throws -> LoadedModel { try LoadedModel.load(path: try resolvedPath(), quantizeOnLoad: quantizeOnLoad) }
 
+    /// For the verbs that generate: one pool, one run configuration, the model loaded once, its generator.
+    func startGenerating(context: ContextOption, kv: KVCacheOptions, drafting: DraftOptions) throws -> (LoadedModel, Generator) {
+        let pool = makePool()
+        let configuration = try configuration(kv: kv, draft: drafting)
+        let loaded = try load(configuration, pool: pool)
+        return (loaded, Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded)))
+    }
+
     /// The one worker pool of this process.
     func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
 }
