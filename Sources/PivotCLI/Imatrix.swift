@@ -18,7 +18,7 @@ struct CalibrationOptions: ParsableArguments {
 
     /// The calibration text in `loaded`'s tokens (no BOS, as llama-imatrix reads it).
     func tokens(_ loaded: LoadedModel, file: String) throws -> [Int] {
-        loaded.tokenizer.encode(try readText(file), addBOS: false)
+        loaded.tokenizer.encode(try readTextFile(file), addBOS: false)
     }
 
     /// Runs `loaded` over `file` and returns its importance matrix, with a progress bar.

@@ -72,6 +72,6 @@ struct Inspect: ParsableCommand {
             return
         }
         for problem in problems { writeErr("\(path): \(problem)\n") }
-        throw PivotError.nonFinite(file: path, "\(problems.count) bad tensor(s), the first \(first.tensor)")
+        throw PivotError.malformed(file: path, "\(problems.count) bad tensor(s), the first '\(first.tensor)'")
     }
 }

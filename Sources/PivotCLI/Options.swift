@@ -100,7 +100,7 @@ struct TextWindowOptions: ParsableArguments {
     }
 
     /// The file's text, or one clear error.
-    func text() throws -> String { try readText(file) }
+    func text() throws -> String { try readTextFile(file) }
 }
 
 /// Sampling flags; where one is not given, the checkpoint's generation_config.json value is used,
@@ -234,13 +234,6 @@ func checkRange<T: Comparable>(_ flag: String, _ value: T, _ range: ClosedRange<
         if range.upperBound == (Int.max as? T) { throw ValidationError("\(flag) must be at least \(range.lowerBound) (got \(value))") }
         throw ValidationError("\(flag) must be between \(range.lowerBound) and \(range.upperBound) (got \(value))")
     }
-}
-
-/// A UTF-8 text file, or one clear error naming it.
-func readText(_ path: String) throws -> String {
-    guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw PivotError.cannotRead(path, "not UTF-8 text") }
-    return text
 }
 
 func writeOut(_ s: String) {

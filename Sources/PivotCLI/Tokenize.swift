@@ -25,7 +25,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         var text = prompt ?? ""
-        if let file { text = try readText(file) }
+        if let file { text = try readTextFile(file) }
         let loaded = try model.load()
         let ids = loaded.tokenizer.encode(text, addBOS: bos ? nil : false)
         if pieces {

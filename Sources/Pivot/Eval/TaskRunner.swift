@@ -31,8 +31,7 @@ public struct TaskResult: Sendable {
 
 /// Reads a JSON-lines file; a malformed line is an error naming the file and line.
 public func readJSONLines(_ path: String, limit: Int? = nil) throws -> [[String: Any]] {
-    guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw PivotError.cannotRead(path, "not UTF-8 text") }
+    let text = try readTextFile(path)
     var rows: [[String: Any]] = []
     var number = 0
     for line in text.split(separator: "\n", omittingEmptySubsequences: false) {

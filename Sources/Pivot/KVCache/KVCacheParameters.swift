@@ -27,6 +27,15 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
         var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
     }
 
+    /// The keys each method takes.
+    private static func settings(of kind: KVCacheSpec.Kind) -> Set<CodingKeys> {
+        switch kind {
+        case .f32, .f16: []
+        case .kivi: [.bits, .group, .window, .pivots, .pivotPrefix, .intactFrom, .outlierTokens, .outlierPool, .outlierCriterion]
+        case .cskv: [.rank, .latentBits, .window, .factors, .calibration]
+        }
+    }
+
     /// The settings given, by key.
     private var given: [CodingKeys] {
         let present: [(CodingKeys, Bool)] = [(.bits, bits != nil), (.group, group != nil), (.window, window != nil), (.pivots, pivots != nil),
@@ -39,14 +48,9 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
     /// The typed spec, validated.
     public func spec() throws -> KVCacheSpec {
         let kind = self.kind ?? .f32
-        let own: Set<CodingKeys> = switch kind {
-        case .f32, .f16: []
-        case .kivi: [.bits, .group, .window, .pivots, .pivotPrefix, .intactFrom, .outlierTokens, .outlierPool, .outlierCriterion]
-        case .cskv: [.rank, .latentBits, .window, .factors, .calibration]
-        }
-        if let foreign = given.first(where: { !own.contains($0) }) {
-            let owner = foreign == .rank || foreign == .latentBits || foreign == .factors || foreign == .calibration ? "cskv" : "kivi"
-            throw PivotError.invalidArgument("\(foreign.flag) is a setting of --kv-type \(owner) (this run uses \(kind.rawValue))")
+        if let foreign = given.first(where: { !Self.settings(of: kind).contains($0) }) {
+            let owner = KVCacheSpec.Kind.allCases.first { Self.settings(of: $0).contains(foreign) }!
+            throw PivotError.invalidArgument("\(foreign.flag) is a setting of --kv-type \(owner.rawValue) (this run uses \(kind.rawValue))")
         }
         let spec: KVCacheSpec = switch kind {
         case .f32: .f32

@@ -69,9 +69,7 @@ extension QuantizeJob {
         if let importanceFile { result.importance = try ImportanceMatrix.load(path: importanceFile) }
         guard let calib = calibrationText else { return result }
         let loaded = try LoadedModel.load(path: path)
-        guard FileManager.default.fileExists(atPath: calib) else { throw PivotError.fileNotFound(calib) }
-        guard let text = try? String(contentsOfFile: calib, encoding: .utf8) else { throw PivotError.cannotRead(calib, "not UTF-8 text") }
-        let tokens = loaded.tokenizer.encode(text, addBOS: false)
+        let tokens = loaded.tokenizer.encode(try readTextFile(calib), addBOS: false)
         guard method.needsHessians(lsi: lsi) else {
             let total = min(chunks ?? Int.max, tokens.count / chunkLength)
             events.note("\(calib): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the importance matrix")

@@ -16,10 +16,6 @@ public enum QuantizeMethod: String, Sendable, CaseIterable, Codable {
     var roundsWithGPTQ: Bool { self == .gptq || self == .mq }
     /// Weighs each tensor's error by the loss gradients (a float backward pass).
     var usesGradients: Bool { self == .mq }
-    /// Needs calibration text (not only an importance file).
-    var needsCalibrationText: Bool { roundsWithGPTQ }
-    /// Uses calibrated statistics at all.
-    var isCalibrated: Bool { self != .rtn }
     /// The method when none is named: imatrix when an importance matrix or calibration text is given.
     public static func `default`(calibrated: Bool) -> QuantizeMethod { calibrated ? .imatrix : .rtn }
 }

@@ -11,7 +11,4 @@ public struct Execution {
         self.pool = pool
         self.precision = precision
     }
-
-    /// The same pool with another precision (a KLD base runs float beside an int8 model).
-    public func with(precision: ActivationPrecision) -> Execution { Execution(pool: pool, precision: precision) }
 }

@@ -46,7 +46,7 @@ extension CSKVSettings {
             throw PivotError.invalidArgument("CSKV needs factors: no file at \(path) and no calibration text (give --kv-calib FILE)")
         }
         guard FileManager.default.fileExists(atPath: text) else { throw PivotError.fileNotFound(text + " (--kv-calib)") }
-        guard let contents = try? String(contentsOfFile: text, encoding: .utf8) else { throw PivotError.cannotRead(text, "not UTF-8 text") }
+        let contents = try readTextFile(text)
         log("CSKV: calibrating factors on \((text as NSString).lastPathComponent) (32 chunks of 512 tokens)")
         let factors = try LowRankKVFactors.calibrate(model: model, tokens: model.tokenizer.encode(contents, addBOS: false), pool: pool, progress: progress)
         do {
