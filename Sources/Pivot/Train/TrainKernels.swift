@@ -1,66 +1,76 @@
 import Foundation
 import PivotKernels
 
-/// Float building blocks of the training-style pass (forward with saved activations, then
-/// backward): products with a weight matrix and with its transpose, RMSNorm and its gradient.
+/// Float building blocks of the training pass: the one GEMM entry point every projection (forward,
+/// input gradient, weight gradient) goes through, RMSNorm and its gradients, RoPE and its inverse.
 /// Matrices are row-major, one row per token; W is [out][in] as the checkpoints store it.
 enum TrainKernels {
-    /// Y[t] = W·X[t] for every token.
-    static func linear(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, tokens: Int, inputs: Int, outputs: Int,
+    /// C[m×n] = op(A)·op(B) + beta·C (row-major BLAS semantics; op(A) = Aᵀ reads A as k×m).
+    static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool?) {
+        ReferenceGEMM.run(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                          beta: beta, c: c, ldc: ldc, pool: pool)
+    }
+
+    /// Y = X·Wᵀ for `rows` tokens.
+    static func linear(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
                        into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        pool.parallelRanges(count: outputs, minChunk: 8) { range in
-            denseMatMul(weights: w, inFeatures: inputs, outputs: range, x: x, xStride: inputs, tokens: tokens, out: y, outStride: outputs)
-        }
+        gemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs, a: x, lda: inputs, b: w, ldb: inputs,
+             beta: 0, c: y, ldc: outputs, pool: pool)
     }
 
-    /// dX[t] += Wᵀ·dY[t] (the gradient reaching a projection's input).
-    static func linearInputGradient(_ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>, tokens: Int, inputs: Int, outputs: Int,
-                                    into dx: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        pool.parallelRanges(count: tokens) { range in
-            for t in range {
-                let target = dx + t * inputs
-                for o in 0..<outputs {
-                    let g = dy[t * outputs + o]
-                    if g != 0 { axpyF32(g, w + o * inputs, target, count: inputs) }
-                }
-            }
-        }
+    /// dX (+)= dY·W: the gradient reaching a projection's input (`accumulate` adds to dX).
+    static func linearInputGradient(_ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
+                                    into dx: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
+        gemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: outputs, a: dy, lda: outputs, b: w, ldb: inputs,
+             beta: accumulate ? 1 : 0, c: dx, ldc: inputs, pool: pool)
     }
 
-    /// dW[o] += Σ_t dY[t][o]·X[t] (the gradient of the weights).
-    static func linearWeightGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, tokens: Int, inputs: Int, outputs: Int,
+    /// dW += dYᵀ·X: the gradient of the weights, summed over tokens.
+    static func linearWeightGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
                                      into dw: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        pool.parallelRanges(count: outputs, minChunk: 4) { range in
-            for o in range {
-                let target = dw + o * inputs
-                for t in 0..<tokens {
-                    let g = dy[t * outputs + o]
-                    if g != 0 { axpyF32(g, x + t * inputs, target, count: inputs) }
-                }
+        gemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, a: dy, lda: outputs, b: x, ldb: inputs,
+             beta: 1, c: dw, ldc: inputs, pool: pool)
+    }
+
+    /// y = g ⊙ x·r per row with r = 1/√(mean x² + ε); r saved per row for the gradient.
+    static func rmsNormRows(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, rows: Int, width n: Int, epsilon: Float,
+                            into y: UnsafeMutablePointer<Float>, r: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        pool.parallelRanges(count: rows, minChunk: 16) { range in
+            for t in range {
+                let row = x + t * n, out = y + t * n
+                let inverse = 1 / (dotF32(row, row, count: n) / Float(n) + epsilon).squareRoot()
+                r[t] = inverse
+                for i in 0..<n { out[i] = g[i] * row[i] * inverse }
             }
         }
     }
 
-    /// y = g ⊙ x·r with r = 1/√(mean x² + ε); returns r (saved for the gradient).
-    static func rmsNormForward(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, count n: Int, epsilon: Float,
-                               into y: UnsafeMutablePointer<Float>) -> Float {
-        var sum: Float = 0
-        for i in 0..<n { sum += x[i] * x[i] }
-        let r = 1 / (sum / Float(n) + epsilon).squareRoot()
-        for i in 0..<n { y[i] = g[i] * x[i] * r }
-        return r
-    }
-
-    /// dx += r·(g⊙dy) − x·r³·⟨g⊙dy, x⟩/n.
-    static func rmsNormBackward(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, r: Float, _ dy: UnsafePointer<Float>,
-                                count n: Int, into dx: UnsafeMutablePointer<Float>) {
-        var dot: Float = 0
-        for i in 0..<n { dot += g[i] * dy[i] * x[i] }
-        let c = r * r * r * dot / Float(n)
-        for i in 0..<n { dx[i] += r * g[i] * dy[i] - c * x[i] }
+    /// dx += r·(g⊙dy) − x·r³·⟨g⊙dy, x⟩/n per row, and dg += Σ_t dy⊙x·r (columns split over threads).
+    static func rmsNormBackwardRows(_ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, r: UnsafePointer<Float>,
+                                    _ dy: UnsafePointer<Float>, rows: Int, width n: Int, dx: UnsafeMutablePointer<Float>,
+                                    dg: UnsafeMutablePointer<Float>?, pool: ThreadPool) {
+        pool.parallelRanges(count: rows, minChunk: 16) { range in
+            for t in range {
+                let xr = x + t * n, d = dy + t * n, out = dx + t * n, rt = r[t]
+                var dot: Float = 0
+                for i in 0..<n { dot += g[i] * d[i] * xr[i] }
+                let c = rt * rt * rt * dot / Float(n)
+                for i in 0..<n { out[i] += rt * g[i] * d[i] - c * xr[i] }
+            }
+        }
+        guard let dg else { return }
+        pool.parallelRanges(count: n, minChunk: 32) { columns in
+            for t in 0..<rows {
+                let xr = x + t * n, d = dy + t * n, rt = r[t]
+                for i in columns { dg[i] += d[i] * xr[i] * rt }
+            }
+        }
     }
 
     /// RoPE on one head vector, or its inverse (the transpose of the rotation) for gradients.
+    @inline(__always)
     static func rotate(_ v: UnsafeMutablePointer<Float>, headDim: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
                        interleaved: Bool, inverse: Bool) {
         let half = headDim / 2
@@ -73,4 +83,29 @@ enum TrainKernels {
     }
 
     @inline(__always) static func sigmoid(_ z: Float) -> Float { 1 / (1 + Foundation.exp(-z)) }
+}
+
+/// A plain, threaded GEMM built from the vector dot/axpy kernels: correct for every transpose and
+/// stride, the reference the tests hold the fast path to.
+enum ReferenceGEMM {
+    static func run(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool?) {
+        func body(_ rows: Range<Int>) {
+            for i in rows {
+                let out = c + i * ldc
+                if beta == 0 { out.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { out[j] *= beta } }
+                if transposeB && !transposeA {
+                    for j in 0..<n { out[j] += dotF32(a + i * lda, b + j * ldb, count: k) }
+                } else {
+                    for p in 0..<k {
+                        let alpha = transposeA ? a[p * lda + i] : a[i * lda + p]
+                        if alpha == 0 { continue }
+                        if transposeB { for j in 0..<n { out[j] += alpha * b[j * ldb + p] } } else { axpyF32(alpha, b + p * ldb, out, count: n) }
+                    }
+                }
+            }
+        }
+        if let pool { pool.parallelRanges(count: m, minChunk: 4, body) } else { body(0..<m) }
+    }
 }

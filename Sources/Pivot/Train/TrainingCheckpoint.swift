@@ -1,0 +1,71 @@
+import Foundation
+
+/// A training run's state between updates: the (master) weights, AdamW's moments and step, the log
+/// so far and the settings. One file, written beside itself and renamed over the old one, so a kill
+/// at any moment leaves the previous checkpoint whole. Layout: "PIVOTCKP", UInt64 header length,
+/// JSON header, then count floats each of weights, first moment, second moment (little-endian F32).
+struct TrainingCheckpoint {
+    struct Header: Codable {
+        var version = 1
+        var settings: TrainingSettings
+        var step: Int
+        var parameterCount: Int
+        var tensorNames: [String]
+        var records: [TrainingRecord]
+    }
+    static let magic = Array("PIVOTCKP".utf8)
+
+    var settings: TrainingSettings
+    var optimizer: AdamW
+    var records: [TrainingRecord]
+    let weights: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(settings: TrainingSettings, optimizer: AdamW, records: [TrainingRecord], weights: UnsafeMutablePointer<Float>, count: Int) {
+        self.settings = settings; self.optimizer = optimizer; self.records = records; self.weights = weights; self.count = count
+    }
+
+    func write(path: String, layout: ParameterLayout) throws {
+        let header = Header(settings: settings, step: optimizer.step, parameterCount: count, tensorNames: layout.entries.map(\.name), records: records)
+        let json = try JSONEncoder().encode(header)
+        var data = Data(Self.magic)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
+        data.append(json)
+        data.append(UnsafeBufferPointer(start: weights, count: count))
+        optimizer.firstMoment.withUnsafeBufferPointer { data.append($0) }
+        optimizer.secondMoment.withUnsafeBufferPointer { data.append($0) }
+        let temporary = path + ".partial"
+        do {
+            try data.write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, path) == 0 else { throw PivotError.cannotWrite(path, String(cString: strerror(errno))) }
+        } catch let error as PivotError { throw error } catch {
+            throw PivotError.cannotWrite(path, error.localizedDescription)
+        }
+    }
+
+    /// Reads a checkpoint of a run with the same layout and settings (anything else would not be a resumption).
+    static func read(path: String, layout: ParameterLayout, settings: TrainingSettings) throws -> (weights: [Float], optimizer: AdamW, records: [TrainingRecord]) {
+        guard let data = FileManager.default.contents(atPath: path) else { throw PivotError.fileNotFound(path) }
+        guard data.count > 16, Array(data.prefix(8)) == magic else { throw PivotError.malformed(file: path, "not a Pivot training checkpoint") }
+        let length = Int(data[8..<16].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        guard length > 0, 16 + length <= data.count else { throw PivotError.malformed(file: path, "truncated header") }
+        let header: Header
+        do { header = try JSONDecoder().decode(Header.self, from: data[16..<(16 + length)]) } catch {
+            throw PivotError.malformed(file: path, "unreadable header: \(error)")
+        }
+        guard header.tensorNames == layout.entries.map(\.name), header.parameterCount == layout.count else {
+            throw PivotError.invalidArgument("--resume \(path): the checkpoint is of a different model or parameter set")
+        }
+        guard header.settings == settings else {
+            throw PivotError.invalidArgument("--resume \(path): the checkpoint was made with different training settings (steps, batch, length, rate, filter or seed); "
+                + "resume with the same ones, or remove the checkpoint to start over")
+        }
+        let n = layout.count, start = 16 + length
+        guard data.count == start + 3 * 4 * n else { throw PivotError.malformed(file: path, "expected \(3 * n) floats after the header") }
+        func floats(_ i: Int) -> [Float] {
+            data[(start + i * 4 * n)..<(start + (i + 1) * 4 * n)].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
+        let optimizer = AdamW(settings: settings.optimizer, step: header.step, firstMoment: floats(1), secondMoment: floats(2))
+        return (floats(0), optimizer, header.records)
+    }
+}
