@@ -37,8 +37,8 @@ public final class AdamW {
 
     public var count: Int { firstMoment.count }
 
-    /// One update of `parameters` (count elements) by `gradients`. `decays(i)` ranges: weight decay
-    /// applies only inside `decayed` (nil: everywhere); norms and embeddings are usually left out.
+    /// One update of `parameters` (count elements) by `gradients`. Weight decay applies only inside
+    /// the `decayed` ranges (nil: everywhere); norms are usually left out.
     public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, learningRate: Float,
                        decayed: [Range<Int>]? = nil) {
         step += 1

@@ -67,6 +67,8 @@ public final class Trainer<Source: ObjectiveSource> {
     public private(set) var records: [TrainingRecord] = []
     public var checkpointPath: String?
     public var checkpointEvery = 50
+    /// Stop after this update without finishing (tests use it to stand for a killed process).
+    public var stopAfter: Int?
 
     public init(model: TrainableModel, settings: TrainingSettings, data: TrainingWindows, source: Source,
                 projection: WeightProjection? = nil) {
@@ -129,6 +131,7 @@ public final class Trainer<Source: ObjectiveSource> {
                     .write(path: path, layout: model.layout)
                 events(.checkpoint(path: path, step: step))
             }
+            if step == stopAfter { return }
         }
     }
 }
