@@ -26,6 +26,11 @@ public struct DistillationObjective: TokenObjective {
     let full: FloatBuffer?
     let targets: [Int32]
 
+    /// `indices`/`logProbabilities`: k per row; `full`: V per row (reverse KL); `targets`: next tokens, −1 unscored.
+    public init(settings: DistillationSettings, indices: [Int32], logProbabilities: [Float], full: FloatBuffer?, targets: [Int32]) {
+        self.settings = settings; self.indices = indices; self.logProbabilities = logProbabilities; self.full = full; self.targets = targets
+    }
+
     public func scores(row: Int) -> Bool { targets[row] >= 0 }
 
     public func loss(row: Int, logits z: UnsafeMutablePointer<Float>, vocabulary V: Int) -> Float {
@@ -81,31 +86,34 @@ public struct DistillationObjective: TokenObjective {
 public final class TeacherSource: ObjectiveSource {
     public let teacher: LoadedModel
     public let settings: DistillationSettings
+    /// Tokens the teacher reads before every sequence (an intact prefix the student holds as keys and values).
+    public let prefix: [Int]
     let execution: Execution
     var state: ForwardState?
     let cache: KVCache
 
-    public init(teacher: LoadedModel, settings: DistillationSettings, length: Int, execution: Execution) {
-        self.teacher = teacher; self.settings = settings; self.execution = execution
-        cache = teacher.makeCache(capacity: length, maxBatch: length)
+    public init(teacher: LoadedModel, settings: DistillationSettings, length: Int, execution: Execution, prefix: [Int] = []) {
+        self.teacher = teacher; self.settings = settings; self.execution = execution; self.prefix = prefix
+        cache = teacher.makeCache(capacity: prefix.count + length, maxBatch: prefix.count + length)
     }
 
     public func objective(for batch: [[Int]], pool: ThreadPool) throws -> DistillationObjective {
         let T = batch[0].count, V = teacher.config.vocabularySize, k = settings.topK, tau = settings.temperature
-        if state == nil { state = ForwardState(config: teacher.config, maxTokens: T, allLogits: true, execution: execution) }
+        let P = prefix.count
+        if state == nil { state = ForwardState(config: teacher.config, maxTokens: P + T, allLogits: true, execution: execution) }
         let R = batch.count * T
         var indices = [Int32](repeating: 0, count: R * k), logProbabilities = [Float](repeating: 0, count: R * k)
         let full: FloatBuffer? = settings.divergence == .reverse ? FloatBuffer(count: R * V) : nil
         for (b, sequence) in batch.enumerated() {
             cache.truncate(to: 0)
-            let logits = teacher.transformer.forward(sequence, cache: cache, state: state!, logits: .all)
-            guard allFinite(logits.row(0), count: V) else { throw PivotError.nonFinite(file: teacher.path, "teacher logits") }
+            let logits = teacher.transformer.forward(prefix + sequence, cache: cache, state: state!, logits: .all)
+            guard allFinite(logits.row(P), count: V) else { throw PivotError.nonFinite(file: teacher.path, "teacher logits") }
             indices.withUnsafeMutableBufferPointer { ip in logProbabilities.withUnsafeMutableBufferPointer { lp in
                 let fp = full?.pointer
                 pool.parallelRanges(count: T, minChunk: 8) { rows in
                     var scaled = [Float](repeating: 0, count: V)
                     for t in rows {
-                        let row = b * T + t, source = logits.row(t)
+                        let row = b * T + t, source = logits.row(P + t)
                         for j in 0..<V { scaled[j] = source[j] / tau }
                         let lse = scaled.withUnsafeBufferPointer { logSumExp($0.baseAddress!, count: V) }
                         let top = Self.topIndices(scaled, k)
@@ -123,7 +131,7 @@ public final class TeacherSource: ObjectiveSource {
     }
 
     /// The k largest entries' indices, largest first (a k-element min-heap over one pass).
-    static func topIndices(_ x: [Float], _ k: Int) -> [Int] {
+    public static func topIndices(_ x: [Float], _ k: Int) -> [Int] {
         var heap: [Int] = []
         heap.reserveCapacity(k)
         func less(_ a: Int, _ b: Int) -> Bool { x[a] < x[b] }
