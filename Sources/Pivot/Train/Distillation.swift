@@ -77,7 +77,7 @@ public struct DistillationObjective: TokenObjective {
         let w = 1 - alpha
         if w != 1 { for j in 0..<V { z[j] *= w } }
         if alpha > 0 { for j in 0..<V { z[j] += ceGradient[j] } }
-        return w * divergence + crossEntropy
+        return w * divergence + alpha * crossEntropy
     }
 }
 

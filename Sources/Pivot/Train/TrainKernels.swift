@@ -9,8 +9,8 @@ enum TrainKernels {
     static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool?) {
-        ReferenceGEMM.run(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                          beta: beta, c: c, ldc: ldc, pool: pool)
+        sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+              beta: beta, c: c, ldc: ldc, pool: pool)
     }
 
     /// Y = X·Wᵀ for `rows` tokens.
@@ -83,29 +83,4 @@ enum TrainKernels {
     }
 
     @inline(__always) static func sigmoid(_ z: Float) -> Float { 1 / (1 + Foundation.exp(-z)) }
-}
-
-/// A plain, threaded GEMM built from the vector dot/axpy kernels: correct for every transpose and
-/// stride, the reference the tests hold the fast path to.
-enum ReferenceGEMM {
-    static func run(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
-                    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, pool: ThreadPool?) {
-        func body(_ rows: Range<Int>) {
-            for i in rows {
-                let out = c + i * ldc
-                if beta == 0 { out.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { out[j] *= beta } }
-                if transposeB && !transposeA {
-                    for j in 0..<n { out[j] += dotF32(a + i * lda, b + j * ldb, count: k) }
-                } else {
-                    for p in 0..<k {
-                        let alpha = transposeA ? a[p * lda + i] : a[i * lda + p]
-                        if alpha == 0 { continue }
-                        if transposeB { for j in 0..<n { out[j] += alpha * b[j * ldb + p] } } else { axpyF32(alpha, b + p * ldb, out, count: n) }
-                    }
-                }
-            }
-        }
-        if let pool { pool.parallelRanges(count: m, minChunk: 4, body) } else { body(0..<m) }
-    }
 }
