@@ -166,8 +166,17 @@ public final class DenseLinear: LinearOperator {
     public var weightBytes: Int { outFeatures * inFeatures * 4 }
     public var formatName: String { "F32" }
 
+    /// From this many tokens on, the packed GEMM wins; below it (decode) one pass of dot products
+    /// reads the weights once, where `sgemm` would first copy them into packed panels.
+    static let gemmMinimumTokens = 16
+
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         let w = weights.pointer, inFeatures = self.inFeatures
+        if x.rows >= Self.gemmMinimumTokens {
+            sgemm(transposeA: false, transposeB: true, m: x.rows, n: outFeatures, k: inFeatures,
+                  a: x.base, lda: x.stride, b: w, ldb: inFeatures, c: y.base, ldc: y.stride, pool: context.pool)
+            return
+        }
         context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
             denseMatMul(weights: w, inFeatures: inFeatures, outputs: range, x: x.base, xStride: x.stride,
                         tokens: x.rows, out: y.base, outStride: y.stride)
