@@ -51,6 +51,7 @@ def model_config(path):
 def one_row(a):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    a.threads = int(a.threads)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     c = json.loads(a.config)
@@ -89,6 +90,7 @@ def one_row(a):
 def one_gemm(a):
     import torch
     import torch.nn.functional as F
+    a.threads = int(a.threads)
     torch.set_num_threads(a.threads)
     M, K, N = 2048, 576, 1536
     x, w, wt = torch.randn(M, K), torch.randn(K, N), torch.randn(N, K)
