@@ -75,8 +75,9 @@ public struct IntactPrefix: Sendable, Equatable {
         if let bad = tokens.first(where: { $0 < 0 || $0 >= c.vocabularySize }) {
             throw PivotError.invalidArgument("prefix token \(bad) is outside the vocabulary of \(full.path) (\(c.vocabularySize) tokens)")
         }
-        let shape = AttentionShape(c)
-        let cache = DenseKVCache(shape: shape, capacity: tokens.count, maxBatch: tokens.count)
+        // The runtime's own exact F32 cache (not DenseKVCache, whose kernel sums in another order), so a prefix
+        // from the model itself reproduces its float run bit for bit.
+        let cache = QuantizedKVCache(shape: AttentionShape(c), capacity: tokens.count, maxBatch: tokens.count, spec: .f32)
         let state = ForwardState(config: c, maxTokens: tokens.count, allLogits: false, execution: Execution(pool: pool, precision: .float))
         full.transformer.forward(tokens, cache: cache, state: state, logits: .last)
         let d = c.headDim, heads = c.kvHeadCount
@@ -85,8 +86,9 @@ public struct IntactPrefix: Sendable, Equatable {
             var k = [Float](repeating: 0, count: tokens.count * heads * d), v = k
             for position in 0..<tokens.count {
                 for h in 0..<heads {
-                    let entry = cache.entry(layer: layer, kvHead: h, position: position), at = (position * heads + h) * d
-                    for i in 0..<d { k[at + i] = entry.key[i]; v[at + i] = entry.value[i] }
+                    let entry = cache.pivot(layer: layer, kvHead: h, position: position), at = (position * heads + h) * d
+                    k.replaceSubrange(at..<(at + d), with: entry.key)
+                    v.replaceSubrange(at..<(at + d), with: entry.value)
                 }
             }
             keys.append(k); values.append(v)
