@@ -69,6 +69,8 @@ struct Eval: ParsableCommand {
     @Option(help: "passkey: write the accuracy heat map (context × depth) as SVG to this file.")
     var svg: String?
 
+    @OptionGroup(title: "Prefix (run before every window or request, not scored)") var prefix: PrefixOptions
+
     @Option(help: "Run the configurations × tasks of this JSON spec (see EVAL.md).")
     var matrix: String?
 
@@ -99,6 +101,7 @@ struct Eval: ParsableCommand {
         try OutputPath.check(svg, flag: "--svg")
         try OutputPath.check(out, flag: "--out", directory: true)
         if shard != nil && matrix == nil { throw ValidationError("--shard goes with --matrix") }
+        if prefix.text != nil && tasks.isEmpty { throw ValidationError("a prefix flag goes with tasks; a matrix sets \"prefix\" per configuration") }
         _ = try parsedShard()
         _ = try passkeyLists()
         if !merge.isEmpty && out == nil { throw ValidationError("--merge needs --out DIR for the joined report") }
@@ -144,7 +147,7 @@ struct Eval: ParsableCommand {
             print("\(computed) cells computed, \(cells.count) of \(spec.cells.count) finished; report: \(directory)/report.md")
             return
         }
-        let configuration = try model.configuration(kv: kv, actBits: actBits)
+        let configuration = try model.configuration(kv: kv, actBits: actBits, prefix: prefix)
         let (contexts, depths) = try passkeyLists()
         let requested = tasks.compactMap(EvalTask.canonicalName)
         let names = requested.contains("all") ? EvalTask.names : requested

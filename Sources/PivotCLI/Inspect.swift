@@ -47,6 +47,10 @@ struct Inspect: ParsableCommand {
         let t = loaded.tokenizer
         print("tokenizer:       \(t.kind), \(t.vocabularySize) tokens, BOS \(t.bos.map(String.init) ?? "none"), EOS \(t.eos.map(String.init) ?? "none"), add BOS \(t.addBOS)")
         print("chat template:   \(loaded.chatTemplate)")
+        if let p = loaded.intactPrefix {
+            print("intact prefix:   \(p.tokens.count) token(s) \(p.text.debugDescription) from \(p.source), \(p.calibrated ? "calibrated" : "not calibrated"); "
+                  + "Pivot only (llama.cpp refuses its tensors)")
+        }
         print("stop tokens:     \(t.stopTokens.sorted().map { "\($0) \(t.tokens[$0].debugDescription)" }.joined(separator: ", "))")
         let g = loaded.generationDefaults
         if g != GenerationDefaults() {

@@ -12,7 +12,7 @@ struct KLD: ParsableCommand {
         scored (as `pivot perplexity` does, so the PPL lines equal that verb's; llama.cpp scores only each window's second \
         half). The two sides may be the same file with different runtime options, e.g. `pivot kld --base M --base-precision \
         float -m M --precision int8`. Statistics follow llama-perplexity --kl-divergence: mean KLD ± standard error, \
-        percentiles, maximum, same-top-1 %, and each side's perplexity.
+        percentiles, maximum, same-top-1 %, and each side's perplexity. A prefix (--prefix, --prefix-chat, --prefix-bos)         runs before every window on both sides and is not scored.
         """)
 
     @Option(help: "The base (reference) model: a .gguf file, HF folder or model name. Default: the default model.")
@@ -33,6 +33,7 @@ struct KLD: ParsableCommand {
     @OptionGroup(title: "Text") var text: TextWindowOptions
     @OptionGroup(title: "Compared model") var model: ModelOptions
     @OptionGroup(title: "KV cache compression (compared model)") var kv: KVCacheOptions
+    @OptionGroup(title: "Prefix (run before every window on both sides, not scored)") var prefix: PrefixOptions
 
     @Option(help: "Run only the base and store its top-K log-probabilities per token in this file (for models too large to hold twice).")
     var saveBase: String?
@@ -56,6 +57,9 @@ struct KLD: ParsableCommand {
         if saveBase != nil && baseFile != nil { throw ValidationError("give --save-base or --base-file, not both") }
         guard baseKvType == .f32 || baseKvType == .f16 else { throw ValidationError("--base-kv-type takes f32 or f16: the base is the reference") }
         if baseFile != nil && (base != nil || baseActBits != nil) { throw ValidationError("--base-file replaces --base and its options") }
+        if prefix.text != nil && (saveBase != nil || baseFile != nil) {
+            throw ValidationError("a prefix is not recorded in --save-base files: run both sides (--base) with it")
+        }
         try checkRange("--save-top-k", topK, 1...1024)
         if let actBits { try checkRange("--act-bits", actBits, 2...16) }
         if let baseActBits { try checkRange("--base-act-bits", baseActBits, 2...16) }
@@ -63,7 +67,8 @@ struct KLD: ParsableCommand {
 
     /// The base: --base (default: the default model) with its own precision, activation bits and F32/F16 cache.
     var baseConfiguration: RunConfiguration {
-        RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: baseKvType == .f16 ? .f16 : .f32)
+        RunConfiguration(name: "base", model: base, precision: basePrecision, actBits: baseActBits, kvCache: baseKvType == .f16 ? .f16 : .f32,
+                         prefix: prefix.text)
     }
 
     func run() throws {
@@ -71,7 +76,7 @@ struct KLD: ParsableCommand {
         let pool = model.makePool()
         if let saveBase { return try writeBase(text: text, to: saveBase, pool: pool) }
         if let baseFile { return try scoreAgainstFile(text: text, file: baseFile, pool: pool) }
-        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits)
+        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits, prefix: prefix)
         let baseModel = try model.load(baseConfiguration, pool: pool), testModel = try model.load(testConfiguration, pool: pool)
         for m in [baseModel, testModel] where windowLength > m.config.contextLength {
             throw ValidationError("--ctx-size \(windowLength) exceeds the context of \(m.path) (\(m.config.contextLength))")
@@ -80,13 +85,18 @@ struct KLD: ParsableCommand {
             throw ValidationError("the two models have different vocabularies; KL divergence needs the same tokens")
         }
         let tokens = baseModel.tokenizer.encode(text, addBOS: false)
+        let basePrefix = try baseConfiguration.prefixTokens(for: baseModel), testPrefix = try testConfiguration.prefixTokens(for: testModel)
+        for (m, p) in [(baseModel, basePrefix), (testModel, testPrefix)] where windowLength + p.count > m.config.contextLength {
+            throw ValidationError("--ctx-size \(windowLength) and the prefix's \(p.count) tokens exceed the context of \(m.path) (\(m.config.contextLength))")
+        }
+        if !testPrefix.isEmpty { writeErr("base " + prefixNote(basePrefix, model: baseModel) + "\ncompared " + prefixNote(testPrefix, model: testModel) + "\n") }
         writeErr("base: \(baseModel.path) (\(basePrecision.rawValue)\(baseActBits.map { ", A\($0)" } ?? "")); "
                  + "compared: \(testModel.path) (\(model.precision.rawValue)\(actBits.map { ", A\($0)" } ?? ""))\n")
         let available = tokens.count / windowLength
         let bar = ProgressBar(total: min(chunks ?? available, available), label: "kld")
         let r = try KLDivergence.evaluate(
-            base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength),
-            test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool), window: windowLength),
+            base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength, prefix: basePrefix),
+            test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool), window: windowLength, prefix: testPrefix),
             tokens: tokens, window: windowLength, windows: chunks, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         report(r)

@@ -23,11 +23,12 @@ struct ModelOptions: ParsableArguments {
     }
 
     /// The run these flags describe, with the verb's other run settings.
-    func configuration(name: String? = nil, kv: KVCacheOptions? = nil, actBits: Int? = nil, draft: DraftOptions? = nil) throws -> RunConfiguration {
+    func configuration(name: String? = nil, kv: KVCacheOptions? = nil, actBits: Int? = nil, draft: DraftOptions? = nil,
+                       prefix: PrefixOptions? = nil) throws -> RunConfiguration {
         let path = try resolvedPath()
         return RunConfiguration(name: name ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension, model: path,
                                 quantizeOnLoad: quantizeOnLoad, precision: precision, actBits: actBits,
-                                kvCache: try kv?.spec() ?? .f32, draft: draft?.settings)
+                                kvCache: try kv?.spec() ?? .f32, draft: draft?.settings, prefix: prefix?.text)
     }
 
     func resolvedPath() throws -> String {
@@ -101,6 +102,33 @@ struct TextWindowOptions: ParsableArguments {
 
     /// The file's text, or one clear error.
     func text() throws -> String { try readTextFile(file) }
+}
+
+/// `--prefix TEXT | --prefix-chat | --prefix-bos`: the tokens a scoring verb runs before every window or
+/// request without scoring them, and the prefix `pivot intact` stores. A model file's intact prefix is
+/// used whenever a sequence starts with its tokens.
+struct PrefixOptions: ParsableArguments {
+    @Option(help: "Prefix text, tokenized as prompts are (BOS first only where the tokenizer adds one), e.g. a system prompt.")
+    var prefix: String?
+
+    @Flag(help: "Prefix: the chat template's preamble before the first user turn (its default system prompt, SmolLM2's).")
+    var prefixChat = false
+
+    @Flag(help: "Prefix: the BOS token alone (the attention sink; SmolLM2's <|im_start|>, which begins every chat).")
+    var prefixBos = false
+
+    func validate() throws {
+        guard [prefix != nil, prefixChat, prefixBos].filter({ $0 }).count <= 1 else {
+            throw ValidationError("give one of --prefix TEXT, --prefix-chat, --prefix-bos")
+        }
+        if prefix?.isEmpty == true { throw ValidationError("--prefix needs a text (--prefix-bos: the start token alone)") }
+    }
+
+    /// The prefix given, nil when none.
+    var text: PrefixText? {
+        if let prefix { return .text(prefix) }
+        return prefixChat ? .chatPreamble : prefixBos ? .start : nil
+    }
 }
 
 /// Sampling flags; where one is not given, the checkpoint's generation_config.json value is used,

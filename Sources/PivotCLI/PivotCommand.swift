@@ -9,7 +9,7 @@ public struct PivotCommand: AsyncParsableCommand {
         commandName: "pivot",
         abstract: "Run, compress and evaluate Llama-family language models on the CPU.",
         version: version,
-        subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Convert.self, Imatrix.self,
+        subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Intact.self, Convert.self, Imatrix.self,
                       Serve.self, Bench.self, Inspect.self, Tokenize.self, Train.self, Distill.self])
 
     static var verbs: [String] { configuration.subcommands.map { $0._commandName } }

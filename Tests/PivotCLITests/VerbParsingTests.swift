@@ -8,7 +8,7 @@ import PivotCLI
 final class VerbParsingTests: XCTestCase {
     func testEveryVerbIsRegistered() {
         let names = PivotCommand.configuration.subcommands.map { $0._commandName }
-        XCTAssertEqual(Set(names), ["generate", "chat", "perplexity", "eval", "kld", "attention-map", "quantize", "convert",
+        XCTAssertEqual(Set(names), ["generate", "chat", "perplexity", "eval", "kld", "attention-map", "quantize", "intact", "convert",
                                     "imatrix", "serve", "bench", "inspect", "tokenize"])
     }
 
@@ -33,6 +33,9 @@ final class VerbParsingTests: XCTestCase {
             "quantize -o /proc/x.gguf --type Q4_0", "quantize -o /tmp/x.gguf --type Q2_G64 --standard-only",
             "convert -m x -o /tmp/x.gguf --type Q9", "imatrix -f x --calib-ctx 8", "bench -p 0 -n 0", "bench -r 0", "bench -d -1",
             "tokenize", "tokenize -p a -f b",
+            "intact -o /tmp/x.gguf", "intact --from x -o /tmp/x.gguf --prefix a --prefix-chat", "intact --from x -o /proc/x.gguf",
+            "perplexity -f x --prefix-bos --prefix-chat", "perplexity -f x --prefix=", "kld -f x --prefix-bos --save-base /tmp/b.kld",
+            "eval --matrix x.json --prefix-chat",
         ]
         for arguments in usage {
             let result = await code(arguments)
@@ -42,7 +45,8 @@ final class VerbParsingTests: XCTestCase {
 
     func testRuntimeErrorsExit1() async {
         for arguments in ["generate -m nosuch-model.gguf -p hi", "perplexity -f /nonexistent/text.txt", "tokenize -f /nonexistent/text.txt",
-                          "kld -f /nonexistent/text.txt", "quantize -m nosuch-model.gguf -o /tmp/pivot-cli-test.gguf --type Q4_0"] {
+                          "kld -f /nonexistent/text.txt", "quantize -m nosuch-model.gguf -o /tmp/pivot-cli-test.gguf --type Q4_0",
+                          "intact -m nosuch-model.gguf --from nosuch-full.gguf -o /tmp/pivot-cli-intact.gguf"] {
             let result = await code(arguments)
             XCTAssertEqual(result, 1, "pivot \(arguments)")
         }

@@ -128,9 +128,9 @@ public final class CellRunner {
         case "wikitext", "kld":
             let window = spec.context ?? 512, windows = spec.windows ?? 40
             let text = try String(contentsOfFile: try dataPath("../wikitext-2-raw-test.txt"), encoding: .utf8)
-            let ids = loaded.tokenizer.encode(text, addBOS: false)
+            let ids = loaded.tokenizer.encode(text, addBOS: false), prefix = try configuration.prefixTokens(for: loaded)
             if spec.task == "wikitext" {
-                let evaluator = PerplexityEvaluator(model: loaded, contextLength: window, execution: configuration.execution(pool: pool))
+                let evaluator = PerplexityEvaluator(model: loaded, contextLength: window, execution: configuration.execution(pool: pool), prefix: prefix)
                 let result = try evaluator.evaluate(tokens: ids, windows: windows) { done, total, _ in progress(label, done, total) }
                 metrics["perplexity"] = MetricValue(result.perplexity, stderr: result.perplexityError)
                 items = result.windows; tokens = result.windows * window
@@ -138,8 +138,8 @@ public final class CellRunner {
                 guard let base else { throw PivotError.invalidArgument("kld: base configuration '\(spec.base ?? "")' not found") }
                 let baseModel = try self.model(base)
                 let result = try KLDivergence.evaluate(
-                    base: ScoringSide(model: baseModel, execution: base.execution(pool: pool), window: window),
-                    test: ScoringSide(model: loaded, execution: configuration.execution(pool: pool), window: window),
+                    base: ScoringSide(model: baseModel, execution: base.execution(pool: pool), window: window, prefix: prefix),
+                    test: ScoringSide(model: loaded, execution: configuration.execution(pool: pool), window: window, prefix: prefix),
                     tokens: ids, window: window, windows: windows, pool: pool) { done, total in progress(label, done, total) }
                 metrics = result.metrics
                 items = result.tokens / (window - 1); tokens = 2 * items * window
@@ -156,7 +156,7 @@ public final class CellRunner {
             var shots = ShotProvider()
             if let k = spec.shots, k > 0 { shots = try ShotProvider(mmluDev: try readJSONLines(try dataPath("mmlu_dev.jsonl")), count: k) }
             let list = try task.loadItems(directory: (try dataPath(task.file) as NSString).deletingLastPathComponent, limit: spec.limit, shots: shots)
-            let scorer = LoglikelihoodScorer(model: loaded, execution: configuration.execution(pool: pool))
+            let scorer = LoglikelihoodScorer(model: loaded, execution: configuration.execution(pool: pool), prefix: try configuration.prefixTokens(for: loaded))
             let result = TaskRunner.run(task, items: list, scorer: scorer) { done, total in progress(label, done, total) }
             metrics = result.metrics; items = result.items; tokens = result.computedTokens
             outcomes = result.outcomes

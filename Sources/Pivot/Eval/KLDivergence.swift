@@ -34,16 +34,20 @@ public final class ScoringSide {
     let model: LoadedModel
     let cache: KVCache
     let state: ForwardState
+    /// Tokens run before every window, never scored (`--prefix`).
+    let prefix: [Int]
 
-    public init(model: LoadedModel, execution: Execution, window: Int) {
+    public init(model: LoadedModel, execution: Execution, window: Int, prefix: [Int] = []) {
         self.model = model
-        cache = model.makeCache(capacity: window, maxBatch: window)
-        state = ForwardState(config: model.config, maxTokens: window, allLogits: true, execution: execution)
+        self.prefix = prefix
+        cache = model.makeCache(capacity: prefix.count + window, maxBatch: max(window, prefix.count))
+        state = ForwardState(config: model.config, maxTokens: max(window, prefix.count), allLogits: true, execution: execution)
     }
 
-    /// Logits of every position of `window` on an empty cache.
+    /// Logits of every position of `window`, on a cache holding only the prefix.
     func logits(_ window: [Int]) -> Matrix {
         cache.truncate(to: 0)
+        if !prefix.isEmpty { model.transformer.forward(prefix, cache: cache, state: state, logits: .last) }
         return model.transformer.forward(window, cache: cache, state: state, logits: .all)
     }
 }

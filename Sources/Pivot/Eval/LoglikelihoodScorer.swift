@@ -24,10 +24,13 @@ public final class LoglikelihoodScorer {
     private var prefixLastRow: [Float]
     /// Tokens pushed through the model so far (the work actually done).
     public private(set) var computedTokens = 0
+    /// Tokens put before every request and never scored (`--prefix`); requests are left-truncated to fit after them.
+    public let leading: [Int]
 
     public init(model: LoadedModel, execution: Execution,
-                contextLength: Int? = nil, chunk: Int = 256) {
+                contextLength: Int? = nil, chunk: Int = 256, prefix: [Int] = []) {
         self.model = model
+        leading = prefix
         cache = model.makeCache(capacity: contextLength ?? min(model.config.contextLength, 4096), maxBatch: chunk)
         state = ForwardState(config: model.config, maxTokens: chunk, allLogits: true, execution: execution)
         prefixLastRow = [Float](repeating: 0, count: model.config.vocabularySize)
@@ -35,8 +38,13 @@ public final class LoglikelihoodScorer {
 
     /// lm-eval's `_encode_pair`: trailing whitespace of the context moves to the continuation; the
     /// whole text is encoded once and the continuation is what follows the context's own tokens.
-    /// Returns the tokens and the index of the first continuation token.
+    /// Returns the tokens (after the `--prefix` tokens) and the index of the first continuation token.
     public func encode(_ request: EvalItem.Request) -> (tokens: [Int], continuationStart: Int) {
+        let (tokens, start) = encodeAlone(request)
+        return (leading + tokens, leading.count + start)
+    }
+
+    private func encodeAlone(_ request: EvalItem.Request) -> (tokens: [Int], continuationStart: Int) {
         var context = Substring(request.context), continuation = request.continuation
         while let last = context.unicodeScalars.last, last.properties.isWhitespace {
             context = context.dropLast()
@@ -52,7 +60,7 @@ public final class LoglikelihoodScorer {
         let contextTokens = tokenizer.encode(String(context))
         var tokens = whole, start = contextTokens.count
         // Left-truncate like lm-eval's max_length; at least one context token stays.
-        let room = cache.capacity
+        let room = cache.capacity - leading.count
         if tokens.count > room {
             let cut = min(tokens.count - room, start - 1)
             tokens.removeFirst(max(0, cut))

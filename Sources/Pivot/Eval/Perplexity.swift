@@ -27,16 +27,20 @@ public final class PerplexityEvaluator {
     /// Predictions from positions before this one are not scored: 0 scores every token but each window's
     /// first; contextLength / 2 is llama.cpp's `llama-perplexity`, which scores only each window's second half.
     public let firstScored: Int
+    /// Tokens run before every window and never scored (`--prefix`: e.g. the start token or a system
+    /// prompt, whose keys/values a file's intact prefix supplies); the windows and scores stay the same.
+    public let prefix: [Int]
 
     public init(model: LoadedModel, contextLength: Int = 512, execution: Execution,
-                firstScored: Int = 0) {
+                firstScored: Int = 0, prefix: [Int] = []) {
         precondition(firstScored >= 0 && firstScored < contextLength - 1)
         self.model = model
         self.contextLength = contextLength
         self.firstScored = firstScored
+        self.prefix = prefix
         self.pool = execution.pool
-        state = ForwardState(config: model.config, maxTokens: contextLength, allLogits: true, execution: execution)
-        cache = model.makeCache(capacity: contextLength, maxBatch: contextLength)
+        state = ForwardState(config: model.config, maxTokens: max(contextLength, prefix.count), allLogits: true, execution: execution)
+        cache = model.makeCache(capacity: prefix.count + contextLength, maxBatch: max(contextLength, prefix.count))
     }
 
     /// How many windows `tokens` yields (at most `limit`).
@@ -58,6 +62,7 @@ public final class PerplexityEvaluator {
         let start = Date()
         for w in 0..<windows {
             cache.truncate(to: 0)
+            if !prefix.isEmpty { model.transformer.forward(prefix, cache: cache, state: state, logits: .last) }
             let window = Array(tokens[(w * contextLength)..<((w + 1) * contextLength)])
             let logits = model.transformer.forward(window, cache: cache, state: state, logits: .all)
             nll.withUnsafeMutableBufferPointer { out in

@@ -68,33 +68,31 @@ public enum KVCacheSpec: Sendable, Equatable {
 /// (IntactKV's pivot source, CSKV's factors). Made by `KVCacheSpec.prepare` (Run/), which runs models.
 public struct PreparedKVCache {
     public let spec: KVCacheSpec
-    let pivotSource: PivotSource?
+    /// IntactKV's keys/values for the first positions, for any spec (nil: the model's own everywhere).
+    public let pivotSource: PivotSource?
     let lowRankPlan: LowRankPlan?
 
     public static var f32: PreparedKVCache { PreparedKVCache(spec: .f32) }
 
-    /// `pivotSource` and `lowRankPlan` only where the spec uses them.
+    /// `lowRankPlan` only where the spec uses it.
     public init(spec: KVCacheSpec, pivotSource: PivotSource? = nil, lowRankPlan: LowRankPlan? = nil) {
         self.spec = spec; self.pivotSource = pivotSource; self.lowRankPlan = lowRankPlan
     }
 
-    /// A fresh cache; `maxBatch` is the most tokens one forward pass appends.
+    /// A fresh cache; `maxBatch` is the most tokens one forward pass appends. With a pivot source the
+    /// cache keeps the source's positions F32 and `PivotedKVCache` fills them.
     public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int) -> KVCache {
+        let lossless = min(pivotSource?.count ?? 0, capacity)
+        let cache: KVCache
         switch spec {
         case .cskv(let settings):
             guard let lowRankPlan else { fatalError("a CSKV cache needs its factors (KVCacheSpec.prepare loads them)") }
-            return LowRankKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, settings: settings, plan: lowRankPlan)
+            cache = LowRankKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, settings: settings, plan: lowRankPlan, pivots: lossless)
         case .f32, .f16, .kivi:
-            return QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: spec, pivotSource: pivotSource)
+            cache = QuantizedKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch, spec: spec, pivots: lossless)
         }
+        return pivotSource.map { PivotedKVCache(inner: cache, source: $0, shape: shape) } ?? cache
     }
-}
-
-/// Where a cache's pivot keys/values come from when not from the running model (IntactKV): the cache
-/// asks before each append and reads the entries back.
-public protocol PivotSource: AnyObject {
-    func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool)
-    func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>)
 }
 
 func formatBytes(_ bytes: Double) -> String {

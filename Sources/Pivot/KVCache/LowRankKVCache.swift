@@ -12,7 +12,8 @@ import PivotKernels
 /// Latents are written as soon as a token arrives and the ring keeps the last `maxBatch + window` exact
 /// keys/values, so query t of a batch reads positions older than *its own* window from latents and the
 /// rest exactly: batched scoring equals token-by-token decoding, and rollbacks of up to `maxBatch` tokens
-/// are exact (longer ones refill the window from the latents).
+/// are exact (longer ones refill the window from the latents). The first `pivots` positions are also kept
+/// F32 and read from there, never from latents (IntactKV's prefix, see `PivotedKVCache`).
 public final class LowRankKVCache: KVCache {
     public let shape: AttentionShape
     public let capacity: Int
@@ -20,6 +21,9 @@ public final class LowRankKVCache: KVCache {
     public private(set) var length = 0
     let plan: LowRankPlan
     let window: Int, ringSize: Int
+    /// Exact keys (after RoPE) and values of positions 0..<pivots: [layer·kvHeads + head][position][headDim].
+    let pivots: Int
+    let pivotKeys: FloatBuffer, pivotValues: FloatBuffer
     /// Per vector v = (layer·kvHeads + head)·2 + (0 keys, 1 values).
     let formats: [LatentFormat]
     let recordOffsets: [Int]
@@ -42,13 +46,16 @@ public final class LowRankKVCache: KVCache {
     private lazy var rebuildJob = RebuildJob(cache: self)
     private lazy var attentionJob = LatentAttentionJob(cache: self)
 
-    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, settings: CSKVSettings, plan: LowRankPlan) {
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, settings: CSKVSettings, plan: LowRankPlan, pivots: Int = 0) {
         precondition(plan.factors.layers == shape.layers && plan.factors.kvHeads == shape.kvHeads && plan.factors.headDim == shape.headDim,
                      "CSKV factors of another model shape")
         self.shape = shape; self.capacity = capacity; self.settings = settings; self.plan = plan
         let d = shape.headDim, heads = shape.layers * shape.kvHeads
         window = min(settings.window, capacity)
         ringSize = min(capacity, maxBatch + window)
+        self.pivots = min(pivots, capacity)
+        pivotKeys = FloatBuffer(count: heads * self.pivots * d)
+        pivotValues = FloatBuffer(count: heads * self.pivots * d)
         formats = plan.ranks.map { LatentFormat(rank: $0, bits: plan.latentBits) }
         var offsets: [Int] = [], total = 0
         for f in formats { offsets.append(total); total += f.recordBytes * capacity }
@@ -70,6 +77,10 @@ public final class LowRankKVCache: KVCache {
         latents.pointer + recordOffsets[v] + position * formats[v].recordBytes
     }
 
+    @inline(__always) func pivot(_ buffer: FloatBuffer, _ index: Int, _ position: Int) -> UnsafeMutablePointer<Float> {
+        buffer.pointer + (index * pivots + position) * shape.headDim
+    }
+
     @inline(__always) func ring(_ buffer: FloatBuffer, _ index: Int, _ position: Int) -> UnsafeMutablePointer<Float> {
         buffer.pointer + (index * ringSize + position % ringSize) * shape.headDim
     }
@@ -89,6 +100,10 @@ public final class LowRankKVCache: KVCache {
                 let position = length + t, key = k.row(t) + h * d, value = v.row(t) + h * d
                 ring(ringKeys, index, position).update(from: key, count: d)
                 ring(ringValues, index, position).update(from: value, count: d)
+                if position < pivots {
+                    pivot(pivotKeys, index, position).update(from: key, count: d)
+                    pivot(pivotValues, index, position).update(from: value, count: d)
+                }
                 preRoPE.update(from: key, count: d)
                 if rotated { rope.rotate(preRoPE, position: position, interleaved: plan.rope.interleaved, inverse: true, scratch: rotation) }
                 formats[2 * index].encode(preRoPE, encoder: plan.encoder(2 * index), headDim: d, z: z, into: record(2 * index, position))
@@ -119,6 +134,11 @@ public final class LowRankKVCache: KVCache {
                 let index = layer * shape.kvHeads + h
                 for position in start..<end {
                     let key = ring(ringKeys, index, position)
+                    if position < pivots {
+                        key.update(from: pivot(pivotKeys, index, position), count: d)
+                        ring(ringValues, index, position).update(from: pivot(pivotValues, index, position), count: d)
+                        continue
+                    }
                     formats[2 * index].decode(record(2 * index, position), into: z)
                     reconstruct(z, rank: formats[2 * index].rank, decoder: plan.decoder(2 * index), headDim: d, into: key)
                     if plan.rope.layers[layer] { rope.rotate(key, position: position, interleaved: plan.rope.interleaved, inverse: false, scratch: rotation) }
@@ -190,6 +210,10 @@ public final class LowRankKVCache: KVCache {
                 let keys = query == nil ? c.rebuilt.pointer + h * c.capacity * d : tileKeys - lower * d
                 for position in lower..<upper {
                     let key = keys + position * d
+                    if position < c.pivots {
+                        key.update(from: c.pivot(c.pivotKeys, layer * c.shape.kvHeads + h, position), count: d)
+                        continue
+                    }
                     format.decode(c.record(v, position), into: z)
                     reconstruct(z, rank: format.rank, decoder: decoder, headDim: d, into: key)
                     if rotated { c.rope.rotate(key, position: position, interleaved: interleaved, inverse: false, scratch: rotation) }
@@ -238,8 +262,10 @@ public final class LowRankKVCache: KVCache {
                 }
                 softmaxInPlace(scores, count: count)
                 latentSum.update(repeating: 0, count: valueFormat.rank)
-                valueFormat.accumulate(values, stride: stride, weights: scores, count: latent, into: latentSum)
+                let exact = min(c.pivots, latent)
+                valueFormat.accumulate(values + exact * stride, stride: stride, weights: scores + exact, count: latent - exact, into: latentSum)
                 reconstruct(latentSum, rank: valueFormat.rank, decoder: valueDecoder, headDim: d, into: o)
+                if exact > 0 { accumulateRows(c.pivot(c.pivotValues, index, 0), weights: scores, count: exact, headDim: d, into: o) }
                 c.forEachRingSpan(latent, count) { position, slot, n in
                     accumulateRows(c.ringValues.pointer + (index * c.ringSize + slot) * d, weights: scores + position, count: n, headDim: d, into: o)
                 }

@@ -45,23 +45,25 @@ public final class QuantizedKVCache: KVCache {
     static let minimumSlice = 256
     private lazy var attentionJob = PackedAttentionJob(cache: self)
 
-    /// KIVI's settings; nil for F32 and F16, which keep every position exact or in the ring.
+    /// KIVI's settings (pivots at least the `pivots` asked for); nil for F32 and F16, which keep every
+    /// position exact or in the ring.
     let kivi: KIVISettings?
-    /// IntactKV's source of pivot keys/values (nil: the running model's own).
-    let intact: PivotSource?
 
-    /// `spec` is `.f32`, `.f16` or `.kivi` (CSKV has its own cache).
-    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, pivotSource: PivotSource? = nil) {
+    /// `spec` is `.f32`, `.f16` or `.kivi` (CSKV has its own cache). The first `pivots` positions are
+    /// kept F32 whatever the spec (IntactKV's prefix, see `PivotedKVCache`).
+    public init(shape: AttentionShape, capacity: Int, maxBatch: Int, spec: KVCacheSpec, pivots lossless: Int = 0) {
         self.shape = shape; self.capacity = capacity; self.spec = spec
-        if case .kivi(let settings) = spec { kivi = settings } else { kivi = nil }
+        if case .kivi(var settings) = spec {
+            settings.pivots = max(settings.pivots, lossless)
+            kivi = settings
+        } else { kivi = nil }
         precondition(kivi != nil || spec == .f32 || spec == .f16, "QuantizedKVCache holds F32, F16 or KIVI caches")
-        self.intact = (kivi?.pivots ?? 0) > 0 ? pivotSource : nil
         let d = shape.headDim, heads = shape.layers * shape.kvHeads
         let format = kivi.map { PackedCodeFormat(bits: $0.bits) }
         self.format = format
         // An F32 cache is all pivots: every position exact F32, read by the same grouped, sliced kernels.
         let exact = spec == .f32
-        pivots = kivi.map { min($0.pivots, capacity) } ?? (exact ? capacity : 0)
+        pivots = kivi.map { min($0.pivots, capacity) } ?? (exact ? capacity : min(lossless, capacity))
         sliceBase = exact ? 0 : pivots
         let group = kivi?.group ?? 8
         self.group = group
@@ -126,9 +128,8 @@ public final class QuantizedKVCache: KVCache {
             for t in 0..<k.rows {
                 let position = length + t
                 if position < pivots {
-                    let source = intact?.entry(layer: layer, kvHead: h, position: position)
-                    (pivotKeys.pointer + (index * pivots + position) * d).update(from: source?.key ?? UnsafePointer(k.row(t) + h * d), count: d)
-                    (pivotValues.pointer + (index * pivots + position) * d).update(from: source?.value ?? UnsafePointer(v.row(t) + h * d), count: d)
+                    (pivotKeys.pointer + (index * pivots + position) * d).update(from: k.row(t) + h * d, count: d)
+                    (pivotValues.pointer + (index * pivots + position) * d).update(from: v.row(t) + h * d, count: d)
                 } else {
                     let slot = (index * ringSize + position % ringSize) * d
                     storeHalf(k.row(t) + h * d, into: ringKeys.pointer + slot, count: d)
@@ -169,10 +170,6 @@ public final class QuantizedKVCache: KVCache {
         }
         packedValues[layer] = values
         packedKeyGroups[layer] = keyGroups
-    }
-
-    public func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool) {
-        intact?.prepare(tokens: tokens, at: length, pool: pool)
     }
 
     /// The stored pivot key and value of one position (exact F32).
@@ -321,7 +318,7 @@ public final class QuantizedKVCache: KVCache {
     /// OTT pool entries of one layer and KV head (0 without outlier tokens).
     public func outlierCount(layer: Int, kvHead: Int) -> Int { outliers?.counts[layer * shape.kvHeads + kvHead] ?? 0 }
 
-    public var bytesPerToken: Double { spec.bytes(atLength: capacity, shape: shape) / Double(capacity) }
+    public var bytesPerToken: Double { (kivi.map { KVCacheSpec.kivi($0) } ?? spec).bytes(atLength: capacity, shape: shape) / Double(capacity) }
 }
 
 /// F16 storage, 64-byte aligned, zeroed.

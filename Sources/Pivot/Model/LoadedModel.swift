@@ -37,10 +37,19 @@ public final class LoadedModel {
         if isDirectory.boolValue { return try HuggingFaceLoader.load(directory: path, quantizeTo: quantizeOnLoad) }
         let gguf = try GGUFFile(path: path)
         let transformer = try GGUFModelLoader.load(gguf, quantizeTo: quantizeOnLoad)
-        return try LoadedModel(path: path, transformer: transformer, tokenizer: try Tokenizer(gguf: gguf), stores: [gguf])
+        let loaded = try LoadedModel(path: path, transformer: transformer, tokenizer: try Tokenizer(gguf: gguf), stores: [gguf])
+        loaded.intactPrefix = try IntactPrefix.read(from: gguf)
+        try loaded.intactPrefix?.check(for: transformer.config, file: path)
+        if let prefix = loaded.intactPrefix { loaded.kvCache = PreparedKVCache(spec: .f32, pivotSource: StoredPivots(prefix)) }
+        return loaded
     }
 
-    /// The KV cache every run of this model uses, prepared by `RunConfiguration.load` (F32 unless set).
+    /// IntactKV's prefix stored in the file by `pivot intact` (nil: none): every cache of this model
+    /// takes its keys/values for a sequence that starts with its tokens (see `KVCacheSpec.prepare`).
+    public internal(set) var intactPrefix: IntactPrefix?
+
+    /// The KV cache every run of this model uses, prepared by `RunConfiguration.load` (F32 unless set, with
+    /// the file's intact prefix if it has one).
     public var kvCache = PreparedKVCache.f32
 
     /// A fresh KV cache of kind `kvCache` for `capacity` tokens; `maxBatch`: the most tokens one pass appends.

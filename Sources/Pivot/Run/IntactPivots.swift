@@ -4,9 +4,10 @@ import PivotKernels
 /// compressed one that runs everything else. The base model runs the pivot positions (causal, so
 /// position p depends only on tokens 0...p) with float activations and an exact F32 cache; the
 /// compressed model's cache stores those keys/values for positions below `count` instead of its own.
+/// (`pivot intact` stores them in the model file instead: `IntactPrefix`, `StoredPivots`.)
 public final class IntactPivots: PivotSource {
     public let base: LoadedModel
-    let count: Int
+    public let count: Int
     private let cache: DenseKVCache
     private var state: ForwardState?
 
@@ -26,15 +27,16 @@ public final class IntactPivots: PivotSource {
     }
 
     /// Runs the base over the pivot positions among `tokens` (which start at `position`), so that
-    /// `entry` then holds them.
-    public func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool) {
+    /// `entry` then holds them: every pivot position is supplied, whatever its token.
+    public func prepare(tokens: UnsafeBufferPointer<Int>, at position: Int, pool: ThreadPool) -> Int {
         let end = min(count, position + tokens.count)
-        guard position < end else { return }
+        guard position < end else { return 0 }
         if state == nil || state!.context.pool !== pool {
             state = ForwardState(config: base.config, maxTokens: max(1, count), allLogits: false, execution: Execution(pool: pool, precision: .float))
         }
         cache.truncate(to: position)
         base.transformer.forward(Array(tokens[0..<(end - position)]), cache: cache, state: state!, logits: .last)
+        return end - position
     }
 
     public func entry(layer: Int, kvHead: Int, position: Int) -> (key: UnsafePointer<Float>, value: UnsafePointer<Float>) {

@@ -5,17 +5,20 @@ extension KVCacheSpec {
     /// Makes the spec ready for `model`: checks what needs the model (the group must divide the head
     /// size), turns a pivot prefix into its token count, loads IntactKV's full-precision model, and
     /// loads CSKV's factors or calibrates them (on `pool`) and saves them. `log` gets one line per step.
+    /// The intact prefix stored in the model's file, if any, is every cache's pivot source (`--intact-from`
+    /// takes precedence).
     public func prepare(for model: LoadedModel, pool: ThreadPool, log: (String) -> Void = { _ in },
                         progress: (Int, Int) -> Void = { _, _ in }) throws -> PreparedKVCache {
         try validate(headDim: model.config.headDim)
+        let stored = model.intactPrefix.map(StoredPivots.init)
         switch self {
-        case .f32, .f16: return PreparedKVCache(spec: self)
+        case .f32, .f16: return PreparedKVCache(spec: self, pivotSource: stored)
         case .kivi(var settings):
             if let prefix = settings.pivotPrefix {
                 settings.pivots = model.tokenizer.encode(prefix).count
                 settings.pivotPrefix = nil
             }
-            var source: IntactPivots?
+            var source: PivotSource? = stored
             if let name = settings.intactFrom {
                 guard let path = ModelLocator.resolve(name) else { throw PivotError.fileNotFound(name + " (--intact-from)") }
                 source = try IntactPivots(base: try LoadedModel.load(path: path), for: model, pivots: settings.pivots)
@@ -24,7 +27,7 @@ extension KVCacheSpec {
         case .cskv(let settings):
             let factors = try settings.factors(for: model, pool: pool, log: log, progress: progress)
             let plan = try LowRankPlan(factors: factors, fraction: settings.rank, latentBits: settings.latentBits, rope: RotaryGeometry(model.config))
-            return PreparedKVCache(spec: self, lowRankPlan: plan)
+            return PreparedKVCache(spec: self, pivotSource: stored, lowRankPlan: plan)
         }
     }
 }

@@ -19,14 +19,16 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var kvCache: KVCacheSpec
     /// Lossless drafting for the verbs that generate (nil: plain decoding).
     public var draft: DraftSettings?
+    /// Tokens run before every scored window or request and never scored (`--prefix`; nil: none).
+    public var prefix: PrefixText?
 
     public init(name: String, model: String? = nil, quantizeOnLoad: BlockFormat? = nil, precision: ActivationPrecision = .int8,
-                actBits: Int? = nil, bits: Double? = nil, kvCache: KVCacheSpec = .f32, draft: DraftSettings? = nil) {
+                actBits: Int? = nil, bits: Double? = nil, kvCache: KVCacheSpec = .f32, draft: DraftSettings? = nil, prefix: PrefixText? = nil) {
         self.name = name; self.model = model; self.quantizeOnLoad = quantizeOnLoad; self.precision = precision; self.actBits = actBits
-        self.bits = bits; self.kvCache = kvCache; self.draft = draft
+        self.bits = bits; self.kvCache = kvCache; self.draft = draft; self.prefix = prefix
     }
 
-    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft }
+    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft, prefix }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -37,6 +39,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         try c.encodeIfPresent(actBits, forKey: .actBits)
         try c.encodeIfPresent(bits, forKey: .bits)
         try c.encodeIfPresent(draft, forKey: .draft)
+        try c.encodeIfPresent(prefix, forKey: .prefix)
         if kvCache != .f32 { try kvCache.encode(to: encoder) }
     }
 
@@ -54,6 +57,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         actBits = try c.decodeIfPresent(Int.self, forKey: .actBits)
         bits = try c.decodeIfPresent(Double.self, forKey: .bits)
         draft = try c.decodeIfPresent(DraftSettings.self, forKey: .draft)
+        prefix = try c.decodeIfPresent(PrefixText.self, forKey: .prefix)
         do { kvCache = try KVCacheSpec(from: decoder) } catch PivotError.invalidArgument(let message) {
             throw PivotError.invalidArgument("configuration '\(name)': \(message)")
         }
@@ -85,6 +89,9 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         loaded.kvCache = try kvCache.prepare(for: loaded, pool: pool, log: log, progress: progress)
         return loaded
     }
+
+    /// The `prefix` tokens for `model` (none without a prefix).
+    public func prefixTokens(for model: LoadedModel) throws -> [Int] { try prefix?.tokens(for: model).tokens ?? [] }
 
     /// How this configuration's passes run on `pool`.
     public func execution(pool: ThreadPool) -> Execution { Execution(pool: pool, precision: precision) }

@@ -320,11 +320,11 @@ final class KVCacheTests: XCTestCase {
         base.transformer.forward(tokens, cache: baseCache, state: ForwardState(config: base.config, maxTokens: 64, allLogits: false, execution: Execution(pool: pool, precision: .float)))
         func pivots(intact: Bool) throws -> QuantizedKVCache {
             model.kvCache = try KVCacheSpec.kivi(KIVISettings(bits: 2, group: 8, window: 4, pivots: 3, intactFrom: intact ? path : nil)).prepare(for: model, pool: pool)
-            let cache = model.makeCache(capacity: 64, maxBatch: 64) as! QuantizedKVCache
+            let made = model.makeCache(capacity: 64, maxBatch: 64), cache = ((made as? PivotedKVCache)?.inner ?? made) as! QuantizedKVCache
             let state = ForwardState(config: model.config, maxTokens: 64, allLogits: false, execution: Execution(pool: pool, precision: .int8))
             // Two passes, the first ending inside the pivots.
-            model.transformer.forward(Array(tokens[0..<2]), cache: cache, state: state)
-            model.transformer.forward(Array(tokens[2...]), cache: cache, state: state)
+            model.transformer.forward(Array(tokens[0..<2]), cache: made, state: state)
+            model.transformer.forward(Array(tokens[2...]), cache: made, state: state)
             return cache
         }
         let intact = try pivots(intact: true), own = try pivots(intact: false)
