@@ -75,7 +75,8 @@ extension LowRankPlan {
     /// Fine-tunes the encoder and decoder rows in place, layer by layer, to minimise each layer's
     /// attention-output error against the exact cache on `tokens` (see `LowRankObjective`), starting from
     /// the closed form. A layer whose training error ends above the closed form's keeps the closed form.
-    /// Returns the mean relative held-out error per layer, before and after.
+    /// Every layer sees the activations of the exact cache upstream (one recording pass serves all layers).
+    /// Returns each trained layer's errors, before and after.
     @discardableResult
     public func train(model: LoadedModel, tokens: [Int], recipe: LowRankTrainingRecipe, pool: ThreadPool,
                       log: (String) -> Void = { _ in }) throws -> [LayerTrainingReport] {
