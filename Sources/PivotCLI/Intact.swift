@@ -33,9 +33,36 @@ struct Intact: ParsableCommand {
     @Option(name: [.customShort("t"), .customLong("threads")], parsing: .unconditional, help: "Worker threads, 1-256 (default: all cores).")
     var threads: Int?
 
+    @Flag(help: "Calibrated IntactKV: train the prefix's keys/values (the only parameters) so that -m's next-token distributions after the prefix match --from's (forward KL on its top-64) on --data.")
+    var calibrate = false
+
+    @Option(help: "With --calibrate: calibration text (never the evaluation text), cut into windows of --ctx-size tokens.")
+    var data: String?
+
+    @Option(parsing: .unconditional, help: "With --calibrate: AdamW updates (default: 100).")
+    var steps = 100
+
+    @Option(parsing: .unconditional, help: "With --calibrate: windows per update (default: 4).")
+    var batch = 4
+
+    @Option(name: [.customShort("c"), .customLong("ctx-size")], parsing: .unconditional, help: "With --calibrate: tokens per window after the prefix (default: 256).")
+    var length = 256
+
+    @Option(parsing: .unconditional, help: "With --calibrate: peak learning rate (default: 1e-3; cosine to a tenth after a 5% warm-up).")
+    var lr: Float = 1e-3
+
     func validate() throws {
         if let threads { try checkRange("--threads", threads, 1...256) }
         try OutputPath.check(output, flag: "--output")
+        if calibrate {
+            guard data != nil else { throw ValidationError("--calibrate needs --data TEXT (calibration text)") }
+            try checkRange("--steps", steps, 1...1_000_000)
+            try checkRange("--batch", batch, 1...4096)
+            try checkRange("--ctx-size", length, 2...131_072)
+            guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive (got \(lr))") }
+        } else if data != nil {
+            throw ValidationError("--data is calibration text for --calibrate")
+        }
     }
 
     func run() throws {
@@ -56,8 +83,20 @@ struct Intact: ParsableCommand {
         }
         let (text, tokens) = try (prefix.text ?? .start).tokens(for: quantized)
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
-        let computed = try IntactPrefix.compute(full: full, tokens: tokens, text: text, pool: pool)
-        // The seam for calibration: a step that tunes `computed.keys`/`values` and sets `calibrated` goes here.
+        var computed = try IntactPrefix.compute(full: full, tokens: tokens, text: text, pool: pool)
+        if calibrate, let data {
+            let gguf = try GGUFFile(path: quantizedPath)
+            let windows = TrainingWindows(tokens: quantized.tokenizer.encode(try readTextFile(data), addBOS: false), length: length)
+            guard windows.windows.count >= batch else { throw ValidationError("\(data): too short for --batch \(batch) windows of --ctx-size \(length)") }
+            let settings = TrainingSettings(steps: steps, batch: batch, length: length, learningRate: lr)
+            let bar = ProgressBar(total: steps, label: "calibrate")
+            let records = try IntactCalibration.calibrate(prefix: &computed, quantized: gguf, full: full, windows: windows, settings: settings, pool: pool) { event in
+                if case .step(let r, _) = event { bar.update(r.step, suffix: String(format: "KL %.4f lr %.2e", r.loss, r.learningRate)) }
+            }
+            bar.finish()
+            let last = records.suffix(10).map(\.loss)
+            print(String(format: "calibrated: KL %.4f → %.4f (mean of the last %d updates)", records.first?.loss ?? .nan, last.reduce(0, +) / Double(max(1, last.count)), last.count))
+        }
         try computed.write(model: try GGUFFile(path: quantizedPath), to: output)
         print("\(output): \(quantizedPath) with an intact prefix of \(tokens.count) token(s) \(text.debugDescription) from \((fullPath as NSString).lastPathComponent)")
         print(String(format: "  %d × 2 F32 tensors, %.1f KiB; used by every KV cache type for sequences starting with these tokens",

@@ -230,10 +230,17 @@ struct KVCacheOptions: ParsableArguments {
     @Option(name: .customLong("kv-calib"), help: "CSKV: calibration text for new factors (default: the shared calibration.txt, never evaluated on).")
     var calibration: String?
 
+    @Option(name: .customLong("kv-train-steps"), parsing: .unconditional, help: "CSKV: fine-tune the factors, this many AdamW steps per layer (0: the closed form, default), on the attention-output error against the exact cache over 8 calibration chunks of 512 tokens; cached beside the factor file.")
+    var trainSteps: Int?
+
+    @Option(name: .customLong("kv-train-lr"), parsing: .unconditional, help: "CSKV: peak learning rate of that training, relative to each factor matrix's RMS (default 0.01; warm-up then cosine decay).")
+    var trainLearningRate: Double?
+
     var parameters: KVCacheParameters {
         KVCacheParameters(kind: kind, bits: bits, group: group, window: window, pivots: pivots, pivotPrefix: pivotPrefix, intactFrom: intactFrom,
                           outlierTokens: outlierTokens, outlierPool: outlierPool, outlierCriterion: outlierCriterion, rank: rank,
-                          latentBits: latentBits, factors: factors, calibration: calibration)
+                          latentBits: latentBits, factors: factors, calibration: calibration, trainSteps: trainSteps,
+                          trainLearningRate: trainLearningRate)
     }
 
     func spec() throws -> KVCacheSpec {

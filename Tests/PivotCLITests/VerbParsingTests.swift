@@ -9,7 +9,21 @@ final class VerbParsingTests: XCTestCase {
     func testEveryVerbIsRegistered() {
         let names = PivotCommand.configuration.subcommands.map { $0._commandName }
         XCTAssertEqual(Set(names), ["generate", "chat", "perplexity", "eval", "kld", "attention-map", "quantize", "intact", "convert",
-                                    "imatrix", "serve", "bench", "inspect", "tokenize"])
+                                    "imatrix", "serve", "bench", "inspect", "tokenize", "train", "distill"])
+    }
+
+    func testTrainingVerbsRefuseBadSettingsBeforeWork() async {
+        let model = ["-m", "/work/none.gguf", "--data", "/x.txt", "-o", "/tmp/out.gguf"]
+        var code = await PivotCommand.run(arguments: ["train"] + model + ["--steps", "0"])
+        XCTAssertEqual(code, 64)
+        code = await PivotCommand.run(arguments: ["train"] + model + ["--train-layers", "9-3"])
+        XCTAssertEqual(code, 64)
+        code = await PivotCommand.run(arguments: ["distill", "--teacher", "t.gguf"] + model + ["--sequence", "--reverse"])
+        XCTAssertEqual(code, 64)
+        code = await PivotCommand.run(arguments: ["distill", "--teacher", "t.gguf"] + model + ["--ce-weight", "2"])
+        XCTAssertEqual(code, 64)
+        code = await PivotCommand.run(arguments: ["intact", "--from", "f.gguf", "-o", "/tmp/o.gguf", "--calibrate"])
+        XCTAssertEqual(code, 64)
     }
 
     private func code(_ arguments: String) async -> Int32 {

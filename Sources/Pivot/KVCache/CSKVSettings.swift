@@ -12,24 +12,37 @@ public struct CSKVSettings: KVCacheSettings, Equatable {
     public var factors: String?
     /// Calibration text for new factors (default: calibration.txt of the shared data).
     public var calibration: String?
+    /// AdamW steps per layer that fine-tune the closed form on the attention-output error (0: the closed form).
+    public var trainSteps: Int
+    /// Their peak learning rate, relative to each factor matrix's RMS.
+    public var trainLearningRate: Double
 
     public static let defaultWindow = 32
+    public static let defaultTrainLearningRate = 0.01
 
-    public init(window: Int = CSKVSettings.defaultWindow, rank: Double = 0.5, latentBits: Int = 16, factors: String? = nil, calibration: String? = nil) {
+    public init(window: Int = CSKVSettings.defaultWindow, rank: Double = 0.5, latentBits: Int = 16, factors: String? = nil, calibration: String? = nil,
+                trainSteps: Int = 0, trainLearningRate: Double = CSKVSettings.defaultTrainLearningRate) {
         self.rank = rank; self.latentBits = latentBits; self.window = window; self.factors = factors; self.calibration = calibration
+        self.trainSteps = trainSteps; self.trainLearningRate = trainLearningRate
     }
 
     public func validate(headDim: Int? = nil) throws {
         guard rank > 0, rank <= 1 else { throw PivotError.invalidArgument("--kv-rank must be in (0, 1] (got \(rank))") }
         guard latentBits == 16 || latentBits == 4 else { throw PivotError.invalidArgument("--kv-latent-bits must be 16 or 4 (got \(latentBits))") }
         guard window >= 0 else { throw PivotError.invalidArgument("--kv-window must be >= 0 (got \(window))") }
+        guard trainSteps >= 0 else { throw PivotError.invalidArgument("--kv-train-steps must be >= 0 (got \(trainSteps))") }
+        guard trainLearningRate > 0, trainLearningRate.isFinite else { throw PivotError.invalidArgument("--kv-train-lr must be > 0 (got \(trainLearningRate))") }
     }
 
-    /// "cskv-50%", "cskv-25% l4 r16".
+    /// "cskv-50%", "cskv-25% l4 r16", "cskv-50% l4 t100" (trained 100 steps).
     public var label: String {
         var s = "cskv-\(Int((rank * 100).rounded()))%"
         if latentBits != 16 { s += " l\(latentBits)" }
         if window != Self.defaultWindow { s += " r\(window)" }
+        if trainSteps > 0 {
+            s += " t\(trainSteps)"
+            if trainLearningRate != Self.defaultTrainLearningRate { s += String(format: " lr%g", trainLearningRate) }
+        }
         return s
     }
 

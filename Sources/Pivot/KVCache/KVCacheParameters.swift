@@ -7,14 +7,16 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
     public var pivots: Int?, pivotPrefix: String?, intactFrom: String?
     public var outlierTokens: Int?, outlierPool: Int?, outlierCriterion: KIVISettings.OutlierCriterion?
     public var rank: Double?, latentBits: Int?, factors: String?, calibration: String?
+    public var trainSteps: Int?, trainLearningRate: Double?
 
     public init(kind: KVCacheSpec.Kind? = nil, bits: Int? = nil, group: Int? = nil, window: Int? = nil, pivots: Int? = nil,
                 pivotPrefix: String? = nil, intactFrom: String? = nil, outlierTokens: Int? = nil, outlierPool: Int? = nil,
                 outlierCriterion: KIVISettings.OutlierCriterion? = nil, rank: Double? = nil, latentBits: Int? = nil,
-                factors: String? = nil, calibration: String? = nil) {
+                factors: String? = nil, calibration: String? = nil, trainSteps: Int? = nil, trainLearningRate: Double? = nil) {
         self.kind = kind; self.bits = bits; self.group = group; self.window = window; self.pivots = pivots
         self.pivotPrefix = pivotPrefix; self.intactFrom = intactFrom; self.outlierTokens = outlierTokens; self.outlierPool = outlierPool
         self.outlierCriterion = outlierCriterion; self.rank = rank; self.latentBits = latentBits; self.factors = factors; self.calibration = calibration
+        self.trainSteps = trainSteps; self.trainLearningRate = trainLearningRate
     }
 
     /// Matrix keys; the CLI flags are the same names with `--` and dashes (`kv_bits` is `--kv-bits`).
@@ -23,6 +25,7 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
         case outlierTokens = "outlier_tokens", outlierPool = "outlier_pool", outlierCriterion = "outlier_criterion"
         case intactFrom = "intact_from", pivotPrefix = "pivot_prefix"
         case rank = "kv_rank", latentBits = "kv_latent_bits", factors = "kv_factors", calibration = "kv_calib"
+        case trainSteps = "kv_train_steps", trainLearningRate = "kv_train_lr"
 
         var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
     }
@@ -32,7 +35,7 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
         switch kind {
         case .f32, .f16: []
         case .kivi: [.bits, .group, .window, .pivots, .pivotPrefix, .intactFrom, .outlierTokens, .outlierPool, .outlierCriterion]
-        case .cskv: [.rank, .latentBits, .window, .factors, .calibration]
+        case .cskv: [.rank, .latentBits, .window, .factors, .calibration, .trainSteps, .trainLearningRate]
         }
     }
 
@@ -41,7 +44,8 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
         let present: [(CodingKeys, Bool)] = [(.bits, bits != nil), (.group, group != nil), (.window, window != nil), (.pivots, pivots != nil),
             (.pivotPrefix, pivotPrefix != nil), (.intactFrom, intactFrom != nil), (.outlierTokens, outlierTokens != nil),
             (.outlierPool, outlierPool != nil), (.outlierCriterion, outlierCriterion != nil), (.rank, rank != nil),
-            (.latentBits, latentBits != nil), (.factors, factors != nil), (.calibration, calibration != nil)]
+            (.latentBits, latentBits != nil), (.factors, factors != nil), (.calibration, calibration != nil),
+            (.trainSteps, trainSteps != nil), (.trainLearningRate, trainLearningRate != nil)]
         return present.filter(\.1).map(\.0)
     }
 
@@ -61,7 +65,8 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
                                outlierPool: outlierPool ?? 64, outlierCriterion: outlierCriterion ?? .norm))
         case .cskv:
             .cskv(CSKVSettings(window: window ?? CSKVSettings.defaultWindow, rank: rank ?? 0.5, latentBits: latentBits ?? 16,
-                               factors: factors, calibration: calibration))
+                               factors: factors, calibration: calibration, trainSteps: trainSteps ?? 0,
+                               trainLearningRate: trainLearningRate ?? CSKVSettings.defaultTrainLearningRate))
         }
         try spec.validate()
         return spec
@@ -76,7 +81,8 @@ public struct KVCacheParameters: Codable, Sendable, Equatable {
             self.init(kind: .kivi, bits: s.bits, group: s.group, window: s.window, pivots: s.pivots, pivotPrefix: s.pivotPrefix,
                       intactFrom: s.intactFrom, outlierTokens: s.outlierTokens, outlierPool: s.outlierPool, outlierCriterion: s.outlierCriterion)
         case .cskv(let s):
-            self.init(kind: .cskv, window: s.window, rank: s.rank, latentBits: s.latentBits, factors: s.factors, calibration: s.calibration)
+            self.init(kind: .cskv, window: s.window, rank: s.rank, latentBits: s.latentBits, factors: s.factors, calibration: s.calibration,
+                      trainSteps: s.trainSteps, trainLearningRate: s.trainLearningRate)
         }
     }
 }

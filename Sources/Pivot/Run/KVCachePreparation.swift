@@ -26,7 +26,7 @@ extension KVCacheSpec {
             return PreparedKVCache(spec: .kivi(settings), pivotSource: source)
         case .cskv(let settings):
             let factors = try settings.factors(for: model, pool: pool, log: log, progress: progress)
-            let plan = try LowRankPlan(factors: factors, fraction: settings.rank, latentBits: settings.latentBits, rope: RotaryGeometry(model.config))
+            let plan = try settings.plan(factors: factors, model: model, pool: pool, log: log)
             return PreparedKVCache(spec: self, pivotSource: stored, lowRankPlan: plan)
         }
     }
