@@ -15,7 +15,7 @@ public final class StudentGrid: WeightProjection {
         self.student = student
         tensors = layout.entries.compactMap { entry in
             guard let t = student.tensors[entry.name], case .block(let format) = t.type, t.shape.count == 2 else { return nil }
-            return Quantized(offset: entry.offset, rows: t.shape[1], columns: t.shape[0], tensor: t, format: format)
+            return Quantized(offset: entry.offset, rows: t.shape[0], columns: t.shape[1], tensor: t, format: format)
         }
     }
 
