@@ -63,7 +63,6 @@ final class TrainingSession {
         bar.finish()
         try writeLog(trainer.records, settings: settings)
         if let interrupted { throw interrupted }
-        model.weights.copy(from: trainer.master)
         let writeBar = ProgressBar(total: gguf.tensorOrder.count, label: "write")
         try TrainedModelWriter.write(weights: trainer.master, like: gguf, grid: grid.isEmpty ? nil : grid, fileType: options.type.fileType,
                                      extraMetadata: extraMetadata + [GGUFMetadataEntry("pivot.train.steps", .uint(UInt64(settings.steps)), type: 4)],

@@ -4,7 +4,6 @@ import PivotKernels
 /// LLM-MQ's view of the training pass: per-weight gradient magnitudes of the next-token loss,
 /// summed over calibration windows, for the block projections.
 public final class GradientModel {
-    public static let projectionRoles = ProjectionRole.allCases.map(\.rawValue)
     public let model: TrainableModel
 
     public init(gguf: GGUFFile) throws {

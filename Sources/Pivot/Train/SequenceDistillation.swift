@@ -34,9 +34,7 @@ public enum SequenceDistillation {
             kvCache.truncate(to: 0)
             var logits = teacher.transformer.forward(tokens, cache: kvCache, state: state, logits: .last)
             while tokens.count < length {
-                let row = logits.row(0)
-                var best = 0
-                for j in 1..<teacher.config.vocabularySize where row[j] > row[best] { best = j }
+                let best = argmax(logits.row(0), count: teacher.config.vocabularySize)
                 tokens.append(best)
                 if tokens.count < length { logits = teacher.transformer.forward(token: best, cache: kvCache, state: state) }
             }
