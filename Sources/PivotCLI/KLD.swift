@@ -12,7 +12,7 @@ struct KLD: ParsableCommand {
         scored (as `pivot perplexity` does, so the PPL lines equal that verb's; llama.cpp scores only each window's second \
         half). The two sides may be the same file with different runtime options, e.g. `pivot kld --base M --base-precision \
         float -m M --precision int8`. Statistics follow llama-perplexity --kl-divergence: mean KLD ± standard error, \
-        percentiles, maximum, same-top-1 %, and each side's perplexity. A prefix (--prefix, --prefix-chat, --prefix-bos)         runs before every window on both sides and is not scored.
+        percentiles, maximum, same-top-1 %, and each side's perplexity. A prefix (--prefix, --prefix-chat, --prefix-bos)         runs before every window on both sides and is not scored; --save-base records it and --base-file requires the same.
         """)
 
     @Option(help: "The base (reference) model: a .gguf file, HF folder or model name. Default: the default model.")
@@ -57,9 +57,6 @@ struct KLD: ParsableCommand {
         if saveBase != nil && baseFile != nil { throw ValidationError("give --save-base or --base-file, not both") }
         guard baseKvType == .f32 || baseKvType == .f16 else { throw ValidationError("--base-kv-type takes f32 or f16: the base is the reference") }
         if baseFile != nil && (base != nil || baseActBits != nil) { throw ValidationError("--base-file replaces --base and its options") }
-        if prefix.text != nil && (saveBase != nil || baseFile != nil) {
-            throw ValidationError("a prefix is not recorded in --save-base files: run both sides (--base) with it")
-        }
         try checkRange("--save-top-k", topK, 1...1024)
         if let actBits { try checkRange("--act-bits", actBits, 2...16) }
         if let baseActBits { try checkRange("--base-act-bits", baseActBits, 2...16) }
@@ -106,8 +103,14 @@ struct KLD: ParsableCommand {
         let baseModel = try model.load(baseConfiguration, pool: pool)
         guard windowLength <= baseModel.config.contextLength else { throw ValidationError("--ctx-size exceeds the base model's context") }
         let tokens = baseModel.tokenizer.encode(text, addBOS: false)
+        let basePrefix = try baseConfiguration.prefixTokens(for: baseModel)
+        guard windowLength + basePrefix.count <= baseModel.config.contextLength else {
+            throw ValidationError("--ctx-size \(windowLength) and the prefix's \(basePrefix.count) tokens exceed the base model's context")
+        }
+        if !basePrefix.isEmpty { writeErr("base " + prefixNote(basePrefix, model: baseModel) + " (recorded in the file)\n") }
         let bar = ProgressBar(total: min(chunks ?? tokens.count / windowLength, tokens.count / windowLength), label: "base")
-        try KLDBaseFile.write(base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength),
+        try KLDBaseFile.write(base: ScoringSide(model: baseModel, execution: baseConfiguration.execution(pool: pool), window: windowLength,
+                                                prefix: basePrefix),
                               tokens: tokens, window: windowLength, windows: chunks, topK: topK, to: path, pool: pool) { done, _ in bar.update(done) }
         bar.finish()
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -115,14 +118,16 @@ struct KLD: ParsableCommand {
     }
 
     func scoreAgainstFile(text: String, file: String, pool: ThreadPool) throws {
-        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits)
+        let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits, prefix: prefix)
         let testModel = try model.load(testConfiguration, pool: pool)
         let tokens = testModel.tokenizer.encode(text, addBOS: false)
+        let testPrefix = try testConfiguration.prefixTokens(for: testModel)
+        if !testPrefix.isEmpty { writeErr("compared " + prefixNote(testPrefix, model: testModel) + "\n") }
         writeErr("base: \(file); compared: \(testModel.path) (\(model.precision.rawValue))\n")
         let window = try KLDBaseFile.window(of: file)
         var bar: ProgressBar?
         let r = try KLDBaseFile.evaluate(path: file, test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool),
-                                                                     window: window), tokens: tokens, pool: pool) { done, total in
+                                                                     window: window, prefix: testPrefix), tokens: tokens, pool: pool) { done, total in
             if bar == nil { bar = ProgressBar(total: total, label: "kld") }
             bar?.update(done)
         }

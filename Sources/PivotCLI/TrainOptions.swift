@@ -32,6 +32,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "The cosine decay ends at this fraction of the peak rate (default: 0.1).")
     var finalLr: Float = 0.1
 
+    @Option(name: .customLong("grid-lr"), parsing: .unconditional, help: "Group-wise students (Q2_G64 …): also train every block's scale and minimum at this peak rate, same schedule (EfficientQAT's end-to-end step; 0, the default: they stay the quantizer's and only codes move).")
+    var gridLr: Float = 0
+
     @Option(parsing: .unconditional, help: "AdamW's decoupled weight decay on matrices; norms never decay (default: 0).")
     var weightDecay: Float = 0
 
@@ -82,6 +85,7 @@ struct TrainingOptions: ParsableArguments {
         try checkRange("--checkpoint-every", checkpointEvery, 1...10_000_000)
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive (got \(lr))") }
         guard (0...1).contains(finalLr) else { throw ValidationError("--final-lr is a fraction of the peak, 0-1 (got \(finalLr))") }
+        guard gridLr >= 0, gridLr.isFinite else { throw ValidationError("--grid-lr must not be negative (got \(gridLr))") }
         guard weightDecay >= 0, clip >= 0 else { throw ValidationError("--weight-decay and --clip must not be negative") }
         if let warmup { try checkRange("--warmup", warmup, 0...steps) }
         _ = try layers()
@@ -103,6 +107,7 @@ struct TrainingOptions: ParsableArguments {
         s.optimizer.weightDecay = weightDecay
         s.clipNorm = clip
         s.seed = seed
+        s.gridLearningRate = gridLr
         s.filter = ParameterFilter(normsOnly: train == .norms, layers: try layers(),
                                    tensors: trainTensors?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [])
         return s

@@ -35,7 +35,10 @@ final class TrainingSession {
 
     func run<Source: ObjectiveSource>(source: Source, windows: TrainingWindows, extraMetadata: [GGUFMetadataEntry]) throws {
         let settings = try options.settings()
-        let grid = StudentGrid(student: gguf, layout: model.layout)
+        let grid = StudentGrid(student: gguf, layout: model.layout, learnsGrids: settings.gridLearningRate > 0)
+        if settings.gridLearningRate > 0 && !grid.hasGroupGrids {
+            throw ValidationError("--grid-lr trains the scales of group-wise tensors (Q2_G64 …); \((studentPath as NSString).lastPathComponent) has none")
+        }
         let trainer = Trainer(model: model, settings: settings, data: windows, source: source, projection: grid.isEmpty ? nil : grid)
         trainer.checkpointPath = options.checkpointPath
         trainer.checkpointEvery = options.checkpointEvery
@@ -47,7 +50,8 @@ final class TrainingSession {
         writeErr(String(format: "training %@ (%.1fM of %.1fM parameters: %@) on %d windows of %d tokens; %d updates × %d tokens%@\n",
                         (studentPath as NSString).lastPathComponent, Double(trainable) / 1e6, Double(model.layout.count) / 1e6, settings.filter.label,
                         windows.windows.count, settings.length, settings.steps, settings.tokensPerStep,
-                        grid.isEmpty ? "" : "; straight-through estimator on the student's quantized tensors"))
+                        grid.isEmpty ? "" : "; straight-through estimator on the student's quantized tensors"
+                            + (settings.gridLearningRate > 0 ? String(format: ", their group scales and minimums learning at %.1e", settings.gridLearningRate) : "")))
         let bar = ProgressBar(total: settings.steps, label: "train")
         var interrupted: Error?
         do {

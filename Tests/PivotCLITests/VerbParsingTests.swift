@@ -48,7 +48,7 @@ final class VerbParsingTests: XCTestCase {
             "convert -m x -o /tmp/x.gguf --type Q9", "imatrix -f x --calib-ctx 8", "bench -p 0 -n 0", "bench -r 0", "bench -d -1",
             "tokenize", "tokenize -p a -f b",
             "intact -o /tmp/x.gguf", "intact --from x -o /tmp/x.gguf --prefix a --prefix-chat", "intact --from x -o /proc/x.gguf",
-            "perplexity -f x --prefix-bos --prefix-chat", "perplexity -f x --prefix=", "kld -f x --prefix-bos --save-base /tmp/b.kld",
+            "perplexity -f x --prefix-bos --prefix-chat", "perplexity -f x --prefix=",
             "eval --matrix x.json --prefix-chat",
         ]
         for arguments in usage {

@@ -93,3 +93,39 @@ final class GroupFormatTests: XCTestCase {
         return back
     }
 }
+
+/// Learned grids: each block's gradient is (Σ g·q, Σ g) with q the codes the forward pass read, and
+/// a stored grid reads back as the F16 values the file keeps.
+final class GroupGridGradientTests: XCTestCase {
+    func testGridGradientIsTheCodesDotTheGradient() {
+        for format in [BlockFormat.q2_g32, .q3_g64, .q4_g128] {
+            let count = 2 * format.elementsPerBlock
+            var g = SplitMix64(seed: 5)
+            func uniform() -> Float { Float(g.next() % 1_000_000) / 500_000 - 1 }
+            let x = (0..<count).map { _ in uniform() }, gradient = (0..<count).map { _ in uniform() }
+            var blocks = [UInt8](repeating: 0, count: 2 * format.bytesPerBlock)
+            var snapped = [Float](repeating: 0, count: count), out = [Float](repeating: 0, count: 4)
+            blocks.withUnsafeMutableBytes { b in
+                format.quantizeRow(x, count: count, into: b.baseAddress!, importance: nil)
+                format.snapToGroupGrid(x, count: count, grid: b.baseAddress!, snapped: &snapped, codes: nil)
+                format.groupGridGradient(gradient, snapped: snapped, count: count, grid: b.baseAddress!, into: &out)
+                for block in 0..<2 {
+                    let (d, m) = format.groupGrid(b.baseAddress!, block: block)
+                    var expectedScale: Float = 0, expectedMinimum: Float = 0
+                    for c in 0..<format.elementsPerBlock {
+                        let i = block * format.elementsPerBlock + c
+                        let q = ((snapped[i] - m) / d).rounded()
+                        XCTAssertEqual(snapped[i], d * q + m, accuracy: 1e-5)
+                        expectedScale += gradient[i] * q; expectedMinimum += gradient[i]
+                    }
+                    XCTAssertEqual(out[2 * block], expectedScale, accuracy: 1e-4, format.name)
+                    XCTAssertEqual(out[2 * block + 1], expectedMinimum, accuracy: 1e-4, format.name)
+                }
+                let stored = format.setGroupGrid(b.baseAddress!, block: 1, scale: 0.123456, minimum: -0.5)
+                XCTAssertEqual(stored.scale, Float(Float16(0.123456)))
+                XCTAssertEqual(stored.minimum, -0.5)
+                XCTAssertTrue(format.groupGrid(b.baseAddress!, block: 1) == stored)
+            }
+        }
+    }
+}

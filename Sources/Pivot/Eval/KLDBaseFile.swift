@@ -8,11 +8,14 @@ import PivotKernels
 /// Σ_top p·(log p − log q) + p_rest·(log p_rest − log q_rest). Grouping the tail can only lower KL
 /// (log-sum inequality), a lower bound: for int8 against float on the default model (a small, spread-out divergence) K = 64 keeps 77% of the exact mean, 256 keeps 88%, 1024 keeps 95%.
 ///
-/// Layout (little endian): "PVKLDv1\0", UInt32 vocabulary, window, windows, K; the window tokens
+/// Layout (little endian): "PVKLDv2\0", UInt32 vocabulary, window, windows, K, prefix length; the
+/// prefix tokens run before every window (Int32, not scored; IntactKV's pivots); the window tokens
 /// (Int32, windows × window, to check the compared run reads the same text); then per scored token
-/// Float32 NLL, K × UInt32 ids, K × Float32 log-probabilities.
+/// Float32 NLL, K × UInt32 ids, K × Float32 log-probabilities. Version 1 files (no prefix field)
+/// still read.
 public enum KLDBaseFile {
-    static let magic = Array("PVKLDv1\0".utf8)
+    static let magic = Array("PVKLDv2\0".utf8)
+    static let magicV1 = Array("PVKLDv1\0".utf8)
 
     /// Runs the base over the windows and writes the file.
     public static func write(base: ScoringSide, tokens: [Int], window: Int, windows limit: Int?, topK: Int, to path: String,
@@ -23,7 +26,8 @@ public enum KLDBaseFile {
         guard (1...1024).contains(topK), topK < vocabulary else { throw PivotError.invalidArgument("top-K must be between 1 and 1024") }
         var data = Data(magic)
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { data.append(contentsOf: $0) } }
-        u32(vocabulary); u32(window); u32(windows); u32(topK)
+        u32(vocabulary); u32(window); u32(windows); u32(topK); u32(base.prefix.count)
+        for t in base.prefix { withUnsafeBytes(of: Int32(t).littleEndian) { data.append(contentsOf: $0) } }
         for t in tokens.prefix(windows * window) { withUnsafeBytes(of: Int32(t).littleEndian) { data.append(contentsOf: $0) } }
         let perToken = 4 + 8 * topK, perWindow = window - 1
         var record = [UInt8](repeating: 0, count: perWindow * perToken)
@@ -67,19 +71,26 @@ public enum KLDBaseFile {
         return best.map(\.index)
     }
 
-    /// The file mapped, once its magic and minimal header size are checked.
-    static func open(_ path: String) throws -> MappedFile {
+    /// The file mapped, once its magic and minimal header size are checked, with its prefix and where
+    /// the window tokens start.
+    static func open(_ path: String) throws -> (file: MappedFile, prefix: [Int], tokensOffset: Int) {
         guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
         let file = try MappedFile(path: path)
-        guard file.size >= 24, (0..<8).allSatisfy({ file.base.load(fromByteOffset: $0, as: UInt8.self) == magic[$0] }) else {
-            throw PivotError.malformed(file: path, "not a Pivot KLD base file")
-        }
-        return file
+        func starts(with m: [UInt8]) -> Bool { file.size >= 24 && (0..<8).allSatisfy { file.base.load(fromByteOffset: $0, as: UInt8.self) == m[$0] } }
+        if starts(with: magicV1) { return (file, [], 24) }
+        guard starts(with: magic), file.size >= 28 else { throw PivotError.malformed(file: path, "not a Pivot KLD base file") }
+        let count = Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 24, as: UInt32.self)))
+        guard file.size >= 28 + 4 * count else { throw PivotError.malformed(file: path, "truncated prefix") }
+        let prefix = (0..<count).map { Int(Int32(littleEndian: file.base.loadUnaligned(fromByteOffset: 28 + 4 * $0, as: Int32.self))) }
+        return (file, prefix, 28 + 4 * count)
     }
+
+    /// The prefix a base file was written with (empty: none), so the compared side can run the same.
+    public static func prefix(of path: String) throws -> [Int] { try open(path).prefix }
 
     /// The window length a base file was written with (its header), so the compared side can match it.
     public static func window(of path: String) throws -> Int {
-        let file = try open(path)
+        let file = try open(path).file
         // The mapping must outlive the read: a temporary could be released (unmapped) before it.
         return withExtendedLifetime(file) { Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))) }
     }
@@ -87,11 +98,15 @@ public enum KLDBaseFile {
     /// Scores `test` against the stored base over the same windows of the file.
     public static func evaluate(path: String, test: ScoringSide, tokens: [Int], pool: ThreadPool,
                                 progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
-        let file = try open(path)
+        let (file, prefix, tokensOffset) = try open(path)
+        guard prefix == test.prefix else {
+            throw PivotError.invalidArgument("\(path) was written with a prefix of \(prefix.count) token(s) before every window, the compared side runs \(test.prefix.count) "
+                + (prefix.count == test.prefix.count ? "different ones" : "") + ": give the same --prefix option on both runs")
+        }
         func u32(_ offset: Int) -> Int { Int(UInt32(littleEndian: file.base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) }
         let vocabulary = u32(8), window = u32(12), windows = u32(16), topK = u32(20)
         let perToken = 4 + 8 * topK, perWindow = window - 1
-        let tokensOffset = 24, recordsOffset = tokensOffset + 4 * windows * window
+        let recordsOffset = tokensOffset + 4 * windows * window
         guard window >= 2, topK >= 1, file.size == recordsOffset + windows * perWindow * perToken else {
             throw PivotError.malformed(file: path, "size does not match its header (truncated?)")
         }

@@ -35,7 +35,7 @@ public final class ScoringSide {
     let cache: KVCache
     let state: ForwardState
     /// Tokens run before every window, never scored (`--prefix`).
-    let prefix: [Int]
+    public let prefix: [Int]
 
     public init(model: LoadedModel, execution: Execution, window: Int, prefix: [Int] = []) {
         self.model = model

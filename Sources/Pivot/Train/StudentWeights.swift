@@ -5,17 +5,59 @@ import PivotKernels
 /// as the student's file would store them, the gradient updates the masters as if it had read them
 /// directly. Group-wise tensors keep each block's stored scale and minimum (the quantizer's choice,
 /// e.g. GPTQ's) and move only codes; other block formats are re-encoded by their own search every
-/// update; F32/F16/BF16 tensors pass through.
+/// update; F32/F16/BF16 tensors pass through. With `learnsGrids`, the group-wise blocks' scales and
+/// minimums train too (`LearnedGrids`), on a copy of the grids the output file then stores.
 public final class StudentGrid: WeightProjection {
-    struct Quantized { let offset: Int, rows: Int, columns: Int; let tensor: TensorData; let format: BlockFormat }
+    struct Quantized {
+        let offset: Int, rows: Int, columns: Int; let tensor: TensorData; let format: BlockFormat
+        /// The row blocks whose scales/minimums the forward pass reads: the file's, or a learned copy.
+        let grid: UnsafeRawPointer
+        /// Index of the tensor's first block among all learned blocks (nil: the grid is the file's, fixed).
+        let firstBlock: Int?
+    }
     let student: GGUFFile
     let tensors: [Quantized]
+    /// Mutable copies of the group-wise tensors' blocks when the grids learn.
+    let ownedGrids: [OwnedBytes]
+    let learned: LearnedGrids?
 
-    public init(student: GGUFFile, layout: ParameterLayout) {
+    public init(student: GGUFFile, layout: ParameterLayout, learnsGrids: Bool = false) {
         self.student = student
+        var owned: [OwnedBytes] = [], blocks = 0, initial: [Float] = []
         tensors = layout.entries.compactMap { entry in
             guard let t = student.tensors[entry.name], case .block(let format) = t.type, t.shape.count == 2 else { return nil }
-            return Quantized(offset: entry.offset, rows: t.shape[0], columns: t.shape[1], tensor: t, format: format)
+            guard learnsGrids, format.isExtension else {
+                return Quantized(offset: entry.offset, rows: t.shape[0], columns: t.shape[1], tensor: t, format: format, grid: t.data, firstBlock: nil)
+            }
+            let copy = OwnedBytes(count: t.byteCount)
+            copy.pointer.copyMemory(from: t.data, byteCount: t.byteCount)
+            owned.append(copy)
+            let count = t.byteCount / format.bytesPerBlock
+            for b in 0..<count {
+                let g = format.groupGrid(UnsafeRawPointer(copy.pointer), block: b)
+                initial.append(g.scale); initial.append(g.minimum)
+            }
+            defer { blocks += count }
+            return Quantized(offset: entry.offset, rows: t.shape[0], columns: t.shape[1], tensor: t, format: format,
+                             grid: UnsafeRawPointer(copy.pointer), firstBlock: blocks)
+        }
+        ownedGrids = owned
+        learned = learnsGrids && blocks > 0 ? LearnedGrids(values: initial) : nil
+    }
+
+    /// Whether some of the student's blocks have grids that can learn (group-wise tensors).
+    public var hasGroupGrids: Bool { tensors.contains { $0.format.isExtension } }
+    public var state: [Float] { learned?.state ?? [] }
+    /// Restores the learned grids' masters and moments, and the stored grids the forward pass reads.
+    public func restore(state: [Float]) throws {
+        guard let learned else { return }
+        try learned.restore(state)
+        for q in tensors {
+            guard let first = q.firstBlock else { continue }
+            let grid = UnsafeMutableRawPointer(mutating: q.grid)
+            for b in 0..<(q.tensor.byteCount / q.format.bytesPerBlock) {
+                q.format.setGroupGrid(grid, block: b, scale: learned.values[2 * (first + b)], minimum: learned.values[2 * (first + b) + 1])
+            }
         }
     }
 
@@ -29,7 +71,7 @@ public final class StudentGrid: WeightProjection {
                 let rowBytes = q.tensor.byteCount / q.rows
                 pool.parallelRanges(count: q.rows, minChunk: 8) { rows in
                     for r in rows {
-                        q.format.snapToGroupGrid(source + r * q.columns, count: q.columns, grid: q.tensor.data + r * rowBytes,
+                        q.format.snapToGroupGrid(source + r * q.columns, count: q.columns, grid: q.grid + r * rowBytes,
                                                  snapped: target + r * q.columns, codes: nil)
                     }
                 }
@@ -50,7 +92,7 @@ public final class StudentGrid: WeightProjection {
         let bytes = OwnedBytes(count: q.tensor.byteCount), rowBytes = q.tensor.byteCount / q.rows
         pool.parallelRanges(count: q.rows, minChunk: 8) { rows in
             for r in rows {
-                q.format.snapToGroupGrid(source + r * q.columns, count: q.columns, grid: q.tensor.data + r * rowBytes,
+                q.format.snapToGroupGrid(source + r * q.columns, count: q.columns, grid: q.grid + r * rowBytes,
                                          snapped: nil, codes: bytes.pointer + r * rowBytes)
             }
         }

@@ -44,6 +44,18 @@ public struct TrainingWindows: Sendable {
 /// weights and the forward pass reads their projection (the straight-through estimator).
 public protocol WeightProjection: AnyObject {
     func project(master: ParameterBuffer, into weights: ParameterBuffer, pool: ThreadPool)
+    /// Trains the projection's own parameters (learned grids) from the gradient of the weights it
+    /// produced, before the masters take their update; may move the masters with them.
+    func learn(gradients: ParameterBuffer, master: ParameterBuffer, weights: ParameterBuffer, rate: Float, pool: ThreadPool)
+    /// Those parameters and their optimizer's state, for checkpoints (empty: none).
+    var state: [Float] { get }
+    func restore(state: [Float]) throws
+}
+
+extension WeightProjection {
+    public func learn(gradients: ParameterBuffer, master: ParameterBuffer, weights: ParameterBuffer, rate: Float, pool: ThreadPool) {}
+    public var state: [Float] { [] }
+    public func restore(state: [Float]) throws {}
 }
 
 /// What the trainer reports as it goes.
@@ -95,6 +107,7 @@ public final class Trainer<Source: ObjectiveSource> {
         if resume, let path = checkpointPath, FileManager.default.fileExists(atPath: path) {
             let checkpoint = try TrainingCheckpoint.read(path: path, layout: model.layout, settings: settings)
             checkpoint.weights.withUnsafeBufferPointer { master.base.update(from: $0.baseAddress!, count: master.count) }
+            try projection?.restore(state: checkpoint.projectionState)
             optimizer = checkpoint.optimizer
             records = checkpoint.records
             first = optimizer.step + 1
@@ -119,6 +132,8 @@ public final class Trainer<Source: ObjectiveSource> {
             let norm = gradients.norm(in: trainable)
             if settings.clipNorm > 0 && norm > Double(settings.clipNorm) { gradients.scale(by: settings.clipNorm / Float(norm)) }
             let rate = settings.schedule.rate(at: step)
+            projection?.learn(gradients: gradients, master: master, weights: model.weights,
+                              rate: settings.gridLearningRate * rate / settings.learningRate, pool: pool)
             optimizer.update(parameters: master.base, gradients: gradients.base, learningRate: rate, decayed: decayed)
             projection?.project(master: master, into: model.weights, pool: pool)
             let seconds = Date().timeIntervalSince(started)
@@ -127,7 +142,8 @@ public final class Trainer<Source: ObjectiveSource> {
             records.append(record)
             events(.step(record, total: settings.steps))
             if let path = checkpointPath, step % checkpointEvery == 0 || step == settings.steps {
-                try TrainingCheckpoint(settings: settings, optimizer: optimizer, records: records, weights: master.base, count: master.count)
+                try TrainingCheckpoint(settings: settings, optimizer: optimizer, records: records, weights: master.base, count: master.count,
+                                       projectionState: projection?.state ?? [])
                     .write(path: path, layout: model.layout)
                 events(.checkpoint(path: path, step: step))
             }

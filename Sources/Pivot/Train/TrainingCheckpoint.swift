@@ -3,7 +3,8 @@ import Foundation
 /// A training run's state between updates: the (master) weights, AdamW's moments and step, the log
 /// so far and the settings. One file, written beside itself and renamed over the old one, so a kill
 /// at any moment leaves the previous checkpoint whole. Layout: "PIVOTCKP", UInt64 header length,
-/// JSON header, then count floats each of weights, first moment, second moment (little-endian F32).
+/// JSON header, then count floats each of weights, first moment, second moment (little-endian F32),
+/// then the weight projection's own state (learned grids), if any.
 struct TrainingCheckpoint {
     struct Header: Codable {
         var version = 1
@@ -12,6 +13,7 @@ struct TrainingCheckpoint {
         var parameterCount: Int
         var tensorNames: [String]
         var records: [TrainingRecord]
+        var projectionCount: Int? = nil
     }
     static let magic = Array("PIVOTCKP".utf8)
 
@@ -20,13 +22,17 @@ struct TrainingCheckpoint {
     var records: [TrainingRecord]
     let weights: UnsafeMutablePointer<Float>
     let count: Int
+    var projectionState: [Float]
 
-    init(settings: TrainingSettings, optimizer: AdamW, records: [TrainingRecord], weights: UnsafeMutablePointer<Float>, count: Int) {
+    init(settings: TrainingSettings, optimizer: AdamW, records: [TrainingRecord], weights: UnsafeMutablePointer<Float>, count: Int,
+         projectionState: [Float] = []) {
         self.settings = settings; self.optimizer = optimizer; self.records = records; self.weights = weights; self.count = count
+        self.projectionState = projectionState
     }
 
     func write(path: String, layout: ParameterLayout) throws {
-        let header = Header(settings: settings, step: optimizer.step, parameterCount: count, tensorNames: layout.entries.map(\.name), records: records)
+        let header = Header(settings: settings, step: optimizer.step, parameterCount: count, tensorNames: layout.entries.map(\.name), records: records,
+                            projectionCount: projectionState.count)
         let json = try JSONEncoder().encode(header)
         var data = Data(Self.magic)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
@@ -34,6 +40,7 @@ struct TrainingCheckpoint {
         data.append(UnsafeBufferPointer(start: weights, count: count))
         optimizer.firstMoment.withUnsafeBufferPointer { data.append($0) }
         optimizer.secondMoment.withUnsafeBufferPointer { data.append($0) }
+        projectionState.withUnsafeBufferPointer { data.append($0) }
         let temporary = path + ".partial"
         do {
             try data.write(to: URL(fileURLWithPath: temporary))
@@ -44,7 +51,7 @@ struct TrainingCheckpoint {
     }
 
     /// Reads a checkpoint of a run with the same layout and settings (anything else would not be a resumption).
-    static func read(path: String, layout: ParameterLayout, settings: TrainingSettings) throws -> (weights: [Float], optimizer: AdamW, records: [TrainingRecord]) {
+    static func read(path: String, layout: ParameterLayout, settings: TrainingSettings) throws -> (weights: [Float], optimizer: AdamW, records: [TrainingRecord], projectionState: [Float]) {
         guard let data = FileManager.default.contents(atPath: path) else { throw PivotError.fileNotFound(path) }
         guard data.count > 16, Array(data.prefix(8)) == magic else { throw PivotError.malformed(file: path, "not a Pivot training checkpoint") }
         let length = Int(data[8..<16].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
@@ -60,12 +67,12 @@ struct TrainingCheckpoint {
             throw PivotError.invalidArgument("--resume \(path): the checkpoint was made with different training settings (steps, batch, length, rate, filter or seed); "
                 + "resume with the same ones, or remove the checkpoint to start over")
         }
-        let n = layout.count, start = 16 + length
-        guard data.count == start + 3 * 4 * n else { throw PivotError.malformed(file: path, "expected \(3 * n) floats after the header") }
-        func floats(_ i: Int) -> [Float] {
-            data[(start + i * 4 * n)..<(start + (i + 1) * 4 * n)].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let n = layout.count, start = 16 + length, extra = header.projectionCount ?? 0
+        guard data.count == start + 4 * (3 * n + extra) else { throw PivotError.malformed(file: path, "expected \(3 * n + extra) floats after the header") }
+        func floats(_ i: Int, count: Int? = nil) -> [Float] {
+            data[(start + i * 4 * n)..<(start + i * 4 * n + 4 * (count ?? n))].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         }
         let optimizer = AdamW(settings: settings.optimizer, step: header.step, firstMoment: floats(1), secondMoment: floats(2))
-        return (floats(0), optimizer, header.records)
+        return (floats(0), optimizer, header.records, floats(3, count: extra))
     }
 }

@@ -69,6 +69,9 @@ public struct TrainingSettings: Codable, Equatable, Sendable {
     public var filter = ParameterFilter()
     /// Seed of the window order.
     public var seed: UInt64 = 1
+    /// Peak rate of a group-wise student's learned scales and minimums (0: the quantizer's stay);
+    /// they follow the same warm-up and cosine.
+    public var gridLearningRate: Float = 0
 
     public init(steps: Int, batch: Int, length: Int, learningRate: Float, warmupSteps: Int? = nil) {
         self.steps = steps; self.batch = batch; self.length = length; self.learningRate = learningRate

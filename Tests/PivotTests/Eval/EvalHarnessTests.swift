@@ -56,6 +56,14 @@ final class EvalHarnessTests: XCTestCase {
         XCTAssertThrowsError(try KLDBaseFile.evaluate(path: file, test: side(b, .int8), tokens: Array(tokens.reversed()), pool: Shared.pool)) {
             XCTAssertTrue("\($0)".contains("does not tokenize to the tokens"), "\($0)")
         }
+        // A prefix (IntactKV's pivot) is recorded in the file and the compared side must run the same.
+        func prefixed(_ m: LoadedModel) -> ScoringSide { ScoringSide(model: m, execution: Execution(pool: Shared.pool, precision: .float), window: 128, prefix: [1]) }
+        try KLDBaseFile.write(base: prefixed(a), tokens: tokens, window: 128, windows: 1, topK: 64, to: file, pool: Shared.pool)
+        XCTAssertEqual(try KLDBaseFile.prefix(of: file), [1])
+        XCTAssertEqual(try KLDBaseFile.evaluate(path: file, test: prefixed(b), tokens: tokens, pool: Shared.pool).meanKLD, 0)
+        XCTAssertThrowsError(try KLDBaseFile.evaluate(path: file, test: side(b, .float), tokens: tokens, pool: Shared.pool)) {
+            XCTAssertTrue("\($0)".contains("same --prefix"), "\($0)")
+        }
     }
 
     /// float vs int8 × 3 tasks, as two shards; the first is interrupted after one cell and resumed
