@@ -84,9 +84,13 @@ struct Distill: ParsableCommand {
         let execution = Execution(pool: pool, precision: teacherPrecision)
         var metadata = [GGUFMetadataEntry("pivot.distill.teacher", .string((teacherPath as NSString).lastPathComponent), type: 8)]
         if sequence {
-            let sequences = try SequenceDistillation.continuations(teacher: teacherModel, prompts: session.windows(), promptLength: promptTokens,
-                                                                   count: training.steps * training.batch * training.accumulation,
-                                                                   cache: session.options.stem + ".sequences.json", execution: execution)
+            let prompts = try session.windows(), count = training.steps * training.batch * training.accumulation
+            let bar = ProgressBar(total: min(count, prompts.windows.count), label: "teacher")
+            let sequences = try SequenceDistillation.continuations(teacher: teacherModel, prompts: prompts, promptLength: promptTokens, count: count,
+                                                                   cache: session.options.stem + ".sequences.json", execution: execution) { done, _ in
+                bar.update(done)
+            }
+            bar.finish()
             metadata.append(GGUFMetadataEntry("pivot.distill.mode", .string("sequence"), type: 8))
             try session.run(source: PromptMaskedCrossEntropy(promptLength: promptTokens), windows: TrainingWindows(windows: sequences),
                             extraMetadata: metadata)

@@ -34,16 +34,13 @@ public struct DistillationObjective: TokenObjective {
     public func scores(row: Int) -> Bool { targets[row] >= 0 }
 
     public func loss(row: Int, logits z: UnsafeMutablePointer<Float>, vocabulary V: Int) -> Float {
-        let tau = settings.temperature, alpha = settings.crossEntropyWeight, k = settings.topK
-        // Cross-entropy's gradient first, on the untempered logits, kept aside.
-        var crossEntropy: Float = 0
-        var ceGradient: [Float] = []
-        if alpha > 0 {
-            ceGradient = Array(UnsafeBufferPointer(start: z, count: V))
-            crossEntropy = ceGradient.withUnsafeMutableBufferPointer {
-                NextTokenCrossEntropy.crossEntropy(logits: $0.baseAddress!, vocabulary: V, target: Int(targets[row]), weight: alpha)
-            }
-        }
+        let tau = settings.temperature, alpha = settings.crossEntropyWeight, k = settings.topK, w = 1 - alpha
+        // Cross-entropy on the untempered logits; its gradient α·(softmax(z) − onehot) is added in the
+        // divergence's last pass from the tempered logit zₜ (z = τ·zₜ), so no copy of the row is kept.
+        let target = Int(targets[row])
+        let untemperedLSE = alpha > 0 ? logSumExp(z, count: V) : 0
+        let crossEntropy = alpha > 0 ? untemperedLSE - z[target] : 0
+        @inline(__always) func ceGradient(_ tempered: Float) -> Float { alpha > 0 ? alpha * Foundation.exp(tau * tempered - untemperedLSE) : 0 }
         if tau != 1 { for j in 0..<V { z[j] /= tau } }
         let lse = logSumExp(z, count: V)
         var divergence: Float = 0
@@ -56,8 +53,8 @@ public struct DistillationObjective: TokenObjective {
                 divergence += p * (lp - (z[j] - lse))
                 mass += p
             }
-            for j in 0..<V { z[j] = tau * mass * Foundation.exp(z[j] - lse) }
-            for i in 0..<k { z[Int(indices[row * k + i])] -= tau * Foundation.exp(logProbabilities[row * k + i]) }
+            for j in 0..<V { let zt = z[j]; z[j] = w * tau * mass * Foundation.exp(zt - lse) + ceGradient(zt) }
+            for i in 0..<k { z[Int(indices[row * k + i])] -= w * tau * Foundation.exp(logProbabilities[row * k + i]) }
         case .reverse:
             // τ²·Σ q (log q − log p); ∂/∂z_j = τ·q_j·(a_j − E_q[a]), a = log q − log p.
             let teacher = full!.pointer, base = row * V
@@ -69,15 +66,12 @@ public struct DistillationObjective: TokenObjective {
                 z[j] = a
             }
             for j in 0..<V {
-                let q = Foundation.exp(z[j] + teacher[base + j])
-                z[j] = tau * q * (z[j] - mean)
+                let lq = z[j] + teacher[base + j]
+                z[j] = w * tau * Foundation.exp(lq) * (z[j] - mean) + ceGradient(lq + lse)
             }
         }
-        divergence *= tau * tau
-        let w = 1 - alpha
-        if w != 1 { for j in 0..<V { z[j] *= w } }
-        if alpha > 0 { for j in 0..<V { z[j] += ceGradient[j] } }
-        return w * divergence + alpha * crossEntropy
+        if alpha > 0 { z[target] -= alpha }
+        return w * divergence * tau * tau + alpha * crossEntropy
     }
 }
 

@@ -34,16 +34,29 @@ struct TrainingCheckpoint {
         let header = Header(settings: settings, step: optimizer.step, parameterCount: count, tensorNames: layout.entries.map(\.name), records: records,
                             projectionCount: projectionState.count)
         let json = try JSONEncoder().encode(header)
-        var data = Data(Self.magic)
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(json)
-        data.append(UnsafeBufferPointer(start: weights, count: count))
-        optimizer.firstMoment.withUnsafeBufferPointer { data.append($0) }
-        optimizer.secondMoment.withUnsafeBufferPointer { data.append($0) }
-        projectionState.withUnsafeBufferPointer { data.append($0) }
+        var head = Data(Self.magic)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { head.append(contentsOf: $0) }
+        head.append(json)
+        // Streamed section by section: no second copy of the (weights + moments) in memory.
         let temporary = path + ".partial"
         do {
-            try data.write(to: URL(fileURLWithPath: temporary))
+            guard FileManager.default.createFile(atPath: temporary, contents: head) else {
+                throw PivotError.cannotWrite(temporary, String(cString: strerror(errno)))
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            func append(_ p: UnsafePointer<Float>, _ n: Int) throws {
+                let chunk = 1 << 22
+                for start in stride(from: 0, to: n, by: chunk) {
+                    try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: p + start), count: 4 * min(chunk, n - start), deallocator: .none))
+                }
+            }
+            try append(weights, count)
+            try optimizer.firstMoment.withUnsafeBufferPointer { try append($0.baseAddress!, $0.count) }
+            try optimizer.secondMoment.withUnsafeBufferPointer { try append($0.baseAddress!, $0.count) }
+            if !projectionState.isEmpty { try projectionState.withUnsafeBufferPointer { try append($0.baseAddress!, $0.count) } }
+            try handle.synchronize()
             guard rename(temporary, path) == 0 else { throw PivotError.cannotWrite(path, String(cString: strerror(errno))) }
         } catch let error as PivotError { throw error } catch {
             throw PivotError.cannotWrite(path, error.localizedDescription)
@@ -52,7 +65,9 @@ struct TrainingCheckpoint {
 
     /// Reads a checkpoint of a run with the same layout and settings (anything else would not be a resumption).
     static func read(path: String, layout: ParameterLayout, settings: TrainingSettings) throws -> (weights: [Float], optimizer: AdamW, records: [TrainingRecord], projectionState: [Float]) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw PivotError.fileNotFound(path) }
+        // Mapped, not read: the floats are copied once, into the arrays training resumes with.
+        let file = try MappedFile(path: path)
+        let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: file.base), count: file.size, deallocator: .none)
         guard data.count > 16, Array(data.prefix(8)) == magic else { throw PivotError.malformed(file: path, "not a Pivot training checkpoint") }
         let length = Int(data[8..<16].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
         guard length > 0, 16 + length <= data.count else { throw PivotError.malformed(file: path, "truncated header") }
@@ -70,9 +85,13 @@ struct TrainingCheckpoint {
         let n = layout.count, start = 16 + length, extra = header.projectionCount ?? 0
         guard data.count == start + 4 * (3 * n + extra) else { throw PivotError.malformed(file: path, "expected \(3 * n + extra) floats after the header") }
         func floats(_ i: Int, count: Int? = nil) -> [Float] {
-            data[(start + i * 4 * n)..<(start + i * 4 * n + 4 * (count ?? n))].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            let c = count ?? n
+            return [Float](unsafeUninitializedCapacity: c) { buffer, initialized in
+                if c > 0 { memcpy(buffer.baseAddress!, file.base + start + i * 4 * n, 4 * c) }
+                initialized = c
+            }
         }
         let optimizer = AdamW(settings: settings.optimizer, step: header.step, firstMoment: floats(1), secondMoment: floats(2))
-        return (floats(0), optimizer, header.records, floats(3, count: extra))
+        return withExtendedLifetime(file) { (floats(0), optimizer, header.records, floats(3, count: extra)) }
     }
 }

@@ -45,6 +45,7 @@ final class DistillationTests: XCTestCase {
 
     func testReverseKL() {
         check(DistillationSettings(topK: 8, temperature: 1.5, divergence: .reverse))
+        check(DistillationSettings(topK: 8, temperature: 2, crossEntropyWeight: 0.4, divergence: .reverse))
     }
 
     func testTopIndicesAreTheLargestInOrder() {
