@@ -37,6 +37,9 @@ public final class Generator {
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
                                                 execution: Execution(pool: state.context.pool, precision: state.context.precision))
     static let maxVerify = 33
+    /// Buffers with logits for every row of a scored feed (a server's echoed prompt logprobs); made on first use.
+    private lazy var scoringState = ForwardState(config: model.config, maxTokens: 64, allLogits: true,
+                                                 execution: Execution(pool: state.context.pool, precision: state.context.precision))
     /// False: end-of-turn tokens do not end generation (llama-server's `ignore_eos`, for load tests).
     public var stopsAtEndOfTurn = true
 
@@ -59,6 +62,14 @@ public final class Generator {
     @discardableResult
     public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler,
                          stats: inout GenerationStats, onToken: (Int) -> Bool) -> StopReason {
+        generate(prompt: prompt, maxTokens: maxTokens, sampler: &sampler, stats: &stats) { token, _ in onToken(token) }
+    }
+
+    /// As above; `onToken` also gets the raw logits the token was drawn from (before temperature or
+    /// any filter), valid only during the call: what a server's logprobs are computed from.
+    @discardableResult
+    public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler,
+                         stats: inout GenerationStats, onToken: (Int, UnsafePointer<Float>) -> Bool) -> StopReason {
         let transformer = model.transformer
         let vocabulary = model.config.vocabularySize
         guard !prompt.isEmpty else { return .maxTokens }
@@ -71,19 +82,20 @@ public final class Generator {
         defer { stats.decodeSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
         guard allFinite(logits.row(0), count: vocabulary) else { return .nonFiniteLogits }
         if drafter != nil && cache.length == prompt.count { drafter?.reset(context: prompt) } else { drafter?.observe(prompt) }
-        var next = sampler.sample(logits.row(0), count: vocabulary)
+        var nextRow = UnsafePointer(logits.row(0))
+        var next = sampler.sample(nextRow, count: vocabulary)
         var generated = 0
-        /// Hands one token out; nil to go on, else why generation ends.
-        func emit(_ token: Int) -> StopReason? {
+        /// Hands one token out with the row it came from; nil to go on, else why generation ends.
+        func emit(_ token: Int, _ row: UnsafePointer<Float>) -> StopReason? {
             generated += 1
             stats.generatedTokens += 1
-            if stopsAtEndOfTurn && model.tokenizer.stopTokens.contains(token) { _ = onToken(token); return .endOfSequence }
-            if !onToken(token) { return .endOfSequence }
+            if stopsAtEndOfTurn && model.tokenizer.stopTokens.contains(token) { _ = onToken(token, row); return .endOfSequence }
+            if !onToken(token, row) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
             return nil
         }
         while true {
-            if let reason = emit(next) { return reason }
+            if let reason = emit(next, nextRow) { return reason }
             drafter?.observe([next])
             // Room for the draft: the tokens still wanted (one is the model's own) and the cache.
             let room = min(maxTokens - generated - 1, cache.capacity - cache.length - 2, draftPolicy.maxDraft)
@@ -96,8 +108,9 @@ public final class Generator {
                 // current while drafting is off.
                 let probe = room > 0 && wanted == 0 ? drafter?.draft(limit: 1).first : nil
                 let passStart = DispatchTime.now().uptimeNanoseconds
-                let row = transformer.forward(token: next, cache: cache, state: state).row(0)
+                let row = UnsafePointer(transformer.forward(token: next, cache: cache, state: state).row(0))
                 if drafter != nil { draftPolicy.recordPass(tokens: 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9) }
+                nextRow = row
                 next = sampler.sample(row, count: vocabulary)
                 if let probe { draftPolicy.recordVerification(proposed: 1, accepted: probe == next ? 1 : 0) }
                 continue
@@ -117,11 +130,13 @@ public final class Generator {
             stats.acceptedTokens += accepted
             draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
             cache.truncate(to: base + 1 + accepted)
-            for token in draft.prefix(accepted) {
-                if let reason = emit(token) { return reason }
+            for (i, token) in draft.prefix(accepted).enumerated() {
+                if let reason = emit(token, rows.row(i)) { return reason }
             }
             drafter?.observe(Array(draft.prefix(accepted)))
-            next = replacement ?? sampler.sample(rows.row(draft.count), count: vocabulary)
+            // The replacement was drawn from row `accepted`; with every draft token accepted that is the last row.
+            nextRow = UnsafePointer(rows.row(accepted))
+            next = replacement ?? sampler.sample(nextRow, count: vocabulary)
         }
     }
 
@@ -133,6 +148,23 @@ public final class Generator {
         precondition(cache.length + tokens.count < cache.capacity, "feed past the cache's capacity")
         let start = DispatchTime.now().uptimeNanoseconds
         _ = model.transformer.forward(tokens, cache: cache, state: state, logits: .last)
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
+    /// Appends `tokens` like `feed`, handing `onRow` each position's logits (the distribution of the
+    /// token after it): scoring a prompt costs one pass over it, in pieces of 64 tokens.
+    @discardableResult
+    public func feed(_ tokens: [Int], onRow: (_ position: Int, _ logits: UnsafePointer<Float>) -> Void) -> Double {
+        guard !tokens.isEmpty else { return 0 }
+        precondition(cache.length + tokens.count < cache.capacity, "feed past the cache's capacity")
+        let start = DispatchTime.now().uptimeNanoseconds
+        var position = 0
+        while position < tokens.count {
+            let end = min(tokens.count, position + scoringState.maxTokens)
+            let logits = model.transformer.forward(Array(tokens[position..<end]), cache: cache, state: scoringState, logits: .all)
+            for p in position..<end { onRow(p, UnsafePointer(logits.row(p - position))) }
+            position = end
+        }
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
