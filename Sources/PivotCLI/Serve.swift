@@ -9,10 +9,16 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         Routes: POST /v1/chat/completions and /v1/completions (stream: true gives server-sent events ending with \
         data: [DONE]; max_tokens, temperature, top_p, seed, stop, ignore_eos; usage and llama-server's timings in every reply), \
-        GET /v1/models, GET /health, GET / (chat page). Each of --parallel slots has its own KV cache of --ctx-size \
+        GET /v1/models, GET /health, GET / (chat page), GET /metrics (Prometheus), POST /tokenize and /detokenize \
+        (llama-server's). Logprobs as OpenAI gives them: chat `logprobs: true` with `top_logprobs` 0-20, completions \
+        `logprobs` 0-20 and `echo` (with max_tokens 0: the prompt's own logprobs, for lm-evaluation-harness); they \
+        are the log-softmax of the raw logits, before temperature or top-p. Each of --parallel slots has its own KV cache of --ctx-size \
         tokens; a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
         the rest (a multi-turn chat does not re-read its history). Running requests advance one token each in turn; a long prompt is prefilled 256 tokens at a time between their steps. \
-        Up to --queue requests wait for a slot; beyond that the answer is 503. Errors are OpenAI-shaped JSON.
+        Up to --queue requests wait for a slot; beyond that the answer is 503. Errors are OpenAI-shaped JSON. \
+        One line per request on stderr (id, route, status, tokens, time to first token, total time) unless --quiet. \
+        SIGTERM or Ctrl-C drains: new requests get 503, running ones have --drain-seconds to finish, then the server \
+        exits 0 (a second signal stops them at once).
         """)
 
 
@@ -31,6 +37,16 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Largest request body in bytes; larger ones get HTTP 413.")
     var maxBody = 1 << 20
 
+    @Option(help: ArgumentHelp("Require 'Authorization: Bearer KEY' on every route but /health and the chat page (else 401). Default: $PIVOT_API_KEY.",
+                               valueName: "key"))
+    var apiKey: String?
+
+    @Option(parsing: .unconditional, help: "After SIGTERM/SIGINT, seconds running requests may take to finish before they are stopped.")
+    var drainSeconds = 30.0
+
+    @Flag(help: "No log line per request on stderr.")
+    var quiet = false
+
     @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "Context (per slot)") var contextOption: ContextOption
     @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
@@ -41,7 +57,14 @@ struct Serve: AsyncParsableCommand {
         try checkRange("--queue", queue, 0...Int.max)
         try checkRange("--port", port, 0...65535)
         try checkRange("--max-body", maxBody, 1024...Int.max)
+        guard drainSeconds >= 0 && drainSeconds.isFinite else { throw ValidationError("--drain-seconds must be 0 or more; got \(drainSeconds).") }
+        if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty.") }
         if let contextSize = contextOption.contextSize ?? contextOption.legacyContext { try checkRange("--ctx-size", contextSize, 16...1_048_576) }
+    }
+
+    /// $PIVOT_API_KEY when set and not empty: a key kept out of the process list.
+    private var environmentKey: String? {
+        ProcessInfo.processInfo.environment["PIVOT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     func run() async throws {
@@ -52,12 +75,14 @@ struct Serve: AsyncParsableCommand {
         let generators = (0..<parallel).map { _ in Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context) }
         let name = (loaded.path as NSString).lastPathComponent
         let server = PivotServer(model: loaded, modelName: name, generators: generators,
-                                 options: ServerOptions(host: host, port: port, queueLimit: queue, maxBodyBytes: maxBody))
+                                 options: ServerOptions(host: host, port: port, queueLimit: queue, maxBodyBytes: maxBody, quiet: quiet,
+                                                        apiKey: apiKey ?? environmentKey, drainSeconds: drainSeconds, handleSignals: true))
         let host = self.host
         let parallel = self.parallel
+        let secured = apiKey ?? environmentKey != nil ? " (API key required)" : ""
         do {
             try await server.run { port in
-                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, listening on http://\(host):\(port)\n")
+                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, listening on http://\(host):\(port)\(secured)\n")
             }
         } catch let error as ServerError {
             // Its description is the whole message; ArgumentParser would add "Error: ".

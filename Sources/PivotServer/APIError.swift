@@ -18,6 +18,12 @@ struct APIError: Error, Equatable {
     static let busy = APIError(status: .serviceUnavailable, message: "The server is busy: every slot is generating and the queue is full. Retry later.",
                                type: "server_error", code: "server_busy")
 
+    static let unauthorized = APIError(status: .unauthorized, message: "Missing or wrong API key: send the header 'Authorization: Bearer KEY'.",
+                                       type: "invalid_request_error", code: "invalid_api_key")
+
+    static let shuttingDown = APIError(status: .serviceUnavailable, message: "The server is shutting down and takes no new requests.",
+                                       type: "server_error", code: "shutting_down")
+
     static let notFound = APIError(status: .notFound, message: "Unknown route.", type: "invalid_request_error", code: "not_found")
 
     static let tooLarge = APIError(status: .contentTooLarge, message: "The request body is larger than the server accepts (--max-body).",

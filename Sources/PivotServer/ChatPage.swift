@@ -1,5 +1,6 @@
 /// The chat page served at `/`: plain HTML and JavaScript, no build step, nothing fetched from
-/// elsewhere. It streams from /v1/chat/completions and shows the model and tokens/s.
+/// elsewhere. It streams from /v1/chat/completions and shows the model and tokens/s. The page itself
+/// needs no API key; when the server answers 401 it asks for one and keeps it in localStorage.
 let chatPageHTML = #"""
 <!doctype html>
 <html lang="en">
@@ -40,8 +41,17 @@ let chatPageHTML = #"""
 const log = document.getElementById('log'), input = document.getElementById('input');
 const send = document.getElementById('send'), speed = document.getElementById('speed');
 let messages = [], controller = null;
+let apiKey = localStorage.getItem('pivot-api-key') || '';
+function headers(extra) { return apiKey ? Object.assign({ 'Authorization': 'Bearer ' + apiKey }, extra) : extra; }
+function askKey() {
+  apiKey = window.prompt('This server needs an API key:') || '';
+  localStorage.setItem('pivot-api-key', apiKey);
+}
 
-fetch('/v1/models').then(r => r.json()).then(m => {
+fetch('/v1/models', { headers: headers({}) }).then(r => {
+  if (r.status === 401) { askKey(); if (apiKey) location.reload(); }
+  return r.json();
+}).then(m => {
   const info = m.data[0];
   document.getElementById('model').textContent = info.id + ' · ctx ' + info.meta.n_ctx;
 }).catch(() => { document.getElementById('model').textContent = 'model unavailable'; });
@@ -64,9 +74,10 @@ async function ask(text) {
   let reply = '';
   try {
     const response = await fetch('/v1/chat/completions', {
-      method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: controller.signal,
+      method: 'POST', headers: headers({ 'Content-Type': 'application/json' }), signal: controller.signal,
       body: JSON.stringify({ messages, stream: true, max_tokens: 512 })
     });
+    if (response.status === 401) askKey();
     if (!response.ok) { const e = await response.json(); throw new Error(e.error ? e.error.message : response.statusText); }
     const reader = response.body.getReader(), decoder = new TextDecoder();
     let buffer = '';

@@ -1,5 +1,6 @@
 import Foundation
 import Pivot
+import Synchronization
 
 /// What one request asks the model for, validated.
 struct GenerationJob: Sendable {
@@ -9,6 +10,13 @@ struct GenerationJob: Sendable {
     var stop: [String]
     /// llama-server's extension: end-of-turn tokens do not stop generation.
     var ignoreEOS = false
+    /// Report each generated token's logprob with this many alternatives; nil: no logprobs.
+    var logprobs: Int?
+    /// Score the prompt too (legacy completions' `echo`): its cached prefix is not reused, since
+    /// every position's logits are needed.
+    var echo = false
+    /// When the request arrived (uptime nanoseconds), for time to first token.
+    var arrival = DispatchTime.now().uptimeNanoseconds
 }
 
 /// How a request ended, with OpenAI's usage and llama-server's timings.
@@ -21,10 +29,15 @@ struct Completion: Sendable {
     var prefillSeconds: Double
     var decodeSeconds: Double
     var slot: Int
+    /// From arrival to the first generated token (queueing and prefill included); nil if none.
+    var firstTokenSeconds: Double?
 }
 
 enum GenerationEvent: Sendable {
-    case text(String)
+    /// Text safe to send, with the logprobs of the tokens it completes (when asked for).
+    case text(String, [TokenLogprob])
+    /// The prompt's tokens scored (`echo` with logprobs); the first has no logprob.
+    case prompt([TokenLogprob])
     case finished(Completion)
 }
 
@@ -40,6 +53,12 @@ final class Engine: @unchecked Sendable {
     /// One per slot, each with its own KV cache.
     private let generators: [Generator]
     private let turn = FairTurn()
+    let metrics = ServerMetrics()
+    /// Set when draining runs out of time: every running generation stops at its next token.
+    let stopAll = CancelFlag()
+    /// Tokens each slot's cache holds now (updated by its generation thread), and the cost per token.
+    private let heldTokens: Mutex<[Int]>
+    private let bytesPerToken: [Double]
     /// Prompt tokens per forward pass before other slots get a turn.
     static let prefillPiece = 256
 
@@ -49,7 +68,18 @@ final class Engine: @unchecked Sendable {
         contextLength = generators[0].cache.capacity
         self.generators = generators
         slots = SlotPool(count: generators.count, queueLimit: queueLimit)
+        heldTokens = Mutex(Array(repeating: 0, count: generators.count))
+        bytesPerToken = generators.map { $0.cache.bytesPerToken }
     }
+
+    /// Bytes of KV cache holding tokens now, and reserved in all (every slot's full context).
+    var kvCacheBytes: (used: Double, capacity: Double) {
+        let held = heldTokens.withLock { $0 }
+        return (zip(held, bytesPerToken).map { Double($0) * $1 }.reduce(0, +),
+                bytesPerToken.map { $0 * Double(contextLength) }.reduce(0, +))
+    }
+
+    private func hold(_ tokens: Int, slot: Int) { heldTokens.withLock { $0[slot] = tokens } }
 
     /// Runs `job` on slot `slot` (already acquired; released here when generation ends). Text
     /// arrives in pieces that never split a character or the start of a stop sequence.
@@ -57,7 +87,8 @@ final class Engine: @unchecked Sendable {
         let (stream, events) = AsyncStream<GenerationEvent>.makeStream()
         events.onTermination = { _ in cancel.set() }
         let thread = Thread { [self] in
-            let completion = generate(job, slot: slot, cancel: cancel) { events.yield(.text($0)) }
+            let completion = generate(job, slot: slot, cancel: cancel) { events.yield($0) }
+            metrics.count(completion)
             slots.release(slot)
             events.yield(.finished(completion))
             events.finish()
@@ -67,58 +98,83 @@ final class Engine: @unchecked Sendable {
         return stream
     }
 
-    private func generate(_ job: GenerationJob, slot: Int, cancel: CancelFlag, emit: (String) -> Void) -> Completion {
+    private func generate(_ job: GenerationJob, slot: Int, cancel: CancelFlag, emit: (GenerationEvent) -> Void) -> Completion {
         let tokenizer = model.tokenizer
+        let vocabulary = model.config.vocabularySize
         let generator = generators[slot]
         turn.acquire()
         // Keep the longest cached prefix; at least one prompt token is fed to get logits.
-        let reused = min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
+        let reused = job.echo ? 0 : min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
         generator.cache.truncate(to: reused)
         generator.stopsAtEndOfTurn = !job.ignoreEOS
         // A long prompt goes in pieces, with a turn for the other slots between them, so their
         // streams do not stall for the whole prefill. (With a drafter, the prompt is fed whole: the
-        // drafter learns its n-grams from what `generate` is given.)
+        // drafter learns its n-grams from what `generate` is given.) An echoed prompt is scored as it goes.
         var fed = reused
         var feedSeconds = 0.0
-        if generator.drafter == nil {
-            while job.prompt.count - 1 - fed > Self.prefillPiece {
-                feedSeconds += generator.feed(Array(job.prompt[fed..<fed + Self.prefillPiece]))
-                fed += Self.prefillPiece
-                turn.release()
-                turn.acquire()
+        var scored = [TokenLogprob(unpredicted: job.prompt[0])]
+        while job.echo || generator.drafter == nil, job.prompt.count - 1 - fed > (job.echo ? 0 : Self.prefillPiece) {
+            let piece = Array(job.prompt[fed..<min(fed + Self.prefillPiece, job.prompt.count - 1)])
+            if job.echo {
+                feedSeconds += generator.feed(piece) { p, row in
+                    scored.append(TokenLogprob(token: job.prompt[fed + p + 1], logits: row, count: vocabulary, top: job.logprobs ?? 0))
+                }
+            } else {
+                feedSeconds += generator.feed(piece)
             }
+            fed += piece.count
+            hold(fed, slot: slot)
+            turn.release()
+            turn.acquire()
         }
+        if job.echo { emit(.prompt(scored)) }
         var sampler = job.sampler
         var stats = GenerationStats()
         var decoder = StreamingDecoder(tokenizer: tokenizer)
         var matcher = StopMatcher(stops: job.stop)
         var output: [Int] = []
+        var pending: [TokenLogprob] = []
         var stoppedBySequence = false
-        let reason = generator.generate(prompt: Array(job.prompt[fed...]), maxTokens: job.maxTokens,
-                                        sampler: &sampler, stats: &stats) { token in
+        var firstToken: UInt64?, lastToken: UInt64 = 0
+        var interrupted = false
+        let reason = job.maxTokens == 0 ? .maxTokens : generator.generate(prompt: Array(job.prompt[fed...]), maxTokens: job.maxTokens,
+                                                                         sampler: &sampler, stats: &stats) { token, row in
+            let now = DispatchTime.now().uptimeNanoseconds
+            if firstToken == nil {
+                firstToken = now
+                metrics.observeFirstToken(Double(now - min(now, job.arrival)) / 1e9)
+            } else { metrics.observeInterToken(Double(now - lastToken) / 1e9) }
+            lastToken = now
             output.append(token)
+            hold(generator.cache.length, slot: slot)
             if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
+            if let top = job.logprobs { pending.append(TokenLogprob(token: token, logits: row, count: vocabulary, top: top)) }
             let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)
             let (text, stopped) = matcher.push(piece)
-            if !text.isEmpty { emit(text) }
+            if !text.isEmpty { emit(.text(text, pending)); pending = [] }
             if stopped { stoppedBySequence = true; return false }
             // Let the other slots take a pass before this one's next token.
             turn.release()
             turn.acquire()
-            return !cancel.isSet
+            interrupted = cancel.isSet || stopAll.isSet
+            return !interrupted
         }
-        slots.setCachedTokens(slot, Array((job.prompt + output).prefix(generator.cache.length)))
+        let cached = Array((job.prompt + output).prefix(generator.cache.length))
+        slots.setCachedTokens(slot, cached)
+        hold(cached.count, slot: slot)
         turn.release()
         if !stoppedBySequence {
             let (text, stopped) = matcher.push(decoder.flush())
             let rest = stopped ? text : text + matcher.flush()
-            if !rest.isEmpty { emit(rest) }
+            if !rest.isEmpty || !pending.isEmpty { emit(.text(rest, pending)) }
             stoppedBySequence = stopped
         }
-        let finish = reason == .endOfSequence || stoppedBySequence ? "stop" : "length"
+        let firstTokenSeconds = firstToken.map { Double($0 - min($0, job.arrival)) / 1e9 }
+        // Stopped by the client or a shutdown: cut short, as by max_tokens.
+        let finish = !interrupted && (reason == .endOfSequence || stoppedBySequence) ? "stop" : "length"
         return Completion(finishReason: finish, promptTokens: job.prompt.count, cachedTokens: reused,
                           completionTokens: stats.generatedTokens, prefillSeconds: stats.prefillSeconds + feedSeconds,
-                          decodeSeconds: stats.decodeSeconds, slot: slot)
+                          decodeSeconds: stats.decodeSeconds, slot: slot, firstTokenSeconds: firstTokenSeconds)
     }
 }
 

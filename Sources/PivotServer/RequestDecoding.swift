@@ -91,12 +91,17 @@ extension APIError {
 }
 
 extension SamplingFields {
-    /// Applies OpenAI's ranges; `contextLength` bounds `max_tokens`.
-    func validated(contextLength: Int) throws -> SamplingRequest {
+    /// Applies OpenAI's ranges; `contextLength` bounds `max_tokens`, which may be 0 only where the
+    /// request asks for nothing but its prompt's logprobs (`echo`).
+    func validated(contextLength: Int, allowNoTokens: Bool = false) throws -> SamplingRequest {
         var request = SamplingRequest()
         let limit = Double(contextLength)
-        request.maxTokens = try integer("max_completion_tokens", maxCompletionTokens, in: 1...limit)
-            ?? integer("max_tokens", maxTokens, in: 1...limit)
+        if allowNoTokens && (maxTokens == 0 || maxCompletionTokens == 0) {
+            request.maxTokens = 0
+        } else {
+            request.maxTokens = try integer("max_completion_tokens", maxCompletionTokens, in: 1...limit)
+                ?? integer("max_tokens", maxTokens, in: 1...limit)
+        }
         request.temperature = try number("temperature", temperature, in: 0...2).map(Float.init)
         request.topP = try number("top_p", topP, in: 0.000001...1).map(Float.init)
         request.seed = try integer("seed", seed, in: -9.007e15...9.007e15).map { UInt64(bitPattern: Int64($0)) }
@@ -107,20 +112,34 @@ extension SamplingFields {
         request.includeUsage = streamOptions?.includeUsage ?? false
         return request
     }
+}
 
-    private func number(_ key: String, _ value: Double?, in range: ClosedRange<Double>) throws -> Double? {
-        guard let x = value else { return nil }
-        guard range.contains(x) else {
-            throw APIError.invalid("'\(key)' must be between \(plain(range.lowerBound)) and \(plain(range.upperBound)); got \(plain(x)).", param: key)
-        }
-        return x
+/// What the logprob fields ask for: nil, or the number of alternatives per token.
+extension ChatCompletionRequest {
+    func validatedLogprobs() throws -> Int? {
+        let top = try integer("top_logprobs", topLogprobs, in: 0...20)
+        if top != nil && logprobs != true { throw APIError.invalid("'top_logprobs' needs 'logprobs' set to true.", param: "top_logprobs") }
+        return logprobs == true ? top ?? 0 : nil
     }
+}
 
-    private func integer(_ key: String, _ value: Double?, in range: ClosedRange<Double>) throws -> Int? {
-        guard let x = try number(key, value, in: range) else { return nil }
-        guard x == x.rounded() else { throw APIError.invalid("'\(key)' must be an integer; got \(plain(x)).", param: key) }
-        return Int(x)
+extension CompletionRequest {
+    func validatedLogprobs() throws -> Int? { try integer("logprobs", logprobs, in: 0...20) }
+}
+
+/// A number field checked against its range, quoted as the client sent it.
+func number(_ key: String, _ value: Double?, in range: ClosedRange<Double>) throws -> Double? {
+    guard let x = value else { return nil }
+    guard range.contains(x) else {
+        throw APIError.invalid("'\(key)' must be between \(plain(range.lowerBound)) and \(plain(range.upperBound)); got \(plain(x)).", param: key)
     }
+    return x
+}
+
+func integer(_ key: String, _ value: Double?, in range: ClosedRange<Double>) throws -> Int? {
+    guard let x = try number(key, value, in: range) else { return nil }
+    guard x == x.rounded() else { throw APIError.invalid("'\(key)' must be an integer; got \(plain(x)).", param: key) }
+    return Int(x)
 }
 
 /// 4096 rather than 4096.0 in messages.

@@ -5,12 +5,16 @@ import Pivot
 struct ChatCompletionRequest: Decodable {
     var messages: [RequestMessage]
     var sampling: SamplingFields
+    var logprobs: Bool?
+    var topLogprobs: Double?
 
-    enum CodingKeys: String, CodingKey { case messages }
+    enum CodingKeys: String, CodingKey { case messages, logprobs, topLogprobs = "top_logprobs" }
 
     init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         sampling = try SamplingFields(from: decoder)
+        logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
+        topLogprobs = try container.decodeIfPresent(Double.self, forKey: .topLogprobs)
         // decodeIfPresent: a null counts as absent, as in OpenAI's API.
         guard let messages = try container.decodeIfPresent([RequestMessage].self, forKey: .messages) else {
             throw DecodingError.keyNotFound(CodingKeys.messages, .init(codingPath: container.codingPath, debugDescription: ""))
@@ -24,12 +28,17 @@ struct ChatCompletionRequest: Decodable {
 struct CompletionRequest: Decodable {
     var prompt: PromptField
     var sampling: SamplingFields
+    /// How many alternatives to report per token (OpenAI allows 0–5; up to 20 here); null: no logprobs.
+    var logprobs: Double?
+    var echo: Bool?
 
-    enum CodingKeys: String, CodingKey { case prompt }
+    enum CodingKeys: String, CodingKey { case prompt, logprobs, echo }
 
     init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         sampling = try SamplingFields(from: decoder)
+        logprobs = try container.decodeIfPresent(Double.self, forKey: .logprobs)
+        echo = try container.decodeIfPresent(Bool.self, forKey: .echo)
         guard let prompt = try container.decodeIfPresent(PromptField.self, forKey: .prompt) else {
             throw DecodingError.keyNotFound(CodingKeys.prompt, .init(codingPath: container.codingPath, debugDescription: ""))
         }

@@ -68,7 +68,7 @@ struct CompletionObject: Encodable {
 }
 
 /// One choice: `message` in a whole chat reply, `delta` in a chat chunk, `text` for completions.
-/// `finish_reason` and `logprobs` are always present (null until known; logprobs never given).
+/// `finish_reason` and `logprobs` are always present (null until known, or when not asked for).
 struct Choice: Encodable {
     struct Message: Encodable {
         var role = "assistant"
@@ -85,6 +85,7 @@ struct Choice: Encodable {
     var delta: Delta?
     var text: String?
     var finishReason: String?
+    var logprobs: ChoiceLogprobs?
 
     enum CodingKeys: String, CodingKey { case index, message, delta, text, finishReason = "finish_reason", logprobs }
 
@@ -95,7 +96,7 @@ struct Choice: Encodable {
         try container.encodeIfPresent(delta, forKey: .delta)
         try container.encodeIfPresent(text, forKey: .text)
         try container.encode(finishReason, forKey: .finishReason)
-        try container.encodeNil(forKey: .logprobs)
+        try container.encode(logprobs, forKey: .logprobs)
     }
 }
 
@@ -140,12 +141,17 @@ struct ReplyFormat: Sendable {
     let model: String
     let id: String
     let created: Int
+    /// Whether the client asked for logprobs (else `logprobs` is null), and how tokens are shown.
+    let logprobs: Bool
+    let tokens: TokenText
 
-    init(chat: Bool, model: String) {
+    init(chat: Bool, model: String, requestID: String, logprobs: Bool, tokens: TokenText) {
         self.chat = chat
         self.model = model
-        id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)
+        id = (chat ? "chatcmpl-" : "cmpl-") + requestID
         created = Int(Date().timeIntervalSince1970)
+        self.logprobs = logprobs
+        self.tokens = tokens
     }
 
     private func envelope(chunk: Bool, choices: [Choice]) -> CompletionObject {
@@ -153,18 +159,25 @@ struct ReplyFormat: Sendable {
         return CompletionObject(id: id, object: object, created: created, model: model, choices: choices)
     }
 
-    func whole(text: String, completion: Completion) -> CompletionObject {
-        let choice = chat ? Choice(message: .init(content: text), finishReason: completion.finishReason)
-                          : Choice(text: text, finishReason: completion.finishReason)
+    /// `offset`: where the entries' text starts in the choice's text (legacy `text_offset`).
+    private func choiceLogprobs(_ entries: [TokenLogprob], offset: Int = 0) -> ChoiceLogprobs? {
+        guard logprobs else { return nil }
+        return chat ? .chat(ChatLogprobs(entries, text: tokens)) : .completion(CompletionLogprobs(entries, text: tokens, startOffset: offset))
+    }
+
+    /// `entries`: the echoed prompt's, then the generated tokens' logprobs.
+    func whole(text: String, logprobs entries: [TokenLogprob], completion: Completion) -> CompletionObject {
+        let choice = chat ? Choice(message: .init(content: text), finishReason: completion.finishReason, logprobs: choiceLogprobs(entries))
+                          : Choice(text: text, finishReason: completion.finishReason, logprobs: choiceLogprobs(entries))
         var object = envelope(chunk: false, choices: [choice])
         object.usage = Usage(completion)
         object.timings = Timings(completion)
         return object
     }
 
-    private func chunk(text: String?, role: Bool = false, finish: String? = nil) -> CompletionObject {
-        let choice = chat ? Choice(delta: .init(role: role ? "assistant" : nil, content: text), finishReason: finish)
-                          : Choice(text: text ?? "", finishReason: finish)
+    private func chunk(text: String?, role: Bool = false, finish: String? = nil, logprobs: ChoiceLogprobs? = nil) -> CompletionObject {
+        let choice = chat ? Choice(delta: .init(role: role ? "assistant" : nil, content: text), finishReason: finish, logprobs: logprobs)
+                          : Choice(text: text ?? "", finishReason: finish, logprobs: logprobs)
         return envelope(chunk: true, choices: [choice])
     }
 
@@ -175,16 +188,27 @@ struct ReplyFormat: Sendable {
         return buffer
     }
 
-    /// Writes the events as they come; the last chunk carries finish_reason and timings, then a
-    /// usage chunk when asked for (`stream_options.include_usage`), then `[DONE]`.
-    func stream(_ events: AsyncStream<GenerationEvent>, includeUsage: Bool, into writer: inout any ResponseBodyWriter) async throws {
+    /// Writes the events as they come, each text chunk with its tokens' logprobs; the last chunk
+    /// carries finish_reason and timings, then a usage chunk when asked for
+    /// (`stream_options.include_usage`), then `[DONE]`. `echo`: the prompt's text, sent first.
+    func stream(_ events: AsyncStream<GenerationEvent>, echo: String?, includeUsage: Bool, record: RequestRecord?,
+                into writer: inout any ResponseBodyWriter) async throws {
         if chat { try await writer.write(Self.event(chunk(text: "", role: true))) }
+        var offset = 0
+        if let echo, !logprobs {
+            try await writer.write(Self.event(chunk(text: echo)))
+        }
         for await event in events {
             try Task.checkCancellation()
             switch event {
-            case .text(let piece):
-                try await writer.write(Self.event(chunk(text: piece)))
+            case .prompt(let entries):
+                try await writer.write(Self.event(chunk(text: echo ?? "", logprobs: choiceLogprobs(entries, offset: offset))))
+                offset += entries.map { tokens.scalarCount($0.token) }.reduce(0, +)
+            case .text(let piece, let entries):
+                try await writer.write(Self.event(chunk(text: piece, logprobs: choiceLogprobs(entries, offset: offset))))
+                offset += entries.map { tokens.scalarCount($0.token) }.reduce(0, +)
             case .finished(let completion):
+                record?.finish(completion)
                 var last = chunk(text: chat ? nil : "", finish: completion.finishReason)
                 last.timings = Timings(completion)
                 try await writer.write(Self.event(last))
@@ -196,6 +220,32 @@ struct ReplyFormat: Sendable {
             }
         }
         try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+        try await writer.finish(nil)
+    }
+
+    /// Collects the events into one reply. A space (JSON allows leading whitespace) goes out every
+    /// half second while generating, so a client that has gone away is noticed at the next write.
+    func whole(_ events: AsyncStream<GenerationEvent>, echo: String?, record: RequestRecord?,
+               into writer: inout any ResponseBodyWriter) async throws {
+        var text = echo ?? ""
+        var entries: [TokenLogprob] = []
+        var lastWrite = Date()
+        for await event in events {
+            switch event {
+            case .prompt(let scored):
+                entries += scored
+            case .text(let piece, let scored):
+                text += piece
+                entries += scored
+                if Date().timeIntervalSince(lastWrite) > 0.5 {
+                    try await writer.write(ByteBuffer(string: " "))
+                    lastWrite = Date()
+                }
+            case .finished(let completion):
+                record?.finish(completion)
+                try await writer.write(ByteBuffer(bytes: jsonData(whole(text: text, logprobs: entries, completion: completion))))
+            }
+        }
         try await writer.finish(nil)
     }
 }

@@ -12,19 +12,29 @@ public struct ServerOptions: Sendable {
     public var queueLimit: Int
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes: Int
-    /// Hummingbird's own log lines (start, shutdown) only when critical.
+    /// No line per request on stderr, and Hummingbird's own log lines only when critical.
     public var quiet: Bool
+    /// When set, every route but /health and the chat page needs `Authorization: Bearer KEY`.
+    public var apiKey: String?
+    /// After SIGTERM/SIGINT (or `shutDown()`), how long running requests may take to finish.
+    public var drainSeconds: Double
+    /// Whether `run` handles SIGTERM and SIGINT itself (the CLI); tests call `shutDown()` instead.
+    public var handleSignals: Bool
 
-    public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20, quiet: Bool = false) {
+    public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20, quiet: Bool = false,
+                apiKey: String? = nil, drainSeconds: Double = 30, handleSignals: Bool = false) {
         self.host = host; self.port = port; self.queueLimit = queueLimit; self.maxBodyBytes = maxBodyBytes; self.quiet = quiet
+        self.apiKey = apiKey; self.drainSeconds = drainSeconds; self.handleSignals = handleSignals
     }
 }
 
 /// An OpenAI-compatible HTTP server over one model: /v1/chat/completions, /v1/completions
-/// (both with server-sent-event streaming), /v1/models, /health and a chat page at /.
+/// (both with server-sent-event streaming and logprobs), /v1/models, /tokenize, /detokenize,
+/// /metrics, /health and a chat page at /.
 public final class PivotServer: Sendable {
     let engine: Engine
     let options: ServerOptions
+    let gate = DrainGate()
 
     /// `generators`: one per slot, each with its own KV cache, all over `model` and one thread pool.
     public init(model: LoadedModel, modelName: String, generators: [Generator], options: ServerOptions = ServerOptions()) {
@@ -33,19 +43,41 @@ public final class PivotServer: Sendable {
         self.options = options
     }
 
-    /// Serves until the task is cancelled (or SIGINT/SIGTERM); `onListening` gets the bound port
-    /// (useful with port 0). Throws `ServerError` when it cannot listen.
+    /// Begins a graceful shutdown, as SIGTERM does: new requests get 503, running ones have
+    /// `drainSeconds` to finish, then `run` returns. A second call stops running generations at once.
+    public func shutDown() {
+        guard gate.beginDrain() else { engine.stopAll.set(); return }
+        note("draining: \(gate.inside) request(s) running, up to \(PrometheusText.number(options.drainSeconds)) s; new requests get 503")
+    }
+
+    private func note(_ message: String) {
+        if !options.quiet { FileHandle.standardError.write(Data("pivot serve: \(message)\n".utf8)) }
+    }
+
+    /// Serves until drained after `shutDown()` (or SIGINT/SIGTERM with `handleSignals`), or until the
+    /// task is cancelled; `onListening` gets the bound port (useful with port 0). Throws
+    /// `ServerError` when it cannot listen.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
+        router.middlewares.add(RequestAccountingMiddleware(metrics: engine.metrics, gate: gate, logLines: !options.quiet))
         router.middlewares.add(OpenAIErrorMiddleware())
+        if let key = options.apiKey { router.middlewares.add(APIKeyMiddleware(key: Array(key.utf8))) }
         addRoutes(to: router)
         var logger = Logger(label: "pivot")
         logger.logLevel = options.quiet ? .critical : .info
         let app = Application(router: router,
                               configuration: .init(address: .hostname(options.host, port: options.port), serverName: "pivot"),
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) }, logger: logger)
+        let signals = options.handleSignals ? watchSignals() : []
+        defer { signals.forEach { $0.cancel() } }
         do {
-            try await app.runService()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await app.runService(gracefulShutdownSignals: []) }
+                group.addTask { [self] in try await drain() }
+                // Whichever ends first (drained, or the server failed) ends the other.
+                try await group.next()
+                group.cancelAll()
+            }
         } catch let error as IOError {
             // Socket errors reach here only from binding: once listening, Hummingbird logs them.
             throw error.errnoCode == EADDRINUSE
@@ -53,6 +85,28 @@ public final class PivotServer: Sendable {
                 : ServerError.cannotListen(host: options.host, port: options.port, reason: String(cString: strerror(error.errnoCode)))
         } catch let error as SocketAddressError {
             throw ServerError.cannotListen(host: options.host, port: options.port, reason: Self.describe(error))
+        }
+    }
+
+    /// Waits for a shutdown to begin and the running requests to finish (or the time to run out:
+    /// then their generations stop at the next token and their replies end as cut at length).
+    private func drain() async throws {
+        if try await !gate.drained(within: options.drainSeconds) {
+            note("drain time over: stopping \(gate.inside) request(s)")
+            engine.stopAll.set()
+            _ = try await gate.drained(within: 5)
+        }
+        note("stopped")
+    }
+
+    /// SIGTERM and SIGINT begin a graceful shutdown (a second one stops generations at once).
+    private func watchSignals() -> [any DispatchSourceSignal] {
+        [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in shutDown() }
+            source.resume()
+            return source
         }
     }
 
@@ -74,6 +128,10 @@ public final class PivotServer: Sendable {
             let idle = engine.slots.idleCount
             return jsonResponse(HealthReply(slotsIdle: idle, slotsProcessing: engine.slots.count - idle, requestsWaiting: engine.slots.waitingCount))
         }
+        router.get("/metrics") { [self] _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: metricsText())))
+        }
         router.get("/v1/models") { [engine] _, _ in
             jsonResponse(ModelList(data: [.init(id: engine.modelName, meta: .init(contextLength: engine.contextLength,
                                                                                    vocabularySize: engine.model.config.vocabularySize))]))
@@ -82,73 +140,15 @@ public final class PivotServer: Sendable {
         router.post("/v1/completions") { [self] request, _ in try await complete(request, chat: false) }
         router.post("/chat/completions") { [self] request, _ in try await complete(request, chat: true) }
         router.post("/completions") { [self] request, _ in try await complete(request, chat: false) }
+        router.post("/tokenize") { [self] request, _ in try await tokenize(request) }
+        router.post("/detokenize") { [self] request, _ in try await detokenize(request) }
     }
 
-    /// Validates the request, waits for a slot and answers as one JSON object or as a stream.
-    private func complete(_ request: Request, chat: Bool) async throws -> Response {
-        let body = try await request.body.collect(upTo: options.maxBodyBytes)
-        let model = engine.model
-        let text: String, sampling: SamplingRequest
-        if chat {
-            let request = try decodeRequest(ChatCompletionRequest.self, from: Data(buffer: body))
-            sampling = try request.sampling.validated(contextLength: engine.contextLength)
-            text = model.chatTemplate.render(request.messages.map(\.chatMessage))
-        } else {
-            let request = try decodeRequest(CompletionRequest.self, from: Data(buffer: body))
-            sampling = try request.sampling.validated(contextLength: engine.contextLength)
-            text = request.prompt.text
-        }
-        let prompt = model.tokenizer.encode(text)
-        guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: chat ? "messages" : "prompt") }
-        // The prompt plus at least one generated token must fit.
-        guard prompt.count < engine.contextLength - 1 else {
-            throw APIError.invalid("This model's context is \(engine.contextLength) tokens, but the prompt has \(prompt.count).",
-                                   param: chat ? "messages" : "prompt", code: "context_length_exceeded")
-        }
-        let room = engine.contextLength - 1 - prompt.count
-        let sampler = model.generationDefaults.sampler(temperature: sampling.temperature, topP: sampling.topP,
-                                                        seed: sampling.seed ?? UInt64.random(in: 0...UInt64.max))
-        let job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room), sampler: sampler,
-                                stop: sampling.stop, ignoreEOS: sampling.ignoreEOS)
-        let slot = try await engine.slots.acquire(prompt: prompt)
-        let cancel = CancelFlag()
-        let events = engine.start(job, slot: slot, cancel: cancel)
-        let reply = ReplyFormat(chat: chat, model: engine.modelName)
-        if sampling.stream {
-            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
-                            body: ResponseBody { writer in
-                                do {
-                                    try await reply.stream(events, includeUsage: sampling.includeUsage, into: &writer)
-                                } catch {
-                                    cancel.set()
-                                    throw error
-                                }
-                            })
-        }
-        // A whole reply is still sent as a stream: a space (JSON allows leading whitespace) every
-        // half second while generating, so a client that has gone away is noticed at the next write
-        // and its slot freed, as with streaming.
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody { writer in
-            do {
-                var text = ""
-                var lastWrite = Date()
-                for await event in events {
-                    switch event {
-                    case .text(let piece):
-                        text += piece
-                        if Date().timeIntervalSince(lastWrite) > 0.5 {
-                            try await writer.write(ByteBuffer(string: " "))
-                            lastWrite = Date()
-                        }
-                    case .finished(let completion):
-                        try await writer.write(ByteBuffer(bytes: jsonData(reply.whole(text: text, completion: completion))))
-                    }
-                }
-                try await writer.finish(nil)
-            } catch {
-                cancel.set()
-                throw error
-            }
-        })
+    func metricsText() -> String {
+        let idle = engine.slots.idleCount
+        let kv = engine.kvCacheBytes
+        return engine.metrics.render(.init(requestsWaiting: engine.slots.waitingCount, slotsBusy: engine.slots.count - idle,
+                                           slots: engine.slots.count, requestsInFlight: gate.inside,
+                                           kvCacheBytes: kv.used, kvCacheCapacityBytes: kv.capacity))
     }
 }

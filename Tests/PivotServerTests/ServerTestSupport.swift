@@ -36,17 +36,25 @@ enum TestModel {
 final class RunningServer: @unchecked Sendable {
     let port: Int
     let model: LoadedModel
+    let server: PivotServer
     private let task: Task<Void, Error>
+    private let ended = DoneFlag()
 
-    init(slots: Int, context: Int = 1024, queueLimit: Int = 64) async throws {
+    init(slots: Int, context: Int = 1024, queueLimit: Int = 64, apiKey: String? = nil, drainSeconds: Double = 30) async throws {
         let model = try TestModel.load()
         self.model = model
         let pool = ThreadPool(threads: 2)
         let generators = (0..<slots).map { _ in Generator(model: model, execution: Execution(pool: pool), contextLength: context) }
         let server = PivotServer(model: model, modelName: "test-model", generators: generators,
-                                 options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20, quiet: true))
+                                 options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20, quiet: true,
+                                                        apiKey: apiKey, drainSeconds: drainSeconds))
+        self.server = server
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        task = Task { try await server.run { continuation.yield($0) } }
+        let ended = self.ended
+        task = Task {
+            defer { ended.set() }
+            try await server.run { continuation.yield($0) }
+        }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw XCTSkip("server did not start") }
         self.port = port
@@ -55,6 +63,16 @@ final class RunningServer: @unchecked Sendable {
     func stop() async {
         task.cancel()
         _ = try? await task.value
+    }
+
+    /// Waits for `run` to return by itself (after `shutDown()`); true when it did within `seconds`.
+    func returns(within seconds: Double) async -> Bool {
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds {
+            if ended.isSet { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
     }
 
     var base: String { "http://127.0.0.1:\(port)" }
@@ -67,10 +85,19 @@ struct Reply {
     var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:] }
 }
 
+/// Set once, read from any task.
+final class DoneFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    var isSet: Bool { lock.withLock { done } }
+    func set() { lock.withLock { done = true } }
+}
+
 extension HTTPClient {
-    func send(_ url: String, method: HTTPMethod = .POST, body: String? = nil) async throws -> Reply {
+    func send(_ url: String, method: HTTPMethod = .POST, body: String? = nil, key: String? = nil) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = method
+        if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
