@@ -24,13 +24,17 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
         .target(name: "PivotKernels", swiftSettings: x86Flags + fast),
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "NIOCore", package: "swift-nio"),
-                                                   .product(name: "Logging", package: "swift-log")]),
+                                                   .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                   .product(name: "HTTPTypes", package: "swift-http-types")]),
         .target(
             name: "PivotCLI",
             dependencies: ["Pivot", "PivotServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],

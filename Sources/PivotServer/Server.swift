@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import Pivot
+import ServiceLifecycle
 
 /// Where and how `pivot serve` listens.
 public struct ServerOptions: Sendable {
@@ -70,13 +71,19 @@ public final class PivotServer: Sendable {
                               onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) }, logger: logger)
         let signals = options.handleSignals ? watchSignals() : []
         defer { signals.forEach { $0.cancel() } }
+        // Our own service group, so a drained server shuts down gracefully (idle connections closed, no errors logged).
+        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await app.runService(gracefulShutdownSignals: []) }
-                group.addTask { [self] in try await drain() }
-                // Whichever ends first (drained, or the server failed) ends the other.
-                try await group.next()
-                group.cancelAll()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await services.run() }
+                tasks.addTask { [self] in
+                    try await drain()
+                    await services.triggerGracefulShutdown()
+                }
+                try await tasks.next()
+                // The server ended without a shutdown (it could not listen): nothing to drain.
+                if gate.phase == .serving { tasks.cancelAll() }
+                try await tasks.waitForAll()
             }
         } catch let error as IOError {
             // Socket errors reach here only from binding: once listening, Hummingbird logs them.
