@@ -10,7 +10,7 @@ struct Serve: AsyncParsableCommand {
         Routes: POST /v1/chat/completions and /v1/completions (stream: true gives server-sent events ending with \
         data: [DONE]; max_tokens, temperature, top_p, seed, stop, ignore_eos; usage and llama-server's timings in every reply), \
         GET /v1/models, GET /health, GET / (chat page), GET /metrics (Prometheus), POST /tokenize and /detokenize \
-        (llama-server's). Logprobs as OpenAI gives them: chat `logprobs: true` with `top_logprobs` 0-20, completions \
+        (llama-server's, and vLLM's field names with GET /tokenizer_info). Logprobs as OpenAI gives them: chat `logprobs: true` with `top_logprobs` 0-20, completions \
         `logprobs` 0-20 and `echo` (with max_tokens 0: the prompt's own logprobs, for lm-evaluation-harness); they \
         are the log-softmax of the raw logits, before temperature or top-p. Each of --parallel slots has its own KV cache of --ctx-size \
         tokens; a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \

@@ -147,8 +147,10 @@ final class Engine: @unchecked Sendable {
             lastToken = now
             output.append(token)
             hold(generator.cache.length, slot: slot)
-            if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
+            // Every generated token has its logprob, the end-of-turn one too (lm-evaluation-harness drops the last entry
+            // of an echoed reply as the generated one).
             if let top = job.logprobs { pending.append(TokenLogprob(token: token, logits: row, count: vocabulary, top: top)) }
+            if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
             let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)
             let (text, stopped) = matcher.push(piece)
             if !text.isEmpty { emit(.text(text, pending)); pending = [] }

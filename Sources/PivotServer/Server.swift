@@ -31,7 +31,7 @@ public struct ServerOptions: Sendable {
 
 /// An OpenAI-compatible HTTP server over one model: /v1/chat/completions, /v1/completions
 /// (both with server-sent-event streaming and logprobs), /v1/models, /tokenize, /detokenize,
-/// /metrics, /health and a chat page at /.
+/// /tokenizer_info, /metrics, /health and a chat page at /.
 public final class PivotServer: Sendable {
     let engine: Engine
     let options: ServerOptions
@@ -149,6 +149,7 @@ public final class PivotServer: Sendable {
         router.post("/completions") { [self] request, _ in try await complete(request, chat: false) }
         router.post("/tokenize") { [self] request, _ in try await tokenize(request) }
         router.post("/detokenize") { [self] request, _ in try await detokenize(request) }
+        router.get("/tokenizer_info") { [self] _, _ in tokenizerInfo() }
     }
 
     func metricsText() -> String {

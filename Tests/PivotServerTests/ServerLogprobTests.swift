@@ -63,6 +63,15 @@ final class ServerLogprobTests: XCTestCase {
         XCTAssertEqual(last, lastTop.values.max()!, accuracy: 1e-6, "temperature 0 takes the top-1 token")
         XCTAssertEqual(last, Double(rows[tokens.count - 1].max()!), accuracy: 1e-4)
 
+        // A reply that ends with the end-of-turn token still lists it: one entry per generated token.
+        let turn = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nThe capital of France is Paris."
+        let ended = try await client.post(server.base + "/v1/completions",
+                                          ["prompt": turn, "echo": true, "max_tokens": 1, "logprobs": 1, "temperature": 0])
+        let endedCount = try XCTUnwrap((((ended.json["choices"] as? [[String: Any]])?.first?["logprobs"]) as? [String: Any])?["token_logprobs"] as? [Any]).count
+        XCTAssertEqual(endedCount, model.tokenizer.encode(turn).count + 1)
+        XCTAssertEqual((ended.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 1)
+        XCTAssertEqual((ended.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop", "the model ends its turn here")
+
         // Streamed, the prompt's chunk comes first and the chunks' lists add up to the whole reply's.
         let events = try await client.streamEvents(server.base + "/v1/completions",
                                                    ["prompt": prompt, "echo": true, "max_tokens": 3, "logprobs": 2, "temperature": 0, "stream": true])

@@ -145,6 +145,13 @@ final class ServerOpsTests: XCTestCase {
         let detokenized = try await client.post(server.base + "/detokenize", ["tokens": tokens])
         XCTAssertEqual(detokenized.status, 200)
         XCTAssertEqual(detokenized.json["content"] as? String, text)
+        // vLLM's names, as lm-evaluation-harness's remote tokenizer sends them.
+        let vllm = try await client.post(server.base + "/tokenize", ["prompt": text, "add_special_tokens": false])
+        XCTAssertEqual(vllm.json["tokens"] as? [Int], tokens)
+        XCTAssertEqual(detokenized.json["prompt"] as? String, text)
+        let info = try await client.send(server.base + "/tokenizer_info", method: .GET)
+        let eos = try XCTUnwrap(info.json["eos_token"] as? String)
+        XCTAssertEqual(server.model.tokenizer.encode(eos, addBOS: false), [server.model.tokenizer.eos!])
 
         let cases: [(route: String, body: String, param: String)] = [
             ("/detokenize", #"{"tokens": [1, -1]}"#, "tokens[1]"),
