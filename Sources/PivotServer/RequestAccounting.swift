@@ -63,7 +63,8 @@ struct RequestAccountingMiddleware<Context: RequestContext>: RouterMiddleware {
             response = APIError(error).response
         }
         response.headers[HTTPField.Name("X-Request-Id")!] = record.id
-        let endpoint = context.endpointPath ?? "unmatched"
+        // The matched route's path; Hummingbird names a miss "NotFound", and a request refused before routing has none.
+        let endpoint = context.endpointPath.flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "unmatched"
         let status = response.status.code
         let body = response.body
         response.body = ResponseBody(contentLength: body.contentLength) { [self] writer in

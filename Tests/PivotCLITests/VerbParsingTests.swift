@@ -36,7 +36,7 @@ final class VerbParsingTests: XCTestCase {
             "generate -p hi -n -5", "generate -p hi --temp -1", "generate -p hi --top-p 2", "generate -p hi -c 1", "generate -p hi -t 0",
             "generate -p hi --kv-type f16 --pivot 4", "generate -p hi --kv-type kivi --kv-bits 5", "generate -p hi --kv-rank 0.5",
             "generate -p hi --draft ngram --draft-max 0", "generate -p hi --quantize-on-load Q9_K", "generate -p hi --nosuch",
-            "chat -n 0", "serve --parallel 0", "serve --port 70000", "serve -c 8",
+            "chat -n 0", "serve --parallel 0", "serve --port 70000", "serve -c 8", "serve --drain-seconds -1",
             "perplexity -f x -c 1", "perplexity -f x --chunks 0", "perplexity -f x --ctx 9000",
             "eval", "eval nosuch", "eval piqa --limt 2", "eval piqa --limit 0", "eval piqa --act-bits 1", "eval piqa --shots 6",
             "eval piqa --json /proc/nope/x.json", "eval piqa --shard 1/1",
