@@ -162,7 +162,9 @@ struct ReplyFormat: Sendable {
     /// `offset`: where the entries' text starts in the choice's text (legacy `text_offset`).
     private func choiceLogprobs(_ entries: [TokenLogprob], offset: Int = 0) -> ChoiceLogprobs? {
         guard logprobs else { return nil }
-        return chat ? .chat(ChatLogprobs(entries, text: tokens)) : .completion(CompletionLogprobs(entries, text: tokens, startOffset: offset))
+        // A chat message's content never shows the end-of-turn token, so its logprobs leave it out too.
+        return chat ? .chat(ChatLogprobs(entries.filter { !tokens.tokenizer.stopTokens.contains($0.token) }, text: tokens))
+                    : .completion(CompletionLogprobs(entries, text: tokens, startOffset: offset))
     }
 
     /// `entries`: the echoed prompt's, then the generated tokens' logprobs.

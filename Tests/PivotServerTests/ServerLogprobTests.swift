@@ -126,6 +126,17 @@ final class ServerLogprobTests: XCTestCase {
             XCTAssertEqual(a["logprob"] as? Double ?? 0, b["logprob"] as? Double ?? 1, accuracy: 2e-3)
         }
 
+        // A reply that ends its turn: the entries spell the content, without the end-of-turn token.
+        let ended = try await client.post(server.base + "/v1/chat/completions",
+                                          ["messages": [["role": "system", "content": "Answer in one word."]] + messages,
+                                           "max_tokens": 300, "temperature": 0, "logprobs": true])
+        let endedChoice = try XCTUnwrap((ended.json["choices"] as? [[String: Any]])?.first)
+        let endedByTurn = endedChoice["finish_reason"] as? String == "stop"
+        XCTAssertTrue(endedByTurn, "the reference answer ends its turn within 300 tokens")
+        let endedEntries = try XCTUnwrap((endedChoice["logprobs"] as? [String: Any])?["content"] as? [[String: Any]])
+        XCTAssertEqual(endedEntries.compactMap { $0["token"] as? String }.joined(), (endedChoice["message"] as? [String: Any])?["content"] as? String)
+        XCTAssertEqual(endedEntries.count + (endedByTurn ? 1 : 0), (ended.json["usage"] as? [String: Any])?["completion_tokens"] as? Int)
+
         let plain = try await client.post(server.base + "/v1/chat/completions", ["messages": messages, "max_tokens": 2])
         XCTAssertTrue((plain.json["choices"] as? [[String: Any]])?.first?["logprobs"] is NSNull, "null unless asked for")
     }
