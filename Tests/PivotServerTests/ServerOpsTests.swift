@@ -174,11 +174,8 @@ final class ServerOpsTests: XCTestCase {
         let server = try await RunningServer(slots: 1, context: 512, drainSeconds: 60)
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         defer { Task { try? await client.shutdown() } }
-        let base = server.base
-        let running = Task { try await client.post(base + "/v1/completions", ["prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "ignore_eos": true]) }
-        try await waitUntilBusy(client, server)
-        server.server.shutDown()
-        let refused = try await client.post(base + "/v1/completions", ["prompt": "Hi", "max_tokens": 2])
+        let running = try await shutDownDuringARequest(of: 48, server, client)
+        let refused = try await client.post(server.base + "/v1/completions", ["prompt": "Hi", "max_tokens": 2])
         XCTAssertEqual(refused.status, 503)
         XCTAssertEqual((refused.json["error"] as? [String: Any])?["code"] as? String, "shutting_down")
         let finished = try await running.value
@@ -192,10 +189,7 @@ final class ServerOpsTests: XCTestCase {
         let server = try await RunningServer(slots: 1, context: 1024, drainSeconds: 0.3)
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         defer { Task { try? await client.shutdown() } }
-        let base = server.base
-        let running = Task { try await client.post(base + "/v1/completions", ["prompt": "Once upon a time", "max_tokens": 1000, "temperature": 0, "ignore_eos": true]) }
-        try await waitUntilBusy(client, server)
-        server.server.shutDown()
+        let running = try await shutDownDuringARequest(of: 1000, server, client)
         let returned = await server.returns(within: 20)
         XCTAssertTrue(returned, "run() returns after the drain time")
         let cut = try await running.value
@@ -203,6 +197,16 @@ final class ServerOpsTests: XCTestCase {
         let generated = try XCTUnwrap((cut.json["usage"] as? [String: Any])?["completion_tokens"] as? Int)
         XCTAssertLessThan(generated, 1000)
         XCTAssertEqual((cut.json["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "length")
+    }
+
+    /// Starts a greedy completion of `tokens` tokens, waits until its slot is busy, then asks the
+    /// server to shut down; returns the running request.
+    private func shutDownDuringARequest(of tokens: Int, _ server: RunningServer, _ client: HTTPClient) async throws -> Task<Reply, Error> {
+        let url = server.base + "/v1/completions"
+        let running = Task { try await client.post(url, ["prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0, "ignore_eos": true]) }
+        try await waitUntilBusy(client, server)
+        server.server.shutDown()
+        return running
     }
 
     private func waitUntilBusy(_ client: HTTPClient, _ server: RunningServer) async throws {

@@ -84,7 +84,7 @@ struct TinyModel {
     }
 
     /// A random tiny model (`hidden` × `ffn`) converted to an F32 GGUF inside its folder, for the
-    /// quantization tests; remove `folder` when done.
+    /// quantization and training tests; remove `folder` when done.
     static func floatGGUF(hidden: Int, ffn: Int, seed: UInt64) throws -> (tiny: TinyModel, folder: URL, path: String) {
         var tiny = TinyModel()
         tiny.hidden = hidden; tiny.ffn = ffn

@@ -7,12 +7,9 @@ import PivotKernels
 /// pass read, and a killed run resumes to the uninterrupted result bit for bit (grids included).
 final class LearnedGridTests: XCTestCase {
     func testLearnedGridsTrainWriteAndResume() throws {
-        var tiny = TinyModel()
-        tiny.randomize(seed: 9)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let (_, folder, float) = try TinyModel.floatGGUF(hidden: 64, ffn: 96, seed: 9)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let float = folder.appendingPathComponent("tiny.gguf").path, student = folder.appendingPathComponent("tiny-q2.gguf").path
-        try HuggingFaceConverter.convert(folder: folder.path, to: float, floatType: .f32)
+        let student = folder.appendingPathComponent("tiny-q2.gguf").path
         let pool = ThreadPool(threads: 1)
         _ = try QuantizePipeline.run(input: float, output: student, fileType: QuantizeFileType.named("Q2_G32")!, pool: pool)
         var g = SplitMix64(seed: 4)

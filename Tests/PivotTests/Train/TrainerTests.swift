@@ -50,12 +50,8 @@ final class TrainerTests: XCTestCase {
     }
 
     func testResumeGivesTheUninterruptedWeightsBitForBit() throws {
-        var tiny = TinyModel()
-        tiny.randomize(seed: 8)
-        let folder = try tiny.writeFolder(config: tiny.baseConfig)
+        let (_, folder, path) = try TinyModel.floatGGUF(hidden: 64, ffn: 96, seed: 8)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let path = folder.appendingPathComponent("tiny.gguf").path
-        try HuggingFaceConverter.convert(folder: folder.path, to: path, floatType: .f32)
         var g = SplitMix64(seed: 4)
         let data = TrainingWindows(tokens: (0..<400).map { _ in Int(g.next() % 300) }, length: 16)
         var settings = TrainingSettings(steps: 6, batch: 2, length: 16, learningRate: 3e-3, warmupSteps: 2)
