@@ -12,6 +12,11 @@ public struct Matrix {
 
     @inline(__always) public func row(_ r: Int) -> UnsafeMutablePointer<Float> { base + r * stride }
 
+    /// Rows `first..<first+count`.
+    @inline(__always) public func rows(_ first: Int, _ count: Int) -> Matrix {
+        Matrix(base + first * stride, rows: count, columns: columns, stride: stride)
+    }
+
     /// The first `count` rows.
     @inline(__always) public func prefix(rows count: Int) -> Matrix {
         Matrix(base, rows: count, columns: columns, stride: stride)
@@ -25,11 +30,10 @@ public final class FloatBuffer {
 
     public init(count: Int) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-        pointer = raw.initializeMemory(as: Float.self, repeating: 0, count: max(1, count))
+        pointer = ZeroedMemory.allocate(bytes: max(1, count) * 4).bindMemory(to: Float.self, capacity: max(1, count))
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit { ZeroedMemory.deallocate(UnsafeMutableRawPointer(pointer), bytes: max(1, count) * 4) }
 
     public func matrix(rows: Int, columns: Int) -> Matrix {
         precondition(rows * columns <= count, "buffer of \(count) floats is too small for \(rows)x\(columns)")

@@ -29,7 +29,22 @@ public struct DecoderLayer {
 }
 
 /// Which rows of logits a forward pass must produce.
-public enum LogitRows { case last, all }
+public enum LogitRows: Sendable { case last, all }
+
+/// One sequence's share of a batched forward pass: batch rows `start..<start+count` continue `cache`.
+public struct SequenceSlice {
+    public var cache: KVCache
+    public var start: Int
+    public var count: Int
+    public var logits: LogitRows
+
+    public init(cache: KVCache, start: Int, count: Int, logits: LogitRows) {
+        self.cache = cache; self.start = start; self.count = count; self.logits = logits
+    }
+
+    /// Rows of logits this slice adds to the pass's output.
+    public var logitRows: Int { logits == .last ? 1 : count }
+}
 
 /// THE forward pass: embeddings → blocks (RMSNorm, RoPE, GQA attention via the KV cache,
 /// SwiGLU MLP) → final norm → output projection. Weight formats and caches plug in through
@@ -66,35 +81,57 @@ public final class Transformer {
             while start < tokens.count {
                 let end = min(tokens.count, start + state.maxTokens)
                 result = tokens.withUnsafeBufferPointer {
-                    run(UnsafeBufferPointer(rebasing: $0[start..<end]), cache: cache, state: state, logits: .last)
+                    run(UnsafeBufferPointer(rebasing: $0[start..<end]), [SequenceSlice(cache: cache, start: 0, count: end - start, logits: .last)], state: state)
                 }
                 start = end
             }
             return result
         }
-        return tokens.withUnsafeBufferPointer { run($0, cache: cache, state: state, logits: rows) }
+        return tokens.withUnsafeBufferPointer {
+            run($0, [SequenceSlice(cache: cache, start: 0, count: tokens.count, logits: rows)], state: state)
+        }
     }
 
-    /// One decode step without allocating: the token goes through a stack buffer.
+    /// One decode step: the token goes through a stack buffer.
     @discardableResult
     public func forward(token: Int, cache: KVCache, state: ForwardState) -> Matrix {
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 1) { buffer in
             buffer[0] = token
-            return run(UnsafeBufferPointer(buffer), cache: cache, state: state, logits: .last)
+            return run(UnsafeBufferPointer(buffer), [SequenceSlice(cache: cache, start: 0, count: 1, logits: .last)], state: state)
         }
     }
 
+    /// Several sequences in one pass (a server's continuous batch): `tokens` holds each sequence's
+    /// new tokens at its slice's rows; every projection runs once over all rows, attention runs per
+    /// sequence over its own cache. Logits come back in slice order, one row per `.last` slice and
+    /// `count` rows per `.all` slice (`SequenceSlice.logitRows`). At most `state.maxTokens` tokens.
+    @discardableResult
+    public func forward(batch tokens: [Int], sequences: [SequenceSlice], state: ForwardState) -> Matrix {
+        precondition(tokens.count <= state.maxTokens, "a batch of \(tokens.count) tokens exceeds the state's \(state.maxTokens)")
+        return tokens.withUnsafeBufferPointer { run($0, sequences, state: state) }
+    }
+
     /// The pass itself; every entry point comes through here, so the checks live here.
-    private func run(_ tokens: UnsafeBufferPointer<Int>, cache: KVCache, state: ForwardState, logits rows: LogitRows) -> Matrix {
+    private func run(_ tokens: UnsafeBufferPointer<Int>, _ sequences: [SequenceSlice], state: ForwardState) -> Matrix {
         // Real checks even under -Ounchecked: overflowing the cache would write out of bounds.
         guard !tokens.isEmpty else { fatalError("forward needs at least one token") }
-        guard cache.length + tokens.count <= cache.capacity else { fatalError("context of \(cache.capacity) tokens exceeded") }
+        var covered = 0, outRows = 0, furthest = 0
+        for (i, s) in sequences.enumerated() {
+            guard s.start == covered, s.count > 0 else { fatalError("sequence slices must tile the batch in order") }
+            guard s.cache.length + s.count <= s.cache.capacity else { fatalError("context of \(s.cache.capacity) tokens exceeded") }
+            for other in sequences[..<i] where other.cache === s.cache { fatalError("one cache twice in a batch") }
+            covered += s.count
+            outRows += s.logitRows
+            furthest = max(furthest, s.cache.length + s.count)
+        }
+        guard covered == tokens.count else { fatalError("sequence slices cover \(covered) of \(tokens.count) tokens") }
+        guard outRows <= state.logitRows else { fatalError("\(outRows) logit rows asked of a state with room for \(state.logitRows)") }
         let c = config
         let count = tokens.count
         let context = state.context
         let pool = context.pool
-        rope.ensure(positions: cache.length + count)
-        cache.willAppend(tokens: tokens, pool: pool)
+        rope.ensure(positions: furthest)
+        for s in sequences { s.cache.willAppend(tokens: UnsafeBufferPointer(rebasing: tokens[s.start..<s.start + s.count]), pool: pool) }
 
         let x = state.hidden.matrix(rows: count, columns: c.hiddenSize)
         let normed = state.normed.matrix(rows: count, columns: c.hiddenSize)
@@ -114,12 +151,16 @@ public final class Transformer {
                 normalizeHeads(q, heads: c.headCount, weight: queryNorm)
                 normalizeHeads(k, heads: c.kvHeadCount, weight: keyNorm)
             }
-            if c.usesRoPE(layer: index) {
-                applyRotary(q, heads: c.headCount, firstPosition: cache.length)
-                applyRotary(k, heads: c.kvHeadCount, firstPosition: cache.length)
+            for s in sequences {
+                let (sq, sk, sv, out) = (q.rows(s.start, s.count), k.rows(s.start, s.count), v.rows(s.start, s.count),
+                                         attention.rows(s.start, s.count))
+                if c.usesRoPE(layer: index) {
+                    applyRotary(sq, heads: c.headCount, firstPosition: s.cache.length)
+                    applyRotary(sk, heads: c.kvHeadCount, firstPosition: s.cache.length)
+                }
+                s.cache.append(layer: index, keys: sk, values: sv)
+                s.cache.attend(layer: index, queries: sq, into: out, pool: pool)
             }
-            cache.append(layer: index, keys: k, values: v)
-            cache.attend(layer: index, queries: q, into: attention, pool: pool)
             layer.attentionOutput.forward(attention, into: normed, context: context)
             addInPlace(x, normed)
 
@@ -129,14 +170,15 @@ public final class Transformer {
             layer.down.forward(gate, into: normed, context: context)
             addInPlace(x, normed)
         }
-        cache.advance(by: count)
+        for s in sequences { s.cache.advance(by: s.count) }
 
-        let first = rows == .last ? count - 1 : 0
-        let outRows = count - first
         let finalInput = state.normed.matrix(rows: outRows, columns: c.hiddenSize)
-        for t in 0..<outRows {
-            rmsNorm(x.row(first + t), weight: finalNorm.pointer, epsilon: c.rmsNormEpsilon,
-                    out: finalInput.row(t), count: c.hiddenSize)
+        var row = 0
+        for s in sequences {
+            for t in (s.logits == .last ? s.count - 1 : 0)..<s.count {
+                rmsNorm(x.row(s.start + t), weight: finalNorm.pointer, epsilon: c.rmsNormEpsilon, out: finalInput.row(row), count: c.hiddenSize)
+                row += 1
+            }
         }
         let logits = state.logits.matrix(rows: outRows, columns: c.vocabularySize)
         output.forward(finalInput, into: logits, context: context)
@@ -185,10 +227,19 @@ public final class ForwardState {
     public let context: ComputeContext
     let hidden, normed, queries, keys, values, attention, gate, up: FloatBuffer
     public let logits: FloatBuffer
+    /// Rows of logits one pass may produce.
+    public let logitRows: Int
 
     /// `allLogits`: room for logits of every token (perplexity); otherwise only the last.
-    public init(config c: ModelConfig, maxTokens: Int, allLogits: Bool, execution: Execution) {
+    public convenience init(config c: ModelConfig, maxTokens: Int, allLogits: Bool, execution: Execution) {
+        self.init(config: c, maxTokens: maxTokens, logitRows: allLogits ? maxTokens : 1, execution: execution)
+    }
+
+    /// Room for `logitRows` rows of logits per pass (a batch of several sequences needs one per sequence).
+    public init(config c: ModelConfig, maxTokens: Int, logitRows: Int, execution: Execution) {
+        precondition(logitRows >= 1 && logitRows <= maxTokens)
         self.maxTokens = maxTokens
+        self.logitRows = logitRows
         context = ComputeContext(pool: execution.pool, maxTokens: maxTokens, maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth),
                                  precision: execution.precision)
         hidden = FloatBuffer(count: maxTokens * c.hiddenSize)
@@ -199,7 +250,7 @@ public final class ForwardState {
         attention = FloatBuffer(count: maxTokens * c.queryWidth)
         gate = FloatBuffer(count: maxTokens * c.intermediateSize)
         up = FloatBuffer(count: maxTokens * c.intermediateSize)
-        logits = FloatBuffer(count: (allLogits ? maxTokens : 1) * c.vocabularySize)
+        logits = FloatBuffer(count: logitRows * c.vocabularySize)
     }
 }
 
