@@ -321,22 +321,24 @@ public final class QuantizedKVCache: KVCache {
     public var bytesPerToken: Double { (kivi.map { KVCacheSpec.kivi($0) } ?? spec).bytes(atLength: capacity, shape: shape) / Double(capacity) }
 }
 
-/// F16 storage, 64-byte aligned, zeroed.
+/// F16 storage, 64-byte aligned, zeroed (large blocks lazily: `ZeroedMemory`).
 final class HalfBuffer {
     let pointer: UnsafeMutablePointer<UInt16>
+    private let bytes: Int
     init(count: Int) {
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 2, alignment: 64)
-            .initializeMemory(as: UInt16.self, repeating: 0, count: max(1, count))
+        bytes = max(1, count) * 2
+        pointer = ZeroedMemory.allocate(bytes: bytes).bindMemory(to: UInt16.self, capacity: max(1, count))
     }
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit { ZeroedMemory.deallocate(UnsafeMutableRawPointer(pointer), bytes: bytes) }
 }
 
-/// Byte storage, 64-byte aligned, zeroed.
+/// Byte storage, 64-byte aligned, zeroed (large blocks lazily: `ZeroedMemory`).
 final class RawBuffer {
     let pointer: UnsafeMutableRawPointer
+    private let bytes: Int
     init(bytes: Int) {
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
-        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, bytes))
+        self.bytes = bytes
+        pointer = ZeroedMemory.allocate(bytes: bytes)
     }
-    deinit { pointer.deallocate() }
+    deinit { ZeroedMemory.deallocate(pointer, bytes: bytes) }
 }
