@@ -35,7 +35,7 @@ extension PivotServer {
         var job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room), sampler: sampler,
                                 stop: sampling.stop, ignoreEOS: sampling.ignoreEOS, logprobs: logprobs, echo: echo && logprobs != nil)
         if let record { job.arrival = record.arrival }
-        let slot = try await engine.slots.acquire(prompt: prompt)
+        let slot = try await engine.slots.acquire(prompt: prompt, cost: engine.kvCost(of: job))
         let cancel = CancelFlag()
         let events = engine.start(job, slot: slot, cancel: cancel)
         let reply = ReplyFormat(chat: chat, model: engine.modelName, requestID: record?.id ?? RequestRecord().id,

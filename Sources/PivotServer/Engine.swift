@@ -41,35 +41,38 @@ enum GenerationEvent: Sendable {
     case finished(Completion)
 }
 
-/// The model, its slots and the turn that serializes forward passes. Each running request has a
-/// thread of its own (forward passes block; they never run on Swift's cooperative pool).
+/// The model, its slots and the scheduler that runs them: one thread builds each forward pass from
+/// every running request (continuous batching: the next token of each decoding sequence, with its
+/// draft, and chunks of pending prompts), runs it, and hands each sequence its logits.
 /// `@unchecked` because Pivot's `LoadedModel` and `Generator` are not `Sendable`: the model is
-/// read-only once loaded, and a slot's generator is used only by the thread holding that slot.
+/// read-only once loaded, and caches and generators are touched only by the scheduler thread.
 final class Engine: @unchecked Sendable {
     let model: LoadedModel
     let modelName: String
     let contextLength: Int
     let slots: SlotPool
-    /// One per slot, each with its own KV cache.
+    /// One per slot: its KV cache and drafter (its own buffers are not used).
     private let generators: [Generator]
-    private let turn = FairTurn()
     let metrics = ServerMetrics()
     /// Set when draining runs out of time: every running generation stops at its next token.
     let stopAll = CancelFlag()
-    /// Tokens each slot's cache holds now (updated by its generation thread), and the cost per token.
+    /// Tokens each slot's cache holds now (updated by the scheduler), and the cost per token.
     private let heldTokens: Mutex<[Int]>
     private let bytesPerToken: [Double]
-    /// Prompt tokens per forward pass before other slots get a turn.
-    static let prefillPiece = 256
+    private let scheduler: BatchScheduler
 
-    init(model: LoadedModel, modelName: String, generators: [Generator], queueLimit: Int) {
+    /// `kvBudget`: KV cache bytes the running requests may reserve together; nil: every slot's whole context.
+    init(model: LoadedModel, modelName: String, generators: [Generator], queueLimit: Int, kvBudget: Double? = nil) {
         self.model = model
         self.modelName = modelName
         contextLength = generators[0].cache.capacity
         self.generators = generators
-        slots = SlotPool(count: generators.count, queueLimit: queueLimit)
         heldTokens = Mutex(Array(repeating: 0, count: generators.count))
         bytesPerToken = generators.map { $0.cache.bytesPerToken }
+        slots = SlotPool(count: generators.count, queueLimit: queueLimit,
+                         budget: kvBudget ?? bytesPerToken.reduce(0, +) * Double(generators[0].cache.capacity))
+        scheduler = BatchScheduler(model: model, slots: generators.count, drafting: generators[0].drafter != nil,
+                                   execution: generators[0].execution)
     }
 
     /// Bytes of KV cache holding tokens now, and reserved in all (every slot's full context).
@@ -79,104 +82,36 @@ final class Engine: @unchecked Sendable {
                 bytesPerToken.map { $0 * Double(contextLength) }.reduce(0, +))
     }
 
-    private func hold(_ tokens: Int, slot: Int) { heldTokens.withLock { $0[slot] = tokens } }
+    /// KV bytes `job` may need at most: its prompt and every token it may generate, as the slots' cache stores them.
+    func kvCost(of job: GenerationJob) -> Double {
+        Double(min(contextLength, job.prompt.count + job.maxTokens)) * (bytesPerToken.max() ?? 0)
+    }
+
+    func hold(_ tokens: Int, slot: Int) { heldTokens.withLock { $0[slot] = tokens } }
 
     /// Runs `job` on slot `slot` (already acquired; released here when generation ends). Text
     /// arrives in pieces that never split a character or the start of a stop sequence.
     func start(_ job: GenerationJob, slot: Int, cancel: CancelFlag) -> AsyncStream<GenerationEvent> {
         let (stream, events) = AsyncStream<GenerationEvent>.makeStream()
         events.onTermination = { _ in cancel.set() }
-        let thread = Thread { [self] in
-            let completion = generate(job, slot: slot, cancel: cancel) { events.yield($0) }
+        // Keep the longest cached prefix (none when the prompt is scored); at least one prompt token is fed for logits.
+        let reused = job.echo ? 0 : min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
+        scheduler.submit { [self] in
+            RunningSequence(job: job, slot: slot, generator: generators[slot], reused: reused, cancel: cancel, stopAll: stopAll,
+                            metrics: metrics) { events.yield($0) }
+        } onFinish: { [self] sequence in
+            let completion = sequence.finish()
+            let cached = sequence.cachedTokens
+            slots.setCachedTokens(slot, cached)
+            hold(cached.count, slot: slot)
             metrics.count(completion)
             slots.release(slot)
             events.yield(.finished(completion))
             events.finish()
+        } onPass: { [self] sequence in
+            hold(sequence.cache.length, slot: slot)
         }
-        thread.stackSize = 8 << 20
-        thread.start()
         return stream
-    }
-
-    private func generate(_ job: GenerationJob, slot: Int, cancel: CancelFlag, emit: (GenerationEvent) -> Void) -> Completion {
-        let tokenizer = model.tokenizer
-        let vocabulary = model.config.vocabularySize
-        let generator = generators[slot]
-        turn.acquire()
-        // Keep the longest cached prefix; at least one prompt token is fed to get logits.
-        let reused = job.echo ? 0 : min(commonPrefix(slots.cachedTokens(slot), job.prompt), job.prompt.count - 1)
-        generator.cache.truncate(to: reused)
-        generator.stopsAtEndOfTurn = !job.ignoreEOS
-        // A long prompt goes in pieces, with a turn for the other slots between them, so their
-        // streams do not stall for the whole prefill. (With a drafter, the prompt is fed whole: the
-        // drafter learns its n-grams from what `generate` is given.) An echoed prompt is scored as it goes.
-        var fed = reused
-        var feedSeconds = 0.0
-        var scored = [TokenLogprob(unpredicted: job.prompt[0])]
-        while job.echo || generator.drafter == nil, job.prompt.count - 1 - fed > (job.echo ? 0 : Self.prefillPiece) {
-            let piece = Array(job.prompt[fed..<min(fed + Self.prefillPiece, job.prompt.count - 1)])
-            if job.echo {
-                feedSeconds += generator.feed(piece) { p, row in
-                    scored.append(TokenLogprob(token: job.prompt[fed + p + 1], logits: row, count: vocabulary, top: job.logprobs ?? 0))
-                }
-            } else {
-                feedSeconds += generator.feed(piece)
-            }
-            fed += piece.count
-            hold(fed, slot: slot)
-            turn.release()
-            turn.acquire()
-        }
-        if job.echo { emit(.prompt(scored)) }
-        var sampler = job.sampler
-        var stats = GenerationStats()
-        var decoder = StreamingDecoder(tokenizer: tokenizer)
-        var matcher = StopMatcher(stops: job.stop)
-        var output: [Int] = []
-        var pending: [TokenLogprob] = []
-        var stoppedBySequence = false
-        var firstToken: UInt64?, lastToken: UInt64 = 0
-        var interrupted = false
-        let reason = job.maxTokens == 0 ? .maxTokens : generator.generate(prompt: Array(job.prompt[fed...]), maxTokens: job.maxTokens,
-                                                                         sampler: &sampler, stats: &stats) { token, row in
-            let now = DispatchTime.now().uptimeNanoseconds
-            if firstToken == nil {
-                firstToken = now
-                metrics.observeFirstToken(Double(now - min(now, job.arrival)) / 1e9)
-            } else { metrics.observeInterToken(Double(now - lastToken) / 1e9) }
-            lastToken = now
-            output.append(token)
-            hold(generator.cache.length, slot: slot)
-            // Every generated token has its logprob, the end-of-turn one too (lm-evaluation-harness drops the last entry
-            // of an echoed reply as the generated one).
-            if let top = job.logprobs { pending.append(TokenLogprob(token: token, logits: row, count: vocabulary, top: top)) }
-            if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { return false }
-            let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)
-            let (text, stopped) = matcher.push(piece)
-            if !text.isEmpty { emit(.text(text, pending)); pending = [] }
-            if stopped { stoppedBySequence = true; return false }
-            // Let the other slots take a pass before this one's next token.
-            turn.release()
-            turn.acquire()
-            interrupted = cancel.isSet || stopAll.isSet
-            return !interrupted
-        }
-        let cached = Array((job.prompt + output).prefix(generator.cache.length))
-        slots.setCachedTokens(slot, cached)
-        hold(cached.count, slot: slot)
-        turn.release()
-        if !stoppedBySequence {
-            let (text, stopped) = matcher.push(decoder.flush())
-            let rest = stopped ? text : text + matcher.flush()
-            if !rest.isEmpty || !pending.isEmpty { emit(.text(rest, pending)) }
-            stoppedBySequence = stopped
-        }
-        let firstTokenSeconds = firstToken.map { Double($0 - min($0, job.arrival)) / 1e9 }
-        // Stopped by the client or a shutdown: cut short, as by max_tokens.
-        let finish = !interrupted && (reason == .endOfSequence || stoppedBySequence) ? "stop" : "length"
-        return Completion(finishReason: finish, promptTokens: job.prompt.count, cachedTokens: reused,
-                          completionTokens: stats.generatedTokens, prefillSeconds: stats.prefillSeconds + feedSeconds,
-                          decodeSeconds: stats.decodeSeconds, slot: slot, firstTokenSeconds: firstTokenSeconds)
     }
 }
 

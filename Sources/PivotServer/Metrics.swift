@@ -63,6 +63,8 @@ final class ServerMetrics: Sendable {
         var requestsInFlight: Int
         var kvCacheBytes: Double
         var kvCacheCapacityBytes: Double
+        var kvBudgetBytes: Double
+        var kvReservedBytes: Double
     }
 
     func render(_ gauges: Gauges) -> String {
@@ -81,6 +83,8 @@ final class ServerMetrics: Sendable {
         out.single("pivot_slots", "gauge", "Slots (--parallel).", Double(gauges.slots))
         out.single("pivot_kv_cache_bytes", "gauge", "KV cache bytes holding tokens, over every slot.", gauges.kvCacheBytes)
         out.single("pivot_kv_cache_capacity_bytes", "gauge", "KV cache bytes for every slot's full context.", gauges.kvCacheCapacityBytes)
+        out.single("pivot_kv_budget_bytes", "gauge", "KV cache bytes running requests may reserve together (--kv-budget).", gauges.kvBudgetBytes)
+        out.single("pivot_kv_reserved_bytes", "gauge", "KV cache bytes reserved by running requests (prompt + max_tokens each).", gauges.kvReservedBytes)
         out.histogram("pivot_time_to_first_token_seconds", "From a request's arrival to its first generated token (queueing and prefill included).", s.firstToken)
         out.histogram("pivot_inter_token_latency_seconds", "Between consecutive generated tokens of one request.", s.interToken)
         return out.text

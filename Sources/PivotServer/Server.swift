@@ -21,9 +21,12 @@ public struct ServerOptions: Sendable {
     public var drainSeconds: Double
     /// Whether `run` handles SIGTERM and SIGINT itself (the CLI); tests call `shutDown()` instead.
     public var handleSignals: Bool
+    /// KV cache bytes running requests may reserve together (each its prompt + max_tokens); nil: every slot's whole context.
+    public var kvBudgetBytes: Double?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20, quiet: Bool = false,
-                apiKey: String? = nil, drainSeconds: Double = 30, handleSignals: Bool = false) {
+                apiKey: String? = nil, drainSeconds: Double = 30, handleSignals: Bool = false, kvBudgetBytes: Double? = nil) {
+        self.kvBudgetBytes = kvBudgetBytes
         self.host = host; self.port = port; self.queueLimit = queueLimit; self.maxBodyBytes = maxBodyBytes; self.quiet = quiet
         self.apiKey = apiKey; self.drainSeconds = drainSeconds; self.handleSignals = handleSignals
     }
@@ -40,7 +43,8 @@ public final class PivotServer: Sendable {
     /// `generators`: one per slot, each with its own KV cache, all over `model` and one thread pool.
     public init(model: LoadedModel, modelName: String, generators: [Generator], options: ServerOptions = ServerOptions()) {
         precondition(!generators.isEmpty)
-        engine = Engine(model: model, modelName: modelName, generators: generators, queueLimit: options.queueLimit)
+        engine = Engine(model: model, modelName: modelName, generators: generators, queueLimit: options.queueLimit,
+                        kvBudget: options.kvBudgetBytes)
         self.options = options
     }
 
@@ -157,6 +161,7 @@ public final class PivotServer: Sendable {
         let kv = engine.kvCacheBytes
         return engine.metrics.render(.init(requestsWaiting: engine.slots.waitingCount, slotsBusy: engine.slots.count - idle,
                                            slots: engine.slots.count, requestsInFlight: gate.inside,
-                                           kvCacheBytes: kv.used, kvCacheCapacityBytes: kv.capacity))
+                                           kvCacheBytes: kv.used, kvCacheCapacityBytes: kv.capacity,
+                                           kvBudgetBytes: engine.slots.budget, kvReservedBytes: engine.slots.reservedBytes))
     }
 }

@@ -40,14 +40,18 @@ final class RunningServer: @unchecked Sendable {
     private let task: Task<Void, Error>
     private let ended = DoneFlag()
 
-    init(slots: Int, context: Int = 1024, queueLimit: Int = 64, apiKey: String? = nil, drainSeconds: Double = 30) async throws {
+    /// `drafting`: every slot drafts with an n-gram drafter (`--draft ngram`).
+    init(slots: Int, context: Int = 1024, queueLimit: Int = 64, apiKey: String? = nil, drainSeconds: Double = 30,
+         drafting: Bool = false, kvBudgetBytes: Double? = nil) async throws {
         let model = try TestModel.load()
         self.model = model
         let pool = ThreadPool(threads: 2)
-        let generators = (0..<slots).map { _ in Generator(model: model, execution: Execution(pool: pool), contextLength: context) }
+        let generators = (0..<slots).map { _ in
+            Generator(model: model, execution: Execution(pool: pool), contextLength: context, drafter: drafting ? NGramDrafter() : nil)
+        }
         let server = PivotServer(model: model, modelName: "test-model", generators: generators,
                                  options: ServerOptions(host: "127.0.0.1", port: 0, queueLimit: queueLimit, maxBodyBytes: 1 << 20, quiet: true,
-                                                        apiKey: apiKey, drainSeconds: drainSeconds))
+                                                        apiKey: apiKey, drainSeconds: drainSeconds, kvBudgetBytes: kvBudgetBytes))
         self.server = server
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let ended = self.ended

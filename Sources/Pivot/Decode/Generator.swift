@@ -28,18 +28,22 @@ public enum StopReason: Sendable { case endOfSequence, maxTokens, contextFull, n
 public final class Generator {
     public let model: LoadedModel
     public let cache: KVCache
-    let state: ForwardState
+    /// Made on first use: a server's batched engine keeps only the cache and the drafter.
+    private(set) lazy var state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, execution: execution)
+    private let maxBatch: Int
+    /// The pool and precision its passes run with.
+    public let execution: Execution
     /// Proposes tokens to verify in one pass; nil: plain decoding.
     public var drafter: Drafter?
     /// Chooses how many tokens to draft from acceptance and measured pass costs.
     public var draftPolicy: DraftPolicy
     /// Buffers with logits for every row, for verifying a draft.
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
-                                                execution: Execution(pool: state.context.pool, precision: state.context.precision))
-    static let maxVerify = 33
+                                                execution: execution)
+    public static let maxVerify = 33
     /// Buffers with logits for every row of a scored feed (a server's echoed prompt logprobs); made on first use.
     private lazy var scoringState = ForwardState(config: model.config, maxTokens: 64, allLogits: true,
-                                                 execution: Execution(pool: state.context.pool, precision: state.context.precision))
+                                                 execution: execution)
     /// False: end-of-turn tokens do not end generation (llama-server's `ignore_eos`, for load tests).
     public var stopsAtEndOfTurn = true
 
@@ -49,7 +53,8 @@ public final class Generator {
         self.model = model
         draftPolicy = DraftPolicy(maxDraft: maxDraft)
         cache = model.makeCache(capacity: contextLength, maxBatch: max(maxBatch, Self.maxVerify))
-        state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, execution: execution)
+        self.maxBatch = maxBatch
+        self.execution = execution
         self.drafter = drafter
     }
 
@@ -119,13 +124,7 @@ public final class Generator {
             let passStart = DispatchTime.now().uptimeNanoseconds
             let rows = transformer.forward([next] + draft, cache: cache, state: verifyState, logits: .all)
             draftPolicy.recordPass(tokens: draft.count + 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9)
-            var accepted = 0
-            var replacement: Int?
-            for (i, token) in draft.enumerated() {
-                let verdict = sampler.verify(rows.row(i), count: vocabulary, drafted: token)
-                guard verdict.accepted else { replacement = verdict.token; break }
-                accepted += 1
-            }
+            let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
             stats.draftedTokens += draft.count
             stats.acceptedTokens += accepted
             draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)

@@ -29,6 +29,17 @@ public struct Sampler: Sendable {
         return candidates[keep - 1].id
     }
 
+    /// Verifies `draft` against the rows of the pass that fed the last token and the draft (row i:
+    /// the distribution after draft token i−1): how many draft tokens are kept, and the token drawn in
+    /// place of the first rejected one (nil when all are kept: the next token then comes from row `accepted`).
+    public mutating func verify(draft: [Int], rows: Matrix, count: Int) -> (accepted: Int, replacement: Int?) {
+        for (i, token) in draft.enumerated() {
+            let verdict = verify(rows.row(i), count: count, drafted: token)
+            if !verdict.accepted { return (i, verdict.token) }
+        }
+        return (draft.count, nil)
+    }
+
     /// Speculative sampling's rule for a deterministic drafter (the draft distribution is a point
     /// mass on `drafted`): accept it with probability p(drafted), else draw from p with `drafted`
     /// removed. The result is distributed exactly as `sample` — drafting changes speed, not output.

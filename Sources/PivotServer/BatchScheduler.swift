@@ -1,0 +1,117 @@
+import Foundation
+import Pivot
+import PivotKernels
+
+/// Continuous batching: one thread builds every forward pass from all running sequences — first
+/// the next token of each decoding one (with its draft, if any), then prompt chunks of those still
+/// prefilling, in arrival order, up to `prefillChunk` tokens — runs it as one batched pass
+/// (`Transformer.forward(batch:)`), and hands each sequence its rows of logits. A new request joins
+/// at the next pass; a finished one leaves after the pass that finished it.
+/// `@unchecked`: the inbox is guarded by `condition`; everything else belongs to the scheduler thread.
+final class BatchScheduler: @unchecked Sendable {
+    /// A request on its way in: how to make its sequence (on the scheduler thread, which owns the
+    /// caches) and what to do after each pass and at the end.
+    private struct Arrival {
+        var make: () -> RunningSequence
+        var onFinish: (RunningSequence) -> Void
+        var onPass: (RunningSequence) -> Void
+    }
+
+    private struct Member {
+        var sequence: RunningSequence
+        var onFinish: (RunningSequence) -> Void
+        var onPass: (RunningSequence) -> Void
+    }
+
+    /// Prompt tokens per pass: long prompts go in chunks so running streams keep their pace.
+    static let prefillChunk = 256
+    /// Most rows of an echoed (scored) prompt per pass: each row is a whole vocabulary of logits.
+    static let scoringRows = 64
+
+    private let model: LoadedModel
+    private let state: ForwardState
+    private let condition = NSCondition()
+    private var inbox: [Arrival] = []
+    private var members: [Member] = []
+
+    /// `slots`: most sequences at once; `drafting`: whether a decoding sequence may feed a draft.
+    init(model: LoadedModel, slots: Int, drafting: Bool, execution: Execution) {
+        self.model = model
+        let perSequence = drafting ? Generator.maxVerify : 1
+        let maxTokens = Self.prefillChunk + slots * perSequence
+        state = ForwardState(config: model.config, maxTokens: maxTokens,
+                             logitRows: min(maxTokens, slots * perSequence + Self.scoringRows), execution: execution)
+        let thread = Thread { [weak self] in
+            // The loop holds the scheduler only for one step at a time, so it ends with its engine.
+            while let scheduler = self { scheduler.step() }
+        }
+        thread.name = "pivot-batch"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Adds a request; it joins the next pass.
+    func submit(_ make: @escaping () -> RunningSequence, onFinish: @escaping (RunningSequence) -> Void,
+                onPass: @escaping (RunningSequence) -> Void) {
+        condition.lock()
+        inbox.append(Arrival(make: make, onFinish: onFinish, onPass: onPass))
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Admits arrivals, runs one pass over every running sequence, retires the finished ones. Waits
+    /// (up to a second) when there is nothing to run.
+    private func step() {
+        condition.lock()
+        if inbox.isEmpty && members.isEmpty { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
+        let arrivals = inbox
+        inbox = []
+        condition.unlock()
+        for arrival in arrivals {
+            members.append(Member(sequence: arrival.make(), onFinish: arrival.onFinish, onPass: arrival.onPass))
+        }
+        retireFinished()
+        guard !members.isEmpty else { return }
+
+        var tokens: [Int] = []
+        var slices: [SequenceSlice] = []
+        var fed: [Int] = []
+        var rowsLeft = state.logitRows
+        func add(_ index: Int, _ plan: (tokens: [Int], logits: LogitRows)) {
+            let slice = SequenceSlice(cache: members[index].sequence.cache, start: tokens.count, count: plan.tokens.count, logits: plan.logits)
+            slices.append(slice)
+            tokens += plan.tokens
+            rowsLeft -= slice.logitRows
+            fed.append(index)
+        }
+        for (index, member) in members.enumerated() where !member.sequence.isPrefilling {
+            if let plan = member.sequence.plan(budget: 0, scoringRows: 0) { add(index, plan) }
+        }
+        var budget = min(Self.prefillChunk, state.maxTokens - tokens.count)
+        for (index, member) in members.enumerated() where member.sequence.isPrefilling && budget > 0 && rowsLeft > 0 {
+            guard let plan = member.sequence.plan(budget: budget, scoringRows: min(Self.scoringRows, rowsLeft)) else { continue }
+            add(index, plan)
+            budget -= plan.tokens.count
+        }
+        if !slices.isEmpty {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let logits = model.transformer.forward(batch: tokens, sequences: slices, state: state)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            var row = 0
+            for (slice, index) in zip(slices, fed) {
+                members[index].sequence.absorb(logits.rows(row, slice.logitRows), seconds: seconds)
+                members[index].onPass(members[index].sequence)
+                row += slice.logitRows
+            }
+        }
+        retireFinished()
+    }
+
+    private func retireFinished() {
+        members.removeAll { member in
+            guard member.sequence.phase == .finished else { return false }
+            member.onFinish(member.sequence)
+            return true
+        }
+    }
+}

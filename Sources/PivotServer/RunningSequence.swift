@@ -1,0 +1,177 @@
+import Foundation
+import Pivot
+import PivotKernels
+
+/// One request inside the continuous batch: what it still has to feed, how it samples, and what it
+/// has sent. The scheduler asks it for its share of each pass (`plan`) and hands it the logits of
+/// that share (`absorb`); everything between a token and the client happens here.
+final class RunningSequence {
+    enum Phase { case prefilling, decoding, finished }
+
+    let job: GenerationJob
+    let slot: Int
+    let generator: Generator
+    let cancel: CancelFlag
+    let emit: (GenerationEvent) -> Void
+    private(set) var phase = Phase.prefilling
+    /// Prompt tokens found in the slot's cache.
+    let reused: Int
+    /// Prompt tokens in the cache (reused ones included).
+    private(set) var fed: Int
+    /// Sampled and sent, not yet in the cache: the next pass feeds it (with any draft after it).
+    private var next = 0
+    private var draft: [Int] = []
+    /// The tokens of this sequence's share of the pass being run.
+    private(set) var planned: [Int] = []
+    private var sampler: Sampler
+    private var decoder: StreamingDecoder
+    private var matcher: StopMatcher
+    private var output: [Int] = []
+    private var pending: [TokenLogprob] = []
+    private var scored: [TokenLogprob]
+    private var stoppedBySequence = false
+    private var interrupted = false
+    private var endedAtEndOfTurn = false
+    private var firstToken: UInt64?
+    private var lastToken: UInt64 = 0
+    private(set) var prefillSeconds = 0.0
+    private(set) var decodeSeconds = 0.0
+    private let metrics: ServerMetrics
+    private let stopAll: CancelFlag
+
+    init(job: GenerationJob, slot: Int, generator: Generator, reused: Int, cancel: CancelFlag, stopAll: CancelFlag,
+         metrics: ServerMetrics, emit: @escaping (GenerationEvent) -> Void) {
+        self.job = job; self.slot = slot; self.generator = generator; self.reused = reused; self.cancel = cancel
+        self.stopAll = stopAll; self.metrics = metrics; self.emit = emit
+        fed = reused
+        sampler = job.sampler
+        decoder = StreamingDecoder(tokenizer: generator.model.tokenizer)
+        matcher = StopMatcher(stops: job.stop)
+        scored = [TokenLogprob(unpredicted: job.prompt[0])]
+        generator.cache.truncate(to: reused)
+        generator.stopsAtEndOfTurn = !job.ignoreEOS
+        // A prompt that cannot fit with room for one more token ends at once, as `Generator` does.
+        if job.prompt.count >= generator.cache.capacity { phase = .finished }
+    }
+
+    var cache: KVCache { generator.cache }
+    var isPrefilling: Bool { phase == .prefilling }
+    var prompt: [Int] { job.prompt }
+
+    /// This sequence's tokens for the next pass and which logits it needs: while decoding, the token
+    /// last sent (plus a draft, verified on all rows); while prefilling, up to `budget` prompt tokens
+    /// (an echoed prompt in pieces of at most `scoringRows`, every row scored). Nil: nothing to feed.
+    func plan(budget: Int, scoringRows: Int) -> (tokens: [Int], logits: LogitRows)? {
+        switch phase {
+        case .finished: return nil
+        case .decoding:
+            if cancel.isSet || stopAll.isSet { interrupted = true; phase = .finished; return nil }
+            if cache.length + 1 >= cache.capacity { phase = .finished; return nil }
+            draft = makeDraft()
+            planned = [next] + draft
+            return (planned, draft.isEmpty ? .last : .all)
+        case .prefilling:
+            if cancel.isSet || stopAll.isSet { interrupted = true; phase = .finished; return nil }
+            let limit = job.echo ? min(budget, scoringRows) : budget
+            guard limit > 0 else { return nil }
+            planned = Array(job.prompt[fed..<min(job.prompt.count, fed + limit)])
+            return (planned, job.echo ? .all : .last)
+        }
+    }
+
+    /// The draft for this step, as `Generator` makes it: only when the policy expects it to pay.
+    private func makeDraft() -> [Int] {
+        guard let drafter = generator.drafter else { return [] }
+        let room = min(job.maxTokens - output.count - 1, cache.capacity - cache.length - 2, generator.draftPolicy.maxDraft)
+        let wanted = room > 0 ? generator.draftPolicy.length(limit: room) : 0
+        return wanted > 0 ? drafter.draft(limit: wanted) : []
+    }
+
+    /// Takes the logits of its planned tokens (one row, or one per token for `.all`) after a pass
+    /// of `seconds` that fed them.
+    func absorb(_ rows: Matrix, seconds: Double) {
+        let vocabulary = generator.model.config.vocabularySize
+        switch phase {
+        case .finished: return
+        case .prefilling:
+            prefillSeconds += seconds
+            let first = fed
+            fed += planned.count
+            if job.echo {
+                for r in 0..<planned.count where first + r + 1 < job.prompt.count {
+                    scored.append(TokenLogprob(token: job.prompt[first + r + 1], logits: rows.row(r), count: vocabulary, top: job.logprobs ?? 0))
+                }
+            }
+            guard fed == job.prompt.count else { return }
+            if job.echo { emit(.prompt(scored)) }
+            let last = UnsafePointer(rows.row(rows.rows - 1))
+            guard job.maxTokens > 0, allFinite(last, count: vocabulary) else { phase = .finished; return }
+            if let drafter = generator.drafter {
+                if reused == 0 { drafter.reset(context: job.prompt) } else { drafter.observe(Array(job.prompt[reused...])) }
+            }
+            phase = .decoding
+            take(sampler.sample(last, count: vocabulary), row: last)
+        case .decoding:
+            decodeSeconds += seconds
+            // The pass's whole time, shared with the other sequences in it: an upper bound on this share's cost.
+            generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds)
+            guard !draft.isEmpty else {
+                let row = UnsafePointer(rows.row(0))
+                take(sampler.sample(row, count: vocabulary), row: row)
+                return
+            }
+            let base = cache.length - planned.count
+            let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
+            generator.draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
+            cache.truncate(to: base + 1 + accepted)
+            for i in 0..<accepted {
+                take(draft[i], row: UnsafePointer(rows.row(i)))
+                if phase == .finished { return }
+            }
+            let row = UnsafePointer(rows.row(accepted))
+            take(replacement ?? sampler.sample(row, count: vocabulary), row: row)
+        }
+    }
+
+    /// One generated token: metrics, logprobs, text through the stop matcher; ends the sequence on
+    /// an end-of-turn token, a stop string, `max_tokens` or a cancelled client.
+    private func take(_ token: Int, row: UnsafePointer<Float>) {
+        let tokenizer = generator.model.tokenizer
+        let now = DispatchTime.now().uptimeNanoseconds
+        if firstToken == nil {
+            firstToken = now
+            metrics.observeFirstToken(Double(now - min(now, job.arrival)) / 1e9)
+        } else { metrics.observeInterToken(Double(now - lastToken) / 1e9) }
+        lastToken = now
+        output.append(token)
+        next = token
+        generator.drafter?.observe([token])
+        if let top = job.logprobs { pending.append(TokenLogprob(token: token, logits: row, count: generator.model.config.vocabularySize, top: top)) }
+        if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { endedAtEndOfTurn = true; phase = .finished; return }
+        let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)
+        let (text, stopped) = matcher.push(piece)
+        if !text.isEmpty { emit(.text(text, pending)); pending = [] }
+        if stopped { stoppedBySequence = true; phase = .finished; return }
+        if output.count >= job.maxTokens { phase = .finished }
+    }
+
+    /// Sends what is held back and says how the request ended; the slot then remembers its tokens.
+    func finish() -> Completion {
+        phase = .finished
+        if !stoppedBySequence {
+            let (text, stopped) = matcher.push(decoder.flush())
+            let rest = stopped ? text : text + matcher.flush()
+            if !rest.isEmpty || !pending.isEmpty { emit(.text(rest, pending)) }
+            stoppedBySequence = stopped
+        }
+        let firstTokenSeconds = firstToken.map { Double($0 - min($0, job.arrival)) / 1e9 }
+        // Stopped by the client or a shutdown: cut short, as by max_tokens.
+        let finish = !interrupted && (endedAtEndOfTurn || stoppedBySequence) ? "stop" : "length"
+        return Completion(finishReason: finish, promptTokens: job.prompt.count, cachedTokens: reused,
+                          completionTokens: output.count, prefillSeconds: prefillSeconds,
+                          decodeSeconds: decodeSeconds, slot: slot, firstTokenSeconds: firstTokenSeconds)
+    }
+
+    /// The tokens the cache holds now, for prefix reuse by the next request on this slot.
+    var cachedTokens: [Int] { Array((job.prompt + output).prefix(cache.length)) }
+}
