@@ -188,8 +188,23 @@ struct DraftOptions: ParsableArguments {
 /// The KV cache flags, the same on every verb that runs the model. Each is nil unless given, so a flag
 /// of another method than `--kv-type`'s is refused by name (`KVCacheParameters.spec`).
 struct KVCacheOptions: ParsableArguments {
-    @Option(name: .customLong("kv-type"), help: "f32 (exact, default) | f16 (the usual baseline) | kivi (KIVI: 2-8-bit codes, keys per channel, values per token) | cskv (CSKV: low-rank latent channels per head). With a compressed cache, perplexity, kld and eval score every token as decoding would have held the cache.")
-    var kind: KVCacheSpec.Kind = .f32
+    @Option(name: .customLong("kv-type"), help: "f32 (exact; the default, but f16 for serve) | f16 (the usual baseline) | kivi (KIVI: 2-8-bit codes, keys per channel, values per token) | cskv (CSKV: low-rank latent channels per head). With a compressed cache, perplexity, kld and eval score every token as decoding would have held the cache.")
+    var chosenKind: KVCacheSpec.Kind?
+
+    /// `--kv-type`, else F32 (exact), or what the verb sets with `defaulting(to:)`.
+    var kind: KVCacheSpec.Kind {
+        get { chosenKind ?? defaultKind }
+        set { chosenKind = newValue }
+    }
+
+    /// These options with `kind` as the cache when `--kv-type` is not given (serve: F16, as llama-server).
+    func defaulting(to kind: KVCacheSpec.Kind) -> KVCacheOptions {
+        var options = self
+        if options.chosenKind == nil { options.chosenKind = kind }
+        return options
+    }
+
+    private var defaultKind: KVCacheSpec.Kind { .f32 }
 
     @Option(name: .customLong("kv-bits"), parsing: .unconditional, help: "KIVI: code bits, 2, 3, 4 or 8 (default 2).")
     var bits: Int?

@@ -13,9 +13,11 @@ struct Serve: AsyncParsableCommand {
         (llama-server's, and vLLM's field names with GET /tokenizer_info). Logprobs as OpenAI gives them: chat `logprobs: true` with `top_logprobs` 0-20, completions \
         `logprobs` 0-20 and `echo` (with max_tokens 0: the prompt's own logprobs, for lm-evaluation-harness); they \
         are the log-softmax of the raw logits, before temperature or top-p. Each of --parallel slots has its own KV cache of --ctx-size \
-        tokens; a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
-        the rest (a multi-turn chat does not re-read its history). Running requests advance one token each in turn; a long prompt is prefilled 256 tokens at a time between their steps. \
-        Up to --queue requests wait for a slot; beyond that the answer is 503. Errors are OpenAI-shaped JSON. \
+        tokens (F16 unless --kv-type says otherwise; memory is committed as tokens arrive); a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
+        the rest (a multi-turn chat does not re-read its history). Continuous batching: every forward pass carries the next token of each running request \
+        (with its draft under --draft) and up to 256 tokens of pending prompts, so throughput grows with clients. \
+        A request is admitted when a slot is free and the KV memory its prompt plus max_tokens may need fits beside what running requests reserved \
+        (--kv-budget; a compressed cache admits more). Up to --queue requests wait; beyond that the answer is 503. Errors are OpenAI-shaped JSON. \
         One line per request on stderr (id, route, status, tokens, time to first token, total time) unless --quiet. \
         SIGTERM or Ctrl-C drains: new requests get 503, running ones have --drain-seconds to finish, then the server \
         exits 0 (a second signal stops them at once).
@@ -44,6 +46,9 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "After SIGTERM/SIGINT, seconds running requests may take to finish before they are stopped.")
     var drainSeconds = 30.0
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("KV cache memory running requests may reserve together, each its prompt plus max_tokens at the cache's bytes per token. Default: every slot's whole context (--parallel × --ctx-size).", valueName: "MiB"))
+    var kvBudget: Double?
+
     @Flag(help: "No log line per request on stderr.")
     var quiet = false
 
@@ -58,6 +63,7 @@ struct Serve: AsyncParsableCommand {
         try checkRange("--port", port, 0...65535)
         try checkRange("--max-body", maxBody, 1024...Int.max)
         guard drainSeconds >= 0 && drainSeconds.isFinite else { throw ValidationError("--drain-seconds must be 0 or more; got \(drainSeconds).") }
+        if let kvBudget, !(kvBudget > 0 && kvBudget.isFinite) { throw ValidationError("--kv-budget must be a positive number of MiB; got \(kvBudget).") }
         if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty.") }
         if let contextSize = contextOption.contextSize ?? contextOption.legacyContext { try checkRange("--ctx-size", contextSize, 16...1_048_576) }
     }
@@ -69,20 +75,25 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv, draft: drafting)
+        let configuration = try model.configuration(kv: kv.defaulting(to: .f16), draft: drafting)
         let loaded = try model.load(configuration, pool: pool)
         let context = contextOption.cacheSize(for: loaded)
         let generators = (0..<parallel).map { _ in Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context) }
         let name = (loaded.path as NSString).lastPathComponent
         let server = PivotServer(model: loaded, modelName: name, generators: generators,
                                  options: ServerOptions(host: host, port: port, queueLimit: queue, maxBodyBytes: maxBody, quiet: quiet,
-                                                        apiKey: apiKey ?? environmentKey, drainSeconds: drainSeconds, handleSignals: true))
+                                                        apiKey: apiKey ?? environmentKey, drainSeconds: drainSeconds, handleSignals: true,
+                                                        kvBudgetBytes: kvBudget.map { $0 * 1_048_576 }))
         let host = self.host
         let parallel = self.parallel
+        let cacheLabel = loaded.kvCache.spec.label
+        let perToken = generators[0].cache.bytesPerToken
+        let budgetMiB = kvBudget ?? perToken * Double(context * parallel) / 1_048_576
+        let budgetLabel = String(format: "%.0f MiB (%.0f tokens)", budgetMiB, budgetMiB * 1_048_576 / perToken)
         let secured = apiKey ?? environmentKey != nil ? " (API key required)" : ""
         do {
             try await server.run { port in
-                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, listening on http://\(host):\(port)\(secured)\n")
+                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, \(cacheLabel) KV cache, budget \(budgetLabel), listening on http://\(host):\(port)\(secured)\n")
             }
         } catch let error as ServerError {
             // Its description is the whole message; ArgumentParser would add "Error: ".
