@@ -24,9 +24,17 @@ public final class PivotedKVCache: KVCache {
     public private(set) var supplied = 0
     /// A pass's keys and values with the supplied rows replaced, grown to the largest such pass.
     private var staged = FloatBuffer(count: 0)
+    /// This sequence's tokens at the source's positions, and the keys/values the source supplied for
+    /// them ([layer][kvHead][position][headDim]), copied: a source is shared by every cache made
+    /// with it (a server's slots), and several sequences may be prepared before one batched pass appends.
+    private var pivotTokens: [Int] = []
+    private let suppliedKeys: FloatBuffer, suppliedValues: FloatBuffer
 
     public init(inner: KVCache, source: PivotSource, shape: AttentionShape) {
         self.inner = inner; self.source = source; self.shape = shape
+        let floats = shape.layers * shape.kvHeads * source.count * shape.headDim
+        suppliedKeys = FloatBuffer(count: floats)
+        suppliedValues = FloatBuffer(count: floats)
     }
 
     public var length: Int { inner.length }
@@ -35,10 +43,27 @@ public final class PivotedKVCache: KVCache {
 
     public func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool) {
         let position = inner.length
-        if supplied == position && position < source.count {
-            let offered = UnsafeBufferPointer(rebasing: tokens[0..<min(tokens.count, source.count - position)])
-            supplied = position + min(offered.count, source.prepare(tokens: offered, at: position, pool: pool))
+        if pivotTokens.count > position { pivotTokens.removeSubrange(position...) }
+        let kept = UnsafeBufferPointer(rebasing: tokens[0..<min(tokens.count, max(0, source.count - position))])
+        if supplied == position && !kept.isEmpty {
+            // From position 0: the source may hold another sequence's positions since this one's last pass.
+            let prefix = pivotTokens + Array(kept)
+            let agreed = prefix.withUnsafeBufferPointer { source.prepare(tokens: $0, at: 0, pool: pool) }
+            let end = max(position, min(agreed, prefix.count))
+            let d = shape.headDim
+            for layer in 0..<shape.layers {
+                for h in 0..<shape.kvHeads {
+                    for p in position..<end {
+                        let entry = source.entry(layer: layer, kvHead: h, position: p)
+                        let at = ((layer * shape.kvHeads + h) * source.count + p) * d
+                        (suppliedKeys.pointer + at).update(from: entry.key, count: d)
+                        (suppliedValues.pointer + at).update(from: entry.value, count: d)
+                    }
+                }
+            }
+            supplied = end
         }
+        pivotTokens += kept
         inner.willAppend(tokens: tokens, pool: pool)
     }
 
@@ -54,9 +79,9 @@ public final class PivotedKVCache: KVCache {
         }
         for t in 0..<replaced {
             for h in 0..<shape.kvHeads {
-                let entry = source.entry(layer: layer, kvHead: h, position: inner.length + t)
-                (k.row(t) + h * d).update(from: entry.key, count: d)
-                (v.row(t) + h * d).update(from: entry.value, count: d)
+                let at = ((layer * shape.kvHeads + h) * source.count + inner.length + t) * d
+                (k.row(t) + h * d).update(from: suppliedKeys.pointer + at, count: d)
+                (v.row(t) + h * d).update(from: suppliedValues.pointer + at, count: d)
             }
         }
         inner.append(layer: layer, keys: k, values: v)
@@ -71,5 +96,6 @@ public final class PivotedKVCache: KVCache {
     public func truncate(to length: Int) {
         inner.truncate(to: length)
         supplied = min(supplied, inner.length)
+        if pivotTokens.count > inner.length { pivotTokens.removeSubrange(inner.length...) }
     }
 }

@@ -28,7 +28,11 @@ final class BatchedForwardTests: XCTestCase {
         let plan = try LowRankPlan(factors: factors, fraction: cskv.rank, latentBits: cskv.latentBits, rope: RotaryGeometry(c))
         return [("f32", .f32), ("f16", PreparedKVCache(spec: .f16)),
                 ("kivi-2+pivot+ott", PreparedKVCache(spec: .kivi(KIVISettings(bits: 2, group: 32, window: 16, pivots: 1, outlierTokens: 1, outlierPool: 8)))),
-                ("cskv", PreparedKVCache(spec: .cskv(cskv), lowRankPlan: plan))]
+                ("cskv", PreparedKVCache(spec: .cskv(cskv), lowRankPlan: plan)),
+                // One IntactKV source shared by every cache, as a server's slots share it: sequences prepared in the
+                // same pass must each keep their own pivots.
+                ("kivi-2+intact", PreparedKVCache(spec: .kivi(KIVISettings(bits: 2, group: 32, window: 16)),
+                                                  pivotSource: try IntactPivots(base: model, for: model, pivots: 3)))]
     }
 
     func testBatchedSequencesMatchEachAloneForEveryCache() throws {
