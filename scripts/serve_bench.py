@@ -14,13 +14,24 @@ parser.add_argument("--clients", type=int, default=1)
 parser.add_argument("--requests", type=int, default=4, help="requests per client")
 parser.add_argument("--max-tokens", type=int, default=64)
 parser.add_argument("--label", default="server")
+parser.add_argument("--long-prompt", metavar="FILE",
+                    help="instead of short questions: each request's prompt is a different passage of FILE "
+                         "(about --prompt-words words, no shared prefix), to load the KV cache")
+parser.add_argument("--prompt-words", type=int, default=2400)
 args = parser.parse_args()
+passages = open(args.long_prompt, encoding="utf-8").read().split() if args.long_prompt else []
 
 topics = ["the sea", "a city at night", "autumn leaves", "a robot", "the moon", "coffee", "a library", "mountains",
           "a train journey", "winter", "a garden", "the desert", "rain", "a lighthouse", "music", "a forest"]
 
+def question(i):
+    if not passages:
+        return f"Write a short paragraph about {topics[i % len(topics)]}."
+    start = (i * 7919 * args.prompt_words) % max(1, len(passages) - args.prompt_words)
+    return "Summarize this text.\n\n" + " ".join(passages[start:start + args.prompt_words])
+
 def one(i):
-    body = {"messages": [{"role": "user", "content": f"Write a short paragraph about {topics[i % len(topics)]}."}],
+    body = {"messages": [{"role": "user", "content": question(i)}],
             "max_tokens": args.max_tokens, "temperature": 0, "stream": True, "ignore_eos": True}
     request = urllib.request.Request(args.base + "/v1/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})

@@ -46,7 +46,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "After SIGTERM/SIGINT, seconds running requests may take to finish before they are stopped.")
     var drainSeconds = 30.0
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("KV cache memory running requests may reserve together, each its prompt plus max_tokens at the cache's bytes per token. Default: every slot's whole context (--parallel × --ctx-size).", valueName: "MiB"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("KV cache memory running requests may reserve together, each its prompt plus max_tokens (without max_tokens: up to the context) at the cache's bytes per token. Default: every slot's whole context (--parallel × --ctx-size).", valueName: "MiB"))
     var kvBudget: Double?
 
     @Flag(help: "No log line per request on stderr.")

@@ -6,7 +6,8 @@ import Darwin
 
 /// Zero-filled, 64-byte aligned memory. Large blocks come straight from the kernel (anonymous
 /// mappings), whose pages cost nothing until written: a KV cache sized for a whole context holds
-/// only the memory of the tokens it has seen, so a server's RSS follows its load, not its settings.
+/// only the memory of the furthest position it has reached (pages are not returned on truncation),
+/// so a server's RSS follows the longest sequences its slots have served, not its settings.
 public enum ZeroedMemory {
     /// Blocks from this size up are mapped rather than allocated and cleared.
     static let mappingThreshold = 1 << 20

@@ -24,7 +24,9 @@ final class BatchScheduler: @unchecked Sendable {
     }
 
     /// Prompt tokens per pass: long prompts go in chunks so running streams keep their pace.
-    static let prefillChunk = 256
+    static let defaultPrefillChunk = 256
+    /// `defaultPrefillChunk`, or less where the slots' caches take fewer tokens per pass.
+    private let prefillChunk: Int
     /// Most rows of an echoed (scored) prompt per pass: each row is a whole vocabulary of logits.
     static let scoringRows = 64
 
@@ -34,11 +36,13 @@ final class BatchScheduler: @unchecked Sendable {
     private var inbox: [Arrival] = []
     private var members: [Member] = []
 
-    /// `slots`: most sequences at once; `drafting`: whether a decoding sequence may feed a draft.
-    init(model: LoadedModel, slots: Int, drafting: Bool, execution: Execution) {
+    /// `slots`: most sequences at once; `drafting`: whether a decoding sequence may feed a draft;
+    /// `maxBatch`: the most tokens a slot's cache takes in one pass.
+    init(model: LoadedModel, slots: Int, drafting: Bool, maxBatch: Int, execution: Execution) {
         self.model = model
+        prefillChunk = min(Self.defaultPrefillChunk, maxBatch)
         let perSequence = drafting ? Generator.maxVerify : 1
-        let maxTokens = Self.prefillChunk + slots * perSequence
+        let maxTokens = prefillChunk + slots * perSequence
         state = ForwardState(config: model.config, maxTokens: maxTokens,
                              logitRows: min(maxTokens, slots * perSequence + Self.scoringRows), execution: execution)
         let thread = Thread { [weak self] in
@@ -87,7 +91,7 @@ final class BatchScheduler: @unchecked Sendable {
         for (index, member) in members.enumerated() where !member.sequence.isPrefilling {
             if let plan = member.sequence.plan(budget: 0, scoringRows: 0) { add(index, plan) }
         }
-        var budget = min(Self.prefillChunk, state.maxTokens - tokens.count)
+        var budget = min(prefillChunk, state.maxTokens - tokens.count)
         for (index, member) in members.enumerated() where member.sequence.isPrefilling && budget > 0 && rowsLeft > 0 {
             guard let plan = member.sequence.plan(budget: budget, scoringRows: min(Self.scoringRows, rowsLeft)) else { continue }
             add(index, plan)
@@ -99,7 +103,7 @@ final class BatchScheduler: @unchecked Sendable {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             var row = 0
             for (slice, index) in zip(slices, fed) {
-                members[index].sequence.absorb(logits.rows(row, slice.logitRows), seconds: seconds)
+                members[index].sequence.absorb(logits.rows(row, slice.logitRows), seconds: seconds, alone: slices.count == 1)
                 members[index].onPass(members[index].sequence)
                 row += slice.logitRows
             }

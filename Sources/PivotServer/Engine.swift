@@ -72,7 +72,7 @@ final class Engine: @unchecked Sendable {
         slots = SlotPool(count: generators.count, queueLimit: queueLimit,
                          budget: kvBudget ?? bytesPerToken.reduce(0, +) * Double(generators[0].cache.capacity))
         scheduler = BatchScheduler(model: model, slots: generators.count, drafting: generators[0].drafter != nil,
-                                   execution: generators[0].execution)
+                                   maxBatch: generators.map(\.maxBatch).min()!, execution: generators[0].execution)
     }
 
     /// Bytes of KV cache holding tokens now, and reserved in all (every slot's full context).

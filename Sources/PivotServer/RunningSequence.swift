@@ -21,6 +21,10 @@ final class RunningSequence {
     /// Sampled and sent, not yet in the cache: the next pass feeds it (with any draft after it).
     private var next = 0
     private var draft: [Int] = []
+    /// With drafting off for this step, the drafter's one-token guess: it keeps the acceptance estimate current.
+    private var probe: Int?
+    /// Tokens sent since the drafter last saw the sequence; it sees them when decoding goes on (as in `Generator`).
+    private var unobserved: [Int] = []
     /// The tokens of this sequence's share of the pass being run.
     private(set) var planned: [Int] = []
     private var sampler: Sampler
@@ -67,6 +71,8 @@ final class RunningSequence {
         case .decoding:
             if cancel.isSet || stopAll.isSet { interrupted = true; phase = .finished; return nil }
             if cache.length + 1 >= cache.capacity { phase = .finished; return nil }
+            if let drafter = generator.drafter, !unobserved.isEmpty { drafter.observe(unobserved) }
+            unobserved = []
             draft = makeDraft()
             planned = [next] + draft
             return (planned, draft.isEmpty ? .last : .all)
@@ -81,15 +87,17 @@ final class RunningSequence {
 
     /// The draft for this step, as `Generator` makes it: only when the policy expects it to pay.
     private func makeDraft() -> [Int] {
+        probe = nil
         guard let drafter = generator.drafter else { return [] }
         let room = min(job.maxTokens - output.count - 1, cache.capacity - cache.length - 2, generator.draftPolicy.maxDraft)
         let wanted = room > 0 ? generator.draftPolicy.length(limit: room) : 0
+        if room > 0 && wanted == 0 { probe = drafter.draft(limit: 1).first }
         return wanted > 0 ? drafter.draft(limit: wanted) : []
     }
 
     /// Takes the logits of its planned tokens (one row, or one per token for `.all`) after a pass
-    /// of `seconds` that fed them.
-    func absorb(_ rows: Matrix, seconds: Double) {
+    /// of `seconds` that fed them (`alone`: no other sequence was in it, so the time is this share's cost).
+    func absorb(_ rows: Matrix, seconds: Double, alone: Bool) {
         let vocabulary = generator.model.config.vocabularySize
         switch phase {
         case .finished: return
@@ -113,11 +121,13 @@ final class RunningSequence {
             take(sampler.sample(last, count: vocabulary), row: last)
         case .decoding:
             decodeSeconds += seconds
-            // The pass's whole time, shared with the other sequences in it: an upper bound on this share's cost.
-            generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds)
+            // Pass costs are learnt from passes this sequence had to itself; a shared pass's time is not its share's.
+            if alone && generator.drafter != nil { generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds) }
             guard !draft.isEmpty else {
                 let row = UnsafePointer(rows.row(0))
-                take(sampler.sample(row, count: vocabulary), row: row)
+                let token = sampler.sample(row, count: vocabulary)
+                if let probe { generator.draftPolicy.recordVerification(proposed: 1, accepted: probe == token ? 1 : 0) }
+                take(token, row: row)
                 return
             }
             let base = cache.length - planned.count
@@ -145,7 +155,7 @@ final class RunningSequence {
         lastToken = now
         output.append(token)
         next = token
-        generator.drafter?.observe([token])
+        unobserved.append(token)
         if let top = job.logprobs { pending.append(TokenLogprob(token: token, logits: row, count: generator.model.config.vocabularySize, top: top)) }
         if !job.ignoreEOS && tokenizer.stopTokens.contains(token) { endedAtEndOfTurn = true; phase = .finished; return }
         let piece = tokenizer.isSpecial(token) ? "" : decoder.push(token)

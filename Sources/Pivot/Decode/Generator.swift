@@ -30,7 +30,8 @@ public final class Generator {
     public let cache: KVCache
     /// Made on first use: a server's batched engine keeps only the cache and the drafter.
     private(set) lazy var state = ForwardState(config: model.config, maxTokens: maxBatch, allLogits: false, execution: execution)
-    private let maxBatch: Int
+    /// The most tokens one pass of its own feeds (its cache takes at least this many).
+    public let maxBatch: Int
     /// The pool and precision its passes run with.
     public let execution: Execution
     /// Proposes tokens to verify in one pass; nil: plain decoding.

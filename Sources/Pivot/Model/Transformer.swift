@@ -105,6 +105,9 @@ public final class Transformer {
     /// new tokens at its slice's rows; every projection runs once over all rows, attention runs per
     /// sequence over its own cache. Logits come back in slice order, one row per `.last` slice and
     /// `count` rows per `.all` slice (`SequenceSlice.logitRows`). At most `state.maxTokens` tokens.
+    /// Each row's logits equal the sequence's alone where the projections sum a row the same way at
+    /// any row count (quantized weights on the int8 path, F16/BF16); F32 weights switch to the blocked
+    /// SGEMM from 16 rows, whose summation order differs in the last bits.
     @discardableResult
     public func forward(batch tokens: [Int], sequences: [SequenceSlice], state: ForwardState) -> Matrix {
         precondition(tokens.count <= state.maxTokens, "a batch of \(tokens.count) tokens exceeds the state's \(state.maxTokens)")
