@@ -32,6 +32,7 @@ let package = Package(
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOHTTP1", package: "swift-nio"),
                                                    .product(name: "Logging", package: "swift-log"),
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types")]),

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 /// An error in the shape OpenAI's API returns:
 /// `{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}` with a matching status.
@@ -45,6 +46,9 @@ extension APIError {
             self = .invalid(String(format: "This request may need %.1f MiB of KV cache (its prompt plus max_tokens), more than the server's --kv-budget of %.1f MiB; ask for fewer max_tokens.",
                                    needs / 1048576, budget / 1048576), param: "max_tokens", code: "kv_budget_exceeded")
         case is NIOTooManyBytesError: self = .tooLarge
+        // The client's request was cut off or is not HTTP (a body shorter than its Content-Length, then EOF).
+        case is HTTPParserError:
+            self = APIError(status: .badRequest, message: "The request was cut off or is not valid HTTP: \(error).", type: "invalid_request_error")
         case let error as HTTPError:
             switch error.status {
             case .notFound: self = .notFound
