@@ -7,7 +7,7 @@ extension PivotServer {
     func complete(_ request: Request, chat: Bool) async throws -> Response {
         let body = try await request.body.collect(upTo: options.maxBodyBytes)
         let model = engine.model
-        let text: String, sampling: SamplingRequest, logprobs: Int?, echo: Bool
+        var text: String, sampling: SamplingRequest, logprobs: Int?, echo: Bool, given: [Int]? = nil
         if chat {
             let request = try decodeRequest(ChatCompletionRequest.self, from: Data(buffer: body))
             sampling = try request.sampling.validated(contextLength: engine.contextLength)
@@ -20,8 +20,14 @@ extension PivotServer {
             sampling = try request.sampling.validated(contextLength: engine.contextLength, allowNoTokens: echo)
             logprobs = try request.validatedLogprobs()
             text = request.prompt.text
+            given = request.prompt.tokens
         }
-        let prompt = model.tokenizer.encode(text)
+        let vocabulary = model.config.vocabularySize
+        if let given, let bad = given.first(where: { $0 >= vocabulary }) {
+            throw APIError.invalid("Token id \(bad) in the prompt is outside the vocabulary of \(vocabulary).", param: "prompt")
+        }
+        if let given { text = model.tokenizer.decode(given, skipSpecial: false) }
+        let prompt = given ?? model.tokenizer.encode(text)
         guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: chat ? "messages" : "prompt") }
         // The prompt plus at least one generated token must fit.
         guard prompt.count < engine.contextLength - 1 else {

@@ -98,15 +98,40 @@ struct StopSequences: Decodable {
     }
 }
 
-/// `prompt`: a string, or an array holding one string.
+/// `prompt`: a string, an array holding one string, or token ids (an array of integers, or an
+/// array holding one, as OpenAI and vLLM take them; lm-evaluation-harness sends these with
+/// `tokenized_requests=True`).
 struct PromptField: Decodable {
     var text: String
+    /// The prompt's token ids when it was given as ids (they are used as given: no BOS is added).
+    var tokens: [Int]?
 
     init(from decoder: Decoder) throws {
         let value = try JSONValue(from: decoder)
         if case .string(let s) = value { text = s; return }
         if case .array(let items) = value, items.count == 1, case .string(let s) = items[0] { text = s; return }
-        throw ruleBroken("\(fieldName(decoder.codingPath)) must be a string (or an array of one string).", at: decoder.codingPath)
+        if case .array(let items) = value, let ids = Self.tokenIDs(items) ?? (items.count == 1 ? Self.tokenIDs(items[0]) : nil) {
+            text = ""
+            tokens = ids
+            return
+        }
+        throw ruleBroken("\(fieldName(decoder.codingPath)) must be a string, token ids, or an array of one of those.", at: decoder.codingPath)
+    }
+
+    /// Whole non-negative numbers as ids; nil when anything else is among them.
+    private static func tokenIDs(_ value: JSONValue) -> [Int]? {
+        guard case .array(let items) = value else { return nil }
+        return tokenIDs(items)
+    }
+
+    private static func tokenIDs(_ items: [JSONValue]) -> [Int]? {
+        guard !items.isEmpty else { return nil }
+        var ids: [Int] = []
+        for item in items {
+            guard case .number(let n) = item, n >= 0, n < Double(Int32.max), n == n.rounded() else { return nil }
+            ids.append(Int(n))
+        }
+        return ids
     }
 }
 

@@ -36,7 +36,7 @@ final class ServerWireTests: XCTestCase {
              "messages[0].content must be a string or an array of text parts."),
             (chat, "{bad json", nil, "The request body is not valid JSON."),
             (chat, "[1]", nil, "The request body must be a JSON object, not an array."),
-            (completions, #"{"prompt": 42}"#, "prompt", "'prompt' must be a string (or an array of one string)."),
+            (completions, #"{"prompt": 42}"#, "prompt", "'prompt' must be a string, token ids, or an array of one of those."),
             (completions, #"{"max_tokens": 4}"#, "prompt", "'prompt' is required."),
         ]
         do {
@@ -134,5 +134,33 @@ final class ServerWireTests: XCTestCase {
         }
         watchdog.cancel()
         await first.stop()
+    }
+
+    /// A prompt given as token ids (bare or in a one-element list) is used as given: the reply equals
+    /// the text prompt's, and echo returns the ids' text; an id outside the vocabulary is a 400.
+    func testTokenIDPromptsEqualTheirText() async throws {
+        let server = try await RunningServer(slots: 2, context: 256)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        defer { _ = client.shutdown() }
+        let text = "The capital of France is"
+        let ids = server.model.tokenizer.encode(text)
+        let url = server.base + "/v1/completions"
+        func reply(_ prompt: Any, echo: Bool = false) async throws -> String? {
+            let r = try await client.post(url, ["prompt": prompt, "max_tokens": 8, "temperature": 0, "echo": echo])
+            XCTAssertEqual(r.status, 200)
+            return (r.json["choices"] as? [[String: Any]])?.first?["text"] as? String
+        }
+        let expected = try await reply(text)
+        XCTAssertNotNil(expected)
+        let fromIDs = try await reply(ids)
+        let fromListOfIDs = try await reply([ids])
+        XCTAssertEqual(fromIDs, expected)
+        XCTAssertEqual(fromListOfIDs, expected)
+        let echoed = try await reply(ids, echo: true)
+        XCTAssertEqual(echoed, server.model.tokenizer.decode(ids) + (expected ?? ""))
+        let bad = try await client.post(url, ["prompt": [1, 10_000_000], "max_tokens": 2])
+        XCTAssertEqual(bad.status, 400)
+        XCTAssertEqual((bad.json["error"] as? [String: Any])?["param"] as? String, "prompt")
+        await server.stop()
     }
 }
