@@ -84,7 +84,8 @@ PY
 
 if [ -z "$url" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  args=(serve --port "$port" --parallel 1 -c "$ctx" --quiet)
+  # F32 cache as `pivot eval` uses by default; four slots batched (each request's logprobs are what it gets alone).
+  args=(serve --port "$port" --parallel 4 -c "$ctx" --kv-type f32 --quiet)
   [ -n "$model" ] && args+=(-m "$model")
   env -u PIVOT_API_KEY "$pivot" "${args[@]}" </dev/null &
   server_pid=$!
@@ -95,5 +96,5 @@ fi
 
 task_names=$(echo "$tasks" | sed 's/\([a-z_]*\)/pivot_\1/g')
 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 python3 -m lm_eval --model local-completions \
-  --model_args "model=pivot,base_url=$url/v1/completions,tokenizer_backend=remote,tokenized_requests=False,num_concurrent=1,max_retries=2,max_length=$ctx" \
+  --model_args "model=pivot,base_url=$url/v1/completions,tokenizer_backend=remote,tokenized_requests=False,num_concurrent=4,max_retries=2,max_length=$ctx" \
   --include_path "$work" --tasks "$task_names" --limit "$limit" --batch_size 1
