@@ -16,8 +16,9 @@ struct Serve: AsyncParsableCommand {
         tokens (F16 unless --kv-type says otherwise; memory is committed as tokens arrive); a request goes to the free slot whose cache holds the longest prefix of its prompt and prefills only \
         the rest (a multi-turn chat does not re-read its history). Continuous batching: every forward pass carries the next token of each running request \
         (with its draft under --draft) and up to 256 tokens of pending prompts, so throughput grows with clients. \
-        A request is admitted when a slot is free and the KV memory its prompt plus max_tokens may need fits beside what running requests reserved \
-        (--kv-budget; a compressed cache admits more). Up to --queue requests wait; beyond that the answer is 503. Errors are OpenAI-shaped JSON. \
+        With --kv-budget the running requests' caches share that much memory (a compressed cache fits more of them): a prompt starts once it fits, \
+        and when decoding outgrows the budget the newest request is preempted and recomputed later, never dropped. \
+        Up to --queue requests wait for a slot; beyond that the answer is 503. Errors are OpenAI-shaped JSON. \
         One line per request on stderr (id, route, status, tokens, time to first token, total time) unless --quiet. \
         SIGTERM or Ctrl-C drains: new requests get 503, running ones have --drain-seconds to finish, then the server \
         exits 0 (a second signal stops them at once).
@@ -46,7 +47,7 @@ struct Serve: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "After SIGTERM/SIGINT, seconds running requests may take to finish before they are stopped.")
     var drainSeconds = 30.0
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("KV cache memory running requests may reserve together, each its prompt plus max_tokens (without max_tokens: up to the context) at the cache's bytes per token. Default: every slot's whole context (--parallel × --ctx-size).", valueName: "MiB"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("KV cache memory the running requests' caches may hold together, at the cache type's bytes per token: a prompt starts once it fits; beyond it the newest request is preempted (its cache emptied) and recomputed later. Default: every slot's whole context (--parallel × --ctx-size).", valueName: "MiB"))
     var kvBudget: Double?
 
     @Flag(help: "No log line per request on stderr.")

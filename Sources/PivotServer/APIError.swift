@@ -42,9 +42,6 @@ extension APIError {
         switch error {
         case let error as APIError: self = error
         case SlotPoolError.queueFull: self = .busy
-        case SlotPoolError.overBudget(let needs, let budget):
-            self = .invalid(String(format: "This request may need %.1f MiB of KV cache (its prompt plus max_tokens), more than the server's --kv-budget of %.1f MiB; ask for fewer max_tokens.",
-                                   needs / 1048576, budget / 1048576), param: "max_tokens", code: "kv_budget_exceeded")
         case is NIOTooManyBytesError: self = .tooLarge
         // The client's request was cut off or is not HTTP (a body shorter than its Content-Length, then EOF).
         case is HTTPParserError:

@@ -1,12 +1,18 @@
 import Foundation
 import Pivot
 import PivotKernels
+import Synchronization
 
 /// Continuous batching: one thread builds every forward pass from all running sequences — first
 /// the next token of each decoding one (with its draft, if any), then prompt chunks of those still
 /// prefilling, in arrival order, up to `prefillChunk` tokens — runs it as one batched pass
 /// (`Transformer.forward(batch:)`), and hands each sequence its rows of logits. A new request joins
 /// at the next pass; a finished one leaves after the pass that finished it.
+///
+/// KV memory: the running sequences' caches may hold `budgetTokens` tokens together. A prompt starts
+/// prefilling (first come, first served) once all of it fits beside what the others hold and will
+/// feed; when decoding outgrows the budget, the newest sequence holding memory is preempted — its
+/// cache emptied, to be fed again later — as vLLM does; it is never dropped.
 /// `@unchecked`: the inbox is guarded by `condition`; everything else belongs to the scheduler thread.
 final class BatchScheduler: @unchecked Sendable {
     /// A request on its way in: how to make its sequence (on the scheduler thread, which owns the
@@ -35,11 +41,20 @@ final class BatchScheduler: @unchecked Sendable {
     private let condition = NSCondition()
     private var inbox: [Arrival] = []
     private var members: [Member] = []
+    /// Tokens the running sequences' caches may hold together (Int.max: no budget).
+    private let budgetTokens: Int
+    private let metrics: ServerMetrics
+    /// Tokens the running sequences hold or will feed, as the budget counts them (for /metrics).
+    private let claimedTokens = Atomic(0)
+    var tokensClaimed: Int { claimedTokens.load(ordering: .relaxed) }
 
     /// `slots`: most sequences at once; `drafting`: whether a decoding sequence may feed a draft;
     /// `maxBatch`: the most tokens a slot's cache takes in one pass.
-    init(model: LoadedModel, slots: Int, drafting: Bool, maxBatch: Int, execution: Execution) {
+    init(model: LoadedModel, slots: Int, drafting: Bool, maxBatch: Int, execution: Execution, budgetTokens: Int = .max,
+         metrics: ServerMetrics) {
         self.model = model
+        self.budgetTokens = budgetTokens
+        self.metrics = metrics
         prefillChunk = min(Self.defaultPrefillChunk, maxBatch)
         let perSequence = drafting ? Generator.maxVerify : 1
         let maxTokens = prefillChunk + slots * perSequence
@@ -74,8 +89,10 @@ final class BatchScheduler: @unchecked Sendable {
         for arrival in arrivals {
             members.append(Member(sequence: arrival.make(), onFinish: arrival.onFinish, onPass: arrival.onPass))
         }
+        for member in members { member.sequence.checkInterrupted() }
         retireFinished()
         guard !members.isEmpty else { return }
+        var free = makeRoom()
 
         var tokens: [Int] = []
         var slices: [SequenceSlice] = []
@@ -88,12 +105,22 @@ final class BatchScheduler: @unchecked Sendable {
             rowsLeft -= slice.logitRows
             fed.append(index)
         }
-        for (index, member) in members.enumerated() where !member.sequence.isPrefilling {
-            if let plan = member.sequence.plan(budget: 0, scoringRows: 0) { add(index, plan) }
+        let decoding = members.indices.filter { !members[$0].sequence.isPrefilling }
+        // Drafts only where the budget has room for every decoding sequence's longest.
+        let mayDraft = free >= decoding.count * Generator.maxVerify
+        for index in decoding {
+            if let plan = members[index].sequence.plan(budget: 0, scoringRows: 0, mayDraft: mayDraft) { add(index, plan) }
         }
         var budget = min(prefillChunk, state.maxTokens - tokens.count)
         for (index, member) in members.enumerated() where member.sequence.isPrefilling && budget > 0 && rowsLeft > 0 {
-            guard let plan = member.sequence.plan(budget: budget, scoringRows: min(Self.scoringRows, rowsLeft)) else { continue }
+            let sequence = member.sequence
+            if !sequence.admitted {
+                // Its whole prompt, and the first generated token, must fit; later arrivals wait behind it.
+                guard sequence.remainingFeed + 1 <= free else { break }
+                free -= sequence.remainingFeed + 1
+                sequence.admitted = true
+            }
+            guard let plan = sequence.plan(budget: budget, scoringRows: min(Self.scoringRows, rowsLeft)) else { continue }
             add(index, plan)
             budget -= plan.tokens.count
         }
@@ -104,11 +131,32 @@ final class BatchScheduler: @unchecked Sendable {
             var row = 0
             for (slice, index) in zip(slices, fed) {
                 members[index].sequence.absorb(logits.rows(row, slice.logitRows), seconds: seconds, alone: slices.count == 1)
-                members[index].onPass(members[index].sequence)
                 row += slice.logitRows
             }
         }
+        for member in members { member.onPass(member.sequence) }
         retireFinished()
+    }
+
+    /// Preempts the newest sequences holding KV memory until every decoding one has room for its next
+    /// token; returns the tokens still free. A sequence that alone outgrows the budget stops ("length").
+    private func makeRoom() -> Int {
+        guard budgetTokens < .max else { return .max }
+        func claimed(_ s: RunningSequence) -> Int { s.cache.length + (s.admitted ? s.remainingFeed : 0) + (s.isPrefilling ? 0 : 1) }
+        var used = members.reduce(0) { $0 + claimed($1.sequence) }
+        while used > budgetTokens, let victim = members.lastIndex(where: { claimed($0.sequence) > 0 && $0.sequence.phase != .finished }) {
+            let sequence = members[victim].sequence
+            used -= claimed(sequence)
+            if members.allSatisfy({ $0.sequence === sequence || claimed($0.sequence) == 0 }) {
+                sequence.stop(interrupted: false)
+            } else {
+                sequence.preempt()
+                metrics.countPreemption()
+            }
+        }
+        retireFinished()
+        claimedTokens.store(used, ordering: .relaxed)
+        return budgetTokens - used
     }
 
     private func retireFinished() {

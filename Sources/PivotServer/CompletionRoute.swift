@@ -41,7 +41,13 @@ extension PivotServer {
         var job = GenerationJob(prompt: prompt, maxTokens: min(sampling.maxTokens ?? room, room), sampler: sampler,
                                 stop: sampling.stop, ignoreEOS: sampling.ignoreEOS, logprobs: logprobs, echo: echo && logprobs != nil)
         if let record { job.arrival = record.arrival }
-        let slot = try await engine.slots.acquire(prompt: prompt, cost: engine.kvCost(of: job))
+        // The prompt and one generated token must fit in the KV budget, or the request could never run.
+        guard prompt.count + 1 <= engine.kvBudgetTokens else {
+            throw APIError.invalid(String(format: "The prompt's %d tokens need %.1f MiB of KV cache, more than the server's --kv-budget of %.1f MiB.",
+                                          prompt.count, Double(prompt.count + 1) * engine.kvBudgetBytes / Double(engine.kvBudgetTokens) / 1_048_576,
+                                          engine.kvBudgetBytes / 1_048_576), param: chat ? "messages" : "prompt", code: "kv_budget_exceeded")
+        }
+        let slot = try await engine.slots.acquire(prompt: prompt)
         let cancel = CancelFlag()
         let events = engine.start(job, slot: slot, cancel: cancel)
         let reply = ReplyFormat(chat: chat, model: engine.modelName, requestID: record?.id ?? RequestRecord().id,

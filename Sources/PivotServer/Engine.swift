@@ -61,7 +61,13 @@ final class Engine: @unchecked Sendable {
     private let bytesPerToken: [Double]
     private let scheduler: BatchScheduler
 
-    /// `kvBudget`: KV cache bytes the running requests may reserve together; nil: every slot's whole context.
+    /// KV cache bytes the running requests' caches may hold together.
+    let kvBudgetBytes: Double
+    /// `kvBudgetBytes` in tokens of the slots' cache (Int.max without a budget).
+    let kvBudgetTokens: Int
+
+    /// `kvBudget`: KV cache bytes the running requests' caches may hold together (beyond it the newest
+    /// is preempted and recomputed later); nil: no limit but every slot's own context.
     init(model: LoadedModel, modelName: String, generators: [Generator], queueLimit: Int, kvBudget: Double? = nil) {
         self.model = model
         self.modelName = modelName
@@ -69,10 +75,13 @@ final class Engine: @unchecked Sendable {
         self.generators = generators
         heldTokens = Mutex(Array(repeating: 0, count: generators.count))
         bytesPerToken = generators.map { $0.cache.bytesPerToken }
-        slots = SlotPool(count: generators.count, queueLimit: queueLimit,
-                         budget: kvBudget ?? bytesPerToken.reduce(0, +) * Double(generators[0].cache.capacity))
+        slots = SlotPool(count: generators.count, queueLimit: queueLimit)
+        let perToken = bytesPerToken.max() ?? 1
+        kvBudgetBytes = kvBudget ?? perToken * Double(generators.count * generators[0].cache.capacity)
+        kvBudgetTokens = kvBudget.map { Int(($0 / perToken).rounded(.down)) } ?? .max
         scheduler = BatchScheduler(model: model, slots: generators.count, drafting: generators[0].drafter != nil,
-                                   maxBatch: generators.map(\.maxBatch).min()!, execution: generators[0].execution)
+                                   maxBatch: generators.map(\.maxBatch).min()!, execution: generators[0].execution,
+                                   budgetTokens: kvBudgetTokens, metrics: metrics)
     }
 
     /// Bytes of KV cache holding tokens now, and reserved in all (every slot's full context).
@@ -82,10 +91,8 @@ final class Engine: @unchecked Sendable {
                 bytesPerToken.map { $0 * Double(contextLength) }.reduce(0, +))
     }
 
-    /// KV bytes `job` may need at most: its prompt and every token it may generate, as the slots' cache stores them.
-    func kvCost(of job: GenerationJob) -> Double {
-        Double(min(contextLength, job.prompt.count + job.maxTokens)) * (bytesPerToken.max() ?? 0)
-    }
+    /// KV bytes the running requests hold or are about to feed, as the budget counts them.
+    var kvBudgetUsedBytes: Double { Double(scheduler.tokensClaimed) * (bytesPerToken.max() ?? 0) }
 
     func hold(_ tokens: Int, slot: Int) { heldTokens.withLock { $0[slot] = tokens } }
 

@@ -34,6 +34,7 @@ final class ServerMetrics: Sendable {
         var promptTokens = 0
         var cachedPromptTokens = 0
         var generatedTokens = 0
+        var preemptions = 0
         var firstToken = Histogram(bounds: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
         var interToken = Histogram(bounds: [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5])
     }
@@ -52,6 +53,7 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    func countPreemption() { state.withLock { $0.preemptions += 1 } }
     func observeFirstToken(_ seconds: Double) { state.withLock { $0.firstToken.observe(seconds) } }
     func observeInterToken(_ seconds: Double) { state.withLock { $0.interToken.observe(seconds) } }
 
@@ -64,7 +66,7 @@ final class ServerMetrics: Sendable {
         var kvCacheBytes: Double
         var kvCacheCapacityBytes: Double
         var kvBudgetBytes: Double
-        var kvReservedBytes: Double
+        var kvBudgetUsedBytes: Double
     }
 
     func render(_ gauges: Gauges) -> String {
@@ -77,14 +79,15 @@ final class ServerMetrics: Sendable {
         out.single("pivot_prompt_tokens_total", "counter", "Prompt tokens of completed generations (cached ones included).", Double(s.promptTokens))
         out.single("pivot_prompt_tokens_cached_total", "counter", "Prompt tokens found in a slot's cache and not computed again.", Double(s.cachedPromptTokens))
         out.single("pivot_generated_tokens_total", "counter", "Tokens generated.", Double(s.generatedTokens))
+        out.single("pivot_preemptions_total", "counter", "Sequences whose KV cache was emptied under the KV budget, to be recomputed.", Double(s.preemptions))
         out.single("pivot_requests_waiting", "gauge", "Requests queued for a free slot.", Double(gauges.requestsWaiting))
         out.single("pivot_requests_in_flight", "gauge", "Requests being answered, queued ones included.", Double(gauges.requestsInFlight))
         out.single("pivot_slots_busy", "gauge", "Slots generating.", Double(gauges.slotsBusy))
         out.single("pivot_slots", "gauge", "Slots (--parallel).", Double(gauges.slots))
         out.single("pivot_kv_cache_bytes", "gauge", "KV cache bytes holding tokens, over every slot.", gauges.kvCacheBytes)
         out.single("pivot_kv_cache_capacity_bytes", "gauge", "KV cache bytes for every slot's full context.", gauges.kvCacheCapacityBytes)
-        out.single("pivot_kv_budget_bytes", "gauge", "KV cache bytes running requests may reserve together (--kv-budget).", gauges.kvBudgetBytes)
-        out.single("pivot_kv_reserved_bytes", "gauge", "KV cache bytes reserved by running requests (prompt + max_tokens each).", gauges.kvReservedBytes)
+        out.single("pivot_kv_budget_bytes", "gauge", "KV cache bytes the running requests' caches may hold together (--kv-budget).", gauges.kvBudgetBytes)
+        out.single("pivot_kv_budget_used_bytes", "gauge", "KV cache bytes the running requests hold or are about to prefill, as the budget counts them.", gauges.kvBudgetUsedBytes)
         out.histogram("pivot_time_to_first_token_seconds", "From a request's arrival to its first generated token (queueing and prefill included).", s.firstToken)
         out.histogram("pivot_inter_token_latency_seconds", "Between consecutive generated tokens of one request.", s.interToken)
         return out.text

@@ -16,8 +16,18 @@ final class RunningSequence {
     private(set) var phase = Phase.prefilling
     /// Prompt tokens found in the slot's cache.
     let reused: Int
-    /// Prompt tokens in the cache (reused ones included).
+    /// What prefill feeds: the prompt, or after a preemption everything the cache held.
+    private var feedTokens: [Int]
+    /// Tokens of `feedTokens` in the cache (reused ones included).
     private(set) var fed: Int
+    /// Refeeding after a preemption: the prefill ends by going back to decoding `next`, sampling nothing.
+    private var resuming = false
+    /// Prompt tokens the slot's drafter already knows (the reused prefix; none after a preemption).
+    private var drafterKnows: Int
+    /// The scheduler counted this sequence's whole prefill against the KV budget (set when it may start).
+    var admitted = false
+    /// Times the cache was given back under memory pressure.
+    private(set) var preemptions = 0
     /// Sampled and sent, not yet in the cache: the next pass feeds it (with any draft after it).
     private var next = 0
     private var draft: [Int] = []
@@ -48,6 +58,8 @@ final class RunningSequence {
         self.job = job; self.slot = slot; self.generator = generator; self.reused = reused; self.cancel = cancel
         self.stopAll = stopAll; self.metrics = metrics; self.emit = emit
         fed = reused
+        feedTokens = job.prompt
+        drafterKnows = reused
         sampler = job.sampler
         decoder = StreamingDecoder(tokenizer: generator.model.tokenizer)
         matcher = StopMatcher(stops: job.stop)
@@ -60,12 +72,15 @@ final class RunningSequence {
 
     var cache: KVCache { generator.cache }
     var isPrefilling: Bool { phase == .prefilling }
+    /// Tokens prefill still has to feed.
+    var remainingFeed: Int { phase == .prefilling ? feedTokens.count - fed : 0 }
     var prompt: [Int] { job.prompt }
 
     /// This sequence's tokens for the next pass and which logits it needs: while decoding, the token
     /// last sent (plus a draft, verified on all rows); while prefilling, up to `budget` prompt tokens
     /// (an echoed prompt in pieces of at most `scoringRows`, every row scored). Nil: nothing to feed.
-    func plan(budget: Int, scoringRows: Int) -> (tokens: [Int], logits: LogitRows)? {
+    /// `mayDraft`: false when the KV budget has no room for drafts this pass.
+    func plan(budget: Int, scoringRows: Int, mayDraft: Bool = true) -> (tokens: [Int], logits: LogitRows)? {
         switch phase {
         case .finished: return nil
         case .decoding:
@@ -73,15 +88,17 @@ final class RunningSequence {
             if cache.length + 1 >= cache.capacity { phase = .finished; return nil }
             if let drafter = generator.drafter, !unobserved.isEmpty { drafter.observe(unobserved) }
             unobserved = []
-            draft = makeDraft()
+            draft = mayDraft ? makeDraft() : []
+            if !mayDraft { probe = nil }
             planned = [next] + draft
             return (planned, draft.isEmpty ? .last : .all)
         case .prefilling:
             if cancel.isSet || stopAll.isSet { interrupted = true; phase = .finished; return nil }
-            let limit = job.echo ? min(budget, scoringRows) : budget
+            let scoring = job.echo && !resuming
+            let limit = scoring ? min(budget, scoringRows) : budget
             guard limit > 0 else { return nil }
-            planned = Array(job.prompt[fed..<min(job.prompt.count, fed + limit)])
-            return (planned, job.echo ? .all : .last)
+            planned = Array(feedTokens[fed..<min(feedTokens.count, fed + limit)])
+            return (planned, scoring ? .all : .last)
         }
     }
 
@@ -105,17 +122,25 @@ final class RunningSequence {
             prefillSeconds += seconds
             let first = fed
             fed += planned.count
-            if job.echo {
+            if job.echo && !resuming {
                 for r in 0..<planned.count where first + r + 1 < job.prompt.count {
                     scored.append(TokenLogprob(token: job.prompt[first + r + 1], logits: rows.row(r), count: vocabulary, top: job.logprobs ?? 0))
                 }
             }
-            guard fed == job.prompt.count else { return }
+            guard fed == feedTokens.count else { return }
+            if resuming {
+                // Back where it was: the cache holds everything but `next`, which the drafter has yet to see.
+                resuming = false
+                generator.drafter?.reset(context: feedTokens)
+                unobserved = [next]
+                phase = .decoding
+                return
+            }
             if job.echo { emit(.prompt(scored)) }
             let last = UnsafePointer(rows.row(rows.rows - 1))
             guard job.maxTokens > 0, allFinite(last, count: vocabulary) else { phase = .finished; return }
             if let drafter = generator.drafter {
-                if reused == 0 { drafter.reset(context: job.prompt) } else { drafter.observe(Array(job.prompt[reused...])) }
+                if drafterKnows == 0 { drafter.reset(context: job.prompt) } else { drafter.observe(Array(job.prompt[drafterKnows...])) }
             }
             phase = .decoding
             take(sampler.sample(last, count: vocabulary), row: last)
@@ -163,6 +188,41 @@ final class RunningSequence {
         if !text.isEmpty { emit(.text(text, pending)); pending = [] }
         if stopped { stoppedBySequence = true; phase = .finished; return }
         if output.count >= job.maxTokens { phase = .finished }
+    }
+
+    /// Gives the cache's memory back (vLLM's preemption by recomputation): the sequence will feed again
+    /// everything its cache held — its prompt, and what it generated except the token not yet fed —
+    /// and go on from there. Greedy output is unchanged, since the int8 and F16 projections give the
+    /// same keys and values whether tokens are fed in a prompt chunk or one by one.
+    func preempt() {
+        switch phase {
+        case .finished: return
+        case .decoding:
+            feedTokens = job.prompt + output.dropLast()
+            resuming = true
+            phase = .prefilling
+        case .prefilling:
+            // Nothing sent yet (or a resumption cut short): feed from the start; an echoed prompt is scored again.
+            if !resuming { scored = [TokenLogprob(unpredicted: job.prompt[0])] }
+        }
+        fed = 0
+        drafterKnows = 0
+        admitted = false
+        preemptions += 1
+        cache.truncate(to: 0)
+    }
+
+    /// Ends the sequence where it stands: the client left, the server is stopping (interrupted), or
+    /// its cache alone outgrew the KV budget (finish reason "length", as at the context's end).
+    func stop(interrupted: Bool) {
+        guard phase != .finished else { return }
+        self.interrupted = self.interrupted || interrupted
+        phase = .finished
+    }
+
+    /// Stops a sequence whose client left or whose server is stopping, whatever it is waiting for.
+    func checkInterrupted() {
+        if cancel.isSet || stopAll.isSet { stop(interrupted: true) }
     }
 
     /// Sends what is held back and says how the request ended; the slot then remembers its tokens.

@@ -21,7 +21,7 @@ public struct ServerOptions: Sendable {
     public var drainSeconds: Double
     /// Whether `run` handles SIGTERM and SIGINT itself (the CLI); tests call `shutDown()` instead.
     public var handleSignals: Bool
-    /// KV cache bytes running requests may reserve together (each its prompt + max_tokens); nil: every slot's whole context.
+    /// KV cache bytes the running requests' caches may hold together (beyond it the newest is preempted); nil: every slot's whole context.
     public var kvBudgetBytes: Double?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, queueLimit: Int = 64, maxBodyBytes: Int = 1 << 20, quiet: Bool = false,
@@ -162,6 +162,6 @@ public final class PivotServer: Sendable {
         return engine.metrics.render(.init(requestsWaiting: engine.slots.waitingCount, slotsBusy: engine.slots.count - idle,
                                            slots: engine.slots.count, requestsInFlight: gate.inside,
                                            kvCacheBytes: kv.used, kvCacheCapacityBytes: kv.capacity,
-                                           kvBudgetBytes: engine.slots.budget, kvReservedBytes: engine.slots.reservedBytes))
+                                           kvBudgetBytes: engine.kvBudgetBytes, kvBudgetUsedBytes: engine.kvBudgetUsedBytes))
     }
 }

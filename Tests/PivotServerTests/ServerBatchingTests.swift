@@ -39,37 +39,48 @@ final class ServerBatchingTests: XCTestCase {
         await server.stop()
     }
 
-    /// A KV budget of 250 tokens' worth: requests reserving 100-odd tokens each run two at a time
-    /// (never more reserved than the budget), the others wait and then complete; one that could
-    /// never fit is refused with a 400 naming max_tokens.
-    func testKVBudgetAdmitsWhatFitsAndQueuesTheRest() async throws {
-        let perToken = try TestModel.load().makeCache(capacity: 16).bytesPerToken
-        let server = try await RunningServer(slots: 4, kvBudgetBytes: 250 * perToken)
+    /// A KV budget of 60% of what four requests end up holding: all four start, decoding outgrows the
+    /// budget, the newest are preempted (caches emptied, recomputed later), the held bytes never exceed
+    /// the budget, and every reply is exactly what the request gets alone. A prompt that could never fit is a 400.
+    func testKVBudgetPreemptsAndRecomputesWithTheSameReplies() async throws {
+        let model = try TestModel.load()
+        let perToken = model.makeCache(capacity: 16).bytesPerToken
+        let prompts = ["Count: one, two, three,", "List the planets of the solar system:", "Write a poem about the sea.",
+                       "The history of Rome begins"]
+        let encoded = prompts.map { model.tokenizer.encode($0) }
+        let expected = encoded.map { referenceGeneration(model, prompt: $0, maxTokens: 60).tokens }
+        let finalLengths = zip(encoded, expected).map { $0.count + $1.count }
+        let budget = finalLengths.reduce(0, +) * 6 / 10
+        XCTAssertGreaterThan(budget, finalLengths.max()! + 1, "each fits alone")
+        let server = try await RunningServer(slots: 4, kvBudgetBytes: Double(budget) * perToken)
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         defer { _ = client.shutdown() }
-        let prompt = "Count: one, two, three,"
-        let promptTokens = server.model.tokenizer.encode(prompt).count
         let base = server.base
-        let watching = Task { await mostBusyAndReserved(client, base) }
-        let replies = try await withThrowingTaskGroup(of: Reply.self) { group in
-            for _ in 0..<4 {
-                group.addTask {
-                    try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 100, "temperature": 0, "ignore_eos": true])
-                }
+        let watching = Task { await mostHeldBytes(client, base) }
+        let replies = try await withThrowingTaskGroup(of: (Int, Reply).self) { group in
+            for (i, prompt) in prompts.enumerated() {
+                group.addTask { (i, try await client.post(base + "/v1/completions", ["prompt": prompt, "max_tokens": 60, "temperature": 0])) }
             }
-            return try await group.reduce(into: [Reply]()) { $0.append($1) }
+            var replies = [Reply?](repeating: nil, count: prompts.count)
+            for try await (i, reply) in group { replies[i] = reply }
+            return replies.map { $0! }
         }
         watching.cancel()
-        let most = await watching.value
-        for reply in replies {
+        let mostHeld = await watching.value
+        for (i, reply) in replies.enumerated() {
             XCTAssertEqual(reply.status, 200)
-            XCTAssertEqual((reply.json["usage"] as? [String: Any])?["completion_tokens"] as? Int, 100)
+            XCTAssertEqual((reply.json["choices"] as? [[String: Any]])?.first?["text"] as? String,
+                           model.tokenizer.decode(expected[i], skipSpecial: true), "prompt \(i)")
         }
-        XCTAssertEqual(most[0], 2, "two reservations of \(promptTokens + 100) tokens fit in 250")
-        XCTAssertEqual(most[1], Double(2 * (promptTokens + 100)) * perToken, accuracy: 1)
-        let tooBig = try await client.post(server.base + "/v1/completions", ["prompt": prompt, "max_tokens": 300])
-        XCTAssertEqual(tooBig.status, 400)
-        XCTAssertEqual((tooBig.json["error"] as? [String: Any])?["code"] as? String, "kv_budget_exceeded")
+        let metrics = try await client.send(base + "/metrics", method: .GET).text
+        XCTAssertGreaterThan(Self.gauge("pivot_preemptions_total", metrics), 0, "the budget was outgrown")
+        XCTAssertEqual(Self.gauge("pivot_kv_budget_bytes", metrics), Double(budget) * perToken, accuracy: 1)
+        XCTAssertGreaterThan(mostHeld, 0)
+        XCTAssertLessThanOrEqual(mostHeld, Double(budget) * perToken + 1, "the running requests never held more than the budget")
+        let tooLong = String(repeating: "word ", count: budget + 10)
+        let refused = try await client.post(base + "/v1/completions", ["prompt": tooLong, "max_tokens": 4])
+        XCTAssertEqual(refused.status, 400)
+        XCTAssertEqual((refused.json["error"] as? [String: Any])?["code"] as? String, "kv_budget_exceeded")
         await server.stop()
     }
 
@@ -78,14 +89,13 @@ final class ServerBatchingTests: XCTestCase {
     }
 }
 
-/// Scrapes /metrics until cancelled; the largest busy-slot count and reserved bytes seen.
-func mostBusyAndReserved(_ client: HTTPClient, _ base: String) async -> [Double] {
-    var busy = 0.0, reserved = 0.0
+/// Scrapes /metrics until cancelled; the most KV cache bytes the running requests held at once, as the budget counts them.
+func mostHeldBytes(_ client: HTTPClient, _ base: String) async -> Double {
+    var most = 0.0
     while !Task.isCancelled {
         let text = (try? await client.send(base + "/metrics", method: .GET).text) ?? ""
-        busy = max(busy, ServerBatchingTests.gauge("pivot_slots_busy", text))
-        reserved = max(reserved, ServerBatchingTests.gauge("pivot_kv_reserved_bytes", text))
-        try? await Task.sleep(for: .milliseconds(20))
+        most = max(most, ServerBatchingTests.gauge("pivot_kv_budget_used_bytes", text))
+        try? await Task.sleep(for: .milliseconds(10))
     }
-    return [busy, reserved]
+    return most
 }
