@@ -47,6 +47,9 @@ final class BatchScheduler: @unchecked Sendable {
     /// Tokens the running sequences hold or will feed, as the budget counts them (for /metrics).
     private let claimedTokens = Atomic(0)
     var tokensClaimed: Int { claimedTokens.load(ordering: .relaxed) }
+    /// Sequences whose caches hold tokens or which may prefill (within the budget); the others wait for memory.
+    private let residentCount = Atomic(0)
+    var sequencesResident: Int { residentCount.load(ordering: .relaxed) }
 
     /// `slots`: most sequences at once; `drafting`: whether a decoding sequence may feed a draft;
     /// `maxBatch`: the most tokens a slot's cache takes in one pass.
@@ -136,6 +139,8 @@ final class BatchScheduler: @unchecked Sendable {
         }
         for member in members { member.onPass(member.sequence) }
         retireFinished()
+        residentCount.store(members.filter { $0.sequence.cache.length > 0 || $0.sequence.admitted || !$0.sequence.isPrefilling }.count,
+                            ordering: .relaxed)
     }
 
     /// Preempts the newest sequences holding KV memory until every decoding one has room for its next

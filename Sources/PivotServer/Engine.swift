@@ -94,6 +94,9 @@ final class Engine: @unchecked Sendable {
     /// KV bytes the running requests hold or are about to feed, as the budget counts them.
     var kvBudgetUsedBytes: Double { Double(scheduler.tokensClaimed) * (bytesPerToken.max() ?? 0) }
 
+    /// Requests whose KV caches are resident (the rest of the busy slots wait for KV memory).
+    var sequencesResident: Int { scheduler.sequencesResident }
+
     func hold(_ tokens: Int, slot: Int) { heldTokens.withLock { $0[slot] = tokens } }
 
     /// Runs `job` on slot `slot` (already acquired; released here when generation ends). Text

@@ -67,6 +67,7 @@ final class ServerMetrics: Sendable {
         var kvCacheCapacityBytes: Double
         var kvBudgetBytes: Double
         var kvBudgetUsedBytes: Double
+        var sequencesResident: Int
     }
 
     func render(_ gauges: Gauges) -> String {
@@ -87,6 +88,7 @@ final class ServerMetrics: Sendable {
         out.single("pivot_kv_cache_bytes", "gauge", "KV cache bytes holding tokens, over every slot.", gauges.kvCacheBytes)
         out.single("pivot_kv_cache_capacity_bytes", "gauge", "KV cache bytes for every slot's full context.", gauges.kvCacheCapacityBytes)
         out.single("pivot_kv_budget_bytes", "gauge", "KV cache bytes the running requests' caches may hold together (--kv-budget).", gauges.kvBudgetBytes)
+        out.single("pivot_sequences_resident", "gauge", "Requests whose KV cache is resident within the budget; other busy slots wait for memory.", Double(gauges.sequencesResident))
         out.single("pivot_kv_budget_used_bytes", "gauge", "KV cache bytes the running requests hold or are about to prefill, as the budget counts them.", gauges.kvBudgetUsedBytes)
         out.histogram("pivot_time_to_first_token_seconds", "From a request's arrival to its first generated token (queueing and prefill included).", s.firstToken)
         out.histogram("pivot_inter_token_latency_seconds", "Between consecutive generated tokens of one request.", s.interToken)

@@ -162,6 +162,7 @@ public final class PivotServer: Sendable {
         return engine.metrics.render(.init(requestsWaiting: engine.slots.waitingCount, slotsBusy: engine.slots.count - idle,
                                            slots: engine.slots.count, requestsInFlight: gate.inside,
                                            kvCacheBytes: kv.used, kvCacheCapacityBytes: kv.capacity,
-                                           kvBudgetBytes: engine.kvBudgetBytes, kvBudgetUsedBytes: engine.kvBudgetUsedBytes))
+                                           kvBudgetBytes: engine.kvBudgetBytes, kvBudgetUsedBytes: engine.kvBudgetUsedBytes,
+                                           sequencesResident: engine.sequencesResident))
     }
 }
