@@ -115,11 +115,12 @@ final class BatchScheduler: @unchecked Sendable {
             if let plan = members[index].sequence.plan(budget: 0, scoringRows: 0, mayDraft: mayDraft) { add(index, plan) }
         }
         var budget = min(prefillChunk, state.maxTokens - tokens.count)
+        var waiting = false
         for (index, member) in members.enumerated() where member.sequence.isPrefilling && budget > 0 && rowsLeft > 0 {
             let sequence = member.sequence
             if !sequence.admitted {
                 // Its whole prompt, and the first generated token, must fit; later arrivals wait behind it.
-                guard sequence.remainingFeed + 1 <= free else { break }
+                guard !waiting, sequence.remainingFeed + 1 <= free else { waiting = true; continue }
                 free -= sequence.remainingFeed + 1
                 sequence.admitted = true
             }
