@@ -81,23 +81,32 @@ public final class Transformer {
             while start < tokens.count {
                 let end = min(tokens.count, start + state.maxTokens)
                 result = tokens.withUnsafeBufferPointer {
-                    run(UnsafeBufferPointer(rebasing: $0[start..<end]), [SequenceSlice(cache: cache, start: 0, count: end - start, logits: .last)], state: state)
+                    run(UnsafeBufferPointer(rebasing: $0[start..<end]), alone: SequenceSlice(cache: cache, start: 0, count: end - start, logits: .last), state: state)
                 }
                 start = end
             }
             return result
         }
         return tokens.withUnsafeBufferPointer {
-            run($0, [SequenceSlice(cache: cache, start: 0, count: tokens.count, logits: rows)], state: state)
+            run($0, alone: SequenceSlice(cache: cache, start: 0, count: tokens.count, logits: rows), state: state)
         }
     }
 
-    /// One decode step: the token goes through a stack buffer.
+    /// One decode step without allocating: the token and its slice go through stack buffers.
     @discardableResult
     public func forward(token: Int, cache: KVCache, state: ForwardState) -> Matrix {
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 1) { buffer in
             buffer[0] = token
-            return run(UnsafeBufferPointer(buffer), [SequenceSlice(cache: cache, start: 0, count: 1, logits: .last)], state: state)
+            return run(UnsafeBufferPointer(buffer), alone: SequenceSlice(cache: cache, start: 0, count: 1, logits: .last), state: state)
+        }
+    }
+
+    /// One sequence's pass: its slice through a stack buffer rather than an array.
+    private func run(_ tokens: UnsafeBufferPointer<Int>, alone slice: SequenceSlice, state: ForwardState) -> Matrix {
+        withUnsafeTemporaryAllocation(of: SequenceSlice.self, capacity: 1) { slices in
+            slices.initializeElement(at: 0, to: slice)
+            defer { slices.deinitialize() }
+            return run(tokens, UnsafeBufferPointer(slices), state: state)
         }
     }
 
@@ -111,11 +120,11 @@ public final class Transformer {
     @discardableResult
     public func forward(batch tokens: [Int], sequences: [SequenceSlice], state: ForwardState) -> Matrix {
         precondition(tokens.count <= state.maxTokens, "a batch of \(tokens.count) tokens exceeds the state's \(state.maxTokens)")
-        return tokens.withUnsafeBufferPointer { run($0, sequences, state: state) }
+        return tokens.withUnsafeBufferPointer { t in sequences.withUnsafeBufferPointer { run(t, $0, state: state) } }
     }
 
     /// The pass itself; every entry point comes through here, so the checks live here.
-    private func run(_ tokens: UnsafeBufferPointer<Int>, _ sequences: [SequenceSlice], state: ForwardState) -> Matrix {
+    private func run(_ tokens: UnsafeBufferPointer<Int>, _ sequences: UnsafeBufferPointer<SequenceSlice>, state: ForwardState) -> Matrix {
         // Real checks even under -Ounchecked: overflowing the cache would write out of bounds.
         guard !tokens.isEmpty else { fatalError("forward needs at least one token") }
         var covered = 0, outRows = 0, furthest = 0
