@@ -192,10 +192,7 @@ struct KVCacheOptions: ParsableArguments {
     var chosenKind: KVCacheSpec.Kind?
 
     /// `--kv-type`, else F32 (exact), or what the verb sets with `defaulting(to:)`.
-    var kind: KVCacheSpec.Kind {
-        get { chosenKind ?? defaultKind }
-        set { chosenKind = newValue }
-    }
+    var kind: KVCacheSpec.Kind { chosenKind ?? .f32 }
 
     /// These options with `kind` as the cache when `--kv-type` is not given (serve: F16, as llama-server).
     func defaulting(to kind: KVCacheSpec.Kind) -> KVCacheOptions {
@@ -203,8 +200,6 @@ struct KVCacheOptions: ParsableArguments {
         if options.chosenKind == nil { options.chosenKind = kind }
         return options
     }
-
-    private var defaultKind: KVCacheSpec.Kind { .f32 }
 
     @Option(name: .customLong("kv-bits"), parsing: .unconditional, help: "KIVI: code bits, 2, 3, 4 or 8 (default 2).")
     var bits: Int?

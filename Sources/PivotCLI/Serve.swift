@@ -88,9 +88,7 @@ struct Serve: AsyncParsableCommand {
         let host = self.host
         let parallel = self.parallel
         let cacheLabel = loaded.kvCache.spec.label
-        let perToken = generators[0].cache.bytesPerToken
-        let budgetMiB = kvBudget ?? perToken * Double(context * parallel) / 1_048_576
-        let budgetLabel = String(format: "%.0f MiB (%.0f tokens)", budgetMiB, budgetMiB * 1_048_576 / perToken)
+        let budgetLabel = String(format: "%.0f MiB (%.0f tokens)", server.kvBudget.bytes / 1_048_576, server.kvBudget.tokens)
         let secured = apiKey ?? environmentKey != nil ? " (API key required)" : ""
         do {
             try await server.run { port in

@@ -15,18 +15,21 @@ import Synchronization
 /// cache emptied, to be fed again later — as vLLM does; it is never dropped.
 /// `@unchecked`: the inbox is guarded by `condition`; everything else belongs to the scheduler thread.
 final class BatchScheduler: @unchecked Sendable {
-    /// A request on its way in: how to make its sequence (on the scheduler thread, which owns the
-    /// caches) and what to do after each pass and at the end.
-    private struct Arrival {
-        var make: () -> RunningSequence
+    /// What to do with a request's sequence after each pass and at the end.
+    private struct Hooks {
         var onFinish: (RunningSequence) -> Void
         var onPass: (RunningSequence) -> Void
     }
 
+    /// A request on its way in: how to make its sequence (on the scheduler thread, which owns the caches).
+    private struct Arrival {
+        var make: () -> RunningSequence
+        var hooks: Hooks
+    }
+
     private struct Member {
         var sequence: RunningSequence
-        var onFinish: (RunningSequence) -> Void
-        var onPass: (RunningSequence) -> Void
+        var hooks: Hooks
     }
 
     /// Prompt tokens per pass: long prompts go in chunks so running streams keep their pace.
@@ -76,7 +79,7 @@ final class BatchScheduler: @unchecked Sendable {
     func submit(_ make: @escaping () -> RunningSequence, onFinish: @escaping (RunningSequence) -> Void,
                 onPass: @escaping (RunningSequence) -> Void) {
         condition.lock()
-        inbox.append(Arrival(make: make, onFinish: onFinish, onPass: onPass))
+        inbox.append(Arrival(make: make, hooks: Hooks(onFinish: onFinish, onPass: onPass)))
         condition.signal()
         condition.unlock()
     }
@@ -90,7 +93,7 @@ final class BatchScheduler: @unchecked Sendable {
         inbox = []
         condition.unlock()
         for arrival in arrivals {
-            members.append(Member(sequence: arrival.make(), onFinish: arrival.onFinish, onPass: arrival.onPass))
+            members.append(Member(sequence: arrival.make(), hooks: arrival.hooks))
         }
         for member in members { member.sequence.checkInterrupted() }
         retireFinished()
@@ -138,7 +141,7 @@ final class BatchScheduler: @unchecked Sendable {
                 row += slice.logitRows
             }
         }
-        for member in members { member.onPass(member.sequence) }
+        for member in members { member.hooks.onPass(member.sequence) }
         retireFinished()
         residentCount.store(members.filter { $0.sequence.cache.length > 0 || $0.sequence.admitted || !$0.sequence.isPrefilling }.count,
                             ordering: .relaxed)
@@ -168,7 +171,7 @@ final class BatchScheduler: @unchecked Sendable {
     private func retireFinished() {
         members.removeAll { member in
             guard member.sequence.phase == .finished else { return false }
-            member.onFinish(member.sequence)
+            member.hooks.onFinish(member.sequence)
             return true
         }
     }

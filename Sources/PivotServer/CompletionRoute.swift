@@ -44,7 +44,7 @@ extension PivotServer {
         // The prompt and one generated token must fit in the KV budget, or the request could never run.
         guard prompt.count + 1 <= engine.kvBudgetTokens else {
             throw APIError.invalid(String(format: "The prompt's %d tokens need %.1f MiB of KV cache, more than the server's --kv-budget of %.1f MiB.",
-                                          prompt.count, Double(prompt.count + 1) * engine.kvBudgetBytes / Double(engine.kvBudgetTokens) / 1_048_576,
+                                          prompt.count, Double(prompt.count + 1) * engine.budgetBytesPerToken / 1_048_576,
                                           engine.kvBudgetBytes / 1_048_576), param: chat ? "messages" : "prompt", code: "kv_budget_exceeded")
         }
         let slot = try await engine.slots.acquire(prompt: prompt)

@@ -59,6 +59,8 @@ final class Engine: @unchecked Sendable {
     /// Tokens each slot's cache holds now (updated by the scheduler), and the cost per token.
     private let heldTokens: Mutex<[Int]>
     private let bytesPerToken: [Double]
+    /// Bytes per token of the costliest slot's cache: what the budget counts tokens in.
+    let budgetBytesPerToken: Double
     private let scheduler: BatchScheduler
 
     /// KV cache bytes the running requests' caches may hold together.
@@ -76,7 +78,8 @@ final class Engine: @unchecked Sendable {
         heldTokens = Mutex(Array(repeating: 0, count: generators.count))
         bytesPerToken = generators.map { $0.cache.bytesPerToken }
         slots = SlotPool(count: generators.count, queueLimit: queueLimit)
-        let perToken = bytesPerToken.max() ?? 1
+        let perToken = bytesPerToken.max()!
+        budgetBytesPerToken = perToken
         kvBudgetBytes = kvBudget ?? perToken * Double(generators.count * generators[0].cache.capacity)
         kvBudgetTokens = kvBudget.map { Int(($0 / perToken).rounded(.down)) } ?? .max
         scheduler = BatchScheduler(model: model, slots: generators.count, drafting: generators[0].drafter != nil,
@@ -92,7 +95,7 @@ final class Engine: @unchecked Sendable {
     }
 
     /// KV bytes the running requests hold or are about to feed, as the budget counts them.
-    var kvBudgetUsedBytes: Double { Double(scheduler.tokensClaimed) * (bytesPerToken.max() ?? 0) }
+    var kvBudgetUsedBytes: Double { Double(scheduler.tokensClaimed) * budgetBytesPerToken }
 
     /// Requests whose KV caches are resident (the rest of the busy slots wait for KV memory).
     var sequencesResident: Int { scheduler.sequencesResident }

@@ -65,7 +65,6 @@ final class RunningSequence {
         matcher = StopMatcher(stops: job.stop)
         scored = [TokenLogprob(unpredicted: job.prompt[0])]
         generator.cache.truncate(to: reused)
-        generator.stopsAtEndOfTurn = !job.ignoreEOS
         // A prompt that cannot fit with room for one more token ends at once, as `Generator` does.
         if job.prompt.count >= generator.cache.capacity { phase = .finished }
     }
@@ -88,8 +87,8 @@ final class RunningSequence {
             if cache.length + 1 >= cache.capacity { phase = .finished; return nil }
             if let drafter = generator.drafter, !unobserved.isEmpty { drafter.observe(unobserved) }
             unobserved = []
+            probe = nil
             draft = mayDraft ? makeDraft() : []
-            if !mayDraft { probe = nil }
             planned = [next] + draft
             return (planned, draft.isEmpty ? .last : .all)
         case .prefilling:
@@ -104,7 +103,6 @@ final class RunningSequence {
 
     /// The draft for this step, as `Generator` makes it: only when the policy expects it to pay.
     private func makeDraft() -> [Int] {
-        probe = nil
         guard let drafter = generator.drafter else { return [] }
         let room = min(job.maxTokens - output.count - 1, cache.capacity - cache.length - 2, generator.draftPolicy.maxDraft)
         let wanted = room > 0 ? generator.draftPolicy.length(limit: room) : 0

@@ -48,6 +48,12 @@ public final class PivotServer: Sendable {
         self.options = options
     }
 
+    /// KV cache bytes the running requests' caches may hold together (`ServerOptions.kvBudgetBytes` or its default),
+    /// and that many tokens of the slots' cache.
+    public var kvBudget: (bytes: Double, tokens: Double) {
+        (engine.kvBudgetBytes, engine.kvBudgetBytes / engine.budgetBytesPerToken)
+    }
+
     /// Begins a graceful shutdown, as SIGTERM does: new requests get 503, running ones have
     /// `drainSeconds` to finish, then `run` returns. A second call stops running generations at once.
     public func shutDown() {

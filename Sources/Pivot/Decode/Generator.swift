@@ -45,8 +45,6 @@ public final class Generator {
     /// Buffers with logits for every row of a scored feed (a server's echoed prompt logprobs); made on first use.
     private lazy var scoringState = ForwardState(config: model.config, maxTokens: 64, allLogits: true,
                                                  execution: execution)
-    /// False: end-of-turn tokens do not end generation (llama-server's `ignore_eos`, for load tests).
-    public var stopsAtEndOfTurn = true
 
     public init(model: LoadedModel, execution: Execution, contextLength: Int? = nil, maxBatch: Int = 512,
                 drafter: Drafter? = nil, maxDraft: Int = 10) {
@@ -95,7 +93,7 @@ public final class Generator {
         func emit(_ token: Int, _ row: UnsafePointer<Float>) -> StopReason? {
             generated += 1
             stats.generatedTokens += 1
-            if stopsAtEndOfTurn && model.tokenizer.stopTokens.contains(token) { _ = onToken(token, row); return .endOfSequence }
+            if model.tokenizer.stopTokens.contains(token) { _ = onToken(token, row); return .endOfSequence }
             if !onToken(token, row) { return .endOfSequence }
             if generated >= maxTokens { return .maxTokens }
             return nil

@@ -55,7 +55,7 @@ public final class PivotedKVCache: KVCache {
                 for h in 0..<shape.kvHeads {
                     for p in position..<end {
                         let entry = source.entry(layer: layer, kvHead: h, position: p)
-                        let at = ((layer * shape.kvHeads + h) * source.count + p) * d
+                        let at = suppliedOffset(layer: layer, kvHead: h, position: p)
                         (suppliedKeys.pointer + at).update(from: entry.key, count: d)
                         (suppliedValues.pointer + at).update(from: entry.value, count: d)
                     }
@@ -65,6 +65,11 @@ public final class PivotedKVCache: KVCache {
         }
         pivotTokens += kept
         inner.willAppend(tokens: tokens, pool: pool)
+    }
+
+    /// Where a position's supplied key (and value) starts in `suppliedKeys` (`suppliedValues`).
+    private func suppliedOffset(layer: Int, kvHead: Int, position: Int) -> Int {
+        ((layer * shape.kvHeads + kvHead) * source.count + position) * shape.headDim
     }
 
     public func append(layer: Int, keys: Matrix, values: Matrix) {
@@ -79,7 +84,7 @@ public final class PivotedKVCache: KVCache {
         }
         for t in 0..<replaced {
             for h in 0..<shape.kvHeads {
-                let at = ((layer * shape.kvHeads + h) * source.count + inner.length + t) * d
+                let at = suppliedOffset(layer: layer, kvHead: h, position: inner.length + t)
                 (k.row(t) + h * d).update(from: suppliedKeys.pointer + at, count: d)
                 (v.row(t) + h * d).update(from: suppliedValues.pointer + at, count: d)
             }
