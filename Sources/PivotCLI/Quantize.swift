@@ -19,7 +19,13 @@ struct Quantize: ParsableCommand {
         Methods: rtn (round to nearest with ggml's scale search), imatrix (the same search weighted by the importance \
         matrix), gptq (GPTQ: each projection's Hessian Σxxᵀ from --calib, 1% dampening, act-order, blocks of 128; \
         scales chosen first by the imatrix search, then every weight's level chosen while the rounding error is pushed \
-        onto the columns not yet quantized), mq (--bpw: LLM-MQ's gradient-weighted allocation, then GPTQ rounding).
+        onto the columns not yet quantized), mq (--bpw: LLM-MQ's gradient-weighted allocation, then GPTQ rounding), \
+        awq (AWQ: per layer, scales s = mean|x|^α for the inputs of q/k/v, attn_output, gate/up and ffn_down, α searched \
+        over 20 values for the least output error under each tensor's own type; then each block's clipping range searched \
+        the same way; imatrix rounding; awq+gptq scales without clipping, then GPTQ), smooth (SmoothQuant: s = \
+        max|x|^α / max|W|^(1−α) at the same four inputs, for --act-bits runs). Scales are folded into attn_norm/ffn_norm \
+        and the rows of attn_v/ffn_up (per KV group under GQA): the float model's outputs are unchanged and the file \
+        stays standard.
         Pivot's extension types \(BlockFormat.extensionFormats.map(\.name).joined(separator: ", ")) (2/3/4 bits in groups of \
         32/64/128 weights with an f16 scale and minimum; 2.25–4.5 bits per weight) go where GGUF has nothing below 4 bits \
         (rows that are not a multiple of 256). --type takes them for a uniform file; --bpw uses them only when no standard \
@@ -36,8 +42,11 @@ struct Quantize: ParsableCommand {
     @Option(help: "Target file type: \(QuantizeFileType.all.map(\.name).joined(separator: ", ")).")
     var type: QuantizeFileType
 
-    @Option(help: "Quantization method: rtn, imatrix, gptq, or mq (= --bpw allocation + GPTQ rounding) (default: imatrix when --imatrix or --calib is given, else rtn).")
-    var method: QuantizeMethod?
+    @Option(help: "Quantization method: rtn, imatrix, gptq, mq (= --bpw allocation + GPTQ rounding); awq (activation-aware scales and clipping, imatrix rounding), awq+gptq, awq+mq; smooth (SmoothQuant scales, --alpha), smooth+gptq, smooth+mq. AWQ and SmoothQuant need --calib; their scales are folded into the norms and the v/up rows, so files stay standard (default: imatrix when --imatrix or --calib is given, else rtn).")
+    var method: String?
+
+    @Option(parsing: .unconditional, help: "SmoothQuant's migration strength α in s = max|x|^α / max|W|^(1−α), 0-1 (default 0.5; --method smooth only).")
+    var alpha: Double?
 
     @Flag(help: "No mix: every projection and the output head get the base type (then the block-size fallback), as llama-quantize --pure.")
     var pure = false
@@ -52,7 +61,18 @@ struct Quantize: ParsableCommand {
     /// The job these flags describe.
     func job() throws -> QuantizeJob {
         let calibrated = calibrationFlags.imatrix != nil || calibrationFlags.calib != nil
-        var job = QuantizeJob(input: input ?? "", output: output, fileType: type, method: method ?? .default(calibrated: calibrated))
+        var parsed: (method: QuantizeMethod, scaling: ChannelScaling?) = (.default(calibrated: calibrated), nil)
+        if let method {
+            guard let known = ChannelScaling.parseMethod(method, alpha: alpha ?? 0.5) else {
+                throw PivotError.invalidArgument("unknown --method '\(method)' (known: \(ChannelScaling.methodNames.joined(separator: ", ")))")
+            }
+            parsed = known
+        }
+        if alpha != nil, case .smooth = parsed.scaling {} else if alpha != nil {
+            throw PivotError.invalidArgument("--alpha applies to --method smooth (SmoothQuant) only; AWQ searches its α")
+        }
+        var job = QuantizeJob(input: input ?? "", output: output, fileType: type, method: parsed.method)
+        job.scaling = parsed.scaling
         job.importanceFile = calibrationFlags.imatrix
         job.calibrationText = calibrationFlags.calib
         job.chunkLength = calibration.chunkLength
@@ -90,6 +110,7 @@ struct Quantize: ParsableCommand {
         let summary = try job.run(pool: pool, events: events)
         bar?.finish()
         if let (types, achieved) = summary.allocation, let target = job.bitsPerWeight { printAllocation(types, achieved: achieved, target: target) }
+        summary.scalingLines.forEach { print($0) }
         summary.lsiLines.forEach { print($0) }
         var counts: [String: Int] = [:]
         for c in summary.choices { counts["\(c.to)", default: 0] += 1 }

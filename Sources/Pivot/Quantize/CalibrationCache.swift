@@ -7,7 +7,9 @@ import PivotKernels
 ///
 /// Tensors: `hessian.<tensor>` (F32, the upper-triangle sums as collected, for the tensor that
 /// records each shared input: attn_q, attn_output, ffn_gate, ffn_down) and `gradient.<tensor>`
-/// (F32, |g| per weight). Metadata `pivot.calibration.key` must equal the requesting run's key
+/// (F32, |g| per weight), and per recorded input `absmean.<tensor>` / `absmax.<tensor>` (F32, mean and
+/// max |x| per column: AWQ's and SmoothQuant's statistics; caches without them count as a miss for
+/// those methods). Metadata `pivot.calibration.key` must equal the requesting run's key
 /// (model and text by path and size, chunking), else the file is ignored and rewritten.
 public enum CalibrationCache {
     public struct Contents {
@@ -45,6 +47,7 @@ public enum CalibrationCache {
         var recorded: [String: InputHessian] = [:]
         var hessians: [String: InputHessian] = [:]
         var gradients: [String: [Float]] = [:]
+        var statistics: [String: [Float]] = [:]
         for name in file.tensorOrder {
             let t = file.tensors[name]!
             guard t.type == .f32 else { throw PivotError.malformed(file: path, "calibration tensor '\(name)' is not F32") }
@@ -55,7 +58,15 @@ public enum CalibrationCache {
                 recorded[String(name.dropFirst("hessian.".count))] = InputHessian(columns: columns, sums: floats, tokens: tokens)
             } else if name.hasPrefix("gradient.") {
                 gradients[String(name.dropFirst("gradient.".count))] = Array(floats)
+            } else if name.hasPrefix("absmean.") || name.hasPrefix("absmax.") {
+                statistics[name] = Array(floats)
             }
+        }
+        for (name, h) in recorded {
+            guard let means = statistics["absmean." + name], let maxima = statistics["absmax." + name],
+                  means.count == h.columns, maxima.count == h.columns else { continue }
+            h.absoluteSums = means.map { Double($0) * Double(h.tokens) }
+            h.absoluteMaxima = maxima
         }
         for projection in ProjectionRole.allCases {
             var layer = 0
@@ -79,6 +90,15 @@ public enum CalibrationCache {
             tensors.append(.init(name: "hessian." + name, ggmlType: 0, shape: [h.columns * h.columns],
                                  bytes: UnsafeRawBufferPointer(start: h.sums.pointer, count: 4 * h.columns * h.columns)))
             tokens = h.tokens
+            if h.hasActivationStatistics {
+                for (prefix, values) in [("absmean.", h.meanAbsolute), ("absmax.", h.absoluteMaxima)] {
+                    let buffer = FloatBuffer(count: h.columns)
+                    values.withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: h.columns) }
+                    buffers.append(buffer)
+                    tensors.append(.init(name: prefix + name, ggmlType: 0, shape: [h.columns],
+                                         bytes: UnsafeRawBufferPointer(start: buffer.pointer, count: 4 * h.columns)))
+                }
+            }
         }
         for (name, g) in (contents.gradients ?? [:]).sorted(by: { $0.key < $1.key }) {
             let buffer = FloatBuffer(count: g.count)

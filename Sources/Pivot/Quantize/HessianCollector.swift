@@ -7,11 +7,23 @@ public final class InputHessian {
     /// Upper triangle (j ≥ i) of the running sum, row-major `columns × columns`, in float as GPTQ's reference.
     let sums: FloatBuffer
     public private(set) var tokens = 0
+    /// Per column, Σ|x| and max|x| over the same tokens: AWQ's and SmoothQuant's activation statistics
+    /// (empty when read from a cache written before they were kept).
+    public internal(set) var absoluteSums: [Double]
+    public internal(set) var absoluteMaxima: [Float]
 
     init(columns: Int) {
         self.columns = columns
         sums = FloatBuffer(count: columns * columns)
+        absoluteSums = [Double](repeating: 0, count: columns)
+        absoluteMaxima = [Float](repeating: 0, count: columns)
     }
+
+    /// Whether the activation statistics were collected with the sums.
+    public var hasActivationStatistics: Bool { absoluteSums.count == columns && absoluteMaxima.count == columns }
+
+    /// Mean |x| per column (AWQ's activation scale).
+    public var meanAbsolute: [Float] { absoluteSums.map { Float($0 / Double(max(tokens, 1))) } }
 
     /// A Hessian read back (`CalibrationCache`): `sums` as `add` leaves them, over `tokens` tokens.
     init(columns: Int, sums stored: UnsafeBufferPointer<Float>, tokens: Int) {
@@ -20,6 +32,23 @@ public final class InputHessian {
         sums = FloatBuffer(count: columns * columns)
         sums.pointer.update(from: stored.baseAddress!, count: stored.count)
         self.tokens = tokens
+        absoluteSums = []
+        absoluteMaxima = []
+    }
+
+    /// The Hessian of the input x / s (each column j divided by `scales[j]`): H'ᵢⱼ = Hᵢⱼ / (sᵢ·sⱼ), the
+    /// statistics scaled alike. What a projection sees after its input was scaled by an equivalence.
+    func scaled(by scales: [Float]) -> InputHessian {
+        precondition(scales.count == columns)
+        let n = columns, result = InputHessian(columns: n)
+        for i in 0..<n {
+            let row = sums.pointer + i * n, out = result.sums.pointer + i * n, inverse = 1 / scales[i]
+            for j in i..<n { out[j] = row[j] * inverse / scales[j] }
+        }
+        result.tokens = tokens
+        result.absoluteSums = hasActivationStatistics ? zip(absoluteSums, scales).map { $0 / Double($1) } : []
+        result.absoluteMaxima = hasActivationStatistics ? zip(absoluteMaxima, scales).map { $0 / $1 } : []
+        return result
     }
 
     /// Adds every row of `x`; rows of four output rows i at a time, eight columns j per vector.
@@ -50,7 +79,23 @@ public final class InputHessian {
                 q += min(quads, pool.threads * 8)
             }
         }
+        for t in 0..<count {
+            let row = base + t * stride
+            for j in 0..<n {
+                let a = abs(row[j])
+                absoluteSums[j] += Double(a)
+                absoluteMaxima[j] = max(absoluteMaxima[j], a)
+            }
+        }
         tokens += count
+    }
+
+    /// E[x·xᵀ] (the sums over the token count), full and symmetric, in float.
+    func meanMatrix() -> [Float] {
+        let n = columns, scale = 1 / Float(max(tokens, 1))
+        var m = [Float](repeating: 0, count: n * n)
+        for i in 0..<n { for j in i..<n { let v = sums.pointer[i * n + j] * scale; m[i * n + j] = v; m[j * n + i] = v } }
+        return m
     }
 
     /// The full symmetric matrix in double.

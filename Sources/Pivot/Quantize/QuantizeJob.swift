@@ -9,6 +9,8 @@ public struct QuantizeJob: Sendable {
     public var output: String
     public var fileType: QuantizeFileType
     public var method: QuantizeMethod
+    /// Channel scales folded in before rounding (AWQ, SmoothQuant); nil: none.
+    public var scaling: ChannelScaling?
     /// An importance matrix file (llama-imatrix's or `pivot imatrix`'s).
     public var importanceFile: String?
     /// Calibration text, run through the model in chunks of `chunkLength` (at most `chunks`).
@@ -44,6 +46,13 @@ public struct QuantizeJob: Sendable {
         case .gptq: if calibrationText == nil { throw fail("--method gptq needs --calib TEXT (its Hessians come from running the model on it)") }
         case .mq: if calibrationText == nil || bitsPerWeight == nil { throw fail("--method mq needs --calib TEXT and --bpw X") }
         }
+        if let scaling {
+            if calibrationText == nil { throw fail("--method \(scaling.name) needs --calib TEXT (its scales come from the activations on it)") }
+            if case .awq = scaling, fileType.base == nil {
+                throw fail("--method awq searches scales for a quantized type's rounding; --type \(fileType.name) is not quantized (--method smooth may write float files)")
+            }
+            if case .smooth(let alpha) = scaling, !(0...1).contains(alpha) { throw fail("--alpha must be between 0 and 1 (got \(alpha))") }
+        }
         if let bitsPerWeight {
             guard bitsPerWeight > 1, bitsPerWeight < 33 else { throw fail("--bpw must be between 1 and 33 bits per weight (got \(bitsPerWeight))") }
             if !calibrated { throw fail("--bpw allocates by calibrated sensitivity: give --calib TEXT (or --imatrix FILE)") }
@@ -75,6 +84,8 @@ public struct QuantizeJob: Sendable {
         /// The allocation under --bpw (tensor → type) and the bits it reached.
         public var allocation: (types: [String: BlockFormat], bitsPerWeight: Double)?
         public var lsiLines: [String]
+        /// What AWQ / SmoothQuant chose, one line per site kind.
+        public var scalingLines: [String]
         public var usedGPTQ: Bool
         public var usedImportance: Bool
         public var seconds: Double

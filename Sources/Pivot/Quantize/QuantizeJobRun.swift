@@ -49,16 +49,33 @@ extension QuantizeJob {
                 events.note("note: no standard assignment fits --bpw \(bitsPerWeight); Pivot's extension types \(extensionTypes.sorted().joined(separator: ", ")) are used: the file runs in Pivot only (--standard-only refuses this)")
             }
         }
+        var scalingLines: [String] = []
+        var scaled: ScaledModel?
+        if let scaling, let hessians = calibration.hessians {
+            var formats: [String: BlockFormat] = [:]
+            for choice in try QuantizePipeline.plan(source, fileType: fileType, hasImportance: true, pure: pure) {
+                if case .block(let format) = choice.to { formats[choice.name] = format }
+            }
+            formats.merge(allocation?.types ?? [:]) { $1 }
+            let model = try scaling.apply(source: source, hessians: hessians.hessians, formats: formats, pool: pool) { done, total in
+                events.progress(scaling.name, done, total, "")
+            }
+            calibration.hessians = GPTQPlan(hessians: model.hessians, actOrder: actOrder)
+            calibration.importance = calibration.hessians!.importance
+            scalingLines = model.summary
+            scaled = model
+        }
         var lsiLines: [String] = []
         let start = Date()
         let gptq = method.roundsWithGPTQ ? calibration.hessians : nil
         let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: calibration.importance, pure: pure,
-                                               gptq: gptq, lsiHessians: gptq == nil && lsi ? calibration.hessians : nil,
+                                               rewritten: scaled?.tensors.views() ?? [:], gptq: gptq, lsiHessians: gptq == nil && lsi ? calibration.hessians : nil,
                                                overrides: allocation?.types ?? [:], outliers: outlierPlan,
                                                lsi: lsi ? SingularValueCompensation() : nil, pool: pool, progress: { done, total, name in
             events.progress("quantize", done, total, name)
         }, report: { lsiLines.append($0) })
-        return Summary(choices: choices, allocation: allocation, lsiLines: lsiLines, usedGPTQ: gptq != nil,
+        withExtendedLifetime(scaled) {}
+        return Summary(choices: choices, allocation: allocation, lsiLines: lsiLines, scalingLines: scalingLines, usedGPTQ: gptq != nil,
                        usedImportance: calibration.importance != nil, seconds: Date().timeIntervalSince(start))
     }
 
@@ -70,7 +87,7 @@ extension QuantizeJob {
         guard let calib = calibrationText else { return result }
         let loaded = try LoadedModel.load(path: path)
         let tokens = loaded.tokenizer.encode(try readTextFile(calib), addBOS: false)
-        guard method.needsHessians(lsi: lsi) else {
+        guard method.needsHessians(lsi: lsi) || scaling != nil else {
             let total = min(chunks ?? Int.max, tokens.count / chunkLength)
             events.note("\(calib): \(tokens.count) tokens, \(total) chunks of \(chunkLength) for the importance matrix")
             result.importance = try ImportanceMatrix.collect(model: loaded, tokens: tokens, contextLength: chunkLength, chunks: chunks,
@@ -82,7 +99,11 @@ extension QuantizeJob {
         let hessianChunks = min(chunks ?? 128, tokens.count / chunkLength)
         let key = CalibrationCache.key(model: path, calibration: calib, chunks: hessianChunks, chunkLength: chunkLength)
         let wantsGradients = method.usesGradients
-        let cached = try calibrationCache.flatMap { try CalibrationCache.load(path: $0, key: key, gradientChunks: wantsGradients ? gradientChunks : nil) }
+        var cached = try calibrationCache.flatMap { try CalibrationCache.load(path: $0, key: key, gradientChunks: wantsGradients ? gradientChunks : nil) }
+        if scaling != nil, let known = cached, known.hessians.values.contains(where: { !$0.hasActivationStatistics }) {
+            events.note("\(calibrationCache!): no activation statistics (written before AWQ/SmoothQuant); collecting again")
+            cached = nil
+        }
         if let cached { events.note("\(calibrationCache!): reusing the cached Hessians\(cached.gradients != nil ? " and gradients" : "")") }
         let hessians: [String: InputHessian]
         if let known = cached?.hessians { hessians = known } else {

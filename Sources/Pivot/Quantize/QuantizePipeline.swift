@@ -52,9 +52,10 @@ public enum QuantizePipeline {
     /// Writes `output`; `progress(done, total, tensorName)` after each tensor. `importance` maps tensor
     /// names to per-column importances (an imatrix); tensors without an entry are quantized without.
     /// `lsi` compensates with `gptq`'s Hessians, or `lsiHessians`' when the rounding is not GPTQ's.
+    /// `rewritten` replaces tensors of the input by float ones (channel scaling's folded weights).
     @discardableResult
     public static func run(input: String, output: String, fileType: FileType, importance: ImportanceMatrix? = nil, pure: Bool = false,
-                           gptq: GPTQPlan? = nil, lsiHessians: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
+                           rewritten: [String: TensorData] = [:], gptq: GPTQPlan? = nil, lsiHessians: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
                            lsi: SingularValueCompensation? = nil, pool: ThreadPool? = nil,
                            progress: (Int, Int, String) -> Void = { _, _, _ in }, report: (String) -> Void = { _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
@@ -73,7 +74,7 @@ public enum QuantizePipeline {
         var buffers: [AnyObject] = []
         var tensors: [GGUFWriter.Tensor] = []
         for (index, choice) in choices.enumerated() {
-            let t = gguf.tensors[choice.name]!
+            let t = rewritten[choice.name] ?? gguf.tensors[choice.name]!
             if choice.to == t.type {
                 tensors.append(.init(name: choice.name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
             } else {

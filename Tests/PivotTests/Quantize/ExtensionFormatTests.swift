@@ -56,6 +56,10 @@ final class ExtensionFormatTests: XCTestCase {
         for (name, h) in hessians {
             XCTAssertEqual(back.hessians[name]!.tokens, 128)
             XCTAssertEqual(back.hessians[name]!.matrix(), h.matrix(), name)
+            // AWQ's and SmoothQuant's statistics come back too (means stored in float).
+            XCTAssertTrue(back.hessians[name]!.hasActivationStatistics, name)
+            XCTAssertEqual(back.hessians[name]!.absoluteMaxima, h.absoluteMaxima, name)
+            for (a, b) in zip(back.hessians[name]!.meanAbsolute, h.meanAbsolute) { XCTAssertEqual(a, b, accuracy: 1e-6 * max(1, b), name) }
         }
         XCTAssertTrue(back.hessians["blk.1.attn_k.weight"] === back.hessians["blk.1.attn_v.weight"], "Q/K/V share one input")
         XCTAssertEqual(back.gradients?["blk.0.attn_q.weight"], gradients["blk.0.attn_q.weight"])

@@ -51,6 +51,11 @@ struct TinyModel {
         }
     }
 
+    /// Multiplies chosen entries of a weight (outlier channels, as real models have in their norms).
+    mutating func amplify(_ name: String, indices: [Int], by factor: Float) {
+        for i in indices { weights[name]![i] *= factor }
+    }
+
     /// The config.json keys that describe the shape; variants add or replace keys.
     var baseConfig: [String: Any] {
         ["model_type": "llama", "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
