@@ -17,8 +17,10 @@ PHASES=${*:-"quantize kld hellaswag llama table"}
 BITS="python3 $ROOT/scripts/gguf_bits.py"
 mkdir -p "$WORK"; cd "$WORK"
 CAL="--calib $CALIB --calib-cache calibration-cache.gguf"
-POINTS=${POINTS:-"Q4_K_M Q3_K_M Q2_K Q2_G32 Q3_G64"}
-METHODS=${METHODS:-"rtn imatrix awq gptq awq+gptq mq awq+mq"}
+# point:method cells. At the Q4_K_M size MQ returns the base file itself (Q4_1 costs it nothing: the base
+# is the dequantized Q4_1 file), so it has no row there; AWQ+MQ runs at one point.
+CELLS=${CELLS:-"$(for p in Q4_K_M Q3_K_M Q2_K Q2_G32 Q3_G64; do for m in rtn imatrix awq gptq awq+gptq mq; do
+    [ "$p:$m" = Q4_K_M:mq ] || echo "$p:$m"; done; if [ "$p" = Q3_K_M ]; then echo "$p:awq+mq"; fi; done)"}
 
 [ -f pivot-imatrix.gguf ] || "$PIVOT" imatrix -t "$THREADS" -m "$MODEL" -f "$CALIB" --calib-chunks 128 -o pivot-imatrix.gguf > /dev/null 2>&1
 
@@ -41,7 +43,7 @@ args() {  # point method
 }
 file() { echo "awq-$2-$1.gguf" | tr '+' '_'; }
 each() {  # calls $1 POINT METHOD FILE for every cell
-    for p in $POINTS; do for m in $METHODS; do "$1" "$p" "$m" "$(file "$p" "$m")" < /dev/null; done; done
+    for c in $CELLS; do "$1" "${c%%:*}" "${c#*:}" "$(file "${c%%:*}" "${c#*:}")" < /dev/null; done
 }
 quantize() { [ -f "$3" ] || "$PIVOT" quantize -t "$THREADS" -m "$MODEL" -o "$3" $(args "$1" "$2") > "${3%.gguf}.log" 2>&1; }
 kld() { [ -f "${3%.gguf}.kld" ] || kld_row "$3" > "${3%.gguf}.kld"; }

@@ -86,6 +86,9 @@ extension QuantizeJob {
         if let importanceFile { result.importance = try ImportanceMatrix.load(path: importanceFile) }
         guard let calib = calibrationText else { return result }
         let loaded = try LoadedModel.load(path: path)
+        guard chunkLength <= loaded.config.contextLength else {
+            throw PivotError.invalidArgument("--calib-ctx \(chunkLength) is longer than the model's context of \(loaded.config.contextLength) tokens")
+        }
         let tokens = loaded.tokenizer.encode(try readTextFile(calib), addBOS: false)
         guard method.needsHessians(lsi: lsi) || scaling != nil else {
             let total = min(chunks ?? Int.max, tokens.count / chunkLength)

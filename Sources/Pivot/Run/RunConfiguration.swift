@@ -21,14 +21,16 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var draft: DraftSettings?
     /// Tokens run before every scored window or request and never scored (`--prefix`; nil: none).
     public var prefix: PrefixText?
+    /// Run the file a quantization method makes from `model` (made once, kept in the cache folder).
+    public var quantize: QuantizeSpec?
 
     public init(name: String, model: String? = nil, quantizeOnLoad: BlockFormat? = nil, precision: ActivationPrecision = .int8,
-                actBits: Int? = nil, bits: Double? = nil, kvCache: KVCacheSpec = .f32, draft: DraftSettings? = nil, prefix: PrefixText? = nil) {
+                actBits: Int? = nil, bits: Double? = nil, kvCache: KVCacheSpec = .f32, draft: DraftSettings? = nil, prefix: PrefixText? = nil, quantize: QuantizeSpec? = nil) {
         self.name = name; self.model = model; self.quantizeOnLoad = quantizeOnLoad; self.precision = precision; self.actBits = actBits
-        self.bits = bits; self.kvCache = kvCache; self.draft = draft; self.prefix = prefix
+        self.bits = bits; self.kvCache = kvCache; self.draft = draft; self.prefix = prefix; self.quantize = quantize
     }
 
-    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft, prefix }
+    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft, prefix, quantize }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -40,6 +42,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         try c.encodeIfPresent(bits, forKey: .bits)
         try c.encodeIfPresent(draft, forKey: .draft)
         try c.encodeIfPresent(prefix, forKey: .prefix)
+        try c.encodeIfPresent(quantize, forKey: .quantize)
         if kvCache != .f32 { try kvCache.encode(to: encoder) }
     }
 
@@ -58,6 +61,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         bits = try c.decodeIfPresent(Double.self, forKey: .bits)
         draft = try c.decodeIfPresent(DraftSettings.self, forKey: .draft)
         prefix = try c.decodeIfPresent(PrefixText.self, forKey: .prefix)
+        quantize = try c.decodeIfPresent(QuantizeSpec.self, forKey: .quantize)
         do { kvCache = try KVCacheSpec(from: decoder) } catch PivotError.invalidArgument(let message) {
             throw PivotError.invalidArgument("configuration '\(name)': \(message)")
         }
@@ -70,6 +74,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         do {
             try kvCache.validate()
             try draft?.validate()
+            try quantize?.validate()
         } catch PivotError.invalidArgument(let message) {
             throw PivotError.invalidArgument("configuration '\(name)': \(message)")
         }
@@ -84,7 +89,9 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     /// Loads the model and applies every runtime option that changes the model itself; the KV cache is
     /// prepared on `pool` (CSKV may calibrate), `log` gets its one-line notes.
     public func load(pool: ThreadPool, log: (String) -> Void = { _ in }, progress: (Int, Int) -> Void = { _, _ in }) throws -> LoadedModel {
-        let loaded = try LoadedModel.load(path: try resolvedModelPath(), quantizeOnLoad: quantizeOnLoad)
+        var path = try resolvedModelPath()
+        if let quantize { path = try quantize.file(for: path, pool: pool, log: log) }
+        let loaded = try LoadedModel.load(path: path, quantizeOnLoad: quantizeOnLoad)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
         loaded.kvCache = try kvCache.prepare(for: loaded, pool: pool, log: log, progress: progress)
         return loaded

@@ -139,4 +139,35 @@ final class ChannelScalingTests: XCTestCase {
         XCTAssertNil(ChannelScaling.parseMethod("awq+rtn"))
         XCTAssertNil(ChannelScaling.parseMethod("gptq+awq"))
     }
+
+    /// A matrix configuration's `quantize` key: the method's file is made once into the cache folder and reused.
+    func testMatrixConfigurationNamesAMethod() throws {
+        let (folder, path) = try tinyModel()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let text = folder.appendingPathComponent("calibration.txt").path
+        try String(repeating: "Channels move between the norm and the weights without changing a single output. ", count: 40)
+            .write(toFile: text, atomically: true, encoding: .utf8)
+        let previous = ProcessInfo.processInfo.environment["PIVOT_CACHE"]
+        setenv("PIVOT_CACHE", folder.appendingPathComponent("cache").path, 1)
+        defer { if let previous { setenv("PIVOT_CACHE", previous, 1) } else { unsetenv("PIVOT_CACHE") } }
+        let json = #"{"name": "sq", "model": "\#(path)", "act_bits": 8, "quantize": {"type": "Q4_0", "method": "smooth", "alpha": 0.6, "calib": "\#(text)", "calib_ctx": 64}}"#
+        let configuration = try JSONDecoder().decode(RunConfiguration.self, from: Data(json.utf8))
+        XCTAssertEqual(configuration.quantize, QuantizeSpec(type: "Q4_0", method: "smooth", alpha: 0.6, calib: text, calibContext: 64))
+        let pool = ThreadPool(threads: 2)
+        let model = try configuration.load(pool: pool)
+        XCTAssertTrue(logits(model, [1, 2, 3], pool: pool).allSatisfy(\.isFinite))
+        let made = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("cache/quantized").path).filter { $0.contains("Q4_0-smooth") }
+        XCTAssertEqual(made.count, 1, "one file for the method")
+        let file = folder.appendingPathComponent("cache/quantized/" + made[0]).path
+        let written = try FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date
+        _ = try configuration.load(pool: pool)
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date, written, "reused, not made again")
+        var tooLong = configuration
+        tooLong.quantize?.calibContext = 512
+        XCTAssertThrowsError(try tooLong.load(pool: pool), "a chunk longer than the model's context is an error, not a crash")
+        for bad in [#"{"type": "Q4_0", "method": "awq+rtn", "calib": "x"}"#, #"{"type": "Q9_0"}"#, #"{"type": "F16", "method": "awq", "calib": "x"}"#] {
+            let spec = try JSONDecoder().decode(QuantizeSpec.self, from: Data(bad.utf8))
+            XCTAssertThrowsError(try spec.validate(), bad)
+        }
+    }
 }
