@@ -52,6 +52,8 @@ public struct QuantizeJob: Sendable {
                 throw fail("--method awq searches scales for a quantized type's rounding; --type \(fileType.name) is not quantized (--method smooth may write float files)")
             }
             if case .smooth(let alpha) = scaling, !(0...1).contains(alpha) { throw fail("--alpha must be between 0 and 1 (got \(alpha))") }
+            // The outlier selection weighs weights by gradients of the unscaled model; not combined yet.
+            if outlierPercent > 0 { throw fail("--outliers does not combine with --method \(scaling.name) yet (its gradients are the unscaled model's)") }
         }
         if let bitsPerWeight {
             guard bitsPerWeight > 1, bitsPerWeight < 33 else { throw fail("--bpw must be between 1 and 33 bits per weight (got \(bitsPerWeight))") }

@@ -52,6 +52,7 @@ extension QuantizeJob {
         var scalingLines: [String] = []
         var scaled: ScaledModel?
         if let scaling, let hessians = calibration.hessians {
+            // Under --bpw the types were allocated on the unscaled weights; the scales are searched for those types.
             var formats: [String: BlockFormat] = [:]
             for choice in try QuantizePipeline.plan(source, fileType: fileType, hasImportance: true, pure: pure) {
                 if case .block(let format) = choice.to { formats[choice.name] = format }

@@ -9,7 +9,7 @@ import PivotKernels
 public struct QuantizeSpec: Codable, Sendable, Equatable {
     /// A file type, as `pivot quantize --type` takes it.
     public var type: String
-    /// As `pivot quantize --method` (default: imatrix with calibration text, else rtn).
+    /// As `pivot quantize --method` (default: imatrix, with the calibration text below).
     public var method: String?
     /// SmoothQuant's α.
     public var alpha: Double?
@@ -49,7 +49,11 @@ public struct QuantizeSpec: Codable, Sendable, Equatable {
     }
 
     public func validate() throws {
-        try job(model: "", output: "").validate()
+        let job = try job(model: "", output: "")
+        if alpha != nil, case .smooth = job.scaling {} else if alpha != nil {
+            throw PivotError.invalidArgument("quantize: alpha applies to method smooth (SmoothQuant) only")
+        }
+        try job.validate()
     }
 
     /// The quantized file for `model`, made first when it is not in the cache folder.
@@ -58,10 +62,13 @@ public struct QuantizeSpec: Codable, Sendable, Equatable {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         var job = try job(model: model, output: "")
         func describe(_ path: String) -> String {
-            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            return "\((path as NSString).lastPathComponent):\(size)"
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            let size = attributes?[.size] as? Int ?? 0, modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            return "\((path as NSString).standardizingPath):\(size):\(modified)"
         }
-        let identity = [describe(model), type, method ?? "", alpha.map { "\($0)" } ?? "", bpw.map { "\($0)" } ?? "", "\(job.chunkLength)",
+        var effectiveAlpha = ""
+        if case .smooth(let a) = job.scaling { effectiveAlpha = "\(a)" }
+        let identity = [describe(model), type, method ?? "", effectiveAlpha, bpw.map { "\($0)" } ?? "", "\(job.chunkLength)",
                         job.calibrationText.map(describe) ?? ""].joined(separator: "|")
         let stem = ((model as NSString).lastPathComponent as NSString).deletingPathExtension
         let name = "\(stem)-\(type)-\((method ?? "default").replacingOccurrences(of: "+", with: "_"))-\(fnv1a(identity)).gguf"

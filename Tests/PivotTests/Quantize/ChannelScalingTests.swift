@@ -165,7 +165,8 @@ final class ChannelScalingTests: XCTestCase {
         var tooLong = configuration
         tooLong.quantize?.calibContext = 512
         XCTAssertThrowsError(try tooLong.load(pool: pool), "a chunk longer than the model's context is an error, not a crash")
-        for bad in [#"{"type": "Q4_0", "method": "awq+rtn", "calib": "x"}"#, #"{"type": "Q9_0"}"#, #"{"type": "F16", "method": "awq", "calib": "x"}"#] {
+        for bad in [#"{"type": "Q4_0", "method": "awq+rtn", "calib": "x"}"#, #"{"type": "Q9_0"}"#, #"{"type": "F16", "method": "awq", "calib": "x"}"#,
+                    #"{"type": "Q4_0", "method": "awq", "alpha": 0.5, "calib": "x"}"#] {
             let spec = try JSONDecoder().decode(QuantizeSpec.self, from: Data(bad.utf8))
             XCTAssertThrowsError(try spec.validate(), bad)
         }

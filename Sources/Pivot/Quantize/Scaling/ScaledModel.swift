@@ -31,6 +31,7 @@ extension ChannelScaling {
         var current = hessians
         var alphas: [String: [Double]] = [:], gains: [String: [Double]] = [:]
         var clipGains: [Double] = []
+        var spreads: [String: [(before: Double, after: Double)]] = [:]
         for layer in 0..<config.layerCount {
             let sites = ScalingSite.sites(layer: layer, config: config)
             for site in sites {
@@ -62,10 +63,13 @@ extension ChannelScaling {
                         for r in 0..<t.rows { for j in 0..<t.columns { weightMaxima[j] = max(weightMaxima[j], abs(t.pointer[r * t.columns + j])) } }
                     }
                     let activations = site.gather(h.absoluteMaxima, max: true), weights = site.gather(weightMaxima, max: true)
+                    // Clamped to [1e-3, 1e3] (the reference: ≥ 1e-5) so a channel dead on the calibration text cannot
+                    // blow its producer's row past F16.
                     scales = zip(activations, weights).map { x, w in
-                        max(Float(pow(Double(max(x, 1e-5)), alpha) / pow(Double(max(w, 1e-5)), 1 - alpha)), 1e-5)
+                        min(max(Float(pow(Double(max(x, 1e-5)), alpha) / pow(Double(max(w, 1e-5)), 1 - alpha)), 1e-3), 1e3)
                     }
                     alphas[kind, default: []].append(alpha)
+                    spreads[kind, default: []].append((Self.spread(activations), Self.spread(zip(activations, scales).map { $0 / $1 })))
                 }
                 try fold(scales, at: site, into: store)
                 let scaledHessian = h.scaled(by: site.expand(scales))
@@ -94,12 +98,22 @@ extension ChannelScaling {
             if let g = gains[kind] {
                 line += String(format: ", output error %.3f of unscaled (mean over layers)", g.reduce(0, +) / Double(g.count))
             }
+            if let s = spreads[kind] {
+                line = String(format: "%@ %@: largest channel max|x| / median %.1f → %.1f (mean over layers)", name, kind,
+                              s.map(\.before).reduce(0, +) / Double(s.count), s.map(\.after).reduce(0, +) / Double(s.count))
+            }
             return line
         }
         if !clipGains.isEmpty {
             summary.append(String(format: "awq clipping: block output error %.3f of unclipped (mean over tensors)", clipGains.reduce(0, +) / Double(clipGains.count)))
         }
         return ScaledModel(tensors: store, hessians: current, summary: summary)
+    }
+
+    /// Largest over median of per-channel activation maxima: how far the outlier channels stick out.
+    static func spread(_ maxima: [Float]) -> Double {
+        let sorted = maxima.sorted()
+        return Double(sorted.last ?? 0) / Double(max(sorted[sorted.count / 2], 1e-12))
     }
 
     /// Divides the producer's output channels by `scales` and multiplies the consumers' columns by them.
