@@ -102,7 +102,7 @@ def main_table(best):
                       {"name": "W8A8-int8-path", "model": path("none", "Q8_0"), "precision": "int8", "bits": 8}]
     configurations += [configuration(r, k) for r, kinds in variants(best) for k in kinds]
     matrix("wa-main", configurations, [{"task": "wikitext", "windows": 20}, {"task": "arc-easy", "limit": 200},
-                                       {"task": "piqa", "limit": 200}, {"task": "hellaswag", "limit": 200}])
+                                       {"task": "piqa", "limit": 200}, {"task": "winogrande", "limit": 200}])
 
 
 def kv_table(best):

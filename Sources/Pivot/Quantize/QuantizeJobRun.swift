@@ -70,7 +70,8 @@ extension QuantizeJob {
         let start = Date()
         let gptq = method.roundsWithGPTQ ? calibration.hessians : nil
         let choices = try QuantizePipeline.run(input: path, output: output, fileType: fileType, importance: calibration.importance, pure: pure,
-                                               rewritten: scaled?.tensors.views() ?? [:], gptq: gptq, lsiHessians: gptq == nil && lsi ? calibration.hessians : nil,
+                                               rewritten: scaled?.tensors.views() ?? [:], metadata: scaled.map { [$0.valueScales.metadata] } ?? [],
+                                               gptq: gptq, lsiHessians: gptq == nil && lsi ? calibration.hessians : nil,
                                                overrides: allocation?.types ?? [:], outliers: outlierPlan,
                                                lsi: lsi ? SingularValueCompensation() : nil, pool: pool, progress: { done, total, name in
             events.progress("quantize", done, total, name)

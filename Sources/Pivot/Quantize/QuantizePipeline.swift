@@ -52,10 +52,11 @@ public enum QuantizePipeline {
     /// Writes `output`; `progress(done, total, tensorName)` after each tensor. `importance` maps tensor
     /// names to per-column importances (an imatrix); tensors without an entry are quantized without.
     /// `lsi` compensates with `gptq`'s Hessians, or `lsiHessians`' when the rounding is not GPTQ's.
-    /// `rewritten` replaces tensors of the input by float ones (channel scaling's folded weights).
+    /// `rewritten` replaces tensors of the input by float ones (channel scaling's folded weights); `extra`
+    /// metadata entries are added, replacing the input's of the same key.
     @discardableResult
     public static func run(input: String, output: String, fileType: FileType, importance: ImportanceMatrix? = nil, pure: Bool = false,
-                           rewritten: [String: TensorData] = [:], gptq: GPTQPlan? = nil, lsiHessians: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
+                           rewritten: [String: TensorData] = [:], metadata extra: [GGUFMetadataEntry] = [], gptq: GPTQPlan? = nil, lsiHessians: GPTQPlan? = nil, overrides: [String: BlockFormat] = [:], outliers: OutlierPlan? = nil,
                            lsi: SingularValueCompensation? = nil, pool: ThreadPool? = nil,
                            progress: (Int, Int, String) -> Void = { _, _, _ in }, report: (String) -> Void = { _ in }) throws -> [Choice] {
         let gguf = try GGUFFile(path: input)
@@ -129,8 +130,8 @@ public enum QuantizePipeline {
             }
             progress(index + 1, choices.count, choice.name)
         }
-        let rewritten: Set<String> = ["general.file_type", "general.quantization_version", "pivot.sparse_outliers", "pivot.extension_types"]
-        var metadata = gguf.metadataEntries.filter { !rewritten.contains($0.key) }
+        let recomputed: Set<String> = ["general.file_type", "general.quantization_version", "pivot.sparse_outliers", "pivot.extension_types"]
+        var metadata = gguf.metadataEntries.filter { entry in !recomputed.contains(entry.key) && !extra.contains { $0.key == entry.key } } + extra
         metadata.append(GGUFMetadataEntry("general.file_type", .uint(UInt64(fileType.llamaFileType)), type: 4))
         if fileType.base != nil { metadata.append(GGUFMetadataEntry("general.quantization_version", .uint(2), type: 4)) }
         if tensors.contains(where: { $0.name.hasSuffix(SparseOutlierLinear.indexSuffix) }) {

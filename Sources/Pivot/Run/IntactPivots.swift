@@ -10,6 +10,9 @@ public final class IntactPivots: PivotSource {
     public let count: Int
     private let cache: DenseKVCache
     private var state: ForwardState?
+    /// Per layer and value channel, what the base's values are multiplied by to be the model's (AWQ /
+    /// SmoothQuant files hold V / s: `ValueScales`); nil when both hold the same V.
+    private let valueConversion: [[Float]]?
 
     /// Checks that `base` can stand in for `model`'s keys and values.
     public init(base: LoadedModel, for model: LoadedModel, pivots: Int) throws {
@@ -23,6 +26,7 @@ public final class IntactPivots: PivotSource {
         }
         self.base = base
         count = pivots
+        valueConversion = ValueScales.conversion(from: ValueScales.read(path: base.path), to: ValueScales.read(path: model.path))
         cache = DenseKVCache(shape: AttentionShape(a), capacity: max(1, pivots), maxBatch: max(1, pivots))
     }
 
@@ -36,6 +40,17 @@ public final class IntactPivots: PivotSource {
         }
         cache.truncate(to: position)
         base.transformer.forward(Array(tokens[0..<(end - position)]), cache: cache, state: state!, logits: .last)
+        if let valueConversion {
+            let d = base.config.headDim
+            for (layer, factors) in valueConversion.enumerated() {
+                for kvHead in 0..<base.config.kvHeadCount {
+                    for p in position..<end {
+                        let value = UnsafeMutablePointer(mutating: cache.entry(layer: layer, kvHead: kvHead, position: p).value)
+                        for i in 0..<d { value[i] *= factors[kvHead * d + i] }
+                    }
+                }
+            }
+        }
         return end - position
     }
 

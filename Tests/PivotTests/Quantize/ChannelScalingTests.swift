@@ -49,9 +49,25 @@ final class ChannelScalingTests: XCTestCase {
             let before = try XCTUnwrap(source.tensors["blk.0.attn_norm.weight"]).toFloats()
             let after = try XCTUnwrap(written.tensors["blk.0.attn_norm.weight"]).toFloats()
             XCTAssertGreaterThan(zip(before, after).map { abs($0 / $1 - 1) }.max()!, 0.05, "\(scaling.name) left attn_norm as it was")
-            let got = logits(try LoadedModel.load(path: out), tokens, pool: pool)
+            let scaledModel = try LoadedModel.load(path: out)
+            let got = logits(scaledModel, tokens, pool: pool)
             let worst = zip(got, expected).map { abs($0 - $1) }.max()!
             XCTAssertLessThan(worst / largest, 1e-5, "\(scaling.name): largest logit change relative to the largest logit")
+            // IntactKV from the unscaled model: its values are brought into the file's V / s space, so they
+            // equal what the scaled model itself stores.
+            XCTAssertNotNil(ValueScales.read(path: out), "the v scales are in the metadata")
+            let prefix = Array(tokens.prefix(4))
+            let pivots = try IntactPivots(base: model, for: scaledModel, pivots: prefix.count)
+            _ = prefix.withUnsafeBufferPointer { pivots.prepare(tokens: $0, at: 0, pool: pool) }
+            let own = DenseKVCache(shape: AttentionShape(scaledModel.config), capacity: 8, maxBatch: 8)
+            _ = scaledModel.transformer.forward(prefix, cache: own, state: ForwardState(config: scaledModel.config, maxTokens: 8, allLogits: false,
+                                                                                          execution: Execution(pool: pool, precision: .float)))
+            var valueError: Float = 0, valueSize: Float = 0
+            for layer in 0..<scaledModel.config.layerCount { for head in 0..<scaledModel.config.kvHeadCount { for p in 0..<prefix.count {
+                let a = pivots.entry(layer: layer, kvHead: head, position: p).value, b = own.entry(layer: layer, kvHead: head, position: p).value
+                for i in 0..<scaledModel.config.headDim { valueError = max(valueError, abs(a[i] - b[i])); valueSize = max(valueSize, abs(b[i])) }
+            } } }
+            XCTAssertLessThan(valueError / valueSize, 1e-5, "\(scaling.name): IntactKV's converted values")
         }
     }
 

@@ -8,6 +8,8 @@ public struct ScaledModel {
     public let hessians: [String: InputHessian]
     /// One line per site kind: what the search chose and what it bought.
     public let summary: [String]
+    /// What attn_v's rows are now divided by (the source file's own scales included), for the metadata.
+    public let valueScales: ValueScales
 
     /// The whole model with the folded tensors in F32 and every other tensor as in the source: the
     /// float model the quantizer sees, which computes what the source computes.
@@ -17,7 +19,8 @@ public struct ScaledModel {
             let t = views[name] ?? source.tensors[name]!
             return .init(name: name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount))
         }
-        try withExtendedLifetime((source, views)) { try GGUFWriter.write(metadata: source.metadataEntries, tensors: list, to: path) }
+        let metadata = source.metadataEntries.filter { $0.key != ValueScales.metadataKey } + [valueScales.metadata]
+        try withExtendedLifetime((source, views)) { try GGUFWriter.write(metadata: metadata, tensors: list, to: path) }
     }
 }
 
@@ -29,6 +32,8 @@ extension ChannelScaling {
         let config = try ModelConfig(gguf: source)
         let store = FloatTensors(source: source)
         var current = hessians
+        // The source's own value scales (a file scaled before) compound with this run's.
+        var valueFactors = ValueScales(gguf: source, config: config)?.factors ?? [Float](repeating: 1, count: config.layerCount * config.kvWidth)
         var alphas: [String: [Double]] = [:], gains: [String: [Double]] = [:]
         var clipGains: [Double] = []
         var spreads: [String: [(before: Double, after: Double)]] = [:]
@@ -72,6 +77,9 @@ extension ChannelScaling {
                     spreads[kind, default: []].append((Self.spread(activations), Self.spread(zip(activations, scales).map { $0 / $1 })))
                 }
                 try fold(scales, at: site, into: store)
+                if case .rows(let weight, _) = site.producer, weight == ProjectionRole.value.tensorName(layer: layer) {
+                    for c in 0..<config.kvWidth { valueFactors[layer * config.kvWidth + c] *= scales[c] }
+                }
                 let scaledHessian = h.scaled(by: site.expand(scales))
                 for (name, known) in current where known === h { current[name] = scaledHessian }
             }
@@ -107,7 +115,8 @@ extension ChannelScaling {
         if !clipGains.isEmpty {
             summary.append(String(format: "awq clipping: block output error %.3f of unclipped (mean over tensors)", clipGains.reduce(0, +) / Double(clipGains.count)))
         }
-        return ScaledModel(tensors: store, hessians: current, summary: summary)
+        return ScaledModel(tensors: store, hessians: current, summary: summary,
+                           valueScales: ValueScales(layers: config.layerCount, kvWidth: config.kvWidth, factors: valueFactors))
     }
 
     /// Largest over median of per-channel activation maxima: how far the outlier channels stick out.
