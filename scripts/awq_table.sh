@@ -46,14 +46,14 @@ each() {  # calls $1 POINT METHOD FILE for every cell
     for c in $CELLS; do "$1" "${c%%:*}" "${c#*:}" "$(file "${c%%:*}" "${c#*:}")" < /dev/null; done
 }
 quantize() { [ -f "$3" ] || "$PIVOT" quantize -t "$THREADS" -m "$MODEL" -o "$3" $(args "$1" "$2") > "${3%.gguf}.log" 2>&1; }
-kld() { [ -f "${3%.gguf}.kld" ] || kld_row "$3" > "${3%.gguf}.kld"; }
+kld() { [ ! -f "$3" ] || [ -f "${3%.gguf}.kld" ] || kld_row "$3" > "${3%.gguf}.kld"; }
 hellaswag() {
-    [ -f "${3%.gguf}.hs" ] || "$PIVOT" eval hellaswag -t "$THREADS" -m "$3" --limit 500 2>&1 \
+    [ ! -f "$3" ] || [ -f "${3%.gguf}.hs" ] || "$PIVOT" eval hellaswag -t "$THREADS" -m "$3" --limit 500 2>&1 \
         | sed -n 's/.*acc_norm \([0-9.]*\) ± \([0-9.]*\).*/\1 ± \2/p' | tail -1 > "${3%.gguf}.hs"
 }
 llama() {  # standard files only: does llama.cpp load and run it?
     case $1 in Q2_G32|Q3_G64) return ;; esac
-    [ -n "$LLAMA" ] || return 0
+    [ -n "$LLAMA" ] && [ -f "$3" ] || return 0
     [ -f "${3%.gguf}.llama" ] || { "$LLAMA/llama-perplexity" -m "$3" -f "$TEXT" -c 512 --chunks 4 -t "$THREADS" 2>&1 \
         | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/PPL₄ \1/p' > "${3%.gguf}.llama"; }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """QLLM-Eval's weight-activation table for issue #26: W8A8, W4A8, W4A6, W4A4 of the default model with
 and without SmoothQuant (alpha 0.5 and the alpha with the lowest perplexity on each row), perplexity and
-three tasks, then the same rows with a KIVI-4 and KIVI-2 cache (perplexity).
+three tasks (arc-easy, piqa, winogrande, first 100 items each; perplexity over 20 windows of 512), then the
+same rows with a KIVI-4 and KIVI-2 cache (perplexity over 10 windows). The sweep: perplexity over 10 windows.
 
   scripts/smooth_table.py WORK_DIR [PHASES...]   phases: quantize sweep main kv (default: all)
 
@@ -101,8 +102,8 @@ def main_table(best):
     configurations = [{"name": "W16A16", "precision": "float", "bits": 16},
                       {"name": "W8A8-int8-path", "model": path("none", "Q8_0"), "precision": "int8", "bits": 8}]
     configurations += [configuration(r, k) for r, kinds in variants(best) for k in kinds]
-    matrix("wa-main", configurations, [{"task": "wikitext", "windows": 20}, {"task": "arc-easy", "limit": 200},
-                                       {"task": "piqa", "limit": 200}, {"task": "winogrande", "limit": 200}])
+    matrix("wa-main", configurations, [{"task": "wikitext", "windows": 20}, {"task": "arc-easy", "limit": 100},
+                                       {"task": "piqa", "limit": 100}, {"task": "winogrande", "limit": 100}])
 
 
 def kv_table(best):
@@ -111,7 +112,7 @@ def kv_table(best):
         for k in kinds:
             for kv in (4, 2):
                 configurations.append(configuration(r, k, {"name": f"{r[0]}-{k}-KV{kv}", "kv_type": "kivi", "kv_bits": kv}))
-    matrix("wa-kv", configurations, [{"task": "wikitext", "windows": 20}])
+    matrix("wa-kv", configurations, [{"task": "wikitext", "windows": 10}])
 
 
 if __name__ == "__main__":
