@@ -3,7 +3,7 @@
 # Pivot's group-wise 3.0 / 3.5-bit points (Q2_G32, Q3_G64), RTN, imatrix, AWQ, GPTQ, AWQ+GPTQ, MQ and
 # AWQ+MQ files of the default model; PPL and KLD against the base (its dequantized Q4_1 weights,
 # float activations; wikitext-2 test, ctx 512, 40 windows), hellaswag@500, and whether llama.cpp loads
-# each standard file (llama-perplexity over 4 windows).
+# each standard file (llama-perplexity over 2 windows).
 #
 #   scripts/awq_table.sh WORK_DIR [LLAMA_BIN_DIR] [PHASES...]  (phases: quantize kld hellaswag llama table)
 #
@@ -56,18 +56,19 @@ hellaswag() {
 llama() {  # standard files only: does llama.cpp load and run it?
     case $1 in Q2_G32|Q3_G64) return ;; esac
     [ -n "$LLAMA" ] && [ -f "$3" ] || return 0
-    [ -s "${3%.gguf}.llama" ] || { "$LLAMA/llama-perplexity" -m "$3" -f "$TEXT" -c 512 --chunks 4 -t "$THREADS" 2>&1 \
-        | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/PPL₄ \1/p' > "${3%.gguf}.llama"; }
+    [ -s "${3%.gguf}.llama" ] || { "$LLAMA/llama-perplexity" -m "$3" -f "$TEXT" -c 512 --chunks 2 -t "$THREADS" 2>&1 \
+        | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' > "${3%.gguf}.llama"; }
 }
 cell() { [ -s "$1" ] && sed 's/|/ | /g' "$1" || echo "$2"; }
 row() {
+    if [ ! -f "$3" ]; then printf '| %s | %s | not made in this sitting | | | | | | | |\n' "$1" "$2" >> awq-table.md; return; fi
     bits=$($BITS "$3")
     case $1 in Q2_G32|Q3_G64) loads="Pivot only (group-wise type)" ;; *) loads=$(cell "${3%.gguf}.llama" "") ;; esac
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$(mib "$3")" "${bits% *}" "$(cell "${3%.gguf}.kld" '| | |')" \
         "$(cell "${3%.gguf}.hs" '')" "$loads" >> awq-table.md
 }
 table() {
-    echo "| point | method | MiB | bits/proj weight | PPL | mean KLD | 99% KLD | same top-1 | hellaswag@500 acc_norm | llama.cpp (4 windows) |" > awq-table.md
+    echo "| point | method | MiB | bits/proj weight | PPL | mean KLD | 99% KLD | same top-1 | hellaswag@500 acc_norm | llama.cpp PPL (2 windows) |" > awq-table.md
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |" >> awq-table.md
     each row
     cat awq-table.md
