@@ -25,7 +25,7 @@ public enum CalibrationCache {
     public static func key(model: String, calibration: String, chunks: Int, chunkLength: Int) -> String {
         func describe(_ path: String) -> String {
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
-            return "\((path as NSString).lastPathComponent):\(size ?? -1)"
+            return "\((path as NSString).lastPathComponent):\(size)"
         }
         return "model=\(describe(model)) calib=\(describe(calibration)) chunks=\(chunks)x\(chunkLength)"
     }
