@@ -85,11 +85,7 @@ struct Intact: ParsableCommand {
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
         var computed = try IntactPrefix.compute(full: full, tokens: tokens, text: text, pool: pool)
         // An AWQ / SmoothQuant file holds V / s: the full model's values are brought into its space.
-        if let conversion = ValueScales.conversion(from: ValueScales.read(path: fullPath), to: ValueScales.read(path: quantizedPath)) {
-            for (layer, factors) in conversion.enumerated() {
-                for i in computed.values[layer].indices { computed.values[layer][i] *= factors[i % factors.count] }
-            }
-        }
+        computed.convertValues(from: ValueScales.read(path: fullPath), to: ValueScales.read(path: quantizedPath))
         if calibrate, let data {
             let gguf = try GGUFFile(path: quantizedPath)
             let windows = TrainingWindows(tokens: quantized.tokenizer.encode(try readTextFile(data), addBOS: false), length: length)

@@ -62,15 +62,8 @@ struct Quantize: ParsableCommand {
     func job() throws -> QuantizeJob {
         let calibrated = calibrationFlags.imatrix != nil || calibrationFlags.calib != nil
         var parsed: (method: QuantizeMethod, scaling: ChannelScaling?) = (.default(calibrated: calibrated), nil)
-        if let method {
-            guard let known = ChannelScaling.parseMethod(method, alpha: alpha ?? 0.5) else {
-                throw PivotError.invalidArgument("unknown --method '\(method)' (known: \(ChannelScaling.methodNames.joined(separator: ", ")))")
-            }
-            parsed = known
-        }
-        if alpha != nil, case .smooth = parsed.scaling {} else if alpha != nil {
-            throw PivotError.invalidArgument("--alpha applies to --method smooth (SmoothQuant) only; AWQ searches its α")
-        }
+        if let method { parsed = try ChannelScaling.resolveMethod(method, alpha: alpha, methodOption: "--method", alphaOption: "--alpha") }
+        else if alpha != nil { throw PivotError.invalidArgument("--alpha applies to --method smooth (SmoothQuant) only; AWQ searches its α") }
         var job = QuantizeJob(input: input ?? "", output: output, fileType: type, method: parsed.method)
         job.scaling = parsed.scaling
         job.importanceFile = calibrationFlags.imatrix

@@ -22,6 +22,9 @@ public final class InputHessian {
     /// Whether the activation statistics were collected with the sums.
     public var hasActivationStatistics: Bool { absoluteSums.count == columns && absoluteMaxima.count == columns }
 
+    /// E[x²] per column: the diagonal of E[x·xᵀ] (the importance the quantizers weigh errors with).
+    var meanSquares: [Float] { (0..<columns).map { sums.pointer[$0 * columns + $0] / Float(max(tokens, 1)) } }
+
     /// Mean |x| per column (AWQ's activation scale).
     public var meanAbsolute: [Float] { absoluteSums.map { Float($0 / Double(max(tokens, 1))) } }
 

@@ -32,9 +32,8 @@ public struct QuantizeSpec: Codable, Sendable, Equatable {
             throw PivotError.invalidArgument("quantize: unknown type '\(type)' (known: \(QuantizeFileType.all.map(\.name).joined(separator: ", ")))")
         }
         let methodName = method ?? "imatrix"
-        guard let (rounding, scaling) = ChannelScaling.parseMethod(methodName, alpha: alpha ?? 0.5) else {
-            throw PivotError.invalidArgument("quantize: unknown method '\(methodName)' (known: \(ChannelScaling.methodNames.joined(separator: ", ")))")
-        }
+        let (rounding, scaling) = try ChannelScaling.resolveMethod(methodName, alpha: alpha, methodOption: "quantize method",
+                                                                   alphaOption: "quantize alpha")
         var job = QuantizeJob(input: model, output: output, fileType: fileType, method: rounding)
         job.scaling = scaling
         job.bitsPerWeight = bpw
@@ -49,11 +48,7 @@ public struct QuantizeSpec: Codable, Sendable, Equatable {
     }
 
     public func validate() throws {
-        let job = try job(model: "", output: "")
-        if alpha != nil, case .smooth = job.scaling {} else if alpha != nil {
-            throw PivotError.invalidArgument("quantize: alpha applies to method smooth (SmoothQuant) only")
-        }
-        try job.validate()
+        try job(model: "", output: "").validate()
     }
 
     /// The quantized file for `model`, made first when it is not in the cache folder.

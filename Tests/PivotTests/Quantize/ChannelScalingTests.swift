@@ -21,6 +21,13 @@ final class ChannelScalingTests: XCTestCase {
         return (folder, path)
     }
 
+    /// A calibration text of one sentence repeated 40 times, written into `folder`.
+    func calibrationText(in folder: URL, repeating sentence: String) throws -> String {
+        let path = folder.appendingPathComponent("calibration.txt").path
+        try String(repeating: sentence, count: 40).write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     func logits(_ model: LoadedModel, _ tokens: [Int], pool: ThreadPool) -> [Float] {
         let state = ForwardState(config: model.config, maxTokens: tokens.count, allLogits: true, execution: Execution(pool: pool, precision: .float))
         let out = model.transformer.forward(tokens, cache: model.makeCache(capacity: tokens.count, maxBatch: tokens.count), state: state, logits: .all)
@@ -121,9 +128,7 @@ final class ChannelScalingTests: XCTestCase {
     func testScaledFilesStayStandardAndRun() throws {
         let (folder, path) = try tinyModel()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let text = folder.appendingPathComponent("calibration.txt").path
-        try String(repeating: "The quick brown fox jumps over the lazy dog while the model counts its tokens. ", count: 40)
-            .write(toFile: text, atomically: true, encoding: .utf8)
+        let text = try calibrationText(in: folder, repeating: "The quick brown fox jumps over the lazy dog while the model counts its tokens. ")
         let pool = ThreadPool(threads: 2)
         func quantize(_ method: String) throws -> GGUFFile {
             let (rounding, scaling) = try XCTUnwrap(ChannelScaling.parseMethod(method))
@@ -160,9 +165,7 @@ final class ChannelScalingTests: XCTestCase {
     func testMatrixConfigurationNamesAMethod() throws {
         let (folder, path) = try tinyModel()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let text = folder.appendingPathComponent("calibration.txt").path
-        try String(repeating: "Channels move between the norm and the weights without changing a single output. ", count: 40)
-            .write(toFile: text, atomically: true, encoding: .utf8)
+        let text = try calibrationText(in: folder, repeating: "Channels move between the norm and the weights without changing a single output. ")
         let previous = ProcessInfo.processInfo.environment["PIVOT_CACHE"]
         setenv("PIVOT_CACHE", folder.appendingPathComponent("cache").path, 1)
         defer { if let previous { setenv("PIVOT_CACHE", previous, 1) } else { unsetenv("PIVOT_CACHE") } }

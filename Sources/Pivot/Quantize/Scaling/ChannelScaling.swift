@@ -36,6 +36,20 @@ public enum ChannelScaling: Sendable, Equatable {
         }
     }
 
+    /// `parseMethod` for a user's input: an unknown method, or an α given to anything but SmoothQuant, is one
+    /// clear error naming the option (`methodOption`, `alphaOption`: "--method" on the command line,
+    /// "method" in a matrix spec).
+    public static func resolveMethod(_ text: String, alpha: Double?, methodOption: String, alphaOption: String) throws
+        -> (method: QuantizeMethod, scaling: ChannelScaling?) {
+        guard let parsed = parseMethod(text, alpha: alpha ?? 0.5) else {
+            throw PivotError.invalidArgument("unknown \(methodOption) '\(text)' (known: \(methodNames.joined(separator: ", ")))")
+        }
+        if alpha != nil, case .smooth = parsed.scaling {} else if alpha != nil {
+            throw PivotError.invalidArgument("\(alphaOption) applies to \(methodOption) smooth (SmoothQuant) only; AWQ searches its α")
+        }
+        return parsed
+    }
+
     /// Every value `--method` takes.
     public static let methodNames = QuantizeMethod.allCases.map(\.rawValue) + ["awq", "awq+gptq", "awq+mq", "smooth", "smooth+gptq", "smooth+mq"]
 }

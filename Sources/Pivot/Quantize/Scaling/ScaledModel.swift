@@ -47,8 +47,7 @@ extension ChannelScaling {
                 let kind = site.consumers.map { TensorName($0).role!.rawValue }.joined(separator: "/")
                 switch self {
                 case .awq:
-                    let mean = h.meanMatrix()
-                    let importance = (0..<h.columns).map { mean[$0 * h.columns + $0] }
+                    let mean = h.meanMatrix(), importance = h.meanSquares
                     let consumers = try site.consumers.map { name -> AWQSearch.Consumer in
                         guard let format = formats[name] else { throw PivotError.invalidArgument("\(self.name): '\(name)' is not quantized to a block type") }
                         let t = try store.tensor(name)
@@ -85,8 +84,7 @@ extension ChannelScaling {
             }
             if case .awq(clip: true) = self {
                 for site in sites {
-                    let h = current[site.input]!, mean = h.meanMatrix()
-                    let importance = (0..<h.columns).map { mean[$0 * h.columns + $0] }
+                    let h = current[site.input]!, mean = h.meanMatrix(), importance = h.meanSquares
                     for name in site.clippable {
                         guard let format = formats[name] else { continue }
                         let t = try store.tensor(name)
@@ -100,20 +98,18 @@ extension ChannelScaling {
             }
             progress(layer + 1, config.layerCount)
         }
+        func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
         var summary = alphas.keys.sorted().map { kind -> String in
-            let a = alphas[kind]!
-            var line = String(format: "%@ %@: α mean %.2f (min %.2f, max %.2f)", name, kind, a.reduce(0, +) / Double(a.count), a.min()!, a.max()!)
-            if let g = gains[kind] {
-                line += String(format: ", output error %.3f of unscaled (mean over layers)", g.reduce(0, +) / Double(g.count))
-            }
             if let s = spreads[kind] {
-                line = String(format: "%@ %@: largest channel max|x| / median %.1f → %.1f (mean over layers)", name, kind,
-                              s.map(\.before).reduce(0, +) / Double(s.count), s.map(\.after).reduce(0, +) / Double(s.count))
+                return String(format: "%@ %@: largest channel max|x| / median %.1f → %.1f (mean over layers)", name, kind,
+                              mean(s.map(\.before)), mean(s.map(\.after)))
             }
-            return line
+            let a = alphas[kind]!
+            return String(format: "%@ %@: α mean %.2f (min %.2f, max %.2f), output error %.3f of unscaled (mean over layers)",
+                          name, kind, mean(a), a.min()!, a.max()!, mean(gains[kind] ?? [1]))
         }
         if !clipGains.isEmpty {
-            summary.append(String(format: "awq clipping: block output error %.3f of unclipped (mean over tensors)", clipGains.reduce(0, +) / Double(clipGains.count)))
+            summary.append(String(format: "awq clipping: block output error %.3f of unclipped (mean over tensors)", mean(clipGains)))
         }
         return ScaledModel(tensors: store, hessians: current, summary: summary,
                            valueScales: ValueScales(layers: config.layerCount, kvWidth: config.kvWidth, factors: valueFactors))

@@ -45,3 +45,14 @@ public struct ValueScales: Sendable, Equatable {
         }
     }
 }
+
+extension IntactPrefix {
+    /// The values, computed by a model with `source` scales, brought into the space of a model with `target`
+    /// scales (an AWQ / SmoothQuant file holds V / s).
+    public mutating func convertValues(from source: ValueScales?, to target: ValueScales?) {
+        guard let conversion = ValueScales.conversion(from: source, to: target) else { return }
+        for (layer, factors) in conversion.enumerated() {
+            for i in values[layer].indices { values[layer][i] *= factors[i % factors.count] }
+        }
+    }
+}
