@@ -51,6 +51,9 @@ struct Inspect: ParsableCommand {
             print("intact prefix:   \(p.tokens.count) token(s) \(p.text.debugDescription) from \(p.source), \(p.calibrated ? "calibrated" : "not calibrated"); "
                   + "Pivot only (llama.cpp refuses its tensors)")
         }
+        if let gguf = try? GGUFFile(path: loaded.path), let record = PruningRecord(gguf: gguf) {
+            for line in record.lines(config: c) { print("pruned " + line) }
+        }
         print("stop tokens:     \(t.stopTokens.sorted().map { "\($0) \(t.tokens[$0].debugDescription)" }.joined(separator: ", "))")
         let g = loaded.generationDefaults
         if g != GenerationDefaults() {

@@ -10,7 +10,7 @@ public struct PivotCommand: AsyncParsableCommand {
         abstract: "Run, compress and evaluate Llama-family language models on the CPU.",
         version: version,
         subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Intact.self, Convert.self, Imatrix.self,
-                      Serve.self, Bench.self, Inspect.self, Tokenize.self, Train.self, Distill.self])
+                      Serve.self, Bench.self, Inspect.self, Tokenize.self, Train.self, Distill.self, Prune.self])
 
     static var verbs: [String] { configuration.subcommands.map { $0._commandName } }
 

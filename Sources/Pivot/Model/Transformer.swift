@@ -58,6 +58,10 @@ public final class Transformer {
     public let finalNorm: FloatBuffer
     public var output: LinearOperator
     let rope: RoPETable
+    /// Sees the residual stream entering block `index` (and, with index `layers.count`, leaving the
+    /// last one) on every pass: how analyses such as pruning's block influence read hidden states.
+    /// Nil in ordinary runs.
+    public var residualObserver: ((_ index: Int, _ hidden: Matrix) -> Void)?
 
     public init(config: ModelConfig, embedding: Embedding, layers: [DecoderLayer], finalNorm: FloatBuffer, output: LinearOperator) {
         self.config = config
@@ -157,6 +161,7 @@ public final class Transformer {
         for t in 0..<count { embedding.lookup(tokens[t], into: x.row(t)) }
 
         for (index, layer) in layers.enumerated() {
+            residualObserver?(index, x)
             normalize(x, weight: layer.attentionNorm, into: normed)
             groups[index].attention.forward(normed, into: (q, k, v), context: context)
             if let queryNorm = layer.queryNorm, let keyNorm = layer.keyNorm {
@@ -182,6 +187,7 @@ public final class Transformer {
             layer.down.forward(gate, into: normed, context: context)
             addInPlace(x, normed)
         }
+        residualObserver?(layers.count, x)
         for s in sequences { s.cache.advance(by: s.count) }
 
         let finalInput = state.normed.matrix(rows: outRows, columns: c.hiddenSize)
