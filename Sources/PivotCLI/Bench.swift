@@ -22,6 +22,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup(title: "Model") var model: ModelOptions
     @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+    @OptionGroup(title: "Output shortlist") var shortlist: ShortlistOptions
     var precision: ActivationPrecision { model.precision }
 
     func validate() throws {
@@ -34,7 +35,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv)
+        let configuration = try model.configuration(kv: kv, shortlist: shortlist)
         let loaded = try model.load(configuration, pool: pool)
         let c = loaded.config
         let capacity = depth + max(promptTokens, generatedTokens) + 1
@@ -85,6 +86,7 @@ struct Bench: ParsableCommand {
         }
         print(String(format: "\npeak RSS: %.1f MiB", peakResidentMiB()))
         print(loaded.kvCache.spec.memorySummary(shape: AttentionShape(c), tokens: capacity))
+        if let line = loaded.shortlist?.summary { print(line) }
     }
 
     /// One warm-up, then `repetitions` timed runs; returns tokens/s of each.

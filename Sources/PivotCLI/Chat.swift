@@ -34,11 +34,12 @@ struct Chat: ParsableCommand {
     @OptionGroup(title: "Sampling") var sampling: SamplingOptions
     @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
     @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+    @OptionGroup(title: "Output shortlist") var shortlist: ShortlistOptions
 
     func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting)
+        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting, shortlist: shortlist)
         var sampler = sampling.makeSampler(defaults: loaded.generationDefaults)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var cached: [Int] = []

@@ -20,11 +20,12 @@ struct Generate: ParsableCommand {
     @OptionGroup(title: "Sampling") var sampling: SamplingOptions
     @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
     @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+    @OptionGroup(title: "Output shortlist") var shortlist: ShortlistOptions
 
     func validate() throws { try checkRange("-n", tokens, 1...Int.max) }
 
     func run() throws {
-        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting)
+        let (loaded, generator) = try model.startGenerating(context: context, kv: kv, drafting: drafting, shortlist: shortlist)
         let ids = loaded.tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard ids.count < generator.cache.capacity else {
@@ -45,6 +46,7 @@ struct Generate: ParsableCommand {
             writeErr(String(format: "\nprompt: %d tokens, %.1f t/s | generated: %d tokens, %.1f t/s\n",
                             stats.promptTokens, stats.promptTokensPerSecond, stats.generatedTokens, stats.decodeTokensPerSecond))
             if let line = drafting.summary(stats) { writeErr(line + "\n") }
+            if let line = loaded.shortlist?.summary { writeErr(line + "\n") }
             writeErr(loaded.kvCache.spec.memorySummary(shape: AttentionShape(loaded.config), tokens: generator.cache.capacity) + "\n")
         }
     }

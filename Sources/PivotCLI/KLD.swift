@@ -35,6 +35,12 @@ struct KLD: ParsableCommand {
     @OptionGroup(title: "KV cache compression (compared model)") var kv: KVCacheOptions
     @OptionGroup(title: "Prefix (run before every window on both sides, not scored)") var prefix: PrefixOptions
 
+    @Option(help: "Measure lossy output shortlists of these sizes against -m's own full head instead (e.g. 4096,8192,16384): KL(shortlist ‖ full) = −log P(set), same top-1 and how often the text's next token is outside the set; candidates as `--shortlist` picks them, plus the window's tokens so far.")
+    var shortlistSizes: String?
+
+    @Option(help: "With --shortlist-sizes: the text whose token frequencies pick the shortlist (default: calibration.txt of the shared data).")
+    var shortlistCorpus: String?
+
     @Option(help: "Run only the base and store its top-K log-probabilities per token in this file (for models too large to hold twice).")
     var saveBase: String?
 
@@ -71,6 +77,7 @@ struct KLD: ParsableCommand {
     func run() throws {
         let text = try self.text.text()
         let pool = model.makePool()
+        if let shortlistSizes { return try scoreShortlists(shortlistSizes, text: text, pool: pool) }
         if let saveBase { return try writeBase(text: text, to: saveBase, pool: pool) }
         if let baseFile { return try scoreAgainstFile(text: text, file: baseFile, pool: pool) }
         let testConfiguration = try model.configuration(name: "test", kv: kv, actBits: actBits, prefix: prefix)
@@ -147,5 +154,24 @@ struct KLD: ParsableCommand {
         print(String(format: "90.0%%   KLD: %10.6f", r.p90KLD))
         print(String(format: "Median  KLD: %10.6f", r.medianKLD))
         print(String(format: "Same top p: %6.3f ± %.3f %%", r.sameTop1 * 100, r.sameTop1Stderr * 100))
+    }
+
+    /// `--shortlist-sizes`: each lossy shortlist against the model's full head.
+    func scoreShortlists(_ list: String, text: String, pool: ThreadPool) throws {
+        let sizes = list.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--shortlist-sizes \(list): expected sizes such as 4096,8192") }
+        let corpus = try ShortlistOptions.corpus(shortlistCorpus)
+        let configuration = try model.configuration(kv: kv)
+        let loaded = try model.load(configuration, pool: pool)
+        let tokens = loaded.tokenizer.encode(text)
+        print("| shortlist | candidates at start | tokens | KL(shortlist ‖ full) | P(outside) | same top-1 | next token outside |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for size in sizes {
+            let initial = try OutputShortlist.Settings(size: size, corpus: corpus, exact: false).initialCandidates(for: loaded)
+            let q = ShortlistQuality.measure(model: loaded, initial: initial, size: size, tokens: tokens, window: windowLength, windows: chunks,
+                                             execution: configuration.execution(pool: pool))
+            print(String(format: "| %d | %d | %d | %.5f | %.5f | %.3f %% | %.3f %% |", size, q.candidates, q.tokens, q.meanKLD, q.meanMassOutside,
+                         100 * q.sameTop1, 100 * q.targetOutside))
+        }
     }
 }

@@ -24,11 +24,13 @@ struct ModelOptions: ParsableArguments {
 
     /// The run these flags describe, with the verb's other run settings.
     func configuration(name: String? = nil, kv: KVCacheOptions? = nil, actBits: Int? = nil, draft: DraftOptions? = nil,
-                       prefix: PrefixOptions? = nil) throws -> RunConfiguration {
+                       prefix: PrefixOptions? = nil, shortlist: ShortlistOptions? = nil) throws -> RunConfiguration {
         let path = try resolvedPath()
-        return RunConfiguration(name: name ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension, model: path,
+        var configuration = RunConfiguration(name: name ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension, model: path,
                                 quantizeOnLoad: quantizeOnLoad, precision: precision, actBits: actBits,
                                 kvCache: try kv?.spec() ?? .f32, draft: draft?.settings, prefix: prefix?.text)
+        configuration.shortlist = try shortlist?.settings
+        return configuration
     }
 
     func resolvedPath() throws -> String {
@@ -50,9 +52,9 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> LoadedModel { try LoadedModel.load(path: try resolvedPath(), quantizeOnLoad: quantizeOnLoad) }
 
     /// For the verbs that generate: one pool, one run configuration, the model loaded once, its generator.
-    func startGenerating(context: ContextOption, kv: KVCacheOptions, drafting: DraftOptions) throws -> (LoadedModel, Generator) {
+    func startGenerating(context: ContextOption, kv: KVCacheOptions, drafting: DraftOptions, shortlist: ShortlistOptions) throws -> (LoadedModel, Generator) {
         let pool = makePool()
-        let configuration = try configuration(kv: kv, draft: drafting)
+        let configuration = try configuration(kv: kv, draft: drafting, shortlist: shortlist)
         let loaded = try load(configuration, pool: pool)
         return (loaded, Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context.cacheSize(for: loaded)))
     }
@@ -288,4 +290,38 @@ func writeOut(_ s: String) {
 
 func writeErr(_ s: String) {
     FileHandle.standardError.write(s.data(using: .utf8)!)
+}
+
+/// `--shortlist N`: the output head computes logits for a candidate set only (see `OutputShortlist`).
+struct ShortlistOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Output shortlist: logits only for the N most frequent tokens of --shortlist-corpus, the special tokens and each prompt's tokens. Greedy output stays identical: tokens outside the set that could win are computed (the exact check; `generate` prints how often it did).")
+    var shortlist: Int?
+
+    @Option(help: "Text whose token frequencies pick the shortlist (default: calibration.txt of the shared data, when found).")
+    var shortlistCorpus: String?
+
+    @Flag(help: "Shortlist without the exact check: faster, and greedy output may differ when a token outside the set would have won.")
+    var shortlistLossy = false
+
+    func validate() throws {
+        if let shortlist { try checkRange("--shortlist", shortlist, 1...1 << 22) }
+        if shortlistLossy && shortlist == nil { throw ValidationError("--shortlist-lossy needs --shortlist N") }
+        if let shortlistCorpus, !FileManager.default.fileExists(atPath: shortlistCorpus) { throw ValidationError("--shortlist-corpus \(shortlistCorpus): no such file") }
+    }
+
+    var settings: OutputShortlist.Settings? {
+        get throws {
+            guard let shortlist else { return nil }
+            return OutputShortlist.Settings(size: shortlist, corpus: try Self.corpus(shortlistCorpus), exact: !shortlistLossy)
+        }
+    }
+
+    /// The given corpus, or the shared calibration text beside the checkout.
+    static func corpus(_ given: String?) throws -> String {
+        let guesses = ["../shared/data/calibration.txt", "shared/data/calibration.txt"]
+        guard let corpus = given ?? guesses.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw ValidationError("--shortlist: give --shortlist-corpus (no calibration.txt found beside the checkout)")
+        }
+        return corpus
+    }
 }

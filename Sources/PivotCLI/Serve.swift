@@ -57,6 +57,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Context (per slot)") var contextOption: ContextOption
     @OptionGroup(title: "Drafting (faster, same output)") var drafting: DraftOptions
     @OptionGroup(title: "KV cache compression") var kv: KVCacheOptions
+    @OptionGroup(title: "Output shortlist") var shortlist: ShortlistOptions
 
     func validate() throws {
         try checkRange("--parallel", parallel, 1...64)
@@ -76,7 +77,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv.defaulting(to: .f16), draft: drafting)
+        let configuration = try model.configuration(kv: kv.defaulting(to: .f16), draft: drafting, shortlist: shortlist)
         let loaded = try model.load(configuration, pool: pool)
         let context = contextOption.cacheSize(for: loaded)
         let generators = (0..<parallel).map { _ in Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context) }

@@ -78,6 +78,7 @@ public final class Generator {
         let vocabulary = model.config.vocabularySize
         guard !prompt.isEmpty else { return .maxTokens }
         if cache.length + prompt.count >= cache.capacity { return .contextFull }
+        model.shortlist?.include(prompt)
         var start = DispatchTime.now().uptimeNanoseconds
         let logits = transformer.forward(prompt, cache: cache, state: state, logits: .last)
         stats.promptTokens += prompt.count

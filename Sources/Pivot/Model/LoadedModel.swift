@@ -48,6 +48,9 @@ public final class LoadedModel {
     /// takes its keys/values for a sequence that starts with its tokens (see `KVCacheSpec.prepare`).
     public internal(set) var intactPrefix: IntactPrefix?
 
+    /// The output shortlist the head runs through (`RunConfiguration.shortlist`), told each prompt's tokens.
+    public var shortlist: OutputShortlist?
+
     /// The KV cache every run of this model uses, prepared by `RunConfiguration.load` (F32 unless set, with
     /// the file's intact prefix if it has one).
     public var kvCache = PreparedKVCache.f32

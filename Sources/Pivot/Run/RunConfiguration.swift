@@ -23,6 +23,8 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var prefix: PrefixText?
     /// Run the file a quantization method makes from `model` (made once, kept in the cache folder).
     public var quantize: QuantizeSpec?
+    /// The output shortlist for the verbs that generate (nil: the full head).
+    public var shortlist: OutputShortlist.Settings?
 
     public init(name: String, model: String? = nil, quantizeOnLoad: BlockFormat? = nil, precision: ActivationPrecision = .int8,
                 actBits: Int? = nil, bits: Double? = nil, kvCache: KVCacheSpec = .f32, draft: DraftSettings? = nil, prefix: PrefixText? = nil, quantize: QuantizeSpec? = nil) {
@@ -30,7 +32,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         self.bits = bits; self.kvCache = kvCache; self.draft = draft; self.prefix = prefix; self.quantize = quantize
     }
 
-    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft, prefix, quantize }
+    enum CodingKeys: String, CodingKey { case name, model, quantizeOnLoad = "quantize_on_load", precision, actBits = "act_bits", bits, draft, prefix, quantize, shortlist }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -43,6 +45,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         try c.encodeIfPresent(draft, forKey: .draft)
         try c.encodeIfPresent(prefix, forKey: .prefix)
         try c.encodeIfPresent(quantize, forKey: .quantize)
+        try c.encodeIfPresent(shortlist, forKey: .shortlist)
         if kvCache != .f32 { try kvCache.encode(to: encoder) }
     }
 
@@ -62,6 +65,7 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         draft = try c.decodeIfPresent(DraftSettings.self, forKey: .draft)
         prefix = try c.decodeIfPresent(PrefixText.self, forKey: .prefix)
         quantize = try c.decodeIfPresent(QuantizeSpec.self, forKey: .quantize)
+        shortlist = try c.decodeIfPresent(OutputShortlist.Settings.self, forKey: .shortlist)
         do { kvCache = try KVCacheSpec(from: decoder) } catch PivotError.invalidArgument(let message) {
             throw PivotError.invalidArgument("configuration '\(name)': \(message)")
         }
@@ -94,6 +98,11 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         let loaded = try LoadedModel.load(path: path, quantizeOnLoad: quantizeOnLoad)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
         loaded.kvCache = try kvCache.prepare(for: loaded, pool: pool, log: log, progress: progress)
+        if let shortlist {
+            let head = try shortlist.make(for: loaded, pool: pool)
+            loaded.transformer.output = head
+            loaded.shortlist = head
+        }
         return loaded
     }
 
