@@ -99,6 +99,10 @@ struct Prune: ParsableCommand {
 
     func run() throws {
         let inputPath = try model.resolvedPath()
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: inputPath, isDirectory: &isFolder), isFolder.boolValue {
+            throw ValidationError("-m \(inputPath): pivot prune rewrites GGUF files; convert the folder first (`pivot convert`)")
+        }
         let pool = model.makePool()
         let execution = Execution(pool: pool, precision: model.precision)
         let started = Date()
