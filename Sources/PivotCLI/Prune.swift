@@ -118,7 +118,7 @@ struct Prune: ParsableCommand {
             var dropped = try droppedList() ?? []
             if let count = layers {
                 guard count < loaded.config.layerCount else { throw ValidationError("--layers \(count): the model has \(loaded.config.layerCount) blocks") }
-                let bar = ProgressBar(total: loaded.config.layerCount + 1, label: "block scores")
+                let bar = ProgressBar(total: min(scoreChunks, tokens.count / calibContext) * (loaded.config.layerCount + 1), label: "block scores")
                 let importance = try LayerImportance.measure(model: loaded, tokens: tokens, length: calibContext, windows: scoreChunks,
                                                              execution: execution) { done, _ in bar.update(done) }
                 bar.finish()

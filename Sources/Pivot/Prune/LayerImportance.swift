@@ -20,7 +20,7 @@ public struct LayerImportance: Sendable {
     }
 
     /// Scores `model` over `windows` windows of `length` tokens of `tokens`; `progress(done, total)`
-    /// counts one whole pass plus one pass per block.
+    /// counts passes (per window: the whole model, then one per block).
     public static func measure(model: LoadedModel, tokens: [Int], length: Int, windows: Int, execution: Execution,
                                progress: (Int, Int) -> Void = { _, _ in }) throws -> LayerImportance {
         let available = min(windows, tokens.count / length)
@@ -31,48 +31,41 @@ public struct LayerImportance: Sendable {
         let state = ForwardState(config: model.config, maxTokens: length, allLogits: true, execution: execution)
         let cache = model.makeCache(capacity: length, maxBatch: length)
         let chunks = (0..<available).map { Array(tokens[($0 * length)..<(($0 + 1) * length)]) }
-        let total = 1 + layerCount
+        let total = chunks.count * (1 + layerCount)
 
-        // The whole model: base log-probabilities and the cosine of each block's input and output.
-        var baseLogProbabilities = [[Float]]()
+        // Window by window (one window's base log-probabilities held at a time): the whole model, with the
+        // cosine of each block's input and output, then each block dropped alone.
         var cosineSums = [Double](repeating: 0, count: layerCount), counted = 0
+        var dropSums = [Double](repeating: 0, count: layerCount)
         let previous = FloatBuffer(count: length * model.config.hiddenSize)
-        transformer.residualObserver = { index, hidden in
-            if index > 0 {
-                for t in 0..<hidden.rows {
-                    cosineSums[index - 1] += cosine(previous.pointer + t * hidden.columns, hidden.row(t), count: hidden.columns)
-                }
-            }
-            for t in 0..<hidden.rows { (previous.pointer + t * hidden.columns).update(from: hidden.row(t), count: hidden.columns) }
-        }
-        defer { transformer.residualObserver = nil }
-        for chunk in chunks {
-            cache.truncate(to: 0)
-            let logits = transformer.forward(chunk, cache: cache, state: state, logits: .all)
-            baseLogProbabilities.append(logSoftmaxRows(logits, vocabulary: vocabulary))
-            counted += chunk.count
-        }
-        transformer.residualObserver = nil
-        progress(1, total)
-        let influence = cosineSums.map { 1 - $0 / Double(counted) }
-
-        // Each block dropped alone.
         let original = transformer.layers
-        defer { transformer.layers = original }
-        var dropKLD = [Double](repeating: 0, count: layerCount)
-        for skipped in 0..<layerCount {
-            var kept = original
-            kept.remove(at: skipped)
-            transformer.layers = kept
-            var sum = 0.0
-            for (c, chunk) in chunks.enumerated() {
-                cache.truncate(to: 0)
-                let logits = transformer.forward(chunk, cache: cache, state: state, logits: .all)
-                sum += meanKLD(base: baseLogProbabilities[c], logits: logits, vocabulary: vocabulary)
+        defer { transformer.layers = original; transformer.residualObserver = nil }
+        for (c, chunk) in chunks.enumerated() {
+            transformer.layers = original
+            transformer.residualObserver = { index, hidden in
+                if index > 0 {
+                    for t in 0..<hidden.rows {
+                        cosineSums[index - 1] += cosine(previous.pointer + t * hidden.columns, hidden.row(t), count: hidden.columns)
+                    }
+                }
+                for t in 0..<hidden.rows { (previous.pointer + t * hidden.columns).update(from: hidden.row(t), count: hidden.columns) }
             }
-            dropKLD[skipped] = sum / Double(chunks.count)
-            progress(2 + skipped, total)
+            cache.truncate(to: 0)
+            let base = logSoftmaxRows(transformer.forward(chunk, cache: cache, state: state, logits: .all), vocabulary: vocabulary)
+            transformer.residualObserver = nil
+            counted += chunk.count
+            progress(c * (1 + layerCount) + 1, total)
+            for skipped in 0..<layerCount {
+                var kept = original
+                kept.remove(at: skipped)
+                transformer.layers = kept
+                cache.truncate(to: 0)
+                dropSums[skipped] += meanKLD(base: base, logits: transformer.forward(chunk, cache: cache, state: state, logits: .all), vocabulary: vocabulary)
+                progress(c * (1 + layerCount) + 2 + skipped, total)
+            }
         }
+        let influence = cosineSums.map { 1 - $0 / Double(counted) }
+        let dropKLD = dropSums.map { $0 / Double(chunks.count) }
         return LayerImportance(influence: influence, dropKLD: dropKLD)
     }
 

@@ -145,3 +145,40 @@ final class PruningTests: XCTestCase {
         return (0..<tokens.count).flatMap { t in (0..<model.config.vocabularySize).map { out.row(t)[$0] } }
     }
 }
+
+/// Block scores against a direct computation on a tiny model.
+final class LayerImportanceTests: XCTestCase {
+    func testDropAloneKLDAndInfluenceMatchADirectComputation() throws {
+        var tiny = TinyModel()
+        tiny.layers = 3
+        tiny.randomize(seed: 4)
+        let model = try tiny.load(config: tiny.baseConfig)
+        let execution = Execution(pool: ThreadPool(threads: 2), precision: .float)
+        let tokens = (0..<64).map { ($0 * 29 + 3) % tiny.vocab }
+        let scores = try LayerImportance.measure(model: model, tokens: tokens, length: 32, windows: 2, execution: execution)
+        XCTAssertEqual(scores.dropKLD.count, 3)
+        XCTAssertTrue(scores.influence.allSatisfy { $0 >= 0 && $0 <= 2 })
+        // Dropping block 1 by hand: the mean KLD over both windows' positions.
+        func distributions(_ window: [Int]) -> [[Double]] {
+            let state = ForwardState(config: model.config, maxTokens: 32, allLogits: true, execution: execution)
+            let out = model.transformer.forward(window, cache: model.makeCache(capacity: 32, maxBatch: 32), state: state, logits: .all)
+            return (0..<32).map { t in
+                let row = (0..<model.config.vocabularySize).map { Double(out.row(t)[$0]) }
+                let m = row.max()!, z = row.reduce(0) { $0 + exp($1 - m) }
+                return row.map { exp($0 - m) / z }
+            }
+        }
+        var expected = 0.0
+        for w in 0..<2 {
+            let window = Array(tokens[(w * 32)..<((w + 1) * 32)])
+            let p = distributions(window)
+            let layers = model.transformer.layers
+            model.transformer.layers.remove(at: 1)
+            let q = distributions(window)
+            model.transformer.layers = layers
+            for t in 0..<32 { expected += zip(p[t], q[t]).reduce(0) { $0 + ($1.0 > 0 ? $1.0 * log($1.0 / $1.1) : 0) } / 64 }
+        }
+        XCTAssertEqual(scores.dropKLD[1], expected, accuracy: 1e-4 * max(1, expected))
+        XCTAssertEqual(scores.leastImportant(1, by: .kld), [scores.dropKLD.indices.min { scores.dropKLD[$0] < scores.dropKLD[$1] }!])
+    }
+}
