@@ -8,9 +8,10 @@
 #
 # Block order: one-shot drop-alone KLD on 4 windows of calibration text (`pivot prune --layers 6` prints
 # it); the sets below are its lowest 2/4/6/18. The vocabulary keeps the tokens of wikitext-2 test +
-# calibration.txt (the in-corpus text the PPL runs on). Distillation heals the least-squares file:
-# `pivot distill` with the unpruned model as teacher, 20 updates × 4 × 256 tokens of calibration text,
-# exactly what `pivot prune --heal distill --steps 20 --lr 3e-4` runs after its least squares.
+# calibration.txt (the in-corpus text the PPL runs on). Distillation heals the least-squares file of the
+# rows in DISTILL_ROWS (default: L4 F25 F50 C49 C23; each costs ~4 min here): `pivot distill` with the
+# unpruned model as teacher, 20 updates × 4 × 256 tokens of calibration text, exactly what
+# `pivot prune --heal distill --steps 20 --lr 3e-4` runs after its least squares.
 set -eu
 WORK=$1; LLAMA=${2:-}; shift; [ $# -gt 0 ] && shift
 PHASES=${*:-"prune distill kld llama table"}
@@ -39,7 +40,8 @@ each_row() {  # calls $1 ROW FLAGS
     done
 }
 prune_row() { for h in none lsq; do structural "$1" "$2" "$h"; done; }
-distill_row() { structural "$1" "$2" distill; }
+DISTILL_ROWS=${DISTILL_ROWS:-"L4 F25 F50 C49 C23"}
+distill_row() { case " $DISTILL_ROWS " in *" $1 "*) structural "$1" "$2" distill ;; esac; }
 if echo "$PHASES" | grep -qw prune; then
     [ -f vocab.gguf ] || "$PIVOT" prune -t "$THREADS" -m "$MODEL" -o vocab.gguf $VOCAB > vocab.log 2>&1
     each_row prune_row

@@ -318,8 +318,7 @@ struct ShortlistOptions: ParsableArguments {
 
     /// The given corpus, or the shared calibration text beside the checkout.
     static func corpus(_ given: String?) throws -> String {
-        let guesses = ["../shared/data/calibration.txt", "shared/data/calibration.txt"]
-        guard let corpus = given ?? guesses.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+        guard let corpus = given ?? ModelLocator.sharedDataFile("calibration.txt") else {
             throw ValidationError("--shortlist: give --shortlist-corpus (no calibration.txt found beside the checkout)")
         }
         return corpus

@@ -90,8 +90,7 @@ struct Prune: ParsableCommand {
 
     func calibrationPath() throws -> String {
         if let calib { guard FileManager.default.fileExists(atPath: calib) else { throw PivotError.fileNotFound(calib) }; return calib }
-        let guesses = ["../shared/data/calibration.txt", "shared/data/calibration.txt"]
-        guard let found = guesses.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+        guard let found = ModelLocator.sharedDataFile("calibration.txt") else {
             throw ValidationError("--calib: give a calibration text (scores and healing need one)")
         }
         return found

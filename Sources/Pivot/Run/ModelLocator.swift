@@ -46,6 +46,13 @@ public enum ModelLocator {
         return dirs
     }
 
+    /// `shared/data/NAME` beside the checkout (or the working directory), e.g. the calibration text that
+    /// pruning and the shortlist default to; nil when absent.
+    public static func sharedDataFile(_ name: String) -> String? {
+        checkoutDirectories.map { (($0 as NSString).deletingLastPathComponent as NSString).appendingPathComponent("shared/data/" + name) }
+            .first { FileManager.default.fileExists(atPath: $0) }
+    }
+
     /// The first data folder that holds `file`.
     public static func dataDirectory(containing file: String) -> String? {
         dataDirectories.first { FileManager.default.fileExists(atPath: ($0 as NSString).appendingPathComponent(file)) }
