@@ -4,7 +4,9 @@
 # distillation; PPL and KLD against the base (its dequantized Q4_1 weights, float activations;
 # wikitext-2 test, ctx 512, 40 windows, as the quantization tables), and whether llama.cpp loads each file.
 #
-#   scripts/prune_table.sh WORK_DIR [LLAMA_BIN_DIR] [PHASES...]  (phases: prune distill kld llama table)
+#   scripts/prune_table.sh WORK_DIR [LLAMA_BIN_DIR] [PHASES...]  (phases: prune distill kld llama table; tasks and
+#   bench run only when named: zero-shot tasks at LIMIT items (default 200) on TASK_FILES, and pivot bench
+#   pp512/tg128 on BENCH_FILES, both lists of file stems, `base` meaning the default model)
 #
 # Block order: one-shot drop-alone KLD on 4 windows of calibration text (`pivot prune --layers 6` prints
 # it); the sets below are its lowest 2/4/6/18. The vocabulary keeps the tokens of wikitext-2 test +
@@ -60,6 +62,18 @@ if [ -n "$LLAMA" ] && echo "$PHASES" | grep -qw llama; then
     for f in *.gguf; do
         [ -f "${f%.gguf}.llama" ] || "$LLAMA/llama-perplexity" -m "$f" -f "$TEXT" -c 512 --chunks 2 -t "$THREADS" 2>&1 \
             | grep -o 'Final estimate: PPL = [0-9.]*' > "${f%.gguf}.llama" || echo "FAILED" > "${f%.gguf}.llama"
+    done
+fi
+path_of() { [ "$1" = base ] && echo "$MODEL" || echo "$1.gguf"; }
+if echo "$PHASES" | grep -qw tasks; then
+    for f in ${TASK_FILES:-base L4-distill F25-distill C49-distill-vocab}; do
+        [ -f "$f.tasks" ] || "$PIVOT" eval -t "$THREADS" -m "$(path_of "$f")" hellaswag arc_easy piqa winogrande boolq --limit "${LIMIT:-200}" 2>/dev/null \
+            | grep '^|' > "$f.tasks"
+    done
+fi
+if echo "$PHASES" | grep -qw bench; then
+    for f in ${BENCH_FILES:-base L6-lsq F50-lsq vocab C49-lsq-vocab C23-lsq-vocab}; do
+        [ -f "$f.bench" ] || "$PIVOT" bench -t "$THREADS" -m "$(path_of "$f")" -p 512 -n 128 -r 3 2>/dev/null | grep -E '^\| .*(pp|tg)' > "$f.bench"
     done
 fi
 if echo "$PHASES" | grep -qw table; then
