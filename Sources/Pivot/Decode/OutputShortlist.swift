@@ -79,7 +79,8 @@ public final class OutputShortlist: LinearOperator {
         let share = rowCount > 0 ? 100 * Double(checkedRows) / Double(rowCount) : 0
         return String(format: "shortlist: %d candidates of %d; %@", candidates.count, isCandidate.count,
                       exact ? String(format: "exact check: outside tokens could win on %d of %d rows (%.1f%%); %d ran the whole head, %d clusters of %d opened on the rest",
-                                     checkedRows, rowCount, share, fullRows, openedClusters, clusters.count) : "lossy (no check)")
+                                     checkedRows, rowCount, share, fullRows, openedClusters, clusters.count)
+                            + (bypassedRows > 0 ? "; \(bypassedRows) more rows went straight to the whole head (the check fired on >90%)" : "") : "lossy (no check)")
     }
 
     public func include(_ tokens: [Int]) {
@@ -90,8 +91,24 @@ public final class OutputShortlist: LinearOperator {
         head = makeLinear(Self.rows(weights, candidates))
     }
 
+    /// Exact mode on a head where the check almost always fires: the shortlist is only overhead, so after
+    /// 64 rows with more than 90% fired, rows go straight to the whole head, one row in 64 still probing.
+    private var bypassing: Bool {
+        exact && rowCount >= 64 && checkedRows * 10 > rowCount * 9
+    }
+    public private(set) var bypassedRows = 0
+    private var sinceProbe = 0
+
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         guard x.rows <= maxRows else { return full.forward(x, into: y, context: context) }
+        if bypassing {
+            sinceProbe += 1
+            if sinceProbe < 64 {
+                bypassedRows += x.rows
+                return full.forward(x, into: y, context: context)
+            }
+            sinceProbe = 0
+        }
         let n = candidates.count
         let part = scratch.matrix(rows: x.rows, columns: n)
         head.forward(x, into: part, context: context)
