@@ -9,7 +9,7 @@ final class VerbParsingTests: XCTestCase {
     func testEveryVerbIsRegistered() {
         let names = PivotCommand.configuration.subcommands.map { $0._commandName }
         XCTAssertEqual(Set(names), ["generate", "chat", "perplexity", "eval", "kld", "attention-map", "quantize", "intact", "convert",
-                                    "imatrix", "serve", "bench", "inspect", "tokenize", "train", "distill"])
+                                    "imatrix", "serve", "bench", "inspect", "tokenize", "train", "distill", "prune"])
     }
 
     func testTrainingVerbsRefuseBadSettingsBeforeWork() async {
@@ -24,6 +24,16 @@ final class VerbParsingTests: XCTestCase {
         XCTAssertEqual(code, 64)
         code = await PivotCommand.run(arguments: ["intact", "--from", "f.gguf", "-o", "/tmp/o.gguf", "--calibrate"])
         XCTAssertEqual(code, 64)
+    }
+
+    func testPruneAndShortlistRefuseBadSettingsBeforeWork() async {
+        for arguments in ["prune -o /tmp/p.gguf", "prune -o /tmp/p.gguf --ffn 1.2", "prune -o /tmp/p.gguf --layers 2 --drop-layers 3",
+                          "prune -o /tmp/p.gguf --drop-layers 1,x", "prune -o /tmp/p.gguf --drop-layers 2,2",
+                          "prune -o /tmp/p.gguf --vocab-corpus /nonexistent.txt", "prune -o /tmp/p.gguf --vocab-corpus /etc/hostname --heal distill",
+                          "generate -p hi --shortlist 0", "generate -p hi --shortlist-lossy", "bench --shortlist 8 --shortlist-corpus /nonexistent.txt"] {
+            let code = await code(arguments)
+            XCTAssertEqual(code, 64, arguments)
+        }
     }
 
     private func code(_ arguments: String) async -> Int32 {
