@@ -64,7 +64,7 @@ public enum StructuredPruning {
             } else {
                 channels = Array(0..<config.intermediateSize)
             }
-            var newDown: [Float]
+            let newDown: [Float]
             if refits {
                 let full = gram.matrix()
                 newDown = try down.withUnsafeBufferPointer { try LeastSquaresRefit.refit(weights: $0.baseAddress!, rows: config.hiddenSize, columns: config.intermediateSize, gram: full,
