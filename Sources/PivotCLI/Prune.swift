@@ -108,10 +108,11 @@ struct Prune: ParsableCommand {
         var current = inputPath
         var temporaries: [String] = []
         defer { for t in temporaries { try? FileManager.default.removeItem(atPath: t) } }
-        let before = try sizeLine(inputPath)
+        // The structural stages run the input model; its size line comes from the same load.
+        let loaded = try model.load()
+        let before = try sizeLine(inputPath, loaded: loaded)
 
         if structural {
-            let loaded = try model.load()
             let calibration = try calibrationPath()
             let tokens = loaded.tokenizer.encode(try readTextFile(calibration), addBOS: false)
             var dropped = try droppedList() ?? []
@@ -159,21 +160,16 @@ struct Prune: ParsableCommand {
         }
         if !vocabCorpus.isEmpty {
             let source = try GGUFFile(path: current)
-            let tokenizer = try Tokenizer(gguf: source)
-            let types = source.metadata["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
-            let ids = source.metadata.filter { $0.key.hasPrefix("tokenizer.ggml.") && $0.key.hasSuffix("_token_id") }.compactMap { $0.value.int }
-            let corpus = try vocabCorpus.map(readTextFile).joined(separator: "\n")
-            let selection = try VocabularySelection.select(tokenizer: tokenizer, corpus: corpus, types: types, extraIDs: ids)
+            let selection = try VocabularySelection.select(source: source, corpus: try vocabCorpus.map(readTextFile).joined(separator: "\n"))
             try selection.write(source: source, to: output)
             print("vocabulary: \(selection.sourceSize) → \(selection.kept.count) tokens (\(selection.removedCount) removed; corpus \(vocabCorpus.joined(separator: ", ")))")
         }
         print("\(inputPath): \(before)")
-        print("\(output): \(try sizeLine(output))" + String(format: " (%.1f s)", Date().timeIntervalSince(started)))
+        print("\(output): \(try sizeLine(output, loaded: LoadedModel.load(path: output)))" + String(format: " (%.1f s)", Date().timeIntervalSince(started)))
     }
 
-    func sizeLine(_ path: String) throws -> String {
+    func sizeLine(_ path: String, loaded: LoadedModel) throws -> String {
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        let loaded = try LoadedModel.load(path: path)
         return String(format: "%.2f M parameters, %.2f MiB", Double(loaded.parameterCount) / 1e6, Double(size) / 1_048_576)
     }
 }

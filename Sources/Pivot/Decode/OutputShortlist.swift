@@ -24,7 +24,6 @@ public final class OutputShortlist: LinearOperator {
     struct Cluster {
         let members: [Int]
         let head: LinearOperator
-        let radius: Float
     }
 
     let full: LinearOperator
@@ -34,7 +33,9 @@ public final class OutputShortlist: LinearOperator {
     private var isCandidate: [Bool]
     private var head: LinearOperator
     let clusters: [Cluster]
-    let centroidNorms: [Float]
+    /// Per cluster, what the bound adds to h·c per unit of ‖h‖: the radius, plus 1% of ‖c‖ + r as room for
+    /// the int8 activations the computed logits meet (the bound is on the float product).
+    let boundSlack: [Float]
     /// The clusters' centroids as one operator: x·c for every cluster in one product.
     let centroids: LinearOperator
     private let scratch: FloatBuffer, bounds: FloatBuffer, clusterLogits: FloatBuffer
@@ -57,12 +58,15 @@ public final class OutputShortlist: LinearOperator {
         for c in chosen { member[c] = true }
         candidates = chosen
         isCandidate = member
-        head = makeLinear(Self.rows(weights, chosen))
+        head = makeLinear(weights.gatheringRows(chosen))
         let outside = (0..<vocabulary).filter { !member[$0] }
         let (groups, centers, radii) = exact ? Self.kMeans(weights, members: outside, k: min(clusterCount, max(1, outside.count)), pool: pool)
                                              : ([], [Float](), [Float]())
-        clusters = zip(groups, radii).map { Cluster(members: $0, head: makeLinear(Self.rows(weights, $0)), radius: $1) }
-        centroidNorms = (0..<groups.count).map { c in (0..<width).reduce(Float(0)) { $0 + centers[c * width + $1] * centers[c * width + $1] }.squareRoot() }
+        clusters = groups.map { Cluster(members: $0, head: makeLinear(weights.gatheringRows($0))) }
+        boundSlack = radii.indices.map { c in
+            let norm = (0..<width).reduce(Float(0)) { $0 + centers[c * width + $1] * centers[c * width + $1] }.squareRoot()
+            return radii[c] * 1.01 + 0.01 * norm
+        }
         let centerBytes = OwnedBytes(count: max(1, centers.count) * 4)
         centers.withUnsafeBytes { if let base = $0.baseAddress { centerBytes.pointer.copyMemory(from: base, byteCount: $0.count) } }
         centroids = makeLinear(TensorData(name: "shortlist.centroids", type: .f32, shape: [max(1, groups.count), width],
@@ -72,8 +76,6 @@ public final class OutputShortlist: LinearOperator {
         clusterLogits = FloatBuffer(count: vocabulary)
     }
 
-    /// Adds `tokens` (a prompt's) to the candidates; the head is rebuilt only when some are new.
-    /// Tokens moved in stay in their clusters too, which only loosens a bound.
     /// One line on how often the exact check had to compute tokens outside the set.
     public var summary: String {
         let share = rowCount > 0 ? 100 * Double(checkedRows) / Double(rowCount) : 0
@@ -83,12 +85,14 @@ public final class OutputShortlist: LinearOperator {
                             + (bypassedRows > 0 ? "; \(bypassedRows) more rows went straight to the whole head (the check fired on >90%)" : "") : "lossy (no check)")
     }
 
+    /// Adds `tokens` (a prompt's) to the candidates; the head is rebuilt only when some are new.
+    /// Tokens moved in stay in their clusters too, which only loosens a bound.
     public func include(_ tokens: [Int]) {
         let fresh = Set(tokens.filter { $0 >= 0 && $0 < isCandidate.count && !isCandidate[$0] })
         guard !fresh.isEmpty else { return }
         for t in fresh { isCandidate[t] = true }
         candidates = (candidates + fresh).sorted()
-        head = makeLinear(Self.rows(weights, candidates))
+        head = makeLinear(weights.gatheringRows(candidates))
     }
 
     /// Exact mode on a head where the check almost always fires: the shortlist is only overhead, so after
@@ -120,8 +124,6 @@ public final class OutputShortlist: LinearOperator {
         rowCount += x.rows
         guard exact, !clusters.isEmpty else { return }
         let k = clusters.count
-        // The computed logits meet int8 activations; the bound is on the float product, so it gets 1% of
-        // ‖h‖·(‖c‖ + r) as room for the activations' rounding.
         let b = bounds.matrix(rows: x.rows, columns: k)
         centroids.forward(x, into: b, context: context)
         for t in 0..<x.rows {
@@ -132,17 +134,20 @@ public final class OutputShortlist: LinearOperator {
             for i in 0..<x.columns { norm += h[i] * h[i] }
             norm = norm.squareRoot()
             let row = b.row(t)
-            for c in 0..<k { row[c] += norm * (clusters[c].radius * 1.01 + 0.01 * centroidNorms[c]) + 1e-3 }
-            var order = (0..<k).filter { row[$0] >= best }
-            if order.isEmpty { continue }
+            var reaching = 0
+            for c in 0..<k {
+                row[c] += norm * boundSlack[c] + 1e-3
+                if row[c] >= best { reaching += 1 }
+            }
+            if reaching == 0 { continue }
             checkedRows += 1
             // Opening most clusters one by one costs more than the whole head: past a quarter, run the head.
-            if order.count * 4 > k {
+            if reaching * 4 > k {
                 fullRows += 1
                 full.forward(x.rows(t, 1), into: y.rows(t, 1), context: context)
                 continue
             }
-            order.sort { row[$0] > row[$1] }
+            let order = (0..<k).filter { row[$0] >= best }.sorted { row[$0] > row[$1] }
             for c in order where row[c] >= best {
                 let cluster = clusters[c]
                 let logits = clusterLogits.matrix(rows: 1, columns: cluster.members.count)
@@ -155,14 +160,6 @@ public final class OutputShortlist: LinearOperator {
                 openedClusters += 1
             }
         }
-    }
-
-    /// Rows `ids` of a row-major tensor (any GGML type: a row is whole blocks), copied.
-    static func rows(_ t: TensorData, _ ids: [Int]) -> TensorData {
-        let rowBytes = t.byteCount / t.shape[0], count = max(ids.count, 1)
-        let bytes = OwnedBytes(count: count * rowBytes)
-        for (i, r) in ids.enumerated() { (bytes.pointer + i * rowBytes).copyMemory(from: t.data + r * rowBytes, byteCount: rowBytes) }
-        return TensorData(name: t.name, type: t.type, shape: [count, t.shape[1]], data: UnsafeRawPointer(bytes.pointer), byteCount: count * rowBytes, owner: bytes)
     }
 
     /// Lloyd's k-means on the members' rows (dequantized): the groups, their centroids (k × width) and

@@ -109,6 +109,16 @@ public struct TensorData {
         return TensorData(name: name, type: .block(format), shape: shape, data: UnsafeRawPointer(storage.pointer),
                           byteCount: rows * rowBytes, owner: storage)
     }
+
+    /// Rows `ids` of this row-major tensor, copied byte for byte (a row of any GGML type is whole blocks)
+    /// into memory the new tensor owns: a pruned FFN's gate/up, a pruned vocabulary, an output shortlist.
+    public func gatheringRows(_ ids: [Int]) -> TensorData {
+        let rowBytes = byteCount / shape[0]
+        let storage = OwnedBytes(count: ids.count * rowBytes)
+        for (i, r) in ids.enumerated() { (storage.pointer + i * rowBytes).copyMemory(from: data + r * rowBytes, byteCount: rowBytes) }
+        return TensorData(name: name, type: type, shape: [ids.count] + shape.dropFirst(), data: UnsafeRawPointer(storage.pointer),
+                          byteCount: ids.count * rowBytes, owner: storage)
+    }
 }
 
 /// Heap bytes that live as long as a tensor refers to them (weights quantized at load).

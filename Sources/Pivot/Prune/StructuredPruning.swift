@@ -13,8 +13,6 @@ public struct PruningPlan: Sendable, Equatable {
     public init(droppedLayers: [Int] = [], ffnRatio: Double = 0, healing: Healing = .none) {
         self.droppedLayers = droppedLayers.sorted(); self.ffnRatio = ffnRatio; self.healing = healing
     }
-
-    public var isEmpty: Bool { droppedLayers.isEmpty && ffnRatio == 0 }
 }
 
 /// Writes a source GGUF with blocks dropped and FFN channels removed as a standard GGUF llama.cpp
@@ -23,7 +21,7 @@ public struct PruningPlan: Sendable, Equatable {
 /// Gram diagonal as importance. Metadata `pivot.prune.*` records what went.
 public enum StructuredPruning {
     public struct Result {
-        /// Per kept block (new index), the source block and its kept FFN channels.
+        /// Per kept block (new index), the source block it came from.
         public var sourceLayers: [Int]
         public var ffnWidth: Int
         public var lines: [String]
@@ -59,8 +57,8 @@ public enum StructuredPruning {
                 let scores = NeuronImportance.scores(gate: gate, up: up, down: down, hidden: config.hiddenSize, channels: config.intermediateSize,
                                                      inputSquares: statistics.ffnInputSquares[layer], activationSquares: activationSquares)
                 channels = NeuronImportance.kept(scores: scores, ratio: plan.ffnRatio, multiple: multiple)
-                replaced[names.gate] = try gatherRows(source, names.gate, rows: channels)
-                replaced[names.up] = try gatherRows(source, names.up, rows: channels)
+                replaced[names.gate] = source.tensors[names.gate]!.gatheringRows(channels)
+                replaced[names.up] = source.tensors[names.up]!.gatheringRows(channels)
             } else {
                 channels = Array(0..<config.intermediateSize)
             }
@@ -138,12 +136,12 @@ public enum StructuredPruning {
         }
         guard plan.droppedLayers.count < config.layerCount else { throw PivotError.invalidArgument("cannot drop every block") }
         guard (0..<1).contains(plan.ffnRatio) else { throw PivotError.invalidArgument("the FFN ratio must be in [0, 1) (got \(plan.ffnRatio))") }
-        let known = Set(["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "attn_q_norm", "attn_k_norm"])
+        let plainFFN: Set<Substring> = ["ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
         if plan.ffnRatio > 0 {
             for name in source.tensorOrder {
                 let parts = name.split(separator: ".")
                 guard parts.count >= 3, parts[0] == "blk", parts[2].hasPrefix("ffn_") else { continue }
-                if !known.contains(String(parts[2])) || parts.last != "weight" {
+                if !plainFFN.contains(parts[2]) || parts.last != "weight" {
                     throw PivotError.unsupported(file: source.path, "tensor '\(name)' is not a plain FFN weight (sparse outliers or biases); prune before adding them")
                 }
             }
@@ -165,16 +163,6 @@ public enum StructuredPruning {
     static func floats(_ source: GGUFFile, _ name: String) throws -> [Float] {
         guard let t = source.tensors[name] else { throw PivotError.malformed(file: source.path, "missing tensor '\(name)'") }
         return t.toFloats()
-    }
-
-    /// Rows of a tensor copied byte for byte (a row of any GGML type is a whole number of blocks).
-    static func gatherRows(_ source: GGUFFile, _ name: String, rows: [Int]) throws -> TensorData {
-        let t = source.tensors[name]!
-        let rowBytes = t.byteCount / t.shape[0]
-        let bytes = OwnedBytes(count: rows.count * rowBytes)
-        for (i, r) in rows.enumerated() { (bytes.pointer + i * rowBytes).copyMemory(from: t.data + r * rowBytes, byteCount: rowBytes) }
-        return TensorData(name: name, type: t.type, shape: [rows.count] + t.shape.dropFirst(), data: UnsafeRawPointer(bytes.pointer),
-                          byteCount: rows.count * rowBytes, owner: bytes)
     }
 
     static func gatherColumns(_ w: [Float], rows: Int, columns: Int, kept: [Int]) -> [Float] {

@@ -25,17 +25,18 @@ public struct VocabularySelection: Sendable {
         keep.formUnion(tokenizer.specialSet)
         keep.formUnion(extraIDs.filter { $0 >= 0 && $0 < tokenizer.vocabularySize })
         var seen = Set<String>()
-        let scalars = Array(corpus.unicodeScalars)
-        for piece in pre.split(scalars) {
-            var word = String.UnicodeScalarView()
-            word.append(contentsOf: scalars[piece])
-            let key = String(word)
-            guard seen.insert(key).inserted else { continue }
-            tokenizer.tracedBPE(Array(key.utf8).map { tokenizer.byteTokens[Int($0)] }) { a, b, merged in
-                keep.insert(a); keep.insert(b); keep.insert(merged)
-            }
+        pre.forEachPiece(of: corpus) { piece in
+            guard seen.insert(piece).inserted else { return }
+            _ = tokenizer.bpe(tokenizer.byteSymbols(piece)) { a, b, merged in keep.insert(a); keep.insert(b); keep.insert(merged) }
         }
         return VocabularySelection(kept: keep.sorted(), sourceSize: tokenizer.vocabularySize)
+    }
+
+    /// `select` with the tokenizer, token types and metadata token ids of a GGUF file.
+    public static func select(source: GGUFFile, corpus: String) throws -> VocabularySelection {
+        let types = source.metadata["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
+        let ids = source.metadata.filter { $0.key.hasPrefix("tokenizer.ggml.") && $0.key.hasSuffix("_token_id") }.compactMap { $0.value.int }
+        return try select(tokenizer: try Tokenizer(gguf: source), corpus: corpus, types: types, extraIDs: ids)
     }
 
     /// The source GGUF with its vocabulary cut to `kept`: token arrays and merges rebuilt, token ids in
@@ -76,38 +77,16 @@ public struct VocabularySelection: Sendable {
         metadata.append(GGUFMetadataEntry("pivot.prune.vocab_kept_ids", .array(kept.map { .int(Int64($0)) }), type: 9, itemType: 5))
         metadata.append(GGUFMetadataEntry("pivot.prune.vocab_removed", .array(removed.map { .string(tokens[$0]) }), type: 9, itemType: 8))
 
-        var owned: [OwnedBytes] = []
+        var gathered: [TensorData] = []
         var list: [GGUFWriter.Tensor] = []
         for name in source.tensorOrder {
-            let t = source.tensors[name]!
+            var t = source.tensors[name]!
             if (name == "token_embd.weight" || name == "output.weight") && t.shape.first == sourceSize {
-                let rowBytes = t.byteCount / sourceSize, bytes = OwnedBytes(count: kept.count * rowBytes)
-                for (i, r) in kept.enumerated() { (bytes.pointer + i * rowBytes).copyMemory(from: t.data + r * rowBytes, byteCount: rowBytes) }
-                owned.append(bytes)
-                list.append(.init(name: name, ggmlType: t.type.ggmlType, shape: [kept.count] + t.shape.dropFirst(),
-                                  bytes: UnsafeRawBufferPointer(start: UnsafeRawPointer(bytes.pointer), count: kept.count * rowBytes)))
-            } else {
-                list.append(.init(name: name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
+                t = t.gatheringRows(kept)
+                gathered.append(t)
             }
+            list.append(.init(name: name, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount)))
         }
-        try withExtendedLifetime((source, owned)) { try GGUFWriter.write(metadata: metadata, tensors: list, to: output) }
-    }
-}
-
-extension Tokenizer {
-    /// `bpe` that reports each merge it applies as (left, right, result).
-    func tracedBPE(_ initial: [Int], merged report: (Int, Int, Int) -> Void) {
-        var symbols = initial
-        while symbols.count > 1 {
-            var bestRank = Int32.max, bestIndex = -1, bestMerged: Int32 = 0
-            for i in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(truncatingIfNeeded: symbols[i])) << 32 | UInt64(UInt32(truncatingIfNeeded: symbols[i + 1]))
-                if let m = merges[key], m.rank < bestRank { bestRank = m.rank; bestIndex = i; bestMerged = m.merged }
-            }
-            if bestIndex < 0 { break }
-            report(symbols[bestIndex], symbols[bestIndex + 1], Int(bestMerged))
-            symbols[bestIndex] = Int(bestMerged)
-            symbols.remove(at: bestIndex + 1)
-        }
+        try withExtendedLifetime((source, gathered)) { try GGUFWriter.write(metadata: metadata, tensors: list, to: output) }
     }
 }

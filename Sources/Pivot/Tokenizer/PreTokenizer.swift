@@ -27,6 +27,16 @@ public enum PreTokenizer: Sendable, Equatable {
     }
 
     /// Ranges of `scalars` forming the pieces, in order, covering all of it.
+    /// Each piece of `text` as a string, in order: what byte-level BPE encodes one at a time.
+    func forEachPiece(of text: String, _ body: (String) -> Void) {
+        let scalars = Array(text.unicodeScalars)
+        for piece in split(scalars) {
+            var word = String.UnicodeScalarView()
+            word.append(contentsOf: scalars[piece])
+            body(String(word))
+        }
+    }
+
     public func split(_ scalars: [Unicode.Scalar]) -> [Range<Int>] {
         let classes = scalars.map(Self.classify)
         var pieces: [Range<Int>] = []

@@ -113,16 +113,12 @@ public final class Tokenizer: @unchecked Sendable {
         if text.isEmpty { return }
         switch kind {
         case .byteLevel(let pre):
-            let scalars = Array(text.unicodeScalars)
-            for piece in pre.split(scalars) {
-                var word = String.UnicodeScalarView()
-                word.append(contentsOf: scalars[piece])
-                let key = String(word)
+            pre.forEachPiece(of: text) { key in
                 cacheLock.lock()
                 let cached = cache[key]
                 cacheLock.unlock()
-                if let cached { out.append(contentsOf: cached); continue }
-                let ids = bpe(Array(key.utf8).map { byteTokens[Int($0)] })
+                if let cached { out.append(contentsOf: cached); return }
+                let ids = bpe(byteSymbols(key))
                 cacheLock.lock()
                 if cache.count < 1 << 20 { cache[key] = ids }
                 cacheLock.unlock()
@@ -141,8 +137,11 @@ public final class Tokenizer: @unchecked Sendable {
         }
     }
 
-    /// Applies merges by rank until none applies.
-    func bpe(_ initial: [Int]) -> [Int] {
+    /// A byte-level piece as its byte tokens, before any merge.
+    func byteSymbols(_ piece: String) -> [Int] { piece.utf8.map { byteTokens[Int($0)] } }
+
+    /// Applies merges by rank until none applies; `report` (vocabulary pruning) sees each merge as (left, right, result).
+    func bpe(_ initial: [Int], report: ((Int, Int, Int) -> Void)? = nil) -> [Int] {
         var symbols = initial
         while symbols.count > 1 {
             var bestRank = Int32.max, bestIndex = -1, bestMerged: Int32 = 0
@@ -151,6 +150,7 @@ public final class Tokenizer: @unchecked Sendable {
                 if let m = merges[key], m.rank < bestRank { bestRank = m.rank; bestIndex = i; bestMerged = m.merged }
             }
             if bestIndex < 0 { break }
+            report?(symbols[bestIndex], symbols[bestIndex + 1], Int(bestMerged))
             symbols[bestIndex] = Int(bestMerged)
             symbols.remove(at: bestIndex + 1)
         }
