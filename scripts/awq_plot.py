@@ -5,6 +5,8 @@ an SVG with a log-scale y axis.   usage: awq_plot.py awq-table.md OUT.svg
 import math, sys
 from collections import defaultdict
 
+from svg_axes import log_y_grid
+
 rows = [l.strip().strip("|").split("|") for l in open(sys.argv[1]) if l.startswith("| Q")]
 series = defaultdict(list)
 for r in rows:
@@ -23,12 +25,7 @@ colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<text x="{W/2 - 60}" y="22" font-size="14">Mean KLD vs bits per projection weight</text>']
-for e in range(math.floor(y0), math.ceil(y1) + 1):
-    for m in (1, 2, 5):
-        v = m * 10 ** e
-        if y0 <= math.log10(v) <= y1:
-            out.append(f'<line x1="{L}" x2="{W-R}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#ddd"/>')
-            out.append(f'<text x="{L-6}" y="{py(v)+4:.1f}" text-anchor="end">{v:g}</text>')
+out += log_y_grid(y0, y1, py, L, W - R)
 for b in sorted(set(round(x, 2) for x in xs)):
     out.append(f'<line x1="{px(b):.1f}" x2="{px(b):.1f}" y1="{T}" y2="{H-B}" stroke="#eee"/>')
     out.append(f'<text x="{px(b):.1f}" y="{H-B+16}" text-anchor="middle">{b:.2f}</text>')

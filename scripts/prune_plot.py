@@ -7,6 +7,8 @@ model (awq-table.md from scripts/awq_table.sh: AWQ+GPTQ and MQ). An SVG with a l
 import math, sys
 from collections import defaultdict
 
+from svg_axes import log_y_grid
+
 def cells(line): return [c.strip() for c in line.strip().strip("|").split("|")]
 rows, current = defaultdict(dict), None
 for line in open(sys.argv[1]):
@@ -31,12 +33,7 @@ py = lambda y: T + (1 - (math.log10(y) - y0) / (y1 - y0)) * (H - T - B)
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<text x="{L}" y="22" font-size="14">Pruning vs quantization: mean KLD against file size (SmolLM2-135M)</text>']
-for e in range(math.floor(y0), math.ceil(y1) + 1):
-    for m in (1, 2, 5):
-        v = m * 10 ** e
-        if y0 <= math.log10(v) <= y1:
-            out.append(f'<line x1="{L}" x2="{W-R}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#ddd"/>')
-            out.append(f'<text x="{L-6}" y="{py(v)+4:.1f}" text-anchor="end">{v:g}</text>')
+out += log_y_grid(y0, y1, py, L, W - R)
 for v in range(0, int(x1) + 1, 10):
     out.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{T}" y2="{H-B}" stroke="#eee"/>')
     out.append(f'<text x="{px(v):.1f}" y="{H-B+16}" text-anchor="middle">{v}</text>')
