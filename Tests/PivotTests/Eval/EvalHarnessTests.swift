@@ -6,7 +6,7 @@ import PivotKernels
 /// The harness on the real model: KL divergence identities, a resumable sharded matrix, spec errors, passkey prompts.
 final class EvalHarnessTests: XCTestCase {
     func wikitextTokens(_ model: LoadedModel, count: Int) throws -> [Int] {
-        guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
+        let text = try Shared.wikitext()
         return Array(model.tokenizer.encode(String(text.prefix(count * 8)), addBOS: false).prefix(count))
     }
 

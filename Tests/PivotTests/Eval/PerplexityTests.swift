@@ -7,9 +7,7 @@ final class PerplexityTests: XCTestCase {
     static let referencePPL = 29.18809639019375
 
     func wikitextTokens(_ model: LoadedModel) throws -> [Int] {
-        guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else {
-            throw XCTSkip("wikitext-2 not found at \(Shared.wikitextPath)")
-        }
+        let text = try Shared.wikitext()
         return model.tokenizer.encode(text, addBOS: false)
     }
 

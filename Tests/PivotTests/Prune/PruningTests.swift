@@ -102,7 +102,7 @@ final class PruningTests: XCTestCase {
     func testPrunedVocabularyRoundTripsAnyTextAndKeepsTheCorpusPieces() throws {
         let source = try GGUFFile(path: try Shared.requireModelPath())
         let tokenizer = try Tokenizer(gguf: source)
-        let corpus = String(try readTextFile(Shared.wikitextPath).prefix(20_000))
+        let corpus = String(try Shared.wikitext().prefix(20_000))
         let types = source.metadata["tokenizer.ggml.token_type"]!.array!.map { $0.int ?? 1 }
         let selection = try VocabularySelection.select(tokenizer: tokenizer, corpus: corpus, types: types, extraIDs: [0, 1, 2])
         XCTAssertLessThan(selection.kept.count, 12_000)

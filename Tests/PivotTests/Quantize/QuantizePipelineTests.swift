@@ -31,7 +31,7 @@ final class QuantizePipelineTests: XCTestCase {
         XCTAssertEqual(written.metadata["general.quantization_version"]?.int, 2)
         XCTAssertEqual(written.metadataEntries.first { $0.key == "general.file_type" }?.type, 4, "uint32, as llama.cpp reads it")
         let model = try LoadedModel.load(path: output)
-        guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
+        let text = try Shared.wikitext()
         let tokens = Array(model.tokenizer.encode(String(text.prefix(8000)), addBOS: false).prefix(512))
         let q8 = try PerplexityEvaluator(model: model, contextLength: 256, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens)
         let base = try PerplexityEvaluator(model: try Shared.model(), contextLength: 256, execution: Execution(pool: Shared.pool, precision: .float)).evaluate(tokens: tokens)
@@ -94,7 +94,7 @@ final class QuantizePipelineTests: XCTestCase {
     /// rows the projection saw, a GGUF round trip in llama-imatrix's form, and a mismatched one refused.
     func testImportanceMatrixCollectsWritesAndReads() throws {
         let model = try Shared.model()
-        guard let text = try? String(contentsOfFile: Shared.wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext not found") }
+        let text = try Shared.wikitext()
         let tokens = Array(model.tokenizer.encode(String(text.prefix(4000)), addBOS: false).prefix(128))
         let matrix = try ImportanceMatrix.collect(model: model, tokens: tokens, contextLength: 64, dataset: "wiki", execution: Execution(pool: Shared.pool))
         XCTAssertEqual(matrix.entries.count, 7 * model.config.layerCount)

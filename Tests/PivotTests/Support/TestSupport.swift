@@ -19,6 +19,12 @@ enum Shared {
 
     static var referencePath: String { sharedRoot.appendingPathComponent("reference/smollm2-135m-q4_1.json").path }
     static var wikitextPath: String { sharedRoot.appendingPathComponent("data/wikitext-2-raw-test.txt").path }
+
+    /// The wikitext-2 test text, or a skip where the shared data is absent.
+    static func wikitext() throws -> String {
+        guard let text = try? String(contentsOfFile: wikitextPath, encoding: .utf8) else { throw XCTSkip("wikitext-2 not found at \(wikitextPath)") }
+        return text
+    }
     static var evalDataPath: String { sharedRoot.appendingPathComponent("data/eval").path }
 
     static func requireEvalData() throws -> String {
