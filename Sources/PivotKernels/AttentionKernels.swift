@@ -8,8 +8,9 @@
 @inline(__always)
 public func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                            count: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
-                           out: UnsafeMutablePointer<Float>) {
+                           out: UnsafeMutablePointer<Float>, softCap: Float? = nil) {
     scoreRows(q, keys: keys, count: count, headDim: d, scale: scale, into: scores)
+    if let softCap { PivotKernels.softCap(scores, count: count, cap: softCap) }
     softmaxInPlace(scores, count: count)
     out.update(repeating: 0, count: d)
     accumulateRows(values, weights: scores, count: count, headDim: d, into: out)

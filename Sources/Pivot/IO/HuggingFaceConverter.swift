@@ -13,60 +13,98 @@ public enum HuggingFaceConverter {
         guard [.f32, .f16, .bf16].contains(floatType) else { throw PivotError.invalidArgument("convert writes F32, F16 or BF16 projections") }
         let model = try LoadedModel.load(path: folder)
         let c = model.config
-        let configJSON = try HuggingFaceLoader.readJSON((folder as NSString).appendingPathComponent("config.json"))
-        let modelType = configJSON["model_type"] as? String ?? "llama"
-        let arch: String
-        switch modelType {
-        case "llama", "mistral", "smollm3": arch = "llama"
-        case "qwen2", "qwen3": arch = modelType
-        default: throw PivotError.unsupported(file: folder, "model_type '\(modelType)' for GGUF conversion (supported: llama, mistral, qwen2, qwen3)")
+        guard let family = ModelFamily.huggingFace(c.architecture), let arch = family.convertsTo else {
+            throw PivotError.unsupported(file: folder, "model_type '\(c.architecture)' for GGUF conversion")
         }
         if c.ropeLayers != nil { throw PivotError.unsupported(file: folder, "layers without RoPE (no_rope_layers) have no GGUF key llama.cpp reads") }
         let metadata = try self.metadata(model: model, arch: arch, folder: folder, floatType: floatType)
+            + family.ggufMetadata(c, arch)
 
         let store = try SafetensorsStore(directory: folder)
+        let hf = family.huggingFaceNames, gg = family.ggufNames
         var owners: [[UInt8]] = []
         var tensors: [(name: String, type: TensorType, shape: [Int], index: Int)] = []
-        func add(_ hfName: String, as ggufName: String, permuteHeads: Int? = nil, keepF32: Bool = false, required: Bool = true) throws {
-            guard let t = store.tensor(named: hfName) else {
-                if required { throw PivotError.malformed(file: folder, "tensor '\(hfName)' is missing") }
-                return
-            }
-            var values = t.toFloats()
-            if let heads = permuteHeads { values = permuteForPairwiseRoPE(values, heads: heads, rows: t.shape[0], columns: t.shape[1]) }
-            let type: TensorType = keepF32 || t.shape.count == 1 ? .f32 : floatType
-            owners.append(type.littleEndianBytes(of: values))
-            tensors.append((ggufName, type, t.shape, owners.count - 1))
+        func floats(_ name: String) throws -> (values: [Float], shape: [Int]) {
+            guard let t = store.tensor(named: name) else { throw PivotError.malformed(file: folder, "tensor '\(name)' is missing") }
+            return (t.toFloats(), t.shape)
         }
-        try add("model.embed_tokens.weight", as: "token_embd.weight")
-        if !c.tiedEmbeddings { try add("lm_head.weight", as: "output.weight") }
-        try add("model.norm.weight", as: "output_norm.weight")
+        func emit(_ name: String, _ values: [Float], _ shape: [Int]) {
+            let type: TensorType = shape.count == 1 ? .f32 : floatType
+            owners.append(type.littleEndianBytes(of: values))
+            tensors.append((name, type, shape, owners.count - 1))
+        }
+        func add(_ hfName: String, as ggufName: String, permuteHeads: Int? = nil, offset: Float = 0) throws {
+            var (values, shape) = try floats(hfName)
+            if let heads = permuteHeads { values = permuteForPairwiseRoPE(values, heads: heads, rows: shape[0], columns: shape[1]) }
+            if offset != 0 { values = values.map { $0 + offset } }
+            emit(ggufName, values, shape)
+        }
+        /// A norm (with its bias in LayerNorm families); Gemma's stored w becomes the scale 1 + w, as llama.cpp's converter writes it.
+        func norm(_ hfName: String, as ggufName: String) throws {
+            try add(hfName, as: ggufName, offset: family.huggingFaceNormOffset)
+            let bias = String(hfName.dropLast("weight".count)) + "bias"
+            if c.variant.norm == .layer, store.tensor(named: bias) != nil { try add(bias, as: String(ggufName.dropLast("weight".count)) + "bias") }
+        }
+        try add(hf.embedding, as: gg.embedding)
+        if !c.tiedEmbeddings { try add(hf.output + ".weight", as: gg.output + ".weight") }
+        try norm(hf.finalNorm, as: gg.finalNorm)
         if case .llama3 = c.ropeScaling {
             owners.append(TensorType.f32.littleEndianBytes(of: try frequencyFactors(c)))
-            tensors.append(("rope_freqs.weight", .f32, [c.headDim / 2], owners.count - 1))
+            tensors.append(("rope_freqs.weight", .f32, [c.rotaryDimensions / 2], owners.count - 1))
         }
         let pairwise = arch == "llama"
         for i in 0..<c.layerCount {
-            let p = "model.layers.\(i).", b = "blk.\(i)."
-            try add(p + "input_layernorm.weight", as: b + "attn_norm.weight")
-            try add(p + "self_attn.q_proj.weight", as: b + "attn_q.weight", permuteHeads: pairwise ? c.headCount : nil)
-            try add(p + "self_attn.k_proj.weight", as: b + "attn_k.weight", permuteHeads: pairwise ? c.kvHeadCount : nil)
-            try add(p + "self_attn.v_proj.weight", as: b + "attn_v.weight")
-            try add(p + "self_attn.o_proj.weight", as: b + "attn_output.weight")
-            if c.attentionBias {
-                for (hf, gg) in [("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v")] {
-                    try add(p + "self_attn.\(hf)_proj.bias", as: b + gg + ".bias", required: true)
+            let p = hf.layerPrefix(i), b = gg.layerPrefix(i)
+            if c.variant.inputNorms { try norm(p + hf.attentionNorm, as: b + gg.attentionNorm) }
+            // Q, K, V (and their biases) as separate row blocks, whatever the checkpoint's layout.
+            for suffix in c.attentionBias ? [".weight", ".bias"] : [".weight"] {
+                let parts = try attentionRows(store: store, prefix: p, layout: hf.qkv, names: hf, suffix: suffix, config: c, folder: folder)
+                let q = pairwise && suffix == ".weight" ? permuteForPairwiseRoPE(parts.q, heads: c.headCount, rows: c.queryWidth, columns: c.hiddenSize) : parts.q
+                let k = pairwise && suffix == ".weight" ? permuteForPairwiseRoPE(parts.k, heads: c.kvHeadCount, rows: c.kvWidth, columns: c.hiddenSize) : parts.k
+                let columns = suffix == ".weight" ? [c.hiddenSize] : []
+                switch gg.qkv {
+                case .stacked(let name):
+                    emit(b + name + suffix, q + k + parts.v, [c.queryWidth + 2 * c.kvWidth] + columns)
+                default:
+                    emit(b + gg.query + suffix, q, [c.queryWidth] + columns)
+                    emit(b + gg.key + suffix, k, [c.kvWidth] + columns)
+                    emit(b + gg.value + suffix, parts.v, [c.kvWidth] + columns)
                 }
             }
-            if c.outputBias { try add(p + "self_attn.o_proj.bias", as: b + "attn_output.bias") }
+            try add(p + hf.attentionOutput + ".weight", as: b + gg.attentionOutput + ".weight")
+            if c.outputBias { try add(p + hf.attentionOutput + ".bias", as: b + gg.attentionOutput + ".bias") }
             if c.queryKeyNorm {
-                try add(p + "self_attn.q_norm.weight", as: b + "attn_q_norm.weight")
-                try add(p + "self_attn.k_norm.weight", as: b + "attn_k_norm.weight")
+                try norm(p + hf.queryNorm, as: b + gg.queryNorm)
+                try norm(p + hf.keyNorm, as: b + gg.keyNorm)
             }
-            try add(p + "post_attention_layernorm.weight", as: b + "ffn_norm.weight")
-            try add(p + "mlp.gate_proj.weight", as: b + "ffn_gate.weight")
-            try add(p + "mlp.up_proj.weight", as: b + "ffn_up.weight")
-            try add(p + "mlp.down_proj.weight", as: b + "ffn_down.weight")
+            if c.variant.outputNorms, let post = hf.postAttentionNorm, let ggPost = gg.postAttentionNorm {
+                try norm(p + post, as: b + ggPost)
+            }
+            if c.variant.inputNorms && !c.variant.sharedNorm { try norm(p + hf.mlpNorm, as: b + gg.mlpNorm) }
+            if c.variant.outputNorms, let post = hf.postMLPNorm, let ggPost = gg.postMLPNorm { try norm(p + post, as: b + ggPost) }
+            let biases = c.variant.mlpBias ? [".weight", ".bias"] : [".weight"]
+            if c.variant.gatedMLP {
+                for suffix in biases {
+                    let columns = suffix == ".weight" ? [c.hiddenSize] : []
+                    let gate: [Float], up: [Float]
+                    if let fused = hf.fusedGateUp {
+                        let both = try floats(p + fused + suffix).values
+                        let half = both.count / 2
+                        (gate, up) = (Array(both[..<half]), Array(both[half...]))
+                    } else {
+                        (gate, up) = (try floats(p + hf.gate + suffix).values, try floats(p + hf.up + suffix).values)
+                    }
+                    if let fused = gg.fusedGateUp {
+                        emit(b + fused + suffix, gate + up, [2 * c.intermediateSize] + columns)
+                    } else {
+                        emit(b + gg.gate + suffix, gate, [c.intermediateSize] + columns)
+                        emit(b + gg.up + suffix, up, [c.intermediateSize] + columns)
+                    }
+                }
+            } else {
+                for suffix in biases { try add(p + hf.up + suffix, as: b + gg.up + suffix) }
+            }
+            for suffix in biases { try add(p + hf.down + suffix, as: b + gg.down + suffix) }
         }
         try withBuffers(owners) { buffers in
             try GGUFWriter.write(metadata: metadata, tensors: tensors.map {
@@ -74,6 +112,34 @@ public enum HuggingFaceConverter {
             }, to: output)
         }
         return tensors.count
+    }
+
+    /// One layer's Q, K and V rows (`.weight` or `.bias`) from separate tensors or either fused layout.
+    static func attentionRows(store: TensorStore, prefix p: String, layout: QKVLayout, names: TensorNaming, suffix: String,
+                              config c: ModelConfig, folder: String) throws -> (q: [Float], k: [Float], v: [Float]) {
+        func read(_ name: String) throws -> [Float] {
+            guard let t = store.tensor(named: p + name + suffix) else { throw PivotError.malformed(file: folder, "tensor '\(p + name + suffix)' is missing") }
+            return t.toFloats()
+        }
+        let columns = suffix == ".weight" ? c.hiddenSize : 1
+        switch layout {
+        case .separate:
+            return (try read(names.query), try read(names.key), try read(names.value))
+        case .stacked(let name):
+            let all = try read(name), q = c.queryWidth * columns, k = c.kvWidth * columns
+            return (Array(all[..<q]), Array(all[q..<q + k]), Array(all[(q + k)...]))
+        case .perHead(let name):
+            // Rows per head [q_h; k_h; v_h] (GPT-NeoX) regrouped into [q; k; v].
+            let all = try read(name), block = c.headDim * columns
+            var parts: [[Float]] = [[], [], []]
+            for h in 0..<c.headCount {
+                for j in 0..<3 {
+                    let start: Int = (3 * h + j) * block
+                    parts[j].append(contentsOf: all[start..<(start + block)])
+                }
+            }
+            return (parts[0], parts[1], parts[2])
+        }
     }
 
     /// llama.cpp's `permute`: within each head, row 2i+j (pairwise) takes HF row j·d/2 + i (halves).
@@ -122,9 +188,9 @@ extension HuggingFaceConverter {
             u32("\(arch).embedding_length", c.hiddenSize), u32("\(arch).feed_forward_length", c.intermediateSize),
             u32("\(arch).attention.head_count", c.headCount), u32("\(arch).attention.head_count_kv", c.kvHeadCount),
             f32("\(arch).rope.freq_base", Double(c.ropeTheta)),
-            f32("\(arch).attention.layer_norm_rms_epsilon", Double(c.rmsNormEpsilon)),
+            f32(c.variant.norm == .layer ? "\(arch).attention.layer_norm_epsilon" : "\(arch).attention.layer_norm_rms_epsilon", Double(c.rmsNormEpsilon)),
             u32("general.file_type", floatType == .f32 ? 0 : floatType == .f16 ? 1 : 32),
-            u32("\(arch).vocab_size", c.vocabularySize), u32("\(arch).rope.dimension_count", c.headDim),
+            u32("\(arch).vocab_size", c.vocabularySize), u32("\(arch).rope.dimension_count", c.rotaryDimensions),
         ]
         if c.headDim * c.headCount != c.hiddenSize {
             m += [u32("\(arch).attention.key_length", c.headDim), u32("\(arch).attention.value_length", c.headDim)]

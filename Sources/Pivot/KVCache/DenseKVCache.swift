@@ -71,8 +71,10 @@ public final class DenseKVCache: KVCache {
             let scores = c.scores.pointer + item * c.capacity
             let scale = 1 / Float(d).squareRoot()
             for t in (qb * DenseKVCache.queryBlock)..<min(queries.rows, (qb + 1) * DenseKVCache.queryBlock) {
-                attendOneQuery(UnsafePointer(queries.row(t) + h * d), keys: keys, values: values, count: start + t + 1,
-                               headDim: d, scale: scale, scores: scores, out: out.row(t) + h * d)
+                let first = shape.firstVisible(layer: layer, position: start + t)
+                attendOneQuery(UnsafePointer(queries.row(t) + h * d), keys: keys + first * d, values: values + first * d,
+                               count: start + t + 1 - first, headDim: d, scale: scale, scores: scores, out: out.row(t) + h * d,
+                               softCap: shape.scoreSoftCap)
             }
         }
     }

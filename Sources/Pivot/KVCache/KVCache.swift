@@ -36,6 +36,10 @@ public struct AttentionShape: Sendable {
     public var heads: Int
     public var kvHeads: Int
     public var headDim: Int
+    /// Per layer, how many of the latest positions a query sees (nil: all of them; Gemma's sliding layers).
+    public var windows: [Int?]? = nil
+    /// cap·tanh(score/cap) before the softmax (Gemma 2).
+    public var scoreSoftCap: Float? = nil
 
     public init(layers: Int, heads: Int, kvHeads: Int, headDim: Int) {
         self.layers = layers; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
@@ -43,5 +47,17 @@ public struct AttentionShape: Sendable {
 
     public init(_ config: ModelConfig) {
         self.init(layers: config.layerCount, heads: config.headCount, kvHeads: config.kvHeadCount, headDim: config.headDim)
+        let v = config.variant
+        if let window = v.slidingWindow { windows = (0..<config.layerCount).map { v.windowed(layer: $0) ? window : nil } }
+        scoreSoftCap = v.attentionSoftCap
+    }
+
+    /// Whether attention is plain causal softmax attention, the only kind the compressed caches implement.
+    public var isPlainCausal: Bool { windows == nil && scoreSoftCap == nil }
+
+    /// The first position query position `p` sees in `layer`.
+    @inline(__always) public func firstVisible(layer: Int, position p: Int) -> Int {
+        guard let windows, let w = windows[layer] else { return 0 }
+        return max(0, p + 1 - w)
     }
 }

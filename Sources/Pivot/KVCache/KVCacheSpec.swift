@@ -84,6 +84,12 @@ public struct PreparedKVCache {
     public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int) -> KVCache {
         let lossless = min(pivotSource?.count ?? 0, capacity)
         let cache: KVCache
+        if !shape.isPlainCausal {
+            // Sliding windows and soft caps live in the dense cache's attention (`prepare` refuses the others).
+            precondition(spec == .f32, "\(spec.label) caches implement plain causal attention only")
+            cache = DenseKVCache(shape: shape, capacity: capacity, maxBatch: maxBatch)
+            return pivotSource.map { PivotedKVCache(inner: cache, source: $0, shape: shape) } ?? cache
+        }
         switch spec {
         case .cskv(let settings):
             guard let lowRankPlan else { fatalError("a CSKV cache needs its factors (KVCacheSpec.prepare loads them)") }

@@ -1,41 +1,41 @@
 import PivotKernels
 
 extension ModelConfig {
-    /// Reads `{arch}.*` keys from GGUF metadata (llama.cpp's names).
+    /// Reads `{arch}.*` keys from GGUF metadata (llama.cpp's names): the common numbers here, the
+    /// family's own through `ModelFamily.readGGUF`.
     public init(gguf: GGUFFile) throws {
         let m = gguf.metadata
         guard let arch = m["general.architecture"]?.string else {
             throw PivotError.malformed(file: gguf.path, "missing general.architecture")
         }
-        guard ["llama", "mistral", "qwen2", "qwen3"].contains(arch) else {
-            throw PivotError.unsupported(file: gguf.path, "architecture '\(arch)' (supported: llama, mistral, qwen2, qwen3)")
+        guard let family = ModelFamily.gguf(arch) else {
+            throw PivotError.unsupported(file: gguf.path, "architecture '\(arch)' (supported: \(ModelFamily.ggufArchitectures.joined(separator: ", ")))")
         }
-        func int(_ key: String) throws -> Int {
-            guard let v = m["\(arch).\(key)"]?.int else { throw PivotError.malformed(file: gguf.path, "missing \(arch).\(key)") }
-            return v
-        }
-        let hidden = try int("embedding_length")
-        let heads = try int("attention.head_count")
+        let keys = GGUFKeys(gguf: gguf, arch: arch)
+        let hidden = try keys.requiredInt("embedding_length")
+        let heads = try keys.requiredInt("attention.head_count")
         let vocab = m["tokenizer.ggml.tokens"]?.array?.count ?? gguf.tensor(named: "token_embd.weight")?.shape.first ?? 0
+        let headDim = keys.int("attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
         self.init(
             architecture: arch,
             vocabularySize: vocab,
             hiddenSize: hidden,
-            intermediateSize: try int("feed_forward_length"),
-            layerCount: try int("block_count"),
+            intermediateSize: try keys.requiredInt("feed_forward_length"),
+            layerCount: try keys.requiredInt("block_count"),
             headCount: heads,
-            kvHeadCount: m["\(arch).attention.head_count_kv"]?.int ?? heads,
-            headDim: m["\(arch).attention.key_length"]?.int ?? (heads > 0 ? hidden / heads : 0),
-            contextLength: m["\(arch).context_length"]?.int ?? 2048,
-            ropeTheta: Float(m["\(arch).rope.freq_base"]?.double ?? 10000),
-            rmsNormEpsilon: Float(m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
-            // llama.cpp's converter permutes llama/mistral Q,K for pairwise RoPE; qwen keeps NEOX order.
-            ropeInterleaved: !arch.hasPrefix("qwen"),
+            kvHeadCount: keys.int("attention.head_count_kv") ?? heads,
+            headDim: headDim,
+            contextLength: keys.int("context_length") ?? 2048,
+            ropeTheta: Float(keys.double("rope.freq_base") ?? 10000),
+            rmsNormEpsilon: Float(keys.double("attention.layer_norm_rms_epsilon") ?? keys.double("attention.layer_norm_epsilon") ?? 1e-5),
+            ropeInterleaved: false,
             tiedEmbeddings: gguf.tensor(named: "output.weight") == nil,
-            attentionBias: gguf.tensor(named: "blk.0.attn_q.bias") != nil,
+            attentionBias: gguf.tensor(named: "blk.0.attn_q.bias") != nil || gguf.tensor(named: "blk.0.attn_qkv.bias") != nil,
             outputBias: gguf.tensor(named: "blk.0.attn_output.bias") != nil,
             ropeScaling: try Self.ropeScaling(gguf, arch: arch),
             queryKeyNorm: gguf.tensor(named: "blk.0.attn_q_norm.weight") != nil)
+        if let rotated = keys.int("rope.dimension_count"), rotated != headDim { variant.rotaryDimensions = rotated }
+        try family.readGGUF(keys, &self)
         try validate(file: gguf.path)
     }
 
@@ -59,6 +59,8 @@ extension ModelConfig {
 /// Maps llama.cpp tensor names onto the forward pass's weights.
 enum GGUFModelLoader {
     static func load(_ gguf: GGUFFile, quantizeTo: BlockFormat? = nil) throws -> Transformer {
-        try WeightLoader.build(config: try ModelConfig(gguf: gguf), store: gguf, names: .gguf, quantizeTo: quantizeTo)
+        let config = try ModelConfig(gguf: gguf)
+        let family = ModelFamily.gguf(config.architecture)!
+        return try WeightLoader.build(config: config, store: gguf, names: family.ggufNames, quantizeTo: quantizeTo)
     }
 }

@@ -3,45 +3,45 @@ import Foundation
 /// Reads `config.json` in every form transformers writes or wrote: top-level `rope_theta` +
 /// `rope_scaling` (4.x) or `rope_parameters` (5.x), `torch_dtype` or `dtype`. A key that
 /// changes the model's output and is not understood is an error naming it, never a default.
+/// Reads `config.json` in every form transformers writes or wrote: top-level `rope_theta` +
+/// `rope_scaling` (4.x) or `rope_parameters` (5.x), `torch_dtype` or `dtype`. A key that
+/// changes the model's output and is not understood is an error naming it, never a default.
+/// The common numbers are read here; the family (`ModelFamily`) reads what is its own.
 extension ModelConfig {
-    public static let huggingFaceModelTypes = ["llama", "mistral", "qwen2", "qwen3", "smollm3"]
+    public static var huggingFaceModelTypes: [String] { ModelFamily.huggingFaceTypes }
 
     public init(huggingFace json: [String: Any], file: String) throws {
         let reader = ConfigReader(json: json, file: file)
         let modelType = try reader.string("model_type") ?? "llama"
-        guard Self.huggingFaceModelTypes.contains(modelType) else {
+        guard let family = ModelFamily.huggingFace(modelType) else {
             throw PivotError.unsupported(file: file, "model_type '\(modelType)' (supported: \(Self.huggingFaceModelTypes.joined(separator: ", ")))")
         }
-        try reader.rejectUnsupportedFeatures(modelType: modelType)
+        if reader.present("quantization_config") != nil {
+            throw reader.unsupported("quantization_config", "pre-quantized HF checkpoints (GPTQ/AWQ/bitsandbytes) are not supported; use the float checkpoint or a GGUF file")
+        }
         let hidden = try reader.requiredInt("hidden_size")
         let heads = try reader.requiredInt("num_attention_heads")
         let headDim = try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0)
-        let layers = try reader.requiredInt("num_hidden_layers")
-        var context = try reader.int("max_position_embeddings") ?? 2048
-        // Mistral's sliding window only matters past its length: cap the context there, exactly.
-        if modelType == "mistral", let window = try reader.int("sliding_window") { context = min(context, window) }
+        let context = try reader.int("max_position_embeddings") ?? 2048
         let (theta, scaling) = try reader.rope(headDim: headDim, context: context)
-        let attentionBias = try reader.bool("attention_bias") ?? (modelType == "qwen2")
         self.init(
             architecture: modelType,
             vocabularySize: try reader.requiredInt("vocab_size"),
             hiddenSize: hidden,
             intermediateSize: try reader.requiredInt("intermediate_size"),
-            layerCount: layers,
+            layerCount: try reader.requiredInt("num_hidden_layers"),
             headCount: heads,
             kvHeadCount: try reader.int("num_key_value_heads") ?? heads,
             headDim: headDim,
             contextLength: context,
             ropeTheta: Float(theta),
-            rmsNormEpsilon: Float(try reader.double("rms_norm_eps") ?? 1e-6),
+            rmsNormEpsilon: Float(try reader.double("rms_norm_eps") ?? reader.double("layer_norm_eps") ?? reader.double("layer_norm_epsilon") ?? 1e-6),
             ropeInterleaved: false,
             tiedEmbeddings: try reader.bool("tie_word_embeddings") ?? false,
-            attentionBias: attentionBias,
-            outputBias: attentionBias && modelType != "qwen2",
+            attentionBias: false,
             ropeScaling: scaling,
-            queryKeyNorm: modelType == "qwen3",
-            ropeLayers: try reader.ropeLayers(modelType: modelType, layers: layers),
             declaredDType: try reader.dtype())
+        try family.readHuggingFace(reader, &self)
         try validate(file: file)
     }
 }
@@ -96,33 +96,14 @@ struct ConfigReader {
         .unsupported(file: file, "'\(key)': \(why)")
     }
 
-    /// Keys whose non-default values would change the computation in ways the forward pass lacks.
-    func rejectUnsupportedFeatures(modelType: String) throws {
-        for key in ["hidden_act", "hidden_activation"] {
-            if let act = try string(key), act != "silu" { throw unsupported(key, "activation '\(act)' (only silu is implemented)") }
-        }
-        if try bool("mlp_bias") == true { throw unsupported("mlp_bias", "MLP biases are not implemented") }
-        if let f = try double("partial_rotary_factor"), f != 1 { throw unsupported("partial_rotary_factor", "partial rotary embeddings (\(f)) are not implemented") }
-        if present("quantization_config") != nil {
-            throw unsupported("quantization_config", "pre-quantized HF checkpoints (GPTQ/AWQ/bitsandbytes) are not supported; use the float checkpoint or a GGUF file")
-        }
-        if modelType != "mistral", try bool("use_sliding_window") == true {
-            throw unsupported("use_sliding_window", "sliding-window attention is not implemented")
-        }
-        if let types = present("layer_types") {
-            guard let list = types as? [String] else { throw wrongType("layer_types", "a list of strings") }
-            if let other = list.first(where: { $0 != "full_attention" }) {
-                throw unsupported("layer_types", "layer type '\(other)' (only full_attention is implemented)")
-            }
-        }
-    }
-
     /// θ and scaling from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (4.x).
     func rope(headDim: Int, context: Int) throws -> (theta: Double, scaling: RoPEScaling) {
         var parameters: [String: Any]?
         var key = "rope_scaling"
         if let value = present("rope_parameters") {
-            guard let object = value as? [String: Any] else { throw wrongType("rope_parameters", "an object") }
+            guard var object = value as? [String: Any] else { throw wrongType("rope_parameters", "an object") }
+            // Per layer type (Gemma 3): the full-attention layers' parameters; the family reads the rest.
+            if let full = object["full_attention"] as? [String: Any] { object = full }
             if object["rope_type"] == nil && object["rope_theta"] == nil && object["type"] == nil {
                 throw unsupported("rope_parameters", "per-layer-type RoPE parameters (\(object.keys.sorted().joined(separator: ", "))) are not implemented")
             }

@@ -1,4 +1,4 @@
-/// The shape of a Llama-family decoder (Llama, Mistral, Qwen2, SmolLM).
+/// The shape of a decoder: Llama's numbers plus the family's `BlockVariant`.
 public struct ModelConfig: Sendable, Equatable {
     public var architecture: String
     public var vocabularySize: Int
@@ -26,6 +26,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var ropeLayers: [Bool]? = nil
     /// The checkpoint's declared float type (`torch_dtype`/`dtype`), for reports only.
     public var declaredDType: String? = nil
+    /// Where the block departs from Llama's (norms, activation, residual, rotary, windows, caps).
+    public var variant = BlockVariant()
 
     public var queryWidth: Int { headCount * headDim }
     public var kvWidth: Int { kvHeadCount * headDim }
@@ -50,8 +52,20 @@ public struct ModelConfig: Sendable, Equatable {
         if let ropeLayers, ropeLayers.count != layerCount {
             throw fail("no_rope_layers has \(ropeLayers.count) entries for \(layerCount) layers")
         }
-        if case .frequencyFactors(let f) = ropeScaling, f.count != headDim / 2 {
-            throw fail("rope frequency factors have \(f.count) entries, expected \(headDim / 2)")
+        let v = variant
+        if let r = v.rotaryDimensions, r <= 0 || r > headDim || r % 2 != 0 {
+            throw fail("rotary dimensions \(r) must be even and within the head dimension \(headDim)")
+        }
+        if let w = v.slidingWindow, w <= 0 { throw fail("sliding window \(w) must be positive") }
+        if let layers = v.slidingLayers, layers.count != layerCount {
+            throw fail("the sliding-window layer pattern has \(layers.count) entries for \(layerCount) layers")
+        }
+        for (name, value) in [("attention soft cap", v.attentionSoftCap), ("final soft cap", v.finalSoftCap), ("attention scale", v.attentionScale)] {
+            if let value, !(value > 0) { throw fail("\(name) \(value) must be positive") }
+        }
+        if v.parallelResidual && !v.inputNorms { throw fail("a parallel residual needs input norms") }
+        if case .frequencyFactors(let f) = ropeScaling, f.count != rotaryDimensions / 2 {
+            throw fail("rope frequency factors have \(f.count) entries, expected \(rotaryDimensions / 2)")
         }
     }
 }

@@ -1,21 +1,33 @@
 import PivotKernels
 
+/// A norm's weights: RMSNorm reads `weight`; LayerNorm adds `bias` where the family has one.
+public struct NormWeights {
+    public var weight: FloatBuffer
+    public var bias: FloatBuffer?
+
+    public init(weight: FloatBuffer, bias: FloatBuffer? = nil) { self.weight = weight; self.bias = bias }
+}
+
 /// One decoder block's weights. Every projection is a `LinearOperator`, whatever its format.
 public struct DecoderLayer {
-    public var attentionNorm: FloatBuffer
+    public var attentionNorm: NormWeights
     public var query: LinearOperator
     public var key: LinearOperator
     public var value: LinearOperator
     public var attentionOutput: LinearOperator
-    public var mlpNorm: FloatBuffer
-    public var gate: LinearOperator
+    public var mlpNorm: NormWeights
+    /// Nil in families whose MLP is not gated (GPT-NeoX, Falcon): act(up) feeds down.
+    public var gate: LinearOperator?
     public var up: LinearOperator
     public var down: LinearOperator
-    /// Qwen3: RMSNorm weights (headDim) applied to each head of Q and K before RoPE.
-    public var queryNorm: FloatBuffer? = nil
-    public var keyNorm: FloatBuffer? = nil
+    /// Q/K norms (Qwen3, Gemma 3: per head; OLMo 2: over the whole projection).
+    public var queryNorm: NormWeights? = nil
+    public var keyNorm: NormWeights? = nil
+    /// Norms of the attention and MLP outputs (Gemma 2/3, OLMo 2).
+    public var postAttentionNorm: NormWeights? = nil
+    public var postMLPNorm: NormWeights? = nil
 
-    public var linears: [LinearOperator] { [query, key, value, attentionOutput, gate, up, down] }
+    public var linears: [LinearOperator] { [query, key, value, attentionOutput] + (gate.map { [$0] } ?? []) + [up, down] }
 
     /// This layer with every projection replaced by `transform(projection, role)`: how wrappers
     /// (activation bits, imatrix, Hessians) plug in.
@@ -23,7 +35,7 @@ public struct DecoderLayer {
         var l = self
         l.query = transform(query, .query); l.key = transform(key, .key); l.value = transform(value, .value)
         l.attentionOutput = transform(attentionOutput, .attentionOutput)
-        l.gate = transform(gate, .gate); l.up = transform(up, .up); l.down = transform(down, .down)
+        l.gate = gate.map { transform($0, .gate) }; l.up = transform(up, .up); l.down = transform(down, .down)
         return l
     }
 }
@@ -55,22 +67,25 @@ public final class Transformer {
     public var layers: [DecoderLayer] { didSet { groups = Self.makeGroups(layers) } }
     /// Q/K/V and gate/up of each layer, dispatched together.
     private var groups: [(attention: ProjectionGroup, mlp: ProjectionGroup)]
-    public let finalNorm: FloatBuffer
+    public let finalNorm: NormWeights
     public var output: LinearOperator
     let rope: RoPETable
+    /// Gemma 3's sliding layers rotate with their own base.
+    let slidingRope: RoPETable?
     /// Sees the residual stream entering block `index` (and, with index `layers.count`, leaving the
     /// last one) on every pass: how analyses such as pruning's block influence read hidden states.
     /// Nil in ordinary runs.
     public var residualObserver: ((_ index: Int, _ hidden: Matrix) -> Void)?
 
-    public init(config: ModelConfig, embedding: Embedding, layers: [DecoderLayer], finalNorm: FloatBuffer, output: LinearOperator) {
+    public init(config: ModelConfig, embedding: Embedding, layers: [DecoderLayer], finalNorm: NormWeights, output: LinearOperator) {
         self.config = config
         self.embedding = embedding
         self.layers = layers
         self.finalNorm = finalNorm
         self.output = output
         groups = Self.makeGroups(layers)
-        rope = RoPETable(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling)
+        rope = RoPETable(headDim: config.rotaryDimensions, theta: config.ropeTheta, scaling: config.ropeScaling)
+        slidingRope = config.variant.slidingRopeTheta.map { RoPETable(headDim: config.rotaryDimensions, theta: $0, scaling: .none) }
     }
 
     /// Runs `tokens` (at positions cache.length...) through the model, appends them to `cache`
@@ -147,6 +162,7 @@ public final class Transformer {
         let context = state.context
         let pool = context.pool
         rope.ensure(positions: furthest)
+        slidingRope?.ensure(positions: furthest)
         for s in sequences { s.cache.willAppend(tokens: UnsafeBufferPointer(rebasing: tokens[s.start..<s.start + s.count]), pool: pool) }
 
         let x = state.hidden.matrix(rows: count, columns: c.hiddenSize)
@@ -158,33 +174,52 @@ public final class Transformer {
         let gate = state.gate.matrix(rows: count, columns: c.intermediateSize)
         let up = state.up.matrix(rows: count, columns: c.intermediateSize)
 
+        let form = c.variant
         for t in 0..<count { embedding.lookup(tokens[t], into: x.row(t)) }
+        if let scale = form.embeddingScale { for t in 0..<count { scaleInPlace(x.row(t), scale, count: c.hiddenSize) } }
+        // Caches score with 1/√d; a family's own scale goes into the queries.
+        let queryScale = form.attentionScale.map { $0 * Float(c.headDim).squareRoot() }
+        let branch = form.parallelResidual ? state.branch.matrix(rows: count, columns: c.hiddenSize) : normed
 
         for (index, layer) in layers.enumerated() {
             residualObserver?(index, x)
-            normalize(x, weight: layer.attentionNorm, into: normed)
-            groups[index].attention.forward(normed, into: (q, k, v), context: context)
+            if form.inputNorms { normalize(x, layer.attentionNorm, into: normed) }
+            groups[index].attention.forward(form.inputNorms ? normed : x, into: (q, k, v), context: context)
             if let queryNorm = layer.queryNorm, let keyNorm = layer.keyNorm {
-                normalizeHeads(q, heads: c.headCount, weight: queryNorm)
-                normalizeHeads(k, heads: c.kvHeadCount, weight: keyNorm)
+                normalizeHeads(q, heads: form.queryKeyNormSpansHeads ? 1 : c.headCount, queryNorm)
+                normalizeHeads(k, heads: form.queryKeyNormSpansHeads ? 1 : c.kvHeadCount, keyNorm)
             }
+            if let queryScale { for t in 0..<count { scaleInPlace(q.row(t), queryScale, count: c.queryWidth) } }
+            let table = form.windowed(layer: index) ? slidingRope ?? rope : rope
             for s in sequences {
                 let (sq, sk, sv, out) = (q.rows(s.start, s.count), k.rows(s.start, s.count), v.rows(s.start, s.count),
                                          attention.rows(s.start, s.count))
                 if c.usesRoPE(layer: index) {
-                    applyRotary(sq, heads: c.headCount, firstPosition: s.cache.length)
-                    applyRotary(sk, heads: c.kvHeadCount, firstPosition: s.cache.length)
+                    applyRotary(sq, heads: c.headCount, firstPosition: s.cache.length, table: table)
+                    applyRotary(sk, heads: c.kvHeadCount, firstPosition: s.cache.length, table: table)
                 }
                 s.cache.append(layer: index, keys: sk, values: sv)
                 s.cache.attend(layer: index, queries: sq, into: out, pool: pool)
             }
-            layer.attentionOutput.forward(attention, into: normed, context: context)
-            addInPlace(x, normed)
+            // Parallel blocks keep the attention's output aside while the MLP reads the block's input.
+            let attended = form.parallelResidual ? branch : normed
+            layer.attentionOutput.forward(attention, into: attended, context: context)
+            if let post = layer.postAttentionNorm { normalize(attended, post, into: attended) }
+            if !form.parallelResidual { addInPlace(x, attended) }
 
-            normalize(x, weight: layer.mlpNorm, into: normed)
-            groups[index].mlp.forward(normed, into: (gate, up, up), context: context)
-            for t in 0..<count { siluMultiply(gate.row(t), up.row(t), count: c.intermediateSize) }
-            layer.down.forward(gate, into: normed, context: context)
+            if form.inputNorms && !form.sharedNorm { normalize(x, layer.mlpNorm, into: normed) }
+            let mlpInput = form.inputNorms ? normed : x
+            if layer.gate != nil {
+                groups[index].mlp.forward(mlpInput, into: (gate, up, up), context: context)
+                for t in 0..<count { form.activation.applyGated(gate.row(t), up.row(t), count: c.intermediateSize) }
+                layer.down.forward(gate, into: normed, context: context)
+            } else {
+                layer.up.forward(mlpInput, into: up, context: context)
+                for t in 0..<count { form.activation.apply(up.row(t), count: c.intermediateSize) }
+                layer.down.forward(up, into: normed, context: context)
+            }
+            if let post = layer.postMLPNorm { normalize(normed, post, into: normed) }
+            if form.parallelResidual { addInPlace(normed, branch) }
             addInPlace(x, normed)
         }
         residualObserver?(layers.count, x)
@@ -194,44 +229,53 @@ public final class Transformer {
         var row = 0
         for s in sequences {
             for t in (s.logits == .last ? s.count - 1 : 0)..<s.count {
-                rmsNorm(x.row(s.start + t), weight: finalNorm.pointer, epsilon: c.rmsNormEpsilon, out: finalInput.row(row), count: c.hiddenSize)
+                normalize(row: x.row(s.start + t), finalNorm, into: finalInput.row(row), count: c.hiddenSize)
                 row += 1
             }
         }
         let logits = state.logits.matrix(rows: outRows, columns: c.vocabularySize)
         output.forward(finalInput, into: logits, context: context)
+        if let cap = form.finalSoftCap { for r in 0..<outRows { softCap(logits.row(r), count: c.vocabularySize, cap: cap) } }
         return logits
     }
 
     private static func makeGroups(_ layers: [DecoderLayer]) -> [(attention: ProjectionGroup, mlp: ProjectionGroup)] {
-        layers.map { (ProjectionGroup([$0.query, $0.key, $0.value]), ProjectionGroup([$0.gate, $0.up])) }
+        layers.map { (ProjectionGroup([$0.query, $0.key, $0.value]), ProjectionGroup(($0.gate.map { [$0] } ?? []) + [$0.up])) }
     }
 
-    private func normalize(_ x: Matrix, weight: FloatBuffer, into out: Matrix) {
-        for t in 0..<x.rows {
-            rmsNorm(x.row(t), weight: weight.pointer, epsilon: config.rmsNormEpsilon, out: out.row(t), count: x.columns)
+    private func normalize(_ x: Matrix, _ norm: NormWeights, into out: Matrix) {
+        for t in 0..<x.rows { normalize(row: x.row(t), norm, into: out.row(t), count: x.columns) }
+    }
+
+    /// The family's norm of one vector (in place when `out` is `x`).
+    @inline(__always)
+    private func normalize(row x: UnsafeMutablePointer<Float>, _ norm: NormWeights, into out: UnsafeMutablePointer<Float>, count: Int) {
+        switch config.variant.norm {
+        case .rms: rmsNorm(x, weight: norm.weight.pointer, epsilon: config.rmsNormEpsilon, out: out, count: count)
+        case .layer: layerNorm(x, weight: norm.weight.pointer, bias: norm.bias.map { UnsafePointer($0.pointer) }, epsilon: config.rmsNormEpsilon, out: out, count: count)
         }
     }
 
-    /// RMSNorm of every head vector in place (Qwen3's q_norm/k_norm).
-    private func normalizeHeads(_ m: Matrix, heads: Int, weight: FloatBuffer) {
-        let d = config.headDim
+    /// The norm of every head vector in place (Qwen3's q_norm/k_norm; `heads` 1: the whole row, OLMo 2).
+    private func normalizeHeads(_ m: Matrix, heads: Int, _ norm: NormWeights) {
+        let d = m.columns / heads
         for t in 0..<m.rows {
+            for h in 0..<heads { normalize(row: m.row(t) + h * d, norm, into: m.row(t) + h * d, count: d) }
+        }
+    }
+
+    private func applyRotary(_ m: Matrix, heads: Int, firstPosition: Int, table: RoPETable) {
+        let d = config.headDim, rotated = config.rotaryDimensions, interleaved = config.ropeInterleaved
+        for t in 0..<m.rows {
+            let cos = table.cos(position: firstPosition + t), sin = table.sin(position: firstPosition + t)
             for h in 0..<heads {
-                let head = m.row(t) + h * d
-                rmsNorm(head, weight: weight.pointer, epsilon: config.rmsNormEpsilon, out: head, count: d)
+                applyRoPE(m.row(t) + h * d, headDim: rotated, cos: cos, sin: sin, interleaved: interleaved)
             }
         }
     }
 
-    private func applyRotary(_ m: Matrix, heads: Int, firstPosition: Int) {
-        let d = config.headDim, interleaved = config.ropeInterleaved
-        for t in 0..<m.rows {
-            let cos = rope.cos(position: firstPosition + t), sin = rope.sin(position: firstPosition + t)
-            for h in 0..<heads {
-                applyRoPE(m.row(t) + h * d, headDim: d, cos: cos, sin: sin, interleaved: interleaved)
-            }
-        }
+    private func scaleInPlace(_ x: UnsafeMutablePointer<Float>, _ factor: Float, count: Int) {
+        for i in 0..<count { x[i] *= factor }
     }
 
     private func addInPlace(_ x: Matrix, _ delta: Matrix) {
@@ -244,6 +288,8 @@ public final class ForwardState {
     public let maxTokens: Int
     public let context: ComputeContext
     let hidden, normed, queries, keys, values, attention, gate, up: FloatBuffer
+    /// A parallel block's attention output while its MLP runs (one row otherwise).
+    let branch: FloatBuffer
     public let logits: FloatBuffer
     /// Rows of logits one pass may produce.
     public let logitRows: Int
@@ -268,6 +314,7 @@ public final class ForwardState {
         attention = FloatBuffer(count: maxTokens * c.queryWidth)
         gate = FloatBuffer(count: maxTokens * c.intermediateSize)
         up = FloatBuffer(count: maxTokens * c.intermediateSize)
+        branch = FloatBuffer(count: c.variant.parallelResidual ? maxTokens * c.hiddenSize : c.hiddenSize)
         logits = FloatBuffer(count: logitRows * c.vocabularySize)
     }
 }

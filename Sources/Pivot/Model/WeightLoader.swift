@@ -1,5 +1,15 @@
 import PivotKernels
 
+/// How a checkpoint lays out one block's attention input projections.
+enum QKVLayout: Sendable {
+    /// Three tensors (q, k, v names).
+    case separate
+    /// One tensor, rows [q; k; v] (Phi-3, and llama.cpp's attn_qkv).
+    case stacked(String)
+    /// One tensor, rows per head [q_h; k_h; v_h] (GPT-NeoX in HF; heads == kv heads).
+    case perHead(String)
+}
+
 /// The tensor names of one checkpoint family; everything else about building the model is shared.
 struct TensorNaming: Sendable {
     var embedding: String
@@ -9,8 +19,14 @@ struct TensorNaming: Sendable {
     /// Prefix of layer i's tensors.
     var layerPrefix: @Sendable (Int) -> String
     var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
-    /// Qwen3's per-head RMSNorm weights of Q and K.
+    /// Q/K norm weights (Qwen3, Gemma 3 per head; OLMo 2 over the projection).
     var queryNorm, keyNorm: String
+    var qkv: QKVLayout = .separate
+    /// gate and up as one tensor, gate's rows first (Phi-3's gate_up_proj; llama.cpp's phi3 ffn_up).
+    var fusedGateUp: String? = nil
+    /// Norms of the attention and MLP outputs (Gemma 2/3, OLMo 2).
+    var postAttentionNorm: String? = nil
+    var postMLPNorm: String? = nil
 
     /// llama.cpp's GGUF names.
     static let gguf = TensorNaming(
@@ -18,7 +34,8 @@ struct TensorNaming: Sendable {
         attentionNorm: "attn_norm.weight", query: ProjectionRole.query.rawValue, key: ProjectionRole.key.rawValue,
         value: ProjectionRole.value.rawValue, attentionOutput: ProjectionRole.attentionOutput.rawValue,
         mlpNorm: "ffn_norm.weight", gate: ProjectionRole.gate.rawValue, up: ProjectionRole.up.rawValue, down: ProjectionRole.down.rawValue,
-        queryNorm: "attn_q_norm.weight", keyNorm: "attn_k_norm.weight")
+        queryNorm: "attn_q_norm.weight", keyNorm: "attn_k_norm.weight",
+        postAttentionNorm: "post_attention_norm.weight", postMLPNorm: "post_ffw_norm.weight")
 
     /// HuggingFace transformers' Llama/Mistral/Qwen2 names.
     static let huggingFace = TensorNaming(
@@ -33,7 +50,9 @@ enum WeightLoader {
     /// `quantizeTo`: float (F32/F16/BF16) projection weights, and a tied output head, are quantized to
     /// this format as they load (ggml's quantizers, K-quants with llama.cpp's block-32 fallback on rows
     /// that are not a multiple of 256); already quantized tensors and the embedding lookup stay as stored.
-    static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming, quantizeTo: BlockFormat? = nil) throws -> Transformer {
+    /// `normOffset` is added to every norm weight (Gemma's HF checkpoints store w for a scale of 1 + w).
+    static func build(config c: ModelConfig, store: TensorStore, names: TensorNaming, quantizeTo: BlockFormat? = nil,
+                      normOffset: Float = 0) throws -> Transformer {
         func maybeQuantized(_ t: TensorData) -> TensorData {
             guard let requested = quantizeTo, !t.type.isBlock, t.shape.count == 2 else { return t }
             // A K-quant on rows that are not whole super-blocks takes llama.cpp's block-32 fallback.
@@ -45,13 +64,21 @@ enum WeightLoader {
             return quantized
         }
         let d = c.hiddenSize
-        func vector(_ name: String, _ count: Int) throws -> FloatBuffer {
+        let layerNorm = c.variant.norm == .layer
+        func vector(_ name: String, _ count: Int, offset: Float = 0) throws -> FloatBuffer {
             let buffer = FloatBuffer(count: count)
             try store.require(name, shape: [count]).copyFloats(into: buffer.pointer)
+            if offset != 0 { for i in 0..<count { buffer.pointer[i] += offset } }
             return buffer
         }
-        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
-            var op = makeLinear(maybeQuantized(try store.require(name + ".weight", shape: [out, inFeatures])))
+        /// A norm's weight (plus its bias for LayerNorm families, where the checkpoint has one).
+        func norm(_ name: String, _ count: Int) throws -> NormWeights {
+            let biasName = String(name.dropLast("weight".count)) + "bias"
+            let bias = layerNorm && store.tensor(named: biasName) != nil ? try vector(biasName, count) : nil
+            return NormWeights(weight: try vector(name, count, offset: normOffset), bias: bias)
+        }
+        func operator_(_ weight: TensorData, name: String, bias: TensorData?) throws -> LinearOperator {
+            var op = makeLinear(maybeQuantized(weight))
             if let index = store.tensor(named: name + ".weight" + SparseOutlierLinear.indexSuffix) {
                 // Pivot's sparse FP16 outliers beside the quantized weight.
                 guard let value = store.tensor(named: name + ".weight" + SparseOutlierLinear.valueSuffix), index.type == .f32,
@@ -60,28 +87,67 @@ enum WeightLoader {
                 }
                 op = try SparseOutlierLinear(op, indices: index.toFloats().map { Int($0) }, values: value.toFloats())
             }
-            guard bias else { return op }
-            return BiasedLinear(op, bias: try store.require(name + ".bias", shape: [out]).toFloats())
+            guard let bias else { return op }
+            return BiasedLinear(op, bias: bias.toFloats())
+        }
+        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) throws -> LinearOperator {
+            let weight = try store.require(name + ".weight", shape: [out, inFeatures])
+            return try operator_(weight, name: name, bias: bias ? try store.require(name + ".bias", shape: [out]) : nil)
+        }
+        /// Row ranges of one fused tensor (and its bias) as separate operators.
+        func split(_ name: String, parts: [[Int]], in inFeatures: Int, bias: Bool) throws -> [LinearOperator] {
+            let rows = parts.reduce(0) { $0 + $1.count }
+            let weight = try store.require(name + ".weight", shape: [rows, inFeatures])
+            let biasTensor = bias ? try store.require(name + ".bias", shape: [rows]) : nil
+            return try parts.map { try operator_(weight.gatheringRows($0), name: name, bias: biasTensor?.gatheringRows($0)) }
         }
         let embedding = try store.require(names.embedding, shape: [c.vocabularySize, d])
+        let headDim = c.headDim
         var layers: [DecoderLayer] = []
         for i in 0..<c.layerCount {
             let p = names.layerPrefix(i)
+            let query, key, value: LinearOperator
+            switch names.qkv {
+            case .separate:
+                query = try linear(p + names.query, out: c.queryWidth, in: d, bias: c.attentionBias)
+                key = try linear(p + names.key, out: c.kvWidth, in: d, bias: c.attentionBias)
+                value = try linear(p + names.value, out: c.kvWidth, in: d, bias: c.attentionBias)
+            case .stacked(let name):
+                let q = Array(0..<c.queryWidth), k = Array(c.queryWidth..<c.queryWidth + c.kvWidth)
+                let v = Array(c.queryWidth + c.kvWidth..<c.queryWidth + 2 * c.kvWidth)
+                let ops = try split(p + name, parts: [q, k, v], in: d, bias: c.attentionBias)
+                (query, key, value) = (ops[0], ops[1], ops[2])
+            case .perHead(let name):
+                guard c.headCount == c.kvHeadCount else { throw PivotError.malformed(file: store.path, "a per-head fused QKV needs as many key/value heads as heads") }
+                func rows(_ part: Int) -> [Int] { (0..<c.headCount).flatMap { h in (0..<headDim).map { (3 * h + part) * headDim + $0 } } }
+                let ops = try split(p + name, parts: [rows(0), rows(1), rows(2)], in: d, bias: c.attentionBias)
+                (query, key, value) = (ops[0], ops[1], ops[2])
+            }
+            let gate: LinearOperator?, up: LinearOperator
+            if let fused = names.fusedGateUp {
+                let ops = try split(p + fused, parts: [Array(0..<c.intermediateSize), Array(c.intermediateSize..<2 * c.intermediateSize)],
+                                    in: d, bias: c.variant.mlpBias)
+                (gate, up) = (ops[0], ops[1])
+            } else {
+                gate = c.variant.gatedMLP ? try linear(p + names.gate, out: c.intermediateSize, in: d, bias: c.variant.mlpBias) : nil
+                up = try linear(p + names.up, out: c.intermediateSize, in: d, bias: c.variant.mlpBias)
+            }
+            let (qNormWidth, kNormWidth) = c.variant.queryKeyNormSpansHeads ? (c.queryWidth, c.kvWidth) : (headDim, headDim)
+            let inputNorms = c.variant.inputNorms, outputNorms = c.variant.outputNorms
             layers.append(DecoderLayer(
-                attentionNorm: try vector(p + names.attentionNorm, d),
-                query: try linear(p + names.query, out: c.queryWidth, in: d, bias: c.attentionBias),
-                key: try linear(p + names.key, out: c.kvWidth, in: d, bias: c.attentionBias),
-                value: try linear(p + names.value, out: c.kvWidth, in: d, bias: c.attentionBias),
+                attentionNorm: inputNorms ? try norm(p + names.attentionNorm, d) : NormWeights(weight: FloatBuffer(count: 1)),
+                query: query, key: key, value: value,
                 attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth, bias: c.outputBias),
-                mlpNorm: try vector(p + names.mlpNorm, d),
-                gate: try linear(p + names.gate, out: c.intermediateSize, in: d),
-                up: try linear(p + names.up, out: c.intermediateSize, in: d),
-                down: try linear(p + names.down, out: d, in: c.intermediateSize),
-                queryNorm: c.queryKeyNorm ? try vector(p + names.queryNorm, c.headDim) : nil,
-                keyNorm: c.queryKeyNorm ? try vector(p + names.keyNorm, c.headDim) : nil))
+                mlpNorm: inputNorms && !c.variant.sharedNorm ? try norm(p + names.mlpNorm, d) : NormWeights(weight: FloatBuffer(count: 1)),
+                gate: gate, up: up,
+                down: try linear(p + names.down, out: d, in: c.intermediateSize, bias: c.variant.mlpBias),
+                queryNorm: c.queryKeyNorm ? try norm(p + names.queryNorm, qNormWidth) : nil,
+                keyNorm: c.queryKeyNorm ? try norm(p + names.keyNorm, kNormWidth) : nil,
+                postAttentionNorm: outputNorms ? try norm(p + (names.postAttentionNorm ?? "?"), d) : nil,
+                postMLPNorm: outputNorms ? try norm(p + (names.postMLPNorm ?? "?"), d) : nil))
         }
         let output = c.tiedEmbeddings ? makeLinear(maybeQuantized(embedding)) : try linear(names.output, out: c.vocabularySize, in: d)
         return Transformer(config: c, embedding: Embedding(embedding), layers: layers,
-                           finalNorm: try vector(names.finalNorm, d), output: output)
+                           finalNorm: try norm(names.finalNorm, d), output: output)
     }
 }

@@ -30,6 +30,7 @@ public enum StructuredPruning {
     public static func write(source: GGUFFile, plan: PruningPlan, statistics: PruningStatistics?, to output: String, pool: ThreadPool,
                              progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         let config = try ModelConfig(gguf: source)
+        try config.requireLlamaBlock(for: "structured pruning")
         try checkPrunable(source, config: config, plan: plan)
         let dropped = Set(plan.droppedLayers)
         let kept = (0..<config.layerCount).filter { !dropped.contains($0) }

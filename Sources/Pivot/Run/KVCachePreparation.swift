@@ -10,6 +10,9 @@ extension KVCacheSpec {
     public func prepare(for model: LoadedModel, pool: ThreadPool, log: (String) -> Void = { _ in },
                         progress: (Int, Int) -> Void = { _, _ in }) throws -> PreparedKVCache {
         try validate(headDim: model.config.headDim)
+        if !AttentionShape(model.config).isPlainCausal && self != .f32 {
+            throw PivotError.unsupported(file: model.path, "the \(label) KV cache implements plain causal attention; \(model.config.architecture)'s sliding windows or soft-capped scores run on the F32 cache only")
+        }
         let stored = model.intactPrefix.map(StoredPivots.init)
         switch self {
         case .f32, .f16: return PreparedKVCache(spec: self, pivotSource: stored)
@@ -37,6 +40,7 @@ extension CSKVSettings {
     func factors(for model: LoadedModel, pool: ThreadPool, log: (String) -> Void, progress: (Int, Int) -> Void) throws -> LowRankKVFactors {
         let path = factors ?? LowRankKVFactors.defaultPath(modelPath: model.path)
         let c = model.config
+        try c.requireLlamaBlock(for: "CSKV calibration")
         if FileManager.default.fileExists(atPath: path) {
             let factors = try LowRankKVFactors.load(path: path)
             guard factors.layers == c.layerCount, factors.kvHeads == c.kvHeadCount, factors.headDim == c.headDim else {

@@ -25,6 +25,7 @@ public final class TrainableModel {
 
     public init(gguf: GGUFFile, prefixLength: Int = 0) throws {
         config = try ModelConfig(gguf: gguf)
+        try config.requireLlamaBlock(for: "training")
         guard !config.attentionBias, !config.queryKeyNorm, config.ropeLayers == nil, !config.outputBias else {
             throw PivotError.unsupported(file: gguf.path, "training covers plain Llama blocks (no biases, q/k norms or RoPE-less layers)")
         }

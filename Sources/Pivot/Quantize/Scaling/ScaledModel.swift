@@ -30,6 +30,7 @@ extension ChannelScaling {
     public func apply(source: GGUFFile, hessians: [String: InputHessian], formats: [String: BlockFormat], pool: ThreadPool,
                progress: (Int, Int) -> Void = { _, _ in }) throws -> ScaledModel {
         let config = try ModelConfig(gguf: source)
+        try config.requireLlamaBlock(for: "AWQ/SmoothQuant scaling")
         let store = FloatTensors(source: source)
         var current = hessians
         // The source's own value scales (a file scaled before) compound with this run's.

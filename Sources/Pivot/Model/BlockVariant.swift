@@ -1,0 +1,65 @@
+import PivotKernels
+
+/// How a family's decoder block departs from Llama's, as values the one forward pass reads. The
+/// defaults are Llama's block: pre-RMSNorm, sequential residual, SwiGLU, full rotary, 1/√d scores.
+public struct BlockVariant: Sendable, Equatable {
+    public enum Norm: Sendable, Equatable {
+        case rms
+        /// Mean-centred LayerNorm with a bias (GPT-NeoX, StableLM, Falcon).
+        case layer
+    }
+
+    public var norm: Norm = .rms
+    public var activation: Activation = .silu
+    /// act(gate)·up (true) or act(up) alone (GPT-NeoX, Falcon: ffn_up/ffn_down with no gate).
+    public var gatedMLP = true
+    /// Biases on the MLP projections (GPT-NeoX).
+    public var mlpBias = false
+    /// x + attn(norm₁(x)) + mlp(norm₂(x)) instead of two residual steps (GPT-NeoX, Falcon).
+    public var parallelResidual = false
+    /// The MLP reads the attention norm's output (Falcon-7B: one norm per block).
+    public var sharedNorm = false
+    /// Norms before attention and MLP (false: OLMo 2, which normalizes only their outputs).
+    public var inputNorms = true
+    /// Norms of the attention and MLP outputs before the residual add (Gemma 2/3, OLMo 2).
+    public var outputNorms = false
+    /// Q/K norm over the whole projection (OLMo 2) rather than per head (Qwen3, Gemma 3).
+    public var queryKeyNormSpansHeads = false
+    /// LayerNorm (with bias) on each head of Q and K (StableLM's qk_layernorm) instead of RMSNorm.
+    public var queryKeyLayerNorm = false
+    /// Leading dimensions of each head that RoPE rotates (nil: all of them).
+    public var rotaryDimensions: Int? = nil
+    /// Embeddings are multiplied by this (Gemma: √hidden).
+    public var embeddingScale: Float? = nil
+    /// Attention scores are q·k times this (nil: 1/√headDim; Gemma: query_pre_attn_scalar^-½).
+    public var attentionScale: Float? = nil
+    /// cap·tanh(x/cap) on attention scores and on the final logits (Gemma 2).
+    public var attentionSoftCap: Float? = nil
+    public var finalSoftCap: Float? = nil
+    /// Layers that attend over the last `slidingWindow` positions only (Gemma 2/3, Mistral-style).
+    public var slidingWindow: Int? = nil
+    public var slidingLayers: [Bool]? = nil
+    /// RoPE base of the sliding layers where it differs from the global one (Gemma 3: 10k vs 1M).
+    public var slidingRopeTheta: Float? = nil
+
+    public init() {}
+
+    /// Llama's block, which training, pruning and the scaling methods are written for.
+    public var isLlamaBlock: Bool { self == BlockVariant() }
+
+    /// Whether layer `index` attends over a window.
+    public func windowed(layer index: Int) -> Bool { slidingWindow != nil && (slidingLayers?[index] ?? true) }
+}
+
+extension ModelConfig {
+    /// RoPE's rotated dimensions per head.
+    public var rotaryDimensions: Int { variant.rotaryDimensions ?? headDim }
+
+    /// Methods that rewrite a Llama block's weights by name (training, pruning, AWQ/SmoothQuant scaling)
+    /// call this first, so another family is one clear error instead of a wrong model.
+    public func requireLlamaBlock(for method: String) throws {
+        guard variant.isLlamaBlock else {
+            throw PivotError.unsupported(file: architecture, "\(method) is written for Llama-style blocks; the \(architecture) block differs")
+        }
+    }
+}

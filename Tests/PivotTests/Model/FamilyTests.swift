@@ -1,0 +1,75 @@
+import Foundation
+import XCTest
+import Pivot
+import PivotKernels
+
+/// Each family's tiny random checkpoint (scripts/tiny_families.py: built by transformers from its config
+/// class, weights in BF16, reference logits in float64) loaded from its HF folder and, through
+/// `pivot convert`, from GGUF: logits of every position agree with transformers'.
+final class FamilyTests: XCTestCase {
+    static let root = Shared.packageRoot.appendingPathComponent("Tests/PivotTests/Fixtures/families")
+    static let families = ["llama", "phi3", "phi3-partial", "olmo2", "stablelm", "gpt-neox", "gemma2", "gemma3", "gemma3-scaled"]
+
+    struct Reference {
+        let tokens: [Int]
+        let vocabulary: Int
+        let logits: [Float]
+        let greedy: [Int]
+
+        init(_ folder: URL) throws {
+            let data = try Data(contentsOf: folder.appendingPathComponent("reference.json"))
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+            tokens = try XCTUnwrap(json["tokens"] as? [Int])
+            vocabulary = try XCTUnwrap(json["vocab_size"] as? Int)
+            greedy = try XCTUnwrap(json["greedy"] as? [Int])
+            let bytes = try XCTUnwrap(Data(base64Encoded: try XCTUnwrap(json["logits_f32_base64"] as? String)))
+            logits = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            XCTAssertEqual(logits.count, tokens.count * vocabulary)
+        }
+    }
+
+    /// Every position's logits from one pass with the F32 cache and float activations.
+    static func logits(_ model: LoadedModel, tokens: [Int]) -> [Float] {
+        let execution = Execution(pool: Shared.pool, precision: .float)
+        let state = ForwardState(config: model.config, maxTokens: tokens.count, allLogits: true, execution: execution)
+        let cache = model.makeCache(capacity: tokens.count, maxBatch: tokens.count)
+        let m = model.transformer.forward(tokens, cache: cache, state: state, logits: .all)
+        return (0..<tokens.count).flatMap { t in Array(UnsafeBufferPointer(start: m.row(t), count: m.columns)) }
+    }
+
+    /// Largest |difference| over every logit, relative to the logits' spread.
+    static func check(_ name: String, _ ours: [Float], _ reference: Reference, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(ours.count, reference.logits.count, name, file: file, line: line)
+        let worst = zip(ours, reference.logits).map { abs($0 - $1) }.max() ?? .infinity
+        let scale = reference.logits.map(abs).max() ?? 1
+        print(String(format: "%@: max |Δlogit| %.2e (logits up to %.1f)", name, worst, scale))
+        XCTAssertLessThan(worst, 1e-4, "\(name): max |Δlogit| \(worst) (logits up to \(scale))", file: file, line: line)
+        let greedy = (0..<reference.tokens.count).map { t in
+            (0..<reference.vocabulary).max { ours[t * reference.vocabulary + $0] < ours[t * reference.vocabulary + $1] }!
+        }
+        XCTAssertEqual(greedy, reference.greedy, "\(name): greedy tokens", file: file, line: line)
+    }
+
+    func testHuggingFaceFoldersMatchTransformers() throws {
+        for name in Self.families {
+            let folder = Self.root.appendingPathComponent(name)
+            let reference = try Reference(folder)
+            let model = try LoadedModel.load(path: folder.path)
+            Self.check(name, Self.logits(model, tokens: reference.tokens), reference)
+        }
+    }
+
+    func testConvertedGGUFMatchesTransformers() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-families-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in Self.families {
+            let folder = Self.root.appendingPathComponent(name)
+            let reference = try Reference(folder)
+            let output = dir.appendingPathComponent(name + ".gguf").path
+            try HuggingFaceConverter.convert(folder: folder.path, to: output, floatType: .f32)
+            let model = try LoadedModel.load(path: output)
+            Self.check(name + " (GGUF)", Self.logits(model, tokens: reference.tokens), reference)
+        }
+    }
+}
