@@ -6,7 +6,7 @@ FamilyTests.swift reads the committed fixtures; scripts/families_table.sh adds l
 Each family is built from its transformers config class with a fixed seed, its weights redrawn so
 that logits spread (norm weights and biases random too, so a wrong norm or a dropped bias shows), and
 rounded to BF16 so the saved checkpoint is exactly the model the reference ran. The reference runs in
-float64. The tokenizer is byte-level BPE over the 256 bytes plus <|endoftext|> (id 256), no merges.
+float64. The tokenizer is byte-level BPE over the 256 bytes plus four special tokens (<|endoftext|> is 256), no merges.
 
     pip install --user torch==2.13.0+cpu transformers safetensors
     python3 scripts/tiny_families.py [OUT_DIR] [--family NAME ...]
@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import transformers as tf
 
-VOCAB = 257
+VOCAB = 260
+# Phi-3's tokens too: llama.cpp looks them up by text in any model named phi3.
+SPECIALS = ["<|endoftext|>", "<unk>", "<s>", "</s>"]
 TEXT = "Pivot runs tiny models of every family: norms, rotary halves, biases & windows. 0123"
 SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
@@ -52,6 +54,13 @@ def families():
         "gemma3-scaled": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
                           dict(s, head_dim=16, num_hidden_layers=2, tie_word_embeddings=True, sliding_window=6, query_pre_attn_scalar=24,
                                layer_types=["sliding_attention", "full_attention"], pad_token_id=0)),
+        "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM, dict(s, num_local_experts=4, num_experts_per_tok=2, intermediate_size=64)),
+        "qwen2-moe": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
+                      dict(s, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96)),
+        # Renormalized top-k and a dense layer: transformers only (llama.cpp's qwen2moe has neither).
+        "qwen2-moe-dense": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
+                            dict(s, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96,
+                                 norm_topk_prob=True, mlp_only_layers=[1])),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(s, head_dim=16, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8, query_pre_attn_scalar=16,
                         attn_logit_softcapping=5.0, final_logit_softcapping=8.0,
@@ -77,8 +86,8 @@ def write_tokenizer(out):
     vocab = {alphabet[b]: b for b in range(256)}
     tok = {
         "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True}],
+        "added_tokens": [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, t in enumerate(SPECIALS)],
         "normalizer": None,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "post_processor": None,
@@ -101,7 +110,8 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() >= 2:
-                std = 1.0 if "embed" in name else p.shape[-1] ** -0.5
+                # Gemma multiplies embeddings by √hidden: its table is drawn that much smaller.
+                std = (p.shape[-1] ** -0.5 if gemma else 1.0) if "embed" in name else p.shape[-1] ** -0.5
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * std)
             elif name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.1)
@@ -118,6 +128,8 @@ def build(name, out_root):
     config = config_class(**kwargs)
     torch.manual_seed(0)
     model = model_class(config).to(torch.float64).eval()
+    if hasattr(model, "set_experts_implementation") and getattr(config, "_experts_implementation", None) is not None:
+        model.set_experts_implementation("eager")  # grouped_mm has no float64 kernel
     randomize(model, seed=sum(map(ord, name)))
     alphabet = bytes_to_unicode()
     ids = list(TEXT.encode("utf-8"))

@@ -44,7 +44,7 @@ struct KLD: ParsableCommand {
     @Option(help: "Run only the base and store its top-K log-probabilities per token in this file (for models too large to hold twice).")
     var saveBase: String?
 
-    @Option(help: "Score -m against a file written by --save-base instead of running a base model.")
+    @Option(help: "Score -m against a file written by --save-base, or by llama.cpp's `llama-perplexity --kl-divergence-base` (its tokens and window; llama.cpp's scored second halves), instead of running a base model.")
     var baseFile: String?
 
     @Option(name: .customLong("save-top-k"), parsing: .unconditional, help: "With --save-base: log-probabilities kept per token, 1-1024 (8 bytes each); the rest of the vocabulary is one bucket, so KLD is a lower bound: on int8 vs float of the default model 77% of the exact value at K=64, 88% at 256, 95% at 1024.")
@@ -131,8 +131,18 @@ struct KLD: ParsableCommand {
         let testPrefix = try testConfiguration.prefixTokens(for: testModel)
         if !testPrefix.isEmpty { writeErr("compared " + prefixNote(testPrefix, model: testModel) + "\n") }
         writeErr("base: \(file); compared: \(testModel.path) (\(model.precision.rawValue))\n")
-        let window = try KLDBaseFile.window(of: file)
         var bar: ProgressBar?
+        if let window = try LlamaKLDBaseFile.window(of: file) {
+            writeErr("llama.cpp base file: its chunks' tokens, the second half of each window of \(window) scored\n")
+            let side = ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool), window: window, prefix: testPrefix)
+            let r = try LlamaKLDBaseFile.evaluate(path: file, test: side, pool: pool) { done, total in
+                if bar == nil { bar = ProgressBar(total: total, label: "kld") }
+                bar?.update(done)
+            }
+            bar?.finish()
+            return report(r)
+        }
+        let window = try KLDBaseFile.window(of: file)
         let r = try KLDBaseFile.evaluate(path: file, test: ScoringSide(model: testModel, execution: testConfiguration.execution(pool: pool),
                                                                      window: window, prefix: testPrefix), tokens: tokens, pool: pool) { done, total in
             if bar == nil { bar = ProgressBar(total: total, label: "kld") }

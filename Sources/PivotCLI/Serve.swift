@@ -77,7 +77,8 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let pool = model.makePool()
-        let configuration = try model.configuration(kv: kv.defaulting(to: .f16), draft: drafting, shortlist: shortlist)
+        var configuration = try model.configuration(kv: kv.defaulting(to: .f16), draft: drafting, shortlist: shortlist)
+        configuration.kvCacheIsDefault = kv.chosenKind == nil
         let loaded = try model.load(configuration, pool: pool)
         let context = contextOption.cacheSize(for: loaded)
         let generators = (0..<parallel).map { _ in Generator(model: loaded, configuration: configuration, pool: pool, contextLength: context) }

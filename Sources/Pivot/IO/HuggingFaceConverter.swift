@@ -29,7 +29,8 @@ public enum HuggingFaceConverter {
             return (t.toFloats(), t.shape)
         }
         func emit(_ name: String, _ values: [Float], _ shape: [Int]) {
-            let type: TensorType = shape.count == 1 ? .f32 : floatType
+            // Vectors (norms, biases, the shared-expert gate) and routers stay F32, as llama.cpp's converter keeps them.
+            let type: TensorType = shape.count == 1 || name.hasSuffix("ffn_gate_inp.weight") ? .f32 : floatType
             owners.append(type.littleEndianBytes(of: values))
             tensors.append((name, type, shape, owners.count - 1))
         }
@@ -83,6 +84,13 @@ public enum HuggingFaceConverter {
             if c.variant.inputNorms && !c.variant.sharedNorm { try norm(p + hf.mlpNorm, as: b + gg.mlpNorm) }
             if c.variant.outputNorms, let post = hf.postMLPNorm, let ggPost = gg.postMLPNorm { try norm(p + post, as: b + ggPost) }
             let biases = c.variant.mlpBias ? [".weight", ".bias"] : [".weight"]
+            if let layout = c.experts, layout.routes(layer: i) {
+                try convertMixture(layout, hf: hf.mixture, gg: gg.mixture, prefix: p, to: b, config: c, store: store, folder: folder, emit: emit)
+                continue
+            }
+            if c.experts != nil, arch == "qwen2moe" {
+                throw PivotError.unsupported(file: folder, "layer \(i) is dense (mlp_only_layers / decoder_sparse_step): llama.cpp's qwen2moe has no dense layers")
+            }
             if c.variant.gatedMLP {
                 for suffix in biases {
                     let columns = suffix == ".weight" ? [c.hiddenSize] : []
@@ -112,6 +120,33 @@ public enum HuggingFaceConverter {
             }, to: output)
         }
         return tensors.count
+    }
+
+    /// A layer's router, experts stacked into llama.cpp's [experts, out, in] tensors, and shared expert.
+    static func convertMixture(_ layout: ExpertLayout, hf: MixtureNaming, gg: MixtureNaming, prefix p: String, to b: String, config c: ModelConfig,
+                               store: TensorStore, folder: String, emit: (String, [Float], [Int]) -> Void) throws {
+        func put(_ values: [Float], _ name: String, _ shape: [Int]) { emit(name, values, shape) }
+        func read(_ name: String) throws -> [Float] {
+            guard let t = store.tensor(named: name) else { throw PivotError.malformed(file: folder, "tensor '\(name)' is missing") }
+            return t.toFloats()
+        }
+        put(try read(p + hf.router + ".weight"), b + gg.router + ".weight", [layout.count, c.hiddenSize])
+        guard case .perExpert(let stem, let g, let u, let d) = hf.experts, case .stacked(let gg1, let gg2, let gg3) = gg.experts else {
+            throw PivotError.unsupported(file: folder, "expert tensors in this layout")
+        }
+        let w = layout.intermediateSize
+        for (name, target, shape) in [(g, gg1, [layout.count, w, c.hiddenSize]), (u, gg2, [layout.count, w, c.hiddenSize]), (d, gg3, [layout.count, c.hiddenSize, w])] {
+            var stacked: [Float] = []
+            for e in 0..<layout.count { stacked += try read(p + stem + "\(e)." + name + ".weight") }
+            put(stacked, b + target + ".weight", shape)
+        }
+        if let sw = layout.sharedIntermediateSize {
+            put(try read(p + hf.sharedGate + ".weight"), b + gg.sharedGate + ".weight", [sw, c.hiddenSize])
+            put(try read(p + hf.sharedUp + ".weight"), b + gg.sharedUp + ".weight", [sw, c.hiddenSize])
+            put(try read(p + hf.sharedDown + ".weight"), b + gg.sharedDown + ".weight", [c.hiddenSize, sw])
+            // llama.cpp's shared-expert gate is a vector of the hidden width.
+            put(try read(p + hf.sharedExpertGate + ".weight"), b + gg.sharedExpertGate + ".weight", [c.hiddenSize])
+        }
     }
 
     /// One layer's Q, K and V rows (`.weight` or `.bias`) from separate tensors or either fused layout.

@@ -58,7 +58,7 @@ extension ModelConfig {
     /// Methods that rewrite a Llama block's weights by name (training, pruning, AWQ/SmoothQuant scaling)
     /// call this first, so another family is one clear error instead of a wrong model.
     public func requireLlamaBlock(for method: String) throws {
-        guard variant.isLlamaBlock else {
+        guard variant.isLlamaBlock, experts == nil else {
             throw PivotError.unsupported(file: architecture, "\(method) is written for Llama-style blocks; the \(architecture) block differs")
         }
     }

@@ -28,6 +28,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var declaredDType: String? = nil
     /// Where the block departs from Llama's (norms, activation, residual, rotary, windows, caps).
     public var variant = BlockVariant()
+    /// Routed experts in place of the MLP (Mixtral, Qwen2-MoE); nil for dense models.
+    public var experts: ExpertLayout? = nil
 
     public var queryWidth: Int { headCount * headDim }
     public var kvWidth: Int { kvHeadCount * headDim }
@@ -62,6 +64,13 @@ public struct ModelConfig: Sendable, Equatable {
         }
         for (name, value) in [("attention soft cap", v.attentionSoftCap), ("final soft cap", v.finalSoftCap), ("attention scale", v.attentionScale)] {
             if let value, !(value > 0) { throw fail("\(name) \(value) must be positive") }
+        }
+        if let e = experts {
+            guard e.count >= 1, e.used >= 1, e.used <= e.count, e.intermediateSize > 0, e.count <= 1024 else {
+                throw fail("expert routing of \(e.used) of \(e.count) experts (width \(e.intermediateSize)) is not a valid mixture")
+            }
+            if let layers = e.sparseLayers, layers.count != layerCount { throw fail("the sparse-layer list has \(layers.count) entries for \(layerCount) layers") }
+            if !v.gatedMLP || v.parallelResidual { throw fail("routed experts are implemented for gated, sequential blocks") }
         }
         if v.parallelResidual && !v.inputNorms { throw fail("a parallel residual needs input norms") }
         if case .frequencyFactors(let f) = ropeScaling, f.count != rotaryDimensions / 2 {

@@ -16,10 +16,13 @@ public struct DecoderLayer {
     public var value: LinearOperator
     public var attentionOutput: LinearOperator
     public var mlpNorm: NormWeights
-    /// Nil in families whose MLP is not gated (GPT-NeoX, Falcon): act(up) feeds down.
+    /// Nil in families whose MLP is not gated (GPT-NeoX, Falcon): act(up) feeds down; all three nil
+    /// where routed experts replace the MLP.
     public var gate: LinearOperator?
-    public var up: LinearOperator
-    public var down: LinearOperator
+    public var up: LinearOperator?
+    public var down: LinearOperator?
+    /// Routed experts instead of the MLP (Mixtral, Qwen2-MoE).
+    public var experts: MixtureOfExperts? = nil
     /// Q/K norms (Qwen3, Gemma 3: per head; OLMo 2: over the whole projection).
     public var queryNorm: NormWeights? = nil
     public var keyNorm: NormWeights? = nil
@@ -27,7 +30,9 @@ public struct DecoderLayer {
     public var postAttentionNorm: NormWeights? = nil
     public var postMLPNorm: NormWeights? = nil
 
-    public var linears: [LinearOperator] { [query, key, value, attentionOutput] + (gate.map { [$0] } ?? []) + [up, down] }
+    public var linears: [LinearOperator] {
+        [query, key, value, attentionOutput] + [gate, up, down].compactMap { $0 } + (experts?.linears ?? [])
+    }
 
     /// This layer with every projection replaced by `transform(projection, role)`: how wrappers
     /// (activation bits, imatrix, Hessians) plug in.
@@ -35,7 +40,7 @@ public struct DecoderLayer {
         var l = self
         l.query = transform(query, .query); l.key = transform(key, .key); l.value = transform(value, .value)
         l.attentionOutput = transform(attentionOutput, .attentionOutput)
-        l.gate = gate.map { transform($0, .gate) }; l.up = transform(up, .up); l.down = transform(down, .down)
+        l.gate = gate.map { transform($0, .gate) }; l.up = up.map { transform($0, .up) }; l.down = down.map { transform($0, .down) }
         return l
     }
 }
@@ -209,14 +214,18 @@ public final class Transformer {
 
             if form.inputNorms && !form.sharedNorm { normalize(x, layer.mlpNorm, into: normed) }
             let mlpInput = form.inputNorms ? normed : x
-            if layer.gate != nil {
-                groups[index].mlp.forward(mlpInput, into: (gate, up, up), context: context)
-                for t in 0..<count { form.activation.applyGated(gate.row(t), up.row(t), count: c.intermediateSize) }
-                layer.down.forward(gate, into: normed, context: context)
-            } else {
-                layer.up.forward(mlpInput, into: up, context: context)
-                for t in 0..<count { form.activation.apply(up.row(t), count: c.intermediateSize) }
-                layer.down.forward(up, into: normed, context: context)
+            if let experts = layer.experts {
+                experts.forward(mlpInput, into: normed, context: context)
+            } else if let down = layer.down {
+                if layer.gate != nil {
+                    groups[index].mlp.forward(mlpInput, into: (gate, up, up), context: context)
+                    for t in 0..<count { form.activation.applyGated(gate.row(t), up.row(t), count: c.intermediateSize) }
+                    down.forward(gate, into: normed, context: context)
+                } else {
+                    groups[index].mlp.forward(mlpInput, into: (up, up, up), context: context)
+                    for t in 0..<count { form.activation.apply(up.row(t), count: c.intermediateSize) }
+                    down.forward(up, into: normed, context: context)
+                }
             }
             if let post = layer.postMLPNorm { normalize(normed, post, into: normed) }
             if form.parallelResidual { addInPlace(normed, branch) }
@@ -240,7 +249,7 @@ public final class Transformer {
     }
 
     private static func makeGroups(_ layers: [DecoderLayer]) -> [(attention: ProjectionGroup, mlp: ProjectionGroup)] {
-        layers.map { (ProjectionGroup([$0.query, $0.key, $0.value]), ProjectionGroup(($0.gate.map { [$0] } ?? []) + [$0.up])) }
+        layers.map { (ProjectionGroup([$0.query, $0.key, $0.value]), ProjectionGroup([$0.gate, $0.up].compactMap { $0 })) }
     }
 
     private func normalize(_ x: Matrix, _ norm: NormWeights, into out: Matrix) {

@@ -10,6 +10,27 @@ enum QKVLayout: Sendable {
     case perHead(String)
 }
 
+/// How a checkpoint names its routed experts.
+enum ExpertNaming: Sendable {
+    /// One tensor per expert and projection: `{prefix}{e}.{gate|up|down}.weight` (HF checkpoints).
+    case perExpert(prefix: String, gate: String, up: String, down: String)
+    /// One [experts, out, in] tensor per projection (llama.cpp's `ffn_*_exps`).
+    case stacked(gate: String, up: String, down: String)
+}
+
+/// The names of a mixture's tensors within a layer (without ".weight").
+struct MixtureNaming: Sendable {
+    var router: String
+    var experts: ExpertNaming
+    var sharedGate: String, sharedUp: String, sharedDown: String
+    /// hidden → 1 gate of the shared expert.
+    var sharedExpertGate: String
+
+    static let gguf = MixtureNaming(router: "ffn_gate_inp", experts: .stacked(gate: "ffn_gate_exps", up: "ffn_up_exps", down: "ffn_down_exps"),
+                                    sharedGate: "ffn_gate_shexp", sharedUp: "ffn_up_shexp", sharedDown: "ffn_down_shexp",
+                                    sharedExpertGate: "ffn_gate_inp_shexp")
+}
+
 /// The tensor names of one checkpoint family; everything else about building the model is shared.
 struct TensorNaming: Sendable {
     var embedding: String
@@ -27,6 +48,7 @@ struct TensorNaming: Sendable {
     /// Norms of the attention and MLP outputs (Gemma 2/3, OLMo 2).
     var postAttentionNorm: String? = nil
     var postMLPNorm: String? = nil
+    var mixture: MixtureNaming = .gguf
 
     /// llama.cpp's GGUF names.
     static let gguf = TensorNaming(
@@ -101,6 +123,42 @@ enum WeightLoader {
             let biasTensor = bias ? try store.require(name + ".bias", shape: [rows]) : nil
             return try parts.map { try operator_(weight.gatheringRows($0), name: name, bias: biasTensor?.gatheringRows($0)) }
         }
+        /// A layer's router, experts and shared expert.
+        func mixture(prefix p: String, layout: ExpertLayout) throws -> MixtureOfExperts {
+            let m = names.mixture, width = layout.intermediateSize
+            var experts: [Expert] = []
+            switch m.experts {
+            case .perExpert(let stem, let g, let u, let dn):
+                for e in 0..<layout.count {
+                    experts.append(Expert(gate: try linear(p + stem + "\(e)." + g, out: width, in: d), up: try linear(p + stem + "\(e)." + u, out: width, in: d),
+                                          down: try linear(p + stem + "\(e)." + dn, out: d, in: width)))
+                }
+            case .stacked(let g, let u, let dn):
+                let gates = try store.require(p + g + ".weight", shape: [layout.count, width, d])
+                let ups = try store.require(p + u + ".weight", shape: [layout.count, width, d])
+                let downs = try store.require(p + dn + ".weight", shape: [layout.count, d, width])
+                for e in 0..<layout.count {
+                    experts.append(Expert(gate: makeLinear(maybeQuantized(gates.matrix(e))), up: makeLinear(maybeQuantized(ups.matrix(e))),
+                                          down: makeLinear(maybeQuantized(downs.matrix(e)))))
+                }
+            }
+            var shared: Expert?, sharedGate: LinearOperator?
+            if let w = layout.sharedIntermediateSize {
+                shared = Expert(gate: try linear(p + m.sharedGate, out: w, in: d), up: try linear(p + m.sharedUp, out: w, in: d),
+                                down: try linear(p + m.sharedDown, out: d, in: w))
+                // llama.cpp stores the shared gate as a vector.
+                let gateTensor = try store.tensor(named: p + m.sharedExpertGate + ".weight").map { t -> TensorData in
+                    guard t.shape == [d] || t.shape == [1, d] else {
+                        throw PivotError.shapeMismatch(file: store.path, tensor: p + m.sharedExpertGate + ".weight", expected: [1, d], found: t.shape)
+                    }
+                    return TensorData(name: t.name, type: t.type, shape: [1, d], data: t.data, byteCount: t.byteCount, owner: t.owner)
+                }
+                guard let gateTensor else { throw PivotError.missingTensor(file: store.path, p + m.sharedExpertGate + ".weight") }
+                sharedGate = makeLinear(gateTensor)
+            }
+            return MixtureOfExperts(router: try linear(p + m.router, out: layout.count, in: d), experts: experts, shared: shared,
+                                    sharedGate: sharedGate, layout: layout, activation: c.variant.activation)
+        }
         let embedding = try store.require(names.embedding, shape: [c.vocabularySize, d])
         let headDim = c.headDim
         var layers: [DecoderLayer] = []
@@ -123,8 +181,11 @@ enum WeightLoader {
                 let ops = try split(p + name, parts: [rows(0), rows(1), rows(2)], in: d, bias: c.attentionBias)
                 (query, key, value) = (ops[0], ops[1], ops[2])
             }
-            let gate: LinearOperator?, up: LinearOperator
-            if let fused = names.fusedGateUp {
+            var gate: LinearOperator?, up: LinearOperator?, down: LinearOperator?
+            var experts: MixtureOfExperts?
+            if let layout = c.experts, layout.routes(layer: i) {
+                experts = try mixture(prefix: p, layout: layout)
+            } else if let fused = names.fusedGateUp {
                 let ops = try split(p + fused, parts: [Array(0..<c.intermediateSize), Array(c.intermediateSize..<2 * c.intermediateSize)],
                                     in: d, bias: c.variant.mlpBias)
                 (gate, up) = (ops[0], ops[1])
@@ -132,6 +193,7 @@ enum WeightLoader {
                 gate = c.variant.gatedMLP ? try linear(p + names.gate, out: c.intermediateSize, in: d, bias: c.variant.mlpBias) : nil
                 up = try linear(p + names.up, out: c.intermediateSize, in: d, bias: c.variant.mlpBias)
             }
+            if experts == nil { down = try linear(p + names.down, out: d, in: c.intermediateSize, bias: c.variant.mlpBias) }
             let (qNormWidth, kNormWidth) = c.variant.queryKeyNormSpansHeads ? (c.queryWidth, c.kvWidth) : (headDim, headDim)
             let inputNorms = c.variant.inputNorms, outputNorms = c.variant.outputNorms
             layers.append(DecoderLayer(
@@ -139,8 +201,7 @@ enum WeightLoader {
                 query: query, key: key, value: value,
                 attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth, bias: c.outputBias),
                 mlpNorm: inputNorms && !c.variant.sharedNorm ? try norm(p + names.mlpNorm, d) : NormWeights(weight: FloatBuffer(count: 1)),
-                gate: gate, up: up,
-                down: try linear(p + names.down, out: d, in: c.intermediateSize, bias: c.variant.mlpBias),
+                gate: gate, up: up, down: down, experts: experts,
                 queryNorm: c.queryKeyNorm ? try norm(p + names.queryNorm, qNormWidth) : nil,
                 keyNorm: c.queryKeyNorm ? try norm(p + names.keyNorm, kNormWidth) : nil,
                 postAttentionNorm: outputNorms ? try norm(p + (names.postAttentionNorm ?? "?"), d) : nil,

@@ -17,6 +17,9 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
     public var bits: Double?
     /// The KV cache (in a matrix spec: `kv_type`, `kv_bits`, `kv_group`, `kv_window`, `pivot` beside the other keys).
     public var kvCache: KVCacheSpec
+    /// `kvCache` is a verb's default rather than the user's choice (serve's F16): a family whose
+    /// attention only the F32 cache implements (sliding windows, soft caps) then gets F32 instead.
+    public var kvCacheIsDefault = false
     /// Lossless drafting for the verbs that generate (nil: plain decoding).
     public var draft: DraftSettings?
     /// Tokens run before every scored window or request and never scored (`--prefix`; nil: none).
@@ -97,7 +100,12 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         if let quantize { path = try quantize.file(for: path, pool: pool, log: log) }
         let loaded = try LoadedModel.load(path: path, quantizeOnLoad: quantizeOnLoad)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
-        loaded.kvCache = try kvCache.prepare(for: loaded, pool: pool, log: log, progress: progress)
+        var spec = kvCache
+        if kvCacheIsDefault && spec != .f32 && !AttentionShape(loaded.config).isPlainCausal {
+            log("KV cache: F32 (\(loaded.config.architecture)'s sliding windows or soft caps run on the F32 cache only)")
+            spec = .f32
+        }
+        loaded.kvCache = try spec.prepare(for: loaded, pool: pool, log: log, progress: progress)
         if let shortlist {
             let head = try shortlist.make(for: loaded, pool: pool)
             loaded.transformer.output = head

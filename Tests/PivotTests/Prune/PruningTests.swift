@@ -93,7 +93,7 @@ final class PruningTests: XCTestCase {
             XCTAssertEqual(r.ffnWidth, 64)
             let model = try LoadedModel.load(path: out)
             XCTAssertEqual(model.config.intermediateSize, 64)
-            XCTAssertEqual(model.transformer.layers[0].down.inFeatures, 64)
+            XCTAssertEqual(model.transformer.layers[0].down?.inFeatures, 64)
             errors[healing] = zip(logits(model, held, execution), full).reduce(0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
         }
         XCTAssertLessThan(errors[.lsq]!, 0.8 * errors[.none]!, "least squares should heal: \(errors)")

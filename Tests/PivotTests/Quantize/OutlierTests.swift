@@ -36,7 +36,7 @@ final class OutlierTests: XCTestCase {
         let reference = try logits(float), withOutliers = try logits(kept), without = try logits(plain)
         func error(_ x: [Float]) -> Float { zip(x, reference).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } }
         // Every weight kept: a projection's quantized weight plus its FP16 correction is the float weight (to f16 rounding).
-        let exact = try LoadedModel.load(path: all).transformer.layers[1].down, dense = floatModel.transformer.layers[1].down
+        let exact = try XCTUnwrap(try LoadedModel.load(path: all).transformer.layers[1].down), dense = try XCTUnwrap(floatModel.transformer.layers[1].down)
         let x = FloatBuffer(count: 4 * tiny.ffn), y1 = FloatBuffer(count: 4 * tiny.hidden), y2 = FloatBuffer(count: 4 * tiny.hidden)
         for i in 0..<(4 * tiny.ffn) { x.pointer[i] = Float.random(in: -1...1, using: &g) }
         let context = ComputeContext(pool: pool, maxTokens: 4, maxColumns: tiny.ffn, precision: .float)
@@ -63,7 +63,7 @@ final class OutlierTests: XCTestCase {
         }
         for i in 0..<(5 * rows) { XCTAssertEqual(a.pointer[i], b.pointer[i], accuracy: 1e-5 * max(1, abs(b.pointer[i]))) }
         let loaded = try LoadedModel.load(path: kept)
-        XCTAssertTrue(loaded.transformer.layers[0].up.formatName.hasSuffix("+outliers"))
+        XCTAssertTrue(loaded.transformer.layers[0].up?.formatName.hasSuffix("+outliers") == true)
     }
 
     func loaded0(_ path: String) throws -> LoadedModel { try LoadedModel.load(path: path) }

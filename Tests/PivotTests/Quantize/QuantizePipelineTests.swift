@@ -42,7 +42,7 @@ final class QuantizePipelineTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: kOutput) }
         try QuantizePipeline.run(input: path, output: kOutput, fileType: XCTUnwrap(QuantizeFileType.named("Q4_K_M")), pool: Shared.pool)
         let q4km = try LoadedModel.load(path: kOutput)
-        XCTAssertEqual(Set(q4km.transformer.layers.map { $0.down.formatName }), ["Q4_K", "Q6_K"])
+        XCTAssertEqual(Set(q4km.transformer.layers.map { $0.down!.formatName }), ["Q4_K", "Q6_K"])
         let k = try PerplexityEvaluator(model: q4km, contextLength: 256, execution: Execution(pool: Shared.pool)).evaluate(tokens: tokens)
         XCTAssertGreaterThan(k.perplexity, base.perplexity, "requantizing loses something")
         XCTAssertLessThan(k.perplexity, base.perplexity * 1.1, "Q4_K_M stays within 10% of its base here (measured +6% on 40 windows)")

@@ -28,6 +28,8 @@ extension ModelFamily {
         readGGUF: { keys, c in
             // llama.cpp's converter permutes llama/mistral Q,K for pairwise RoPE; qwen keeps NEOX order.
             c.ropeInterleaved = !keys.arch.hasPrefix("qwen")
+            // Mixtral: llama with routed experts.
+            c.experts = try c.expertLayout(keys)
         })
 }
 

@@ -22,7 +22,7 @@ struct ModelFamily: Sendable {
     /// GGUF metadata the family adds when converting (beside the common keys).
     var ggufMetadata: @Sendable (ModelConfig, String) -> [GGUFMetadataEntry] = { _, _ in [] }
 
-    static let all: [ModelFamily] = [.llama, .phi3, .olmo2, .stableLM, .gptNeoX, .gemma2, .gemma3]
+    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .gemma2, .gemma3]
 
     static func huggingFace(_ modelType: String) -> ModelFamily? { all.first { $0.huggingFaceTypes.contains(modelType) } }
     static func gguf(_ architecture: String) -> ModelFamily? { all.first { $0.ggufArchitectures.contains(architecture) } }
