@@ -16,6 +16,7 @@ public enum HuggingFaceConverter {
         guard let family = ModelFamily.huggingFace(c.architecture), let arch = family.convertsTo else {
             throw PivotError.unsupported(file: folder, "model_type '\(c.architecture)' for GGUF conversion")
         }
+        if let why = family.unconvertible(c) { throw PivotError.unsupported(file: folder, "GGUF conversion: " + why) }
         if c.ropeLayers != nil { throw PivotError.unsupported(file: folder, "layers without RoPE (no_rope_layers) have no GGUF key llama.cpp reads") }
         let metadata = try self.metadata(model: model, arch: arch, folder: folder, floatType: floatType)
             + family.ggufMetadata(c, arch)
@@ -87,9 +88,6 @@ public enum HuggingFaceConverter {
             if let layout = c.experts, layout.routes(layer: i) {
                 try convertMixture(layout, hf: hf.mixture, gg: gg.mixture, prefix: p, to: b, config: c, store: store, folder: folder, emit: emit)
                 continue
-            }
-            if c.experts != nil, arch == "qwen2moe" {
-                throw PivotError.unsupported(file: folder, "layer \(i) is dense (mlp_only_layers / decoder_sparse_step): llama.cpp's qwen2moe has no dense layers")
             }
             if c.variant.gatedMLP {
                 for suffix in biases {
@@ -163,17 +161,11 @@ public enum HuggingFaceConverter {
         case .stacked(let name):
             let all = try read(name), q = c.queryWidth * columns, k = c.kvWidth * columns
             return (Array(all[..<q]), Array(all[q..<q + k]), Array(all[(q + k)...]))
-        case .perHead(let name):
-            // Rows per head [q_h; k_h; v_h] (GPT-NeoX) regrouped into [q; k; v].
-            let all = try read(name), block = c.headDim * columns
-            var parts: [[Float]] = [[], [], []]
-            for h in 0..<c.headCount {
-                for j in 0..<3 {
-                    let start: Int = (3 * h + j) * block
-                    parts[j].append(contentsOf: all[start..<(start + block)])
-                }
-            }
-            return (parts[0], parts[1], parts[2])
+        case .grouped(let name):
+            // Rows per key/value group regrouped into [q; k; v] (llama.cpp's attn_qkv).
+            let all = try read(name), rows = QKVLayout.groupedRows(c)
+            func gather(_ ids: [Int]) -> [Float] { ids.flatMap { all[($0 * columns)..<(($0 + 1) * columns)] } }
+            return (gather(rows.q), gather(rows.k), gather(rows.v))
         }
     }
 

@@ -20,7 +20,10 @@ extension ModelConfig {
             throw reader.unsupported("quantization_config", "pre-quantized HF checkpoints (GPTQ/AWQ/bitsandbytes) are not supported; use the float checkpoint or a GGUF file")
         }
         let hidden = try reader.requiredInt("hidden_size")
-        let heads = try reader.requiredInt("num_attention_heads")
+        // Falcon's older configs say n_head / n_layer.
+        guard let heads = try reader.int("num_attention_heads") ?? reader.int("n_head") else {
+            throw PivotError.malformed(file: file, "missing 'num_attention_heads'")
+        }
         let headDim = try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0)
         let context = try reader.int("max_position_embeddings") ?? 2048
         let (theta, scaling) = try reader.rope(headDim: headDim, context: context)
@@ -28,8 +31,9 @@ extension ModelConfig {
             architecture: modelType,
             vocabularySize: try reader.requiredInt("vocab_size"),
             hiddenSize: hidden,
-            intermediateSize: try reader.requiredInt("intermediate_size"),
-            layerCount: try reader.requiredInt("num_hidden_layers"),
+            // Falcon has none (its family sets 4 × hidden); validation refuses a family that leaves it 0.
+            intermediateSize: try reader.int("intermediate_size") ?? 0,
+            layerCount: try reader.int("num_hidden_layers") ?? reader.int("n_layer") ?? 0,
             headCount: heads,
             kvHeadCount: try reader.int("num_key_value_heads") ?? heads,
             headDim: headDim,

@@ -6,8 +6,9 @@ enum QKVLayout: Sendable {
     case separate
     /// One tensor, rows [q; k; v] (Phi-3, and llama.cpp's attn_qkv).
     case stacked(String)
-    /// One tensor, rows per head [q_h; k_h; v_h] (GPT-NeoX in HF; heads == kv heads).
-    case perHead(String)
+    /// One tensor, rows per key/value group: its query heads, then its key head and value head
+    /// (HF GPT-NeoX, one query head per group; HF Falcon-40B's new decoder architecture).
+    case grouped(String)
 }
 
 /// How a checkpoint names its routed experts.
@@ -16,6 +17,22 @@ enum ExpertNaming: Sendable {
     case perExpert(prefix: String, gate: String, up: String, down: String)
     /// One [experts, out, in] tensor per projection (llama.cpp's `ffn_*_exps`).
     case stacked(gate: String, up: String, down: String)
+}
+
+extension QKVLayout {
+    /// Rows of Q, K and V in a grouped fused tensor: group g holds its r = heads/kvHeads query heads,
+    /// then its key head, then its value head.
+    static func groupedRows(_ c: ModelConfig) -> (q: [Int], k: [Int], v: [Int]) {
+        let d = c.headDim, r = c.headCount / c.kvHeadCount
+        func head(_ slot: Int) -> [Int] { (0..<d).map { slot * d + $0 } }
+        var q: [Int] = [], k: [Int] = [], v: [Int] = []
+        for g in 0..<c.kvHeadCount {
+            let base = g * (r + 2)
+            for j in 0..<r { q += head(base + j) }
+            k += head(base + r); v += head(base + r + 1)
+        }
+        return (q, k, v)
+    }
 }
 
 /// The names of a mixture's tensors within a layer (without ".weight").
@@ -175,10 +192,9 @@ enum WeightLoader {
                 let v = Array(c.queryWidth + c.kvWidth..<c.queryWidth + 2 * c.kvWidth)
                 let ops = try split(p + name, parts: [q, k, v], in: d, bias: c.attentionBias)
                 (query, key, value) = (ops[0], ops[1], ops[2])
-            case .perHead(let name):
-                guard c.headCount == c.kvHeadCount else { throw PivotError.malformed(file: store.path, "a per-head fused QKV needs as many key/value heads as heads") }
-                func rows(_ part: Int) -> [Int] { (0..<c.headCount).flatMap { h in (0..<headDim).map { (3 * h + part) * headDim + $0 } } }
-                let ops = try split(p + name, parts: [rows(0), rows(1), rows(2)], in: d, bias: c.attentionBias)
+            case .grouped(let name):
+                let rows = QKVLayout.groupedRows(c)
+                let ops = try split(p + name, parts: [rows.q, rows.k, rows.v], in: d, bias: c.attentionBias)
                 (query, key, value) = (ops[0], ops[1], ops[2])
             }
             var gate: LinearOperator?, up: LinearOperator?, down: LinearOperator?

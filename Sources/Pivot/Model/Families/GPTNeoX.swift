@@ -9,7 +9,7 @@ extension ModelFamily {
             layerPrefix: { "gpt_neox.layers.\($0)." }, attentionNorm: "input_layernorm.weight", query: "", key: "", value: "",
             attentionOutput: "attention.dense", mlpNorm: "post_attention_layernorm.weight", gate: "",
             up: "mlp.dense_h_to_4h", down: "mlp.dense_4h_to_h", queryNorm: "", keyNorm: "",
-            qkv: .perHead("attention.query_key_value")),
+            qkv: .grouped("attention.query_key_value")),
         ggufNames: { var n = TensorNaming.gguf; n.qkv = .stacked("attn_qkv"); return n }(),
         readHuggingFace: { reader, c in
             c.neoxBlock()

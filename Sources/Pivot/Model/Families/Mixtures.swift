@@ -60,6 +60,9 @@ extension ModelFamily {
             return c.expertMetadata(arch) + [.u32("\(arch).expert_feed_forward_length", e.intermediateSize)]
                 + (e.sharedIntermediateSize.map { [.u32("\(arch).expert_shared_feed_forward_length", $0)] } ?? [])
                 + (e.normalizeWeights ? [.bool("\(arch).expert_weights_norm", true)] : [])
+        },
+        unconvertible: { c in
+            c.experts?.sparseLayers?.contains(false) == true ? "llama.cpp's qwen2moe has no dense layers (mlp_only_layers / decoder_sparse_step)" : nil
         })
 }
 

@@ -21,8 +21,10 @@ struct ModelFamily: Sendable {
     var readGGUF: @Sendable (GGUFKeys, inout ModelConfig) throws -> Void
     /// GGUF metadata the family adds when converting (beside the common keys).
     var ggufMetadata: @Sendable (ModelConfig, String) -> [GGUFMetadataEntry] = { _, _ in [] }
+    /// Why llama.cpp could not load this model's GGUF (nil: it can), checked before converting.
+    var unconvertible: @Sendable (ModelConfig) -> String? = { _ in nil }
 
-    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .gemma2, .gemma3]
+    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3]
 
     static func huggingFace(_ modelType: String) -> ModelFamily? { all.first { $0.huggingFaceTypes.contains(modelType) } }
     static func gguf(_ architecture: String) -> ModelFamily? { all.first { $0.ggufArchitectures.contains(architecture) } }
