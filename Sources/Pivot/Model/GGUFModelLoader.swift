@@ -35,6 +35,7 @@ extension ModelConfig {
             ropeScaling: try Self.ropeScaling(gguf, arch: arch),
             queryKeyNorm: gguf.tensor(named: "blk.0.attn_q_norm.weight") != nil)
         if let rotated = keys.int("rope.dimension_count"), rotated != headDim { variant.rotaryDimensions = rotated }
+        try validateCounts(file: gguf.path)
         try family.readGGUF(keys, &self)
         try validate(file: gguf.path)
     }

@@ -45,6 +45,7 @@ extension ModelConfig {
             attentionBias: false,
             ropeScaling: scaling,
             declaredDType: try reader.dtype())
+        try validateCounts(file: file)
         try family.readHuggingFace(reader, &self)
         try validate(file: file)
     }

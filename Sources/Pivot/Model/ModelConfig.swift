@@ -37,6 +37,14 @@ public struct ModelConfig: Sendable, Equatable {
     /// Whether layer `index` rotates its queries and keys.
     public func usesRoPE(layer index: Int) -> Bool { ropeLayers?[index] ?? true }
 
+    /// The numbers a family's reader counts with (layers, heads, widths), checked before it runs.
+    func validateCounts(file: String) throws {
+        guard (1...512).contains(layerCount), (1...(1 << 16)).contains(hiddenSize), (1...4096).contains(headCount),
+              (1...4096).contains(kvHeadCount), (1...512).contains(headDim), (0...(1 << 18)).contains(intermediateSize) else {
+            throw PivotError.malformed(file: file, "implausible dimensions (layers \(layerCount), hidden \(hiddenSize), heads \(headCount)/\(kvHeadCount), head \(headDim), ffn \(intermediateSize))")
+        }
+    }
+
     /// Checks that the numbers describe a model the forward pass can run.
     public func validate(file: String) throws {
         func fail(_ why: String) -> PivotError { .malformed(file: file, why) }

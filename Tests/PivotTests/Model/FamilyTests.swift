@@ -82,3 +82,53 @@ final class FamilyTests: XCTestCase {
         }
     }
 }
+
+/// Every family's config.json with each key removed, or set to a wrong type, or to a contradictory
+/// number: the load either succeeds (the key has a default) or is one PivotError naming the problem.
+final class FamilyConfigFuzzTests: XCTestCase {
+    func testMissingWrongAndContradictoryKeysAreClearErrors() throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-fuzz-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: work) }
+        var loaded = 0, refused = 0
+        for name in FamilyTests.families {
+            let source = FamilyTests.root.appendingPathComponent(name)
+            let folder = work.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for file in try FileManager.default.contentsOfDirectory(atPath: source.path) where file != "config.json" {
+                let target = folder.appendingPathComponent(file)
+                if !FileManager.default.fileExists(atPath: target.path) {
+                    try FileManager.default.createSymbolicLink(at: target, withDestinationURL: source.appendingPathComponent(file))
+                }
+            }
+            let original = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as? [String: Any])
+            var variants: [(String, [String: Any])] = []
+            for key in original.keys.sorted() {
+                var removed = original; removed[key] = nil
+                variants.append(("without \(key)", removed))
+                var wrong = original; wrong[key] = original[key] is String ? 7 : "seven"
+                variants.append(("\(key) of the wrong type", wrong))
+                if original[key] is Int, !(original[key] is Bool) {
+                    var odd = original; odd[key] = (original[key] as! Int) * 3 + 1
+                    variants.append(("\(key) contradicting the weights", odd))
+                    var negative = original; negative[key] = -1
+                    variants.append(("\(key) negative", negative))
+                }
+            }
+            for (what, config) in variants {
+                try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("config.json"))
+                if ProcessInfo.processInfo.environment["PIVOT_FUZZ_TRACE"] != nil { FileHandle.standardError.write(Data("fuzz: \(name) \(what)\n".utf8)) }
+                do {
+                    _ = try LoadedModel.load(path: folder.path)
+                    loaded += 1
+                } catch let error as PivotError {
+                    XCTAssertFalse("\(error)".isEmpty, "\(name), \(what)")
+                    refused += 1
+                } catch {
+                    XCTFail("\(name), \(what): not a PivotError: \(error)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(refused, 100)
+        XCTAssertGreaterThan(loaded, 50)
+    }
+}
