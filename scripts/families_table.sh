@@ -7,6 +7,7 @@
 #            of Pivot's distributions from llama.cpp's, and same top-1
 #   quant    pivot quantize Q8_0 and Q4_K_M (block-32 fallback on 64-wide rows), then the same
 #            llama.cpp comparison on each quantized file (Pivot's default int8 path)
+#   eval     pivot eval arc_easy --limit 50 (the harness end to end; a random model scores near chance)
 #   kv       pivot perplexity with the F16 and KIVI-4 caches (or the error a family gets)
 #   serve    pivot serve, one /v1/completions request
 #   speed    pivot bench and llama-bench, pp64 / tg32, 2 threads, on the F32 GGUF
@@ -33,8 +34,8 @@ llama_kld() {
     [ -n "$mean" ] && echo "$mean, $(echo "$out" | awk '/^Same top/ {print $4}') %" || echo "✗ $(echo "$out" | tail -1)"
 }
 
-echo "| family | convert | PPL HF / GGUF | KLD from llama.cpp, F32 (same top-1) | Q8_0 | Q4_K_M | F16 cache PPL | KIVI-4 cache PPL | serve | pp64 Pivot / llama.cpp | tg32 Pivot / llama.cpp |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| family | convert | PPL HF / GGUF | KLD from llama.cpp, F32 (same top-1) | Q8_0 | Q4_K_M | eval | F16 cache PPL | KIVI-4 cache PPL | serve | pp64 Pivot / llama.cpp | tg32 Pivot / llama.cpp |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for f in $FAMILIES; do
     hf=$FIX/$f
     "$PIVOT" convert -m "$hf" -o "$f.gguf" --type F32 > "$f.convert.log" 2>&1 && conv="✓ $(du -k "$f.gguf" | cut -f1) KiB" || conv="✗ $(tail -1 "$f.convert.log")"
@@ -45,6 +46,8 @@ for f in $FAMILIES; do
         "$PIVOT" quantize -t "$THREADS" -m "$f.gguf" -o "$f.$type.gguf" --type "$type" > "$f.$type.log" 2>&1 \
             && q="$q| $(llama_kld "$f.$type.gguf") " || q="$q| ✗ $(tail -1 "$f.$type.log") "
     done
+    ev=$("$PIVOT" eval -t "$THREADS" -m "$f.gguf" arc_easy --limit 50 2>&1 | awk -F'|' '/^\| [^-c]/ {gsub(/^ +| +$/, "", $3); print $3; exit}')
+    [ -n "$ev" ] || ev="✗"
     kv16=$(ppl "$f.gguf" --kv-type f16); kivi=$(ppl "$f.gguf" --kv-type kivi --kv-bits 4 --kv-group 16 --kv-window 16)
     port=$((18000 + RANDOM % 1000))
     "$PIVOT" serve -m "$f.gguf" --port $port -t "$THREADS" --quiet > "$f.serve.log" 2>&1 &
@@ -63,5 +66,5 @@ for f in $FAMILIES; do
     lb=$("$LLAMA/llama-bench" -m "$f.gguf" -p 64 -n 32 -r 3 -t "$THREADS" 2>/dev/null)
     lpp=$(echo "$lb" | awk -F'|' '/pp64/ {split($(NF-1), a, "±"); gsub(/ /, "", a[1]); print a[1]}')
     ltg=$(echo "$lb" | awk -F'|' '/tg32/ {split($(NF-1), a, "±"); gsub(/ /, "", a[1]); print a[1]}')
-    echo "| $f | $conv | $p_hf / $p_gg | $f32 $q| $kv16 | $kivi | $serve | $pp / $lpp | $tg / $ltg |"
+    echo "| $f | $conv | $p_hf / $p_gg | $f32 $q| $ev | $kv16 | $kivi | $serve | $pp / $lpp | $tg / $ltg |"
 done

@@ -14,15 +14,18 @@ public struct Efficiency: Codable, Sendable {
     /// The context at which KV bytes per token are counted (a window or pivots weigh less the longer it is).
     public static let kvReferenceTokens = 4096
 
-    /// A short speed probe: one pass over `prompt` random tokens, then `decode` single-token steps.
+    /// A short speed probe: one pass over `prompt` random tokens, then `decode` single-token steps
+    /// (both shrunk, in the same 4:1 ratio, to fit a model with a shorter context).
     public static func measure(model: LoadedModel, execution: Execution,
-                               prompt: Int = 256, decode: Int = 64) -> Efficiency {
+                               prompt requestedPrompt: Int = 256, decode requestedDecode: Int = 64) -> Efficiency {
+        let room = max(2, model.config.contextLength - 1)
+        let decode = min(requestedDecode, max(1, room / 5)), prompt = min(requestedPrompt, room - decode)
         let cache = model.makeCache(capacity: prompt + decode + 1, maxBatch: prompt)
         let state = ForwardState(config: model.config, maxTokens: prompt, allLogits: false, execution: execution)
         var rng = SplitMix64(seed: 7)
         let vocabulary = UInt64(model.tokenizer.vocabularySize)
         let tokens = (0..<(prompt + decode)).map { _ in Int(rng.next() % vocabulary) }
-        model.transformer.forward(Array(tokens[0..<32]), cache: cache, state: state)  // warm-up
+        model.transformer.forward(Array(tokens[0..<min(32, prompt)]), cache: cache, state: state)  // warm-up
         cache.truncate(to: 0)
         var start = DispatchTime.now().uptimeNanoseconds
         model.transformer.forward(Array(tokens[0..<prompt]), cache: cache, state: state)
