@@ -27,8 +27,8 @@ import transformers as tf
 VOCAB = 260
 # Phi-3's tokens too: llama.cpp looks them up by text in any model named phi3.
 SPECIALS = ["<|endoftext|>", "<unk>", "<s>", "</s>"]
-TEXT = "Pivot runs tiny models of every family: norms, rotary halves, biases & windows. 0123"
-SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+TEXT = "Tiny models of every family: norms, rotary, windows 012"
+SMALL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
              bos_token_id=256, eos_token_id=256)
 
@@ -38,26 +38,37 @@ def families():
     s = SMALL
     return {
         "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, dict(s)),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, dict(s)),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, dict(s, head_dim=16)),
         "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, dict(s, pad_token_id=0)),
         "phi3-partial": (tf.Phi3Config, tf.Phi3ForCausalLM,
                          dict(s, pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75})),
         "olmo2": (tf.Olmo2Config, tf.Olmo2ForCausalLM, dict(s, pad_token_id=0)),
         "stablelm": (tf.StableLmConfig, tf.StableLmForCausalLM, dict(s, use_qkv_bias=True, layer_norm_eps=1e-5)),
         "gpt-neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM,
-                     dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                     dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                           max_position_embeddings=256, tie_word_embeddings=False, hidden_act="gelu",
                           use_parallel_residual=True, attention_bias=True, bos_token_id=256, eos_token_id=256)),
         "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
-                   dict(s, head_dim=16, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8, query_pre_attn_scalar=16,
-                        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"], pad_token_id=0)),
+                   dict(s, head_dim=16, num_hidden_layers=2, tie_word_embeddings=True, sliding_window=6, query_pre_attn_scalar=16,
+                        layer_types=["sliding_attention", "full_attention"], pad_token_id=0)),
         # A query_pre_attn_scalar apart from head_dim: transformers only (llama.cpp infers the scale from the size).
         "gemma3-scaled": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
                           dict(s, head_dim=16, num_hidden_layers=2, tie_word_embeddings=True, sliding_window=6, query_pre_attn_scalar=24,
                                layer_types=["sliding_attention", "full_attention"], pad_token_id=0)),
         "falcon": (tf.FalconConfig, tf.FalconForCausalLM,
-                   dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=256,
+                   dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
                         tie_word_embeddings=False, multi_query=True, parallel_attn=True, new_decoder_architecture=False, bias=False,
                         alibi=False, bos_token_id=256, eos_token_id=256)),
+        "falcon-mha": (tf.FalconConfig, tf.FalconForCausalLM,
+                       dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
+                            tie_word_embeddings=True, multi_query=False, parallel_attn=True, new_decoder_architecture=False, bias=False,
+                            alibi=False, bos_token_id=256, eos_token_id=256)),
+        # Falcon2-11B's layout: grouped key/value heads, one norm per block.
+        "falcon2": (tf.FalconConfig, tf.FalconForCausalLM,
+                    dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=False, new_decoder_architecture=True,
+                         num_ln_in_parallel_attn=1, parallel_attn=True, bias=False, alibi=False, bos_token_id=256, eos_token_id=256)),
         "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM, dict(s, num_local_experts=4, num_experts_per_tok=2, intermediate_size=64)),
         "qwen2-moe": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
                       dict(s, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96)),
@@ -66,10 +77,14 @@ def families():
                             dict(s, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96,
                                  norm_topk_prob=True, mlp_only_layers=[1])),
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
-                   dict(s, head_dim=16, num_hidden_layers=4, tie_word_embeddings=True, sliding_window=8, query_pre_attn_scalar=16,
+                   dict(s, head_dim=16, num_hidden_layers=2, tie_word_embeddings=True, sliding_window=6, query_pre_attn_scalar=16,
                         attn_logit_softcapping=5.0, final_logit_softcapping=8.0,
-                        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"], pad_token_id=0)),
+                        layer_types=["sliding_attention", "full_attention"], pad_token_id=0)),
     }
+
+
+# Configs saved without `layer_types` (Gemma 2 alternates from layer 0; Gemma 3 counts its pattern).
+HUB_STYLE = {"gemma2": {}, "gemma3": {"sliding_window_pattern": 2}}
 
 
 def bytes_to_unicode():
@@ -148,6 +163,15 @@ def build(name, out_root):
                  "logits_f32_base64": base64.b64encode(np.ascontiguousarray(logits, dtype="<f4").tobytes()).decode()}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(reference, f)
+    if name in HUB_STYLE:
+        # As checkpoints written before transformers 4.53 say it: no layer_types, a pattern instead.
+        path = os.path.join(out, "config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg.pop("layer_types", None)
+        cfg.update(HUB_STYLE[name])
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=2)
     gen = os.path.join(out, "generation_config.json")
     if os.path.exists(gen):
         os.remove(gen)

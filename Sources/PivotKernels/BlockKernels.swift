@@ -99,18 +99,6 @@ public enum Activation: Sendable, Equatable {
 
 @inline(__always) func abs8(_ v: SIMD8<Float>) -> SIMD8<Float> { v.replacing(with: -v, where: v .< 0) }
 
-/// x·Φ(x) with Φ through erf, in Double: the reference the SIMD form is tested against.
-public func geluErf(_ x: Float) -> Float {
-    let v = Double(x)
-    return Float(0.5 * v * (1 + erf(v / 2.0.squareRoot())))
-}
-
-/// GELU's tanh form in Double: the reference the SIMD form is tested against.
-public func geluTanhApproximation(_ x: Float) -> Float {
-    let v = Double(x)
-    return Float(0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v))))
-}
-
 /// x[i] = cap·tanh(x[i]/cap): Gemma 2's logit soft-capping.
 public func softCap(_ x: UnsafeMutablePointer<Float>, count: Int, cap: Float) {
     for i in 0..<count { x[i] = Float(Double(cap) * tanh(Double(x[i]) / Double(cap))) }

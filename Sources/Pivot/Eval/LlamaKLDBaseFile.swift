@@ -6,7 +6,8 @@ import PivotKernels
 /// compared side (how a new family's forward pass is checked against llama.cpp's).
 ///
 /// Layout (little endian): "_logits_", Int32 n_ctx, n_vocab, n_chunk, the chunks' tokens (Int32,
-/// n_chunk × n_ctx; llama.cpp puts BOS first where the vocabulary adds one); then for every chunk the
+/// n_chunk × n_ctx, as tokenized: llama.cpp runs each chunk with its first token replaced by BOS where
+/// the vocabulary adds one, and so does this reader); then for every chunk the
 /// positions n_ctx/2 ..< n_ctx−1 (llama.cpp scores each window's second half), each a record of
 /// 2·⌈n_vocab/2⌉ + 4 UInt16: Float32 scale and Float32 minimum log-probability, then per token
 /// q with log p = min + scale·q (q = 0: at or below the minimum, which llama.cpp clamps at max − 16).
@@ -25,22 +26,28 @@ public enum LlamaKLDBaseFile {
         guard isLlamaFile(file) else { throw PivotError.malformed(file: path, "not a llama.cpp KL-divergence base file") }
         func i32(_ offset: Int) -> Int { Int(Int32(littleEndian: file.base.loadUnaligned(fromByteOffset: offset, as: Int32.self))) }
         let window = i32(8), vocabulary = i32(12), chunks = i32(16)
+        guard (4...(1 << 20)).contains(window), (1...(1 << 22)).contains(vocabulary), (1...(1 << 24)).contains(chunks) else {
+            throw PivotError.malformed(file: path, "implausible header (n_ctx \(window), n_vocab \(vocabulary), \(chunks) chunks)")
+        }
         let first = window / 2, perWindow = window - 1 - first, record = 2 * ((vocabulary + 1) / 2) + 4
         let tokensOffset = 20, recordsOffset = tokensOffset + 4 * chunks * window
-        guard window >= 4, vocabulary > 0, chunks > 0, file.size == recordsOffset + chunks * perWindow * record * 2 else {
+        guard file.size == recordsOffset + chunks * perWindow * record * 2 else {
             throw PivotError.malformed(file: path, "size does not match its header (n_ctx \(window), n_vocab \(vocabulary), \(chunks) chunks)")
         }
         guard vocabulary == test.model.config.vocabularySize else {
             throw PivotError.invalidArgument("\(path) was written for a vocabulary of \(vocabulary), the model has \(test.model.config.vocabularySize)")
         }
-        guard window <= test.state.maxTokens, test.prefix.isEmpty else {
-            throw PivotError.invalidArgument("\(path) has windows of \(window) tokens and no prefix; run with --ctx-size \(window) and no prefix")
+        guard window <= test.state.maxTokens, window <= test.model.config.contextLength, test.prefix.isEmpty else {
+            throw PivotError.invalidArgument("\(path) has windows of \(window) tokens and no prefix; the model's context is \(test.model.config.contextLength), and the run needs no prefix")
         }
+        let tokenizer = test.model.tokenizer
+        let bos = tokenizer.addBOS ? tokenizer.bos : nil
         let count = chunks * perWindow
         var kld = [Double](repeating: 0, count: count), baseNLL = kld, testNLL = kld, same = kld
         let start = Date()
         for c in 0..<chunks {
-            let ids = (0..<window).map { i32(tokensOffset + 4 * (c * window + $0)) }
+            var ids = (0..<window).map { i32(tokensOffset + 4 * (c * window + $0)) }
+            if let bos { ids[0] = bos }
             guard ids.allSatisfy({ $0 >= 0 && $0 < vocabulary }) else { throw PivotError.malformed(file: path, "token id outside the vocabulary in chunk \(c)") }
             let q = test.logits(ids)
             kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in

@@ -13,7 +13,7 @@ public enum HuggingFaceConverter {
         guard [.f32, .f16, .bf16].contains(floatType) else { throw PivotError.invalidArgument("convert writes F32, F16 or BF16 projections") }
         let model = try LoadedModel.load(path: folder)
         let c = model.config
-        guard let family = ModelFamily.huggingFace(c.architecture), let arch = family.convertsTo else {
+        guard let family = ModelFamily.huggingFace(c.architecture), let arch = family.convertsTo(c) else {
             throw PivotError.unsupported(file: folder, "model_type '\(c.architecture)' for GGUF conversion")
         }
         if let why = family.unconvertible(c) { throw PivotError.unsupported(file: folder, "GGUF conversion: " + why) }
@@ -31,7 +31,7 @@ public enum HuggingFaceConverter {
         }
         func emit(_ name: String, _ values: [Float], _ shape: [Int]) {
             // Vectors (norms, biases, the shared-expert gate) and routers stay F32, as llama.cpp's converter keeps them.
-            let type: TensorType = shape.count == 1 || name.hasSuffix("ffn_gate_inp.weight") ? .f32 : floatType
+            let type: TensorType = shape.count == 1 || name.hasSuffix(gg.mixture.router + ".weight") ? .f32 : floatType
             owners.append(type.littleEndianBytes(of: values))
             tensors.append((name, type, shape, owners.count - 1))
         }
@@ -186,8 +186,8 @@ public enum HuggingFaceConverter {
 
     /// Per rotary pair, base frequency over scaled frequency: `rope_freqs.weight` (Llama 3.1/3.2).
     static func frequencyFactors(_ c: ModelConfig) throws -> [Float] {
-        let base = RoPEScaling.none.frequencies(headDim: c.headDim, theta: Double(c.ropeTheta)).0
-        let scaled = c.ropeScaling.frequencies(headDim: c.headDim, theta: Double(c.ropeTheta)).0
+        let base = RoPEScaling.none.frequencies(headDim: c.rotaryDimensions, theta: Double(c.ropeTheta)).0
+        let scaled = c.ropeScaling.frequencies(headDim: c.rotaryDimensions, theta: Double(c.ropeTheta)).0
         return zip(base, scaled).map { Float($0 / $1) }
     }
 

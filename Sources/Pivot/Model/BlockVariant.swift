@@ -59,7 +59,7 @@ extension ModelConfig {
     /// call this first, so another family is one clear error instead of a wrong model.
     public func requireLlamaBlock(for method: String) throws {
         guard variant.isLlamaBlock, experts == nil else {
-            throw PivotError.unsupported(file: architecture, "\(method) is written for Llama-style blocks; the \(architecture) block differs")
+            throw PivotError.invalidArgument("\(method) is written for Llama-style blocks; the \(architecture) block differs (\(experts != nil ? "routed experts" : "its BlockVariant"))")
         }
     }
 }

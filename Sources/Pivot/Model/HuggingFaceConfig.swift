@@ -3,9 +3,6 @@ import Foundation
 /// Reads `config.json` in every form transformers writes or wrote: top-level `rope_theta` +
 /// `rope_scaling` (4.x) or `rope_parameters` (5.x), `torch_dtype` or `dtype`. A key that
 /// changes the model's output and is not understood is an error naming it, never a default.
-/// Reads `config.json` in every form transformers writes or wrote: top-level `rope_theta` +
-/// `rope_scaling` (4.x) or `rope_parameters` (5.x), `torch_dtype` or `dtype`. A key that
-/// changes the model's output and is not understood is an error naming it, never a default.
 /// The common numbers are read here; the family (`ModelFamily`) reads what is its own.
 extension ModelConfig {
     public static var huggingFaceModelTypes: [String] { ModelFamily.huggingFaceTypes }

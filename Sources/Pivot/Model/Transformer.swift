@@ -63,8 +63,8 @@ public struct SequenceSlice {
     public var logitRows: Int { logits == .last ? 1 : count }
 }
 
-/// THE forward pass: embeddings → blocks (RMSNorm, RoPE, GQA attention via the KV cache,
-/// SwiGLU MLP) → final norm → output projection. Weight formats and caches plug in through
+/// THE forward pass: embeddings → blocks (norm, RoPE, GQA attention via the KV cache, MLP or routed
+/// experts, in the arrangement the family's `BlockVariant` describes) → final norm → output projection. Weight formats and caches plug in through
 /// `LinearOperator` and `KVCache`; nothing here knows which method produced them.
 public final class Transformer {
     public let config: ModelConfig
@@ -215,7 +215,7 @@ public final class Transformer {
             if form.inputNorms && !form.sharedNorm { normalize(x, layer.mlpNorm, into: normed) }
             let mlpInput = form.inputNorms ? normed : x
             if let experts = layer.experts {
-                experts.forward(mlpInput, into: normed, context: context)
+                experts.forward(mlpInput, into: normed, scratch: state.expertScratch!, context: context)
             } else if let down = layer.down {
                 if layer.gate != nil {
                     groups[index].mlp.forward(mlpInput, into: (gate, up, up), context: context)
@@ -299,6 +299,8 @@ public final class ForwardState {
     let hidden, normed, queries, keys, values, attention, gate, up: FloatBuffer
     /// A parallel block's attention output while its MLP runs (one row otherwise).
     let branch: FloatBuffer
+    /// Routing scratch of mixture-of-experts models.
+    let expertScratch: ExpertScratch?
     public let logits: FloatBuffer
     /// Rows of logits one pass may produce.
     public let logitRows: Int
@@ -313,8 +315,9 @@ public final class ForwardState {
         precondition(logitRows >= 1 && logitRows <= maxTokens)
         self.maxTokens = maxTokens
         self.logitRows = logitRows
-        context = ComputeContext(pool: execution.pool, maxTokens: maxTokens, maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth),
-                                 precision: execution.precision)
+        let expertWidth = max(c.experts?.intermediateSize ?? 0, c.experts?.sharedIntermediateSize ?? 0)
+        context = ComputeContext(pool: execution.pool, maxTokens: maxTokens,
+                                 maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth, expertWidth), precision: execution.precision)
         hidden = FloatBuffer(count: maxTokens * c.hiddenSize)
         normed = FloatBuffer(count: maxTokens * max(c.hiddenSize, c.queryWidth))
         queries = FloatBuffer(count: maxTokens * c.queryWidth)
@@ -324,6 +327,7 @@ public final class ForwardState {
         gate = FloatBuffer(count: maxTokens * c.intermediateSize)
         up = FloatBuffer(count: maxTokens * c.intermediateSize)
         branch = FloatBuffer(count: c.variant.parallelResidual ? maxTokens * c.hiddenSize : c.hiddenSize)
+        expertScratch = c.experts.map { ExpertScratch(layout: $0, hidden: c.hiddenSize, maxTokens: maxTokens) }
         logits = FloatBuffer(count: logitRows * c.vocabularySize)
     }
 }

@@ -113,7 +113,7 @@ enum WeightLoader {
         /// A norm's weight (plus its bias for LayerNorm families, where the checkpoint has one).
         func norm(_ name: String, _ count: Int) throws -> NormWeights {
             let biasName = String(name.dropLast("weight".count)) + "bias"
-            let bias = layerNorm && store.tensor(named: biasName) != nil ? try vector(biasName, count) : nil
+            let bias = layerNorm ? try vector(biasName, count) : nil
             return NormWeights(weight: try vector(name, count, offset: normOffset), bias: bias)
         }
         func operator_(_ weight: TensorData, name: String, bias: TensorData?) throws -> LinearOperator {
@@ -220,8 +220,8 @@ enum WeightLoader {
                 gate: gate, up: up, down: down, experts: experts,
                 queryNorm: c.queryKeyNorm ? try norm(p + names.queryNorm, qNormWidth) : nil,
                 keyNorm: c.queryKeyNorm ? try norm(p + names.keyNorm, kNormWidth) : nil,
-                postAttentionNorm: outputNorms ? try norm(p + (names.postAttentionNorm ?? "?"), d) : nil,
-                postMLPNorm: outputNorms ? try norm(p + (names.postMLPNorm ?? "?"), d) : nil))
+                postAttentionNorm: outputNorms ? try norm(p + (names.postAttentionNorm ?? ""), d) : nil,
+                postMLPNorm: outputNorms ? try norm(p + (names.postMLPNorm ?? ""), d) : nil))
         }
         let output = c.tiedEmbeddings ? makeLinear(maybeQuantized(embedding)) : try linear(names.output, out: c.vocabularySize, in: d)
         return Transformer(config: c, embedding: Embedding(embedding), layers: layers,

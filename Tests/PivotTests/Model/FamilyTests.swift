@@ -8,8 +8,8 @@ import PivotKernels
 /// `pivot convert`, from GGUF: logits of every position agree with transformers'.
 final class FamilyTests: XCTestCase {
     static let root = Shared.packageRoot.appendingPathComponent("Tests/PivotTests/Fixtures/families")
-    static let families = ["llama", "phi3", "phi3-partial", "olmo2", "stablelm", "gpt-neox", "gemma2", "gemma3", "gemma3-scaled",
-                           "falcon", "mixtral", "qwen2-moe", "qwen2-moe-dense"]
+    static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "olmo2", "stablelm", "gpt-neox", "gemma2", "gemma3",
+                           "gemma3-scaled", "falcon", "falcon-mha", "falcon2", "mixtral", "qwen2-moe", "qwen2-moe-dense"]
     /// Checkpoints llama.cpp's GGUF cannot hold (a dense layer in a qwen2moe): conversion refuses them.
     static let huggingFaceOnly: Set = ["qwen2-moe-dense"]
 
@@ -59,6 +59,23 @@ final class FamilyTests: XCTestCase {
             let reference = try Reference(folder)
             let model = try LoadedModel.load(path: folder.path)
             Self.check(name, Self.logits(model, tokens: reference.tokens), reference)
+        }
+    }
+
+    /// One token at a time through the KV cache (windows with positions behind them, one-row MoE routing,
+    /// parallel blocks in decode): each step's logits equal transformers' row for that position.
+    func testDecodeStepsMatchTransformers() throws {
+        for name in Self.families {
+            let reference = try Reference(Self.root.appendingPathComponent(name))
+            let model = try LoadedModel.load(path: Self.root.appendingPathComponent(name).path)
+            let state = ForwardState(config: model.config, maxTokens: 1, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
+            let cache = model.makeCache(capacity: reference.tokens.count, maxBatch: 1)
+            var steps: [Float] = []
+            for token in reference.tokens {
+                let m = model.transformer.forward(token: token, cache: cache, state: state)
+                steps += Array(UnsafeBufferPointer(start: m.row(0), count: m.columns))
+            }
+            Self.check(name + " (decode)", steps, reference)
         }
     }
 

@@ -1,14 +1,15 @@
 /// Falcon-7B style (`falcon`): LayerNorm with biases, one norm feeding attention and an ungated GELU MLP
-/// side by side (parallel residual), a fused QKV with multi-query or grouped key/value heads, full RoPE.
+/// side by side (parallel residual), a fused QKV grouped per key/value head (multi-query: one group, the
+/// rows [q; k; v]; Falcon2's new architecture: grouped), full RoPE.
 /// Falcon-40B/180B's two norms per block and ALiBi variants are refused by name.
 extension ModelFamily {
     static let falcon = ModelFamily(
-        huggingFaceTypes: ["falcon"], ggufArchitectures: ["falcon"], convertsTo: "falcon",
+        huggingFaceTypes: ["falcon"], ggufArchitectures: ["falcon"], convertsTo: { _ in "falcon" },
         huggingFaceNames: TensorNaming(
             embedding: "transformer.word_embeddings.weight", finalNorm: "transformer.ln_f.weight", output: "lm_head",
             layerPrefix: { "transformer.h.\($0)." }, attentionNorm: "input_layernorm.weight", query: "", key: "", value: "",
             attentionOutput: "self_attention.dense", mlpNorm: "", gate: "", up: "mlp.dense_h_to_4h", down: "mlp.dense_4h_to_h",
-            queryNorm: "", keyNorm: "", qkv: .stacked("self_attention.query_key_value")),
+            queryNorm: "", keyNorm: "", qkv: .grouped("self_attention.query_key_value")),
         ggufNames: { var n = TensorNaming.gguf; n.qkv = .stacked("attn_qkv"); return n }(),
         readHuggingFace: { reader, c in
             c.falconBlock()

@@ -3,7 +3,7 @@
 /// parallel residual with two norms.
 extension ModelFamily {
     static let gptNeoX = ModelFamily(
-        huggingFaceTypes: ["gpt_neox"], ggufArchitectures: ["gptneox"], convertsTo: "gptneox",
+        huggingFaceTypes: ["gpt_neox"], ggufArchitectures: ["gptneox"], convertsTo: { _ in "gptneox" },
         huggingFaceNames: TensorNaming(
             embedding: "gpt_neox.embed_in.weight", finalNorm: "gpt_neox.final_layer_norm.weight", output: "embed_out",
             layerPrefix: { "gpt_neox.layers.\($0)." }, attentionNorm: "input_layernorm.weight", query: "", key: "", value: "",

@@ -10,15 +10,15 @@ extension ModelFamily {
     }()
 
     static let gemma2 = ModelFamily(
-        huggingFaceTypes: ["gemma2"], ggufArchitectures: ["gemma2"], convertsTo: "gemma2",
+        huggingFaceTypes: ["gemma2"], ggufArchitectures: ["gemma2"], convertsTo: { _ in "gemma2" },
         huggingFaceNames: gemmaHuggingFaceNames, ggufNames: .gguf, huggingFaceNormOffset: 1,
         readHuggingFace: { reader, c in
-            try c.gemmaBlock(reader)
+            try c.gemmaBlock(reader, period: 2)
             c.variant.attentionSoftCap = try reader.double("attn_logit_softcapping").map(Float.init)
             c.variant.finalSoftCap = try reader.double("final_logit_softcapping").map(Float.init)
         },
         readGGUF: { keys, c in
-            try c.gemmaBlock(keys, period: 2, twentySevenBLayers: 46)
+            try c.gemmaBlock(keys, period: 2, defaultWindow: 4096, twentySevenBLayers: 46)
             c.variant.attentionSoftCap = Float(keys.double("attn_logit_softcapping") ?? 50)
             c.variant.finalSoftCap = Float(keys.double("final_logit_softcapping") ?? 30)
         },
@@ -28,10 +28,10 @@ extension ModelFamily {
         })
 
     static let gemma3 = ModelFamily(
-        huggingFaceTypes: ["gemma3_text"], ggufArchitectures: ["gemma3"], convertsTo: "gemma3",
+        huggingFaceTypes: ["gemma3_text"], ggufArchitectures: ["gemma3"], convertsTo: { _ in "gemma3" },
         huggingFaceNames: gemmaHuggingFaceNames, ggufNames: .gguf, huggingFaceNormOffset: 1,
         readHuggingFace: { reader, c in
-            try c.gemmaBlock(reader)
+            try c.gemmaBlock(reader, period: try reader.int("sliding_window_pattern") ?? reader.int("_sliding_window_pattern") ?? 6)
             c.queryKeyNorm = true
             if let cap = try reader.double("attn_logit_softcapping") { c.variant.attentionSoftCap = Float(cap) }
             c.variant.finalSoftCap = try reader.double("final_logit_softcapping").map(Float.init)
@@ -45,7 +45,7 @@ extension ModelFamily {
             c.variant.slidingRopeTheta = Float(local ?? 10000)
         },
         readGGUF: { keys, c in
-            try c.gemmaBlock(keys, period: 6, twentySevenBLayers: 62)
+            try c.gemmaBlock(keys, period: 6, defaultWindow: 0, twentySevenBLayers: 62)
             c.queryKeyNorm = true
             if let cap = keys.double("final_logit_softcapping"), cap > 0 { c.variant.finalSoftCap = Float(cap) }
             c.variant.slidingRopeTheta = Float(keys.double("rope.freq_base_swa") ?? 10000)
@@ -57,8 +57,9 @@ extension ModelFamily {
 }
 
 extension ModelConfig {
-    /// Gemma's common keys from config.json.
-    mutating func gemmaBlock(_ reader: ConfigReader) throws {
+    /// Gemma's common keys from config.json. Without `layer_types` (checkpoints written before
+    /// transformers 4.53), every `period`-th layer is global, as transformers derives it.
+    mutating func gemmaBlock(_ reader: ConfigReader, period: Int) throws {
         variant.activation = try reader.activation(["hidden_activation", "hidden_act"], default: .geluTanh)
         variant.embeddingScale = Float(hiddenSize).squareRoot()
         variant.outputNorms = true
@@ -69,20 +70,21 @@ extension ModelConfig {
         attentionBias = try reader.bool("attention_bias") ?? false
         if let window = try reader.int("sliding_window") {
             variant.slidingWindow = window
-            variant.slidingLayers = try reader.slidingLayers(count: layerCount)
+            guard period >= 1 else { throw reader.unsupported("sliding_window_pattern", "must be at least 1") }
+            variant.slidingLayers = try reader.slidingLayers(count: layerCount) ?? (0..<layerCount).map { ($0 + 1) % period != 0 }
         }
     }
 
     /// Gemma's keys from GGUF. llama.cpp does not store query_pre_attn_scalar: it scales by 1/√key_length
     /// except in the 27B models (recognized by their layer count), which use 1/√(hidden/heads).
-    mutating func gemmaBlock(_ keys: GGUFKeys, period: Int, twentySevenBLayers: Int) throws {
+    mutating func gemmaBlock(_ keys: GGUFKeys, period: Int, defaultWindow: Int, twentySevenBLayers: Int) throws {
         variant.activation = .geluTanh
         variant.embeddingScale = Float(hiddenSize).squareRoot()
         variant.outputNorms = true
         if layerCount == twentySevenBLayers { variant.attentionScale = 1 / (Float(hiddenSize) / Float(headCount)).squareRoot() }
         // Pivot's own key for a scale llama.cpp's rule cannot express (llama.cpp ignores it).
         if let scale = keys.double("attention.scale") { variant.attentionScale = Float(scale) }
-        let window = keys.int("attention.sliding_window") ?? (keys.arch == "gemma2" ? 4096 : 0)
+        let window = keys.int("attention.sliding_window") ?? defaultWindow
         if window > 0 {
             variant.slidingWindow = window
             variant.slidingLayers = try keys.slidingLayers(count: layerCount, defaultPeriod: period)

@@ -3,7 +3,8 @@ extension ModelFamily {
     static let llama = ModelFamily(
         huggingFaceTypes: ["llama", "mistral", "qwen2", "qwen3", "smollm3"],
         ggufArchitectures: ["llama", "mistral", "qwen2", "qwen3"],
-        convertsTo: "llama",
+        // Qwen keeps HF's rotate-half rows under its own architecture; the others are permuted for llama.
+        convertsTo: { c in ["qwen2", "qwen3"].contains(c.architecture) ? c.architecture : "llama" },
         huggingFaceNames: .huggingFace, ggufNames: .gguf,
         readHuggingFace: { reader, c in
             let modelType = c.architecture

@@ -2,7 +2,7 @@
 /// (`MixtureOfExperts`). llama.cpp stores Mixtral as arch `llama` with `llama.expert_count`.
 extension ModelFamily {
     static let mixtral = ModelFamily(
-        huggingFaceTypes: ["mixtral"], ggufArchitectures: [], convertsTo: "llama",
+        huggingFaceTypes: ["mixtral"], ggufArchitectures: [], convertsTo: { _ in "llama" },
         huggingFaceNames: {
             var n = TensorNaming.huggingFace
             n.mixture = MixtureNaming(router: "block_sparse_moe.gate",
@@ -22,7 +22,7 @@ extension ModelFamily {
         ggufMetadata: { c, arch in c.expertMetadata(arch) })
 
     static let qwen2MoE = ModelFamily(
-        huggingFaceTypes: ["qwen2_moe"], ggufArchitectures: ["qwen2moe"], convertsTo: "qwen2moe",
+        huggingFaceTypes: ["qwen2_moe"], ggufArchitectures: ["qwen2moe"], convertsTo: { _ in "qwen2moe" },
         huggingFaceNames: {
             var n = TensorNaming.huggingFace
             n.mixture = MixtureNaming(router: "mlp.gate", experts: .perExpert(prefix: "mlp.experts.", gate: "gate_proj", up: "up_proj", down: "down_proj"),
@@ -41,7 +41,9 @@ extension ModelFamily {
             layout.normalizeWeights = try reader.bool("norm_topk_prob") ?? false
             let step = try reader.int("decoder_sparse_step") ?? 1
             guard step >= 1 else { throw reader.unsupported("decoder_sparse_step", "must be at least 1") }
-            let dense = Set((reader.present("mlp_only_layers") as? [Int]) ?? [])
+            let listed = reader.present("mlp_only_layers")
+            guard listed == nil || listed is [Int] else { throw reader.wrongType("mlp_only_layers", "a list of layer indices") }
+            let dense = Set((listed as? [Int]) ?? [])
             let sparse = (0..<c.layerCount).map { !dense.contains($0) && ($0 + 1) % step == 0 }
             if sparse.contains(false) { layout.sparseLayers = sparse }
             c.experts = layout

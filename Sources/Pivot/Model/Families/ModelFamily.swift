@@ -8,8 +8,8 @@ struct ModelFamily: Sendable {
     var huggingFaceTypes: [String]
     /// `general.architecture` values of GGUF files.
     var ggufArchitectures: [String]
-    /// The architecture `pivot convert` writes (llama.cpp's name); nil: none.
-    var convertsTo: String?
+    /// The architecture `pivot convert` writes for a config (llama.cpp's name); nil: none.
+    var convertsTo: @Sendable (ModelConfig) -> String?
     var huggingFaceNames: TensorNaming
     var ggufNames: TensorNaming
     /// Added to every norm weight of an HF checkpoint (Gemma stores w for a scale of 1 + w; llama.cpp's
@@ -43,10 +43,6 @@ struct GGUFKeys {
     func bool(_ key: String) -> Bool? { value(key)?.bool }
     func requiredInt(_ key: String) throws -> Int {
         guard let v = int(key) else { throw PivotError.malformed(file: gguf.path, "missing \(arch).\(key)") }
-        return v
-    }
-    func requiredDouble(_ key: String) throws -> Double {
-        guard let v = double(key) else { throw PivotError.malformed(file: gguf.path, "missing \(arch).\(key)") }
         return v
     }
     func has(tensor name: String) -> Bool { gguf.tensor(named: name) != nil }

@@ -2,7 +2,7 @@
 /// the whole Q and K projections before RoPE.
 extension ModelFamily {
     static let olmo2 = ModelFamily(
-        huggingFaceTypes: ["olmo2"], ggufArchitectures: ["olmo2"], convertsTo: "olmo2",
+        huggingFaceTypes: ["olmo2"], ggufArchitectures: ["olmo2"], convertsTo: { _ in "olmo2" },
         huggingFaceNames: {
             var n = TensorNaming.huggingFace
             n.postAttentionNorm = "post_attention_layernorm.weight"; n.postMLPNorm = "post_feedforward_layernorm.weight"

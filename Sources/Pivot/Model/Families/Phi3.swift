@@ -2,7 +2,7 @@
 /// rotary (Phi-4-mini). llama.cpp keeps both fused (`attn_qkv`, a double-height `ffn_up`).
 extension ModelFamily {
     static let phi3 = ModelFamily(
-        huggingFaceTypes: ["phi3"], ggufArchitectures: ["phi3"], convertsTo: "phi3",
+        huggingFaceTypes: ["phi3"], ggufArchitectures: ["phi3"], convertsTo: { _ in "phi3" },
         huggingFaceNames: {
             var n = TensorNaming.huggingFace
             n.qkv = .stacked("self_attn.qkv_proj"); n.fusedGateUp = "mlp.gate_up_proj"
@@ -12,7 +12,8 @@ extension ModelFamily {
         readHuggingFace: { reader, c in
             c.variant.activation = try reader.activation(["hidden_act"], default: .silu)
             c.variant.rotaryDimensions = try reader.rotaryDimensions(headDim: c.headDim)
-            // llama.cpp ignores Phi-3's window; transformers applies it. Capping the context there is exact.
+            // transformers applies Phi-3's window, llama.cpp ignores it. Capping the context at the window (as for
+            // Mistral) keeps every KV cache usable and transformers' output exact, at the cost of the longer context.
             if let window = try reader.int("sliding_window") { c.contextLength = min(c.contextLength, window) }
             try reader.requireFullAttention()
             if try reader.bool("attention_bias") == true { c.attentionBias = true }

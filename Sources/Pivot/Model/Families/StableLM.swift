@@ -2,7 +2,7 @@
 /// optional Q/K/V biases and an optional parallel residual sharing one norm.
 extension ModelFamily {
     static let stableLM = ModelFamily(
-        huggingFaceTypes: ["stablelm"], ggufArchitectures: ["stablelm"], convertsTo: "stablelm",
+        huggingFaceTypes: ["stablelm"], ggufArchitectures: ["stablelm"], convertsTo: { _ in "stablelm" },
         huggingFaceNames: .huggingFace, ggufNames: .gguf,
         readHuggingFace: { reader, c in
             c.variant.norm = .layer
