@@ -129,8 +129,9 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() >= 2:
-                # Gemma multiplies embeddings by √hidden: its table is drawn that much smaller.
-                std = (p.shape[-1] ** -0.5 if gemma else 1.0) if "embed" in name else p.shape[-1] ** -0.5
+                # Gemma multiplies embeddings by √hidden, and a tied head reads the table as weights: drawn 1/√hidden.
+                small = gemma or model.config.tie_word_embeddings
+                std = (p.shape[-1] ** -0.5 if small else 1.0) if ("embed" in name or "word_embeddings" in name) else p.shape[-1] ** -0.5
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * std)
             elif name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.1)
