@@ -55,6 +55,14 @@ extension ModelConfig {
     /// RoPE's rotated dimensions per head.
     public var rotaryDimensions: Int { variant.rotaryDimensions ?? headDim }
 
+    /// Norm weights (and LayerNorm biases) of one block, as the family arranges them.
+    public var normParametersPerLayer: Int {
+        let v = variant
+        let blockNorms = (v.inputNorms ? (v.sharedNorm ? 1 : 2) : 0) + (v.outputNorms ? 2 : 0)
+        let headNorms = queryKeyNorm ? (v.queryKeyNormSpansHeads ? queryWidth + kvWidth : 2 * headDim) : 0
+        return (blockNorms * hiddenSize + headNorms) * (v.norm == .layer ? 2 : 1)
+    }
+
     /// Methods that rewrite a Llama block's weights by name (training, pruning, AWQ/SmoothQuant scaling)
     /// call this first, so another family is one clear error instead of a wrong model.
     public func requireLlamaBlock(for method: String) throws {

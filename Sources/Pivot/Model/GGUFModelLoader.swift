@@ -16,6 +16,11 @@ extension ModelConfig {
         let heads = try keys.requiredInt("attention.head_count")
         let vocab = m["tokenizer.ggml.tokens"]?.array?.count ?? gguf.tensor(named: "token_embd.weight")?.shape.first ?? 0
         let headDim = keys.int("attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
+        // What the first block holds, under the family's names.
+        let names = family.ggufNames, first = names.layerPrefix(0)
+        var queryName = names.query
+        if case .stacked(let fused) = names.qkv { queryName = fused }
+        func has(_ name: String) -> Bool { gguf.tensor(named: first + name) != nil }
         self.init(
             architecture: arch,
             vocabularySize: vocab,
@@ -30,10 +35,10 @@ extension ModelConfig {
             rmsNormEpsilon: Float(keys.double("attention.layer_norm_rms_epsilon") ?? keys.double("attention.layer_norm_epsilon") ?? 1e-5),
             ropeInterleaved: false,
             tiedEmbeddings: gguf.tensor(named: "output.weight") == nil,
-            attentionBias: gguf.tensor(named: "blk.0.attn_q.bias") != nil || gguf.tensor(named: "blk.0.attn_qkv.bias") != nil,
-            outputBias: gguf.tensor(named: "blk.0.attn_output.bias") != nil,
+            attentionBias: has(queryName + ".bias"),
+            outputBias: has(names.attentionOutput + ".bias"),
             ropeScaling: try Self.ropeScaling(gguf, arch: arch),
-            queryKeyNorm: gguf.tensor(named: "blk.0.attn_q_norm.weight") != nil)
+            queryKeyNorm: has(names.queryNorm))
         if let rotated = keys.int("rope.dimension_count"), rotated != headDim { variant.rotaryDimensions = rotated }
         try validateCounts(file: gguf.path)
         try family.readGGUF(keys, &self)

@@ -60,12 +60,12 @@ public final class LoadedModel {
         kvCache.makeCache(shape: AttentionShape(config), capacity: min(capacity ?? config.contextLength, config.contextLength), maxBatch: maxBatch)
     }
 
-    /// Parameter count over every linear operator, the embedding and the norms.
+    /// Parameter count over every linear operator (biases aside), the embedding and the norms.
     public var parameterCount: Int {
         let c = config
         var total = c.vocabularySize * c.hiddenSize + c.hiddenSize
         for layer in transformer.layers {
-            total += 2 * c.hiddenSize
+            total += c.normParametersPerLayer
             for op in layer.linears { total += op.inFeatures * op.outFeatures }
         }
         if !c.tiedEmbeddings { total += transformer.output.inFeatures * transformer.output.outFeatures }
@@ -77,7 +77,7 @@ public final class LoadedModel {
         let c = config
         var total = transformer.embedding.tensor.byteCount + c.hiddenSize * 4
         for layer in transformer.layers {
-            total += 2 * c.hiddenSize * 4
+            total += c.normParametersPerLayer * 4
             for op in layer.linears { total += op.weightBytes }
         }
         if !c.tiedEmbeddings { total += transformer.output.weightBytes }
