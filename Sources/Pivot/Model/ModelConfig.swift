@@ -58,6 +58,7 @@ public struct ModelConfig: Sendable, Equatable {
         guard hiddenSize <= 1 << 16, intermediateSize <= 1 << 18, layerCount <= 512, vocabularySize <= 1 << 22 else {
             throw fail("model dimensions are implausibly large")
         }
+        guard contextLength >= 1 else { throw fail("context length \(contextLength) must be positive") }
         guard ropeTheta > 0, rmsNormEpsilon >= 0 else { throw fail("rope theta and norm epsilon must be positive") }
         if let ropeLayers, ropeLayers.count != layerCount {
             throw fail("no_rope_layers has \(ropeLayers.count) entries for \(layerCount) layers")

@@ -101,7 +101,8 @@ final class FamilyTests: XCTestCase {
 }
 
 /// Every family's config.json with each key removed, or set to a wrong type, or to a contradictory
-/// number: the load either succeeds (the key has a default) or is one PivotError naming the problem.
+/// number: the load either succeeds (the key has a default) and the model runs eight tokens, or it is
+/// one PivotError naming the problem.
 final class FamilyConfigFuzzTests: XCTestCase {
     func testMissingWrongAndContradictoryKeysAreClearErrors() throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-fuzz-\(getpid())")
@@ -135,7 +136,8 @@ final class FamilyConfigFuzzTests: XCTestCase {
                 try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("config.json"))
                 if ProcessInfo.processInfo.environment["PIVOT_FUZZ_TRACE"] != nil { FileHandle.standardError.write(Data("fuzz: \(name) \(what)\n".utf8)) }
                 do {
-                    _ = try LoadedModel.load(path: folder.path)
+                    let model = try LoadedModel.load(path: folder.path)
+                    _ = FamilyTests.logits(model, tokens: Array(Array(0..<8).prefix(min(8, model.config.contextLength))))
                     loaded += 1
                 } catch let error as PivotError {
                     XCTAssertFalse("\(error)".isEmpty, "\(name), \(what)")
@@ -147,5 +149,53 @@ final class FamilyConfigFuzzTests: XCTestCase {
         }
         XCTAssertGreaterThan(refused, 100)
         XCTAssertGreaterThan(loaded, 50)
+    }
+}
+
+/// Every family's converted GGUF with each `{arch}.*` key removed or given a wrong value: a clear
+/// PivotError or a load, never a crash (llama.cpp's names, as a hand-edited or foreign file may have them).
+final class FamilyGGUFFuzzTests: XCTestCase {
+    func testMissingAndWrongMetadataAreClearErrors() throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-gguf-fuzz-\(getpid())")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        var refused = 0, loaded = 0
+        for name in FamilyTests.families where !FamilyTests.huggingFaceOnly.contains(name) {
+            let source = work.appendingPathComponent(name + ".gguf").path
+            try HuggingFaceConverter.convert(folder: FamilyTests.root.appendingPathComponent(name).path, to: source, floatType: .f32)
+            let gguf = try GGUFFile(path: source)
+            let arch = try XCTUnwrap(gguf.metadata["general.architecture"]?.string)
+            let tensors = gguf.tensorNames.map { n -> GGUFWriter.Tensor in
+                let t = gguf.tensors[n]!
+                return GGUFWriter.Tensor(name: n, ggmlType: t.type.ggmlType, shape: t.shape, bytes: UnsafeRawBufferPointer(start: t.data, count: t.byteCount))
+            }
+            let target = work.appendingPathComponent(name + ".fuzz.gguf").path
+            for (index, entry) in gguf.metadataEntries.enumerated() where entry.key.hasPrefix(arch + ".") {
+                var variants: [[GGUFMetadataEntry]] = []
+                var without = gguf.metadataEntries; without.remove(at: index); variants.append(without)
+                for value: MetadataValue in [.uint(0), .uint(1 << 31), .float(-1), .string("seven")] {
+                    var wrong = gguf.metadataEntries
+                    let type: UInt32 = { switch value { case .uint: 4; case .float: 6; default: 8 } }()
+                    wrong[index] = GGUFMetadataEntry(entry.key, value, type: type)
+                    variants.append(wrong)
+                }
+                for metadata in variants {
+                    try GGUFWriter.write(metadata: metadata, tensors: tensors, to: target)
+                    do {
+                        // What loads must also run: eight tokens through it.
+                        let model = try LoadedModel.load(path: target)
+                        let tokens = Array(0..<8)
+                        _ = FamilyTests.logits(model, tokens: Array(tokens.prefix(min(8, model.config.contextLength))))
+                        loaded += 1
+                    } catch is PivotError {
+                        refused += 1
+                    } catch {
+                        XCTFail("\(name), \(entry.key): not a PivotError: \(error)")
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(refused, 50)
+        XCTAssertGreaterThan(loaded, 10)
     }
 }
