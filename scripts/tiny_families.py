@@ -69,6 +69,11 @@ def families():
                     dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=False, new_decoder_architecture=True,
                          num_ln_in_parallel_attn=1, parallel_attn=True, bias=False, alibi=False, bos_token_id=256, eos_token_id=256)),
+        # Falcon-40B/180B's layout: grouped key/value heads, a norm each for attention and the MLP.
+        "falcon-40b": (tf.FalconConfig, tf.FalconForCausalLM,
+                       dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                            max_position_embeddings=256, tie_word_embeddings=False, new_decoder_architecture=True,
+                            num_ln_in_parallel_attn=2, parallel_attn=True, bias=False, alibi=False, bos_token_id=256, eos_token_id=256)),
         "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM, dict(s, num_local_experts=4, num_experts_per_tok=2, intermediate_size=64)),
         "qwen2-moe": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
                       dict(s, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=96)),

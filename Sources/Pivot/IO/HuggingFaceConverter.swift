@@ -22,7 +22,7 @@ public enum HuggingFaceConverter {
             + family.ggufMetadata(c, arch)
 
         let store = try SafetensorsStore(directory: folder)
-        let hf = family.huggingFaceNames, gg = family.ggufNames
+        let hf = family.huggingFaceNames(for: c), gg = family.ggufNames(for: c)
         var owners: [[UInt8]] = []
         var tensors: [(name: String, type: TensorType, shape: [Int], index: Int)] = []
         func floats(_ name: String) throws -> (values: [Float], shape: [Int]) {

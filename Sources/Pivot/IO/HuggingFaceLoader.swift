@@ -10,11 +10,11 @@ enum HuggingFaceLoader {
         var config = try ModelConfig(huggingFace: json, file: configPath)
         let store = try SafetensorsStore(directory: directory)
         // Without the key, a checkpoint with no lm_head is tied (what transformers does on load).
-        if json["tie_word_embeddings"] == nil && store.tensor(named: (ModelFamily.huggingFace(config.architecture)?.huggingFaceNames.output ?? "lm_head") + ".weight") == nil {
+        let family = ModelFamily.huggingFace(config.architecture)!
+        if json["tie_word_embeddings"] == nil && store.tensor(named: family.huggingFaceNames(for: config).output + ".weight") == nil {
             config.tiedEmbeddings = true
         }
-        let family = ModelFamily.huggingFace(config.architecture)!
-        let transformer = try WeightLoader.build(config: config, store: store, names: family.huggingFaceNames, quantizeTo: quantizeTo,
+        let transformer = try WeightLoader.build(config: config, store: store, names: family.huggingFaceNames(for: config), quantizeTo: quantizeTo,
                                                  normOffset: family.huggingFaceNormOffset)
         let generationPath = (directory as NSString).appendingPathComponent("generation_config.json")
         let generation = FileManager.default.fileExists(atPath: generationPath) ? try readJSON(generationPath) : [:]

@@ -67,6 +67,6 @@ enum GGUFModelLoader {
     static func load(_ gguf: GGUFFile, quantizeTo: BlockFormat? = nil) throws -> Transformer {
         let config = try ModelConfig(gguf: gguf)
         let family = ModelFamily.gguf(config.architecture)!
-        return try WeightLoader.build(config: config, store: gguf, names: family.ggufNames, quantizeTo: quantizeTo)
+        return try WeightLoader.build(config: config, store: gguf, names: family.ggufNames(for: config), quantizeTo: quantizeTo)
     }
 }

@@ -9,7 +9,7 @@ import PivotKernels
 final class FamilyTests: XCTestCase {
     static let root = Shared.packageRoot.appendingPathComponent("Tests/PivotTests/Fixtures/families")
     static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "olmo2", "stablelm", "gpt-neox", "gemma2", "gemma3",
-                           "gemma3-scaled", "falcon", "falcon-mha", "falcon2", "mixtral", "qwen2-moe", "qwen2-moe-dense"]
+                           "gemma3-scaled", "falcon", "falcon-mha", "falcon2", "falcon-40b", "mixtral", "qwen2-moe", "qwen2-moe-dense"]
     /// Checkpoints llama.cpp's GGUF cannot hold (a dense layer in a qwen2moe): conversion refuses them.
     static let huggingFaceOnly: Set = ["qwen2-moe-dense"]
 

@@ -1,7 +1,7 @@
-/// Falcon-7B style (`falcon`): LayerNorm with biases, one norm feeding attention and an ungated GELU MLP
-/// side by side (parallel residual), a fused QKV grouped per key/value head (multi-query: one group, the
-/// rows [q; k; v]; Falcon2's new architecture: grouped), full RoPE.
-/// Falcon-40B/180B's two norms per block and ALiBi variants are refused by name.
+/// Falcon (`falcon`): LayerNorm with biases, attention and an ungated GELU MLP side by side (parallel
+/// residual), a fused QKV grouped per key/value head (multi-query: one group, the rows [q; k; v]), full
+/// RoPE. One norm feeds both (7B, Falcon2-11B) or each has its own (40B/180B: ln_attn and ln_mlp, which
+/// llama.cpp names attn_norm_2 and attn_norm). ALiBi variants are refused by name.
 extension ModelFamily {
     static let falcon = ModelFamily(
         huggingFaceTypes: ["falcon"], ggufArchitectures: ["falcon"], convertsTo: { _ in "falcon" },
@@ -16,9 +16,7 @@ extension ModelFamily {
             if try reader.bool("alibi") == true { throw reader.unsupported("alibi", "ALiBi position biases are not implemented") }
             if try reader.bool("parallel_attn") == false { throw reader.unsupported("parallel_attn", "Falcon's sequential block is not implemented") }
             let newArchitecture = try reader.bool("new_decoder_architecture") ?? false
-            if newArchitecture, (try reader.int("num_ln_in_parallel_attn") ?? 2) == 2 {
-                throw reader.unsupported("new_decoder_architecture", "Falcon-40B/180B's two norms per block (ln_attn, ln_mlp) are not implemented")
-            }
+            if newArchitecture, (try reader.int("num_ln_in_parallel_attn") ?? 2) == 2 { c.variant.sharedNorm = false }
             c.variant.activation = try reader.activation(["activation"], default: .gelu)
             c.intermediateSize = try reader.int("ffn_hidden_size") ?? 4 * c.hiddenSize
             if newArchitecture {
@@ -34,11 +32,15 @@ extension ModelFamily {
         },
         readGGUF: { keys, c in
             c.falconBlock()
-            if keys.has(tensor: "blk.0.attn_norm_2.weight") {
-                throw PivotError.unsupported(file: keys.gguf.path, "Falcon-40B/180B's two norms per block (attn_norm_2) are not implemented")
-            }
+            if keys.has(tensor: "blk.0.attn_norm_2.weight") { c.variant.sharedNorm = false }
             // Falcon's GELU is exact; llama.cpp's graph takes the tanh form (a stated difference).
             c.variant.activation = .gelu
+        },
+        adjustNames: { c, names, gguf in
+            guard !c.variant.sharedNorm else { return names }
+            var n = names
+            (n.attentionNorm, n.mlpNorm) = gguf ? ("attn_norm_2.weight", "attn_norm.weight") : ("ln_attn.weight", "ln_mlp.weight")
+            return n
         },
         unconvertible: { c in c.attentionBias ? "llama.cpp's falcon has no biases on its projections (bias: true)" : nil })
 }

@@ -21,10 +21,16 @@ struct ModelFamily: Sendable {
     var readGGUF: @Sendable (GGUFKeys, inout ModelConfig) throws -> Void
     /// GGUF metadata the family adds when converting (beside the common keys).
     var ggufMetadata: @Sendable (ModelConfig, String) -> [GGUFMetadataEntry] = { _, _ in [] }
+    /// The names of one config's tensors where they depend on it (Falcon-40B's two norms); given the
+    /// family's HF or GGUF names, returns those of this config.
+    var adjustNames: @Sendable (ModelConfig, TensorNaming, _ gguf: Bool) -> TensorNaming = { _, names, _ in names }
     /// Why llama.cpp could not load this model's GGUF (nil: it can), checked before converting.
     var unconvertible: @Sendable (ModelConfig) -> String? = { _ in nil }
 
     static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3]
+
+    func huggingFaceNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, huggingFaceNames, false) }
+    func ggufNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, ggufNames, true) }
 
     static func huggingFace(_ modelType: String) -> ModelFamily? { all.first { $0.huggingFaceTypes.contains(modelType) } }
     static func gguf(_ architecture: String) -> ModelFamily? { all.first { $0.ggufArchitectures.contains(architecture) } }
