@@ -28,9 +28,14 @@ struct Inspect: ParsableCommand {
         print("context length:  \(c.contextLength)")
         print("rope theta:      \(c.ropeTheta) (\(c.ropeInterleaved ? "adjacent pairs" : "rotate half"))")
         print("rope scaling:    \(c.ropeScaling)" + (c.ropeLayers.map { " (RoPE in \($0.filter { $0 }.count) of \($0.count) layers)" } ?? ""))
-        if c.queryKeyNorm { print("q/k norm:        per head (Qwen3)") }
+        if c.queryKeyNorm { print("q/k norm:        " + (c.variant.queryKeyNormSpansHeads ? "over the projection" : "per head")) }
+        if !c.variant.isLlamaBlock { print("block:           " + c.variant.departures.joined(separator: "; ")) }
+        if let e = c.experts {
+            print("experts:         \(e.count), \(e.used) per token, width \(e.intermediateSize)" + (e.sharedIntermediateSize.map { ", shared expert \($0)" } ?? "")
+                  + (e.normalizeWeights ? ", top-k renormalized" : "") + (e.sparseLayers.map { " (\($0.filter { $0 }.count) of \($0.count) layers routed)" } ?? ""))
+        }
         if let dtype = c.declaredDType { print("declared dtype:  \(dtype)") }
-        print("rms norm eps:    \(c.rmsNormEpsilon)")
+        print((c.variant.norm == .layer ? "norm eps:        " : "rms norm eps:    ") + "\(c.rmsNormEpsilon)")
         print("tied embeddings: \(c.tiedEmbeddings)")
         print("attention bias:  \(c.attentionBias)")
         print(String(format: "parameters:      %.2f M", Double(loaded.parameterCount) / 1e6))

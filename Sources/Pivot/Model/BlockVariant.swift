@@ -44,6 +44,29 @@ public struct BlockVariant: Sendable, Equatable {
 
     public init() {}
 
+    /// Where the block departs from Llama's, in words (empty for Llama's block).
+    public var departures: [String] {
+        var out: [String] = []
+        if norm == .layer { out.append("LayerNorm") }
+        if activation != .silu { out.append(activation == .gelu ? "GELU" : "GELU (tanh)") }
+        if !gatedMLP { out.append("ungated MLP") }
+        if mlpBias { out.append("MLP biases") }
+        if parallelResidual { out.append(sharedNorm ? "parallel residual, one norm" : "parallel residual, two norms") }
+        if !inputNorms { out.append("no input norms") }
+        if outputNorms { out.append("output norms") }
+        if queryKeyNormSpansHeads { out.append("Q/K norm over the projection") }
+        if let r = rotaryDimensions { out.append("rotary over \(r) dims") }
+        if let s = embeddingScale { out.append(String(format: "embeddings × %.3g", s)) }
+        if let s = attentionScale { out.append(String(format: "score scale %.4g", s)) }
+        if let c = attentionSoftCap { out.append(String(format: "score cap %.3g", c)) }
+        if let c = finalSoftCap { out.append(String(format: "logit cap %.3g", c)) }
+        if let w = slidingWindow {
+            let count = slidingLayers?.filter { $0 }.count
+            out.append("window \(w)" + (count.map { " in \($0) of \(slidingLayers!.count) layers" } ?? "") + (slidingRopeTheta.map { String(format: ", local θ %.0f", $0) } ?? ""))
+        }
+        return out
+    }
+
     /// Llama's block, which training, pruning and the scaling methods are written for.
     public var isLlamaBlock: Bool { self == BlockVariant() }
 
