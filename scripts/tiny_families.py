@@ -45,6 +45,9 @@ def families():
                          dict(s, pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75})),
         "olmo2": (tf.Olmo2Config, tf.Olmo2ForCausalLM, dict(s, pad_token_id=0)),
         "stablelm": (tf.StableLmConfig, tf.StableLmForCausalLM, dict(s, use_qkv_bias=True, layer_norm_eps=1e-5)),
+        # StableLM 2 12B: per-head Q/K LayerNorms and a parallel residual.
+        "stablelm-qk": (tf.StableLmConfig, tf.StableLmForCausalLM,
+                        dict(s, use_qkv_bias=False, qk_layernorm=True, use_parallel_residual=True, layer_norm_eps=1e-5)),
         "gpt-neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM,
                      dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                           max_position_embeddings=256, tie_word_embeddings=False, hidden_act="gelu",

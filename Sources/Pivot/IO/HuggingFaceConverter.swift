@@ -75,7 +75,12 @@ public enum HuggingFaceConverter {
             }
             try add(p + hf.attentionOutput + ".weight", as: b + gg.attentionOutput + ".weight")
             if c.outputBias { try add(p + hf.attentionOutput + ".bias", as: b + gg.attentionOutput + ".bias") }
-            if c.queryKeyNorm {
+            if c.queryKeyNorm, let stems = hf.perHeadNormStems {
+                // StableLM's per-head norms, stacked as llama.cpp's [heads, headDim] tensors.
+                for (stem, target, heads) in [(stems.query, gg.queryNorm, c.headCount), (stems.key, gg.keyNorm, c.kvHeadCount)] {
+                    emit(b + target, try (0..<heads).flatMap { try floats(p + stem + "\($0).weight").values }, [heads, c.headDim])
+                }
+            } else if c.queryKeyNorm {
                 try norm(p + hf.queryNorm, as: b + gg.queryNorm)
                 try norm(p + hf.keyNorm, as: b + gg.keyNorm)
             }

@@ -25,8 +25,8 @@ public struct BlockVariant: Sendable, Equatable {
     public var outputNorms = false
     /// Q/K norm over the whole projection (OLMo 2) rather than per head (Qwen3, Gemma 3).
     public var queryKeyNormSpansHeads = false
-    /// LayerNorm (with bias) on each head of Q and K (StableLM's qk_layernorm) instead of RMSNorm.
-    public var queryKeyLayerNorm = false
+    /// Each head of Q and K has its own norm weights (StableLM 2 12B's qk_layernorm; no bias).
+    public var queryKeyNormPerHeadWeights = false
     /// Leading dimensions of each head that RoPE rotates (nil: all of them).
     public var rotaryDimensions: Int? = nil
     /// Embeddings are multiplied by this (Gemma: √hidden).
@@ -55,6 +55,7 @@ public struct BlockVariant: Sendable, Equatable {
         if !inputNorms { out.append("no input norms") }
         if outputNorms { out.append("output norms") }
         if queryKeyNormSpansHeads { out.append("Q/K norm over the projection") }
+        if queryKeyNormPerHeadWeights { out.append("Q/K norm weights per head") }
         if let r = rotaryDimensions { out.append("rotary over \(r) dims") }
         if let s = embeddingScale { out.append(String(format: "embeddings × %.3g", s)) }
         if let s = attentionScale { out.append(String(format: "score scale %.4g", s)) }
@@ -82,8 +83,8 @@ extension ModelConfig {
     public var normParametersPerLayer: Int {
         let v = variant
         let blockNorms = (v.inputNorms ? (v.sharedNorm ? 1 : 2) : 0) + (v.outputNorms ? 2 : 0)
-        let headNorms = queryKeyNorm ? (v.queryKeyNormSpansHeads ? queryWidth + kvWidth : 2 * headDim) : 0
-        return (blockNorms * hiddenSize + headNorms) * (v.norm == .layer ? 2 : 1)
+        let headNorms = queryKeyNorm ? (v.queryKeyNormSpansHeads || v.queryKeyNormPerHeadWeights ? queryWidth + kvWidth : 2 * headDim) : 0
+        return blockNorms * hiddenSize * (v.norm == .layer ? 2 : 1) + headNorms * (v.norm == .layer && !v.queryKeyNormPerHeadWeights ? 2 : 1)
     }
 
     /// Methods that rewrite a Llama block's weights by name (training, pruning, AWQ/SmoothQuant scaling)

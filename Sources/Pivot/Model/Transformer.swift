@@ -258,18 +258,21 @@ public final class Transformer {
 
     /// The family's norm of one vector (in place when `out` is `x`).
     @inline(__always)
-    private func normalize(row x: UnsafeMutablePointer<Float>, _ norm: NormWeights, into out: UnsafeMutablePointer<Float>, count: Int) {
+    /// `offset`: where this vector's weights start (a head's own weights, StableLM's Q/K norms).
+    private func normalize(row x: UnsafeMutablePointer<Float>, _ norm: NormWeights, offset: Int = 0, into out: UnsafeMutablePointer<Float>, count: Int) {
         switch config.variant.norm {
-        case .rms: rmsNorm(x, weight: norm.weight.pointer, epsilon: config.rmsNormEpsilon, out: out, count: count)
-        case .layer: layerNorm(x, weight: norm.weight.pointer, bias: norm.bias.map { UnsafePointer($0.pointer) }, epsilon: config.rmsNormEpsilon, out: out, count: count)
+        case .rms: rmsNorm(x, weight: norm.weight.pointer + offset, epsilon: config.rmsNormEpsilon, out: out, count: count)
+        case .layer:
+            layerNorm(x, weight: norm.weight.pointer + offset, bias: norm.bias.map { UnsafePointer($0.pointer + offset) }, epsilon: config.rmsNormEpsilon,
+                      out: out, count: count)
         }
     }
 
     /// The norm of every head vector in place (Qwen3's q_norm/k_norm; `heads` 1: the whole row, OLMo 2).
     private func normalizeHeads(_ m: Matrix, heads: Int, _ norm: NormWeights) {
-        let d = m.columns / heads
+        let d = m.columns / heads, own = config.variant.queryKeyNormPerHeadWeights
         for t in 0..<m.rows {
-            for h in 0..<heads { normalize(row: m.row(t) + h * d, norm, into: m.row(t) + h * d, count: d) }
+            for h in 0..<heads { normalize(row: m.row(t) + h * d, norm, offset: own ? h * d : 0, into: m.row(t) + h * d, count: d) }
         }
     }
 

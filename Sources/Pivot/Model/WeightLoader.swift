@@ -59,6 +59,9 @@ struct TensorNaming: Sendable {
     var attentionNorm, query, key, value, attentionOutput, mlpNorm, gate, up, down: String
     /// Q/K norm weights (Qwen3, Gemma 3 per head; OLMo 2 over the projection).
     var queryNorm, keyNorm: String
+    /// Per-head Q/K norms stored one tensor per head, `{stem}{h}.weight` (HF StableLM); nil: one tensor
+    /// of [heads, headDim] under `queryNorm`/`keyNorm` (llama.cpp).
+    var perHeadNormStems: (query: String, key: String)? = nil
     var qkv: QKVLayout = .separate
     /// gate and up as one tensor, gate's rows first (Phi-3's gate_up_proj; llama.cpp's phi3 ffn_up).
     var fusedGateUp: String? = nil
@@ -211,6 +214,17 @@ enum WeightLoader {
             }
             if experts == nil { down = try linear(p + names.down, out: d, in: c.intermediateSize, bias: c.variant.mlpBias) }
             let (qNormWidth, kNormWidth) = c.variant.queryKeyNormSpansHeads ? (c.queryWidth, c.kvWidth) : (headDim, headDim)
+            /// A head's own Q/K norm weights, stacked [heads × headDim], no bias.
+            func headNorms(_ name: String, stem: String?, heads: Int) throws -> NormWeights {
+                let buffer = FloatBuffer(count: heads * headDim)
+                if let stem {
+                    for h in 0..<heads { try store.require(p + stem + "\(h).weight", shape: [headDim]).copyFloats(into: buffer.pointer + h * headDim) }
+                } else {
+                    try store.require(p + name, shape: [heads, headDim]).copyFloats(into: buffer.pointer)
+                }
+                return NormWeights(weight: buffer)
+            }
+            let perHead = c.variant.queryKeyNormPerHeadWeights
             let inputNorms = c.variant.inputNorms, outputNorms = c.variant.outputNorms
             layers.append(DecoderLayer(
                 attentionNorm: inputNorms ? try norm(p + names.attentionNorm, d) : NormWeights(weight: FloatBuffer(count: 1)),
@@ -218,8 +232,10 @@ enum WeightLoader {
                 attentionOutput: try linear(p + names.attentionOutput, out: d, in: c.queryWidth, bias: c.outputBias),
                 mlpNorm: inputNorms && !c.variant.sharedNorm ? try norm(p + names.mlpNorm, d) : NormWeights(weight: FloatBuffer(count: 1)),
                 gate: gate, up: up, down: down, experts: experts,
-                queryNorm: c.queryKeyNorm ? try norm(p + names.queryNorm, qNormWidth) : nil,
-                keyNorm: c.queryKeyNorm ? try norm(p + names.keyNorm, kNormWidth) : nil,
+                queryNorm: !c.queryKeyNorm ? nil : perHead ? try headNorms(names.queryNorm, stem: names.perHeadNormStems?.query, heads: c.headCount)
+                    : try norm(p + names.queryNorm, qNormWidth),
+                keyNorm: !c.queryKeyNorm ? nil : perHead ? try headNorms(names.keyNorm, stem: names.perHeadNormStems?.key, heads: c.kvHeadCount)
+                    : try norm(p + names.keyNorm, kNormWidth),
                 postAttentionNorm: outputNorms ? try norm(p + (names.postAttentionNorm ?? ""), d) : nil,
                 postMLPNorm: outputNorms ? try norm(p + (names.postMLPNorm ?? ""), d) : nil))
         }

@@ -8,7 +8,7 @@ import PivotKernels
 /// `pivot convert`, from GGUF: logits of every position agree with transformers'.
 final class FamilyTests: XCTestCase {
     static let root = Shared.packageRoot.appendingPathComponent("Tests/PivotTests/Fixtures/families")
-    static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "olmo2", "stablelm", "gpt-neox", "gemma2", "gemma3",
+    static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "olmo2", "stablelm", "stablelm-qk", "gpt-neox", "gemma2", "gemma3",
                            "gemma3-scaled", "falcon", "falcon-mha", "falcon2", "falcon-40b", "mixtral", "qwen2-moe", "qwen2-moe-dense"]
     /// Checkpoints llama.cpp's GGUF cannot hold (a dense layer in a qwen2moe): conversion refuses them.
     static let huggingFaceOnly: Set = ["qwen2-moe-dense"]
