@@ -121,39 +121,29 @@ public enum KLDBaseFile {
             throw PivotError.invalidArgument("the text does not tokenize to the tokens \(path) was written for (another file or tokenizer)")
         }
         let count = windows * perWindow
-        var kld = [Double](repeating: 0, count: count), baseNLL = kld, testNLL = kld, same = kld
+        var scores = TokenScores(count: count)
         let start = Date()
         for w in 0..<windows {
             let ids = Array(stored[(w * window)..<((w + 1) * window)])
             let q = test.logits(ids)
-            kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in
-                testNLL.withUnsafeMutableBufferPointer { testOut in same.withUnsafeMutableBufferPointer { sameOut in
-                    pool.parallelRanges(count: perWindow) { range in
-                        for t in range {
-                            let i = w * perWindow + t
-                            let slot = file.base + recordsOffset + i * perToken
-                            func f32(_ offset: Int) -> Float { Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) }
-                            let row = q.row(t), lseQ = logSumExp(row, count: vocabulary)
-                            var divergence = 0.0, massP = 0.0, massQ = 0.0
-                            for j in 0..<topK {
-                                let id = Int(UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4 + 4 * j, as: UInt32.self)))
-                                let lp = Double(f32(4 + 4 * topK + 4 * j)), lq = Double(row[id] - lseQ)
-                                divergence += exp(lp) * (lp - lq)
-                                massP += exp(lp); massQ += exp(lq)
-                            }
-                            let restP = max(0, 1 - massP), restQ = max(1e-30, 1 - massQ)
-                            if restP > 0 { divergence += restP * (log(restP) - log(restQ)) }
-                            kldOut[i] = max(0, divergence)
-                            baseOut[i] = Double(f32(0))
-                            testOut[i] = Double(lseQ - row[ids[t + 1]])
-                            let topID = Int(UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-                            sameOut[i] = argmax(row, count: vocabulary) == topID ? 1 : 0
-                        }
-                    }
-                } }
-            } }
+            scores.fill(first: w * perWindow, count: perWindow, pool: pool) { t in
+                let slot = file.base + recordsOffset + (w * perWindow + t) * perToken
+                func f32(_ offset: Int) -> Float { Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) }
+                let row = q.row(t), lseQ = logSumExp(row, count: vocabulary)
+                var divergence = 0.0, massP = 0.0, massQ = 0.0
+                for j in 0..<topK {
+                    let id = Int(UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4 + 4 * j, as: UInt32.self)))
+                    let lp = Double(f32(4 + 4 * topK + 4 * j)), lq = Double(row[id] - lseQ)
+                    divergence += exp(lp) * (lp - lq)
+                    massP += exp(lp); massQ += exp(lq)
+                }
+                let restP = max(0, 1 - massP), restQ = max(1e-30, 1 - massQ)
+                if restP > 0 { divergence += restP * (log(restP) - log(restQ)) }
+                let topID = Int(UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+                return (max(0, divergence), Double(f32(0)), Double(lseQ - row[ids[t + 1]]), argmax(row, count: vocabulary) == topID)
+            }
             progress(w + 1, windows)
         }
-        return KLDivergence.summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: Date().timeIntervalSince(start))
+        return scores.summarize(seconds: Date().timeIntervalSince(start))
     }
 }

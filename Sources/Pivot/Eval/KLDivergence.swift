@@ -52,6 +52,35 @@ public final class ScoringSide {
     }
 }
 
+/// Per scored token: KL divergence, both sides' NLL and whether their top-1 agrees, filled in
+/// parallel window by window and summarized as llama.cpp does (every KLD evaluation shares it).
+struct TokenScores {
+    var kld, baseNLL, testNLL, same: [Double]
+
+    init(count: Int) {
+        kld = [Double](repeating: 0, count: count); baseNLL = kld; testNLL = kld; same = kld
+    }
+
+    /// Tokens `first..<first + count`: `score(t)` for t in 0..<count, split over `pool`.
+    mutating func fill(first: Int, count: Int, pool: ThreadPool,
+                       _ score: (Int) -> (kld: Double, baseNLL: Double, testNLL: Double, same: Bool)) {
+        kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in
+            testNLL.withUnsafeMutableBufferPointer { testOut in same.withUnsafeMutableBufferPointer { sameOut in
+                pool.parallelRanges(count: count) { range in
+                    for t in range {
+                        let r = score(t), i = first + t
+                        kldOut[i] = r.kld; baseOut[i] = r.baseNLL; testOut[i] = r.testNLL; sameOut[i] = r.same ? 1 : 0
+                    }
+                }
+            } }
+        } }
+    }
+
+    func summarize(seconds: Double) -> KLDResult {
+        KLDivergence.summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: seconds)
+    }
+}
+
 public enum KLDivergence {
     /// Both sides over the same non-overlapping windows; every token but each window's first is
     /// scored, as `pivot perplexity` scores them, so the PPL columns equal that verb's.
@@ -66,32 +95,25 @@ public enum KLDivergence {
         let vocabulary = base.model.config.vocabularySize
         let perWindow = window - 1
         let count = windows * perWindow
-        var kld = [Double](repeating: 0, count: count), baseNLL = kld, testNLL = kld, same = kld
+        var scores = TokenScores(count: count)
         let start = Date()
         for w in 0..<windows {
             let ids = Array(tokens[(w * window)..<((w + 1) * window)])
             let p = base.logits(ids), q = test.logits(ids)
-            kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in
-                testNLL.withUnsafeMutableBufferPointer { testOut in same.withUnsafeMutableBufferPointer { sameOut in
-                    pool.parallelRanges(count: perWindow) { range in
-                        for t in range {
-                            let i = w * perWindow + t, target = ids[t + 1]
-                            let lseP = logSumExp(p.row(t), count: vocabulary), lseQ = logSumExp(q.row(t), count: vocabulary)
-                            kldOut[i] = Double(max(0, klDivergence(p.row(t), logSumExpP: lseP, q.row(t), logSumExpQ: lseQ, count: vocabulary)))
-                            baseOut[i] = Double(lseP - p.row(t)[target])
-                            testOut[i] = Double(lseQ - q.row(t)[target])
-                            sameOut[i] = argmax(p.row(t), count: vocabulary) == argmax(q.row(t), count: vocabulary) ? 1 : 0
-                        }
-                    }
-                } }
-            } }
+            scores.fill(first: w * perWindow, count: perWindow, pool: pool) { t in
+                let target = ids[t + 1]
+                let lseP = logSumExp(p.row(t), count: vocabulary), lseQ = logSumExp(q.row(t), count: vocabulary)
+                return (Double(max(0, klDivergence(p.row(t), logSumExpP: lseP, q.row(t), logSumExpQ: lseQ, count: vocabulary))),
+                        Double(lseP - p.row(t)[target]), Double(lseQ - q.row(t)[target]),
+                        argmax(p.row(t), count: vocabulary) == argmax(q.row(t), count: vocabulary))
+            }
             let range = (w * perWindow)..<((w + 1) * perWindow)
-            for (side, nll) in [(base, baseNLL), (test, testNLL)] where !nll[range].reduce(0, +).isFinite {
+            for (side, nll) in [(base, scores.baseNLL), (test, scores.testNLL)] where !nll[range].reduce(0, +).isFinite {
                 throw PivotError.nonFinite(file: side.model.path, "window \(w + 1) gives non-finite log-probabilities")
             }
             progress(w + 1, windows)
         }
-        return summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: Date().timeIntervalSince(start))
+        return scores.summarize(seconds: Date().timeIntervalSince(start))
     }
 
     /// llama.cpp's statistics from per-token KL divergences, both sides' NLLs and same-top-1 flags.

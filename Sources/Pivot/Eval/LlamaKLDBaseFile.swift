@@ -43,42 +43,33 @@ public enum LlamaKLDBaseFile {
         let tokenizer = test.model.tokenizer
         let bos = tokenizer.addBOS ? tokenizer.bos : nil
         let count = chunks * perWindow
-        var kld = [Double](repeating: 0, count: count), baseNLL = kld, testNLL = kld, same = kld
+        var scores = TokenScores(count: count)
         let start = Date()
         for c in 0..<chunks {
             var ids = (0..<window).map { i32(tokensOffset + 4 * (c * window + $0)) }
             if let bos { ids[0] = bos }
             guard ids.allSatisfy({ $0 >= 0 && $0 < vocabulary }) else { throw PivotError.malformed(file: path, "token id outside the vocabulary in chunk \(c)") }
             let q = test.logits(ids)
-            kld.withUnsafeMutableBufferPointer { kldOut in baseNLL.withUnsafeMutableBufferPointer { baseOut in
-                testNLL.withUnsafeMutableBufferPointer { testOut in same.withUnsafeMutableBufferPointer { sameOut in
-                    pool.parallelRanges(count: perWindow) { range in
-                        for t in range {
-                            let position = first + t, i = c * perWindow + t
-                            let slot = file.base + recordsOffset + 2 * i * record
-                            let scale = Double(Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(as: UInt32.self))))
-                            let minimum = Double(Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4, as: UInt32.self))))
-                            func logP(_ j: Int) -> Double { minimum + scale * Double(UInt16(littleEndian: slot.loadUnaligned(fromByteOffset: 8 + 2 * j, as: UInt16.self))) }
-                            let row = q.row(position), lseQ = Double(logSumExp(row, count: vocabulary))
-                            var divergence = 0.0, best = 0, bestP = -Double.infinity
-                            for j in 0..<vocabulary {
-                                let lp = logP(j)
-                                if lp > bestP { bestP = lp; best = j }
-                                // As llama.cpp's own KLD: log-probabilities at its floor (−16) are not terms.
-                                if lp > -16 { divergence += exp(lp) * (lp - (Double(row[j]) - lseQ)) }
-                            }
-                            let next = ids[position + 1]
-                            kldOut[i] = max(0, divergence)
-                            baseOut[i] = -logP(next)
-                            testOut[i] = lseQ - Double(row[next])
-                            sameOut[i] = argmax(row, count: vocabulary) == best ? 1 : 0
-                        }
-                    }
-                } }
-            } }
+            scores.fill(first: c * perWindow, count: perWindow, pool: pool) { t in
+                let position = first + t
+                let slot = file.base + recordsOffset + 2 * (c * perWindow + t) * record
+                let scale = Double(Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(as: UInt32.self))))
+                let minimum = Double(Float(bitPattern: UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4, as: UInt32.self))))
+                func logP(_ j: Int) -> Double { minimum + scale * Double(UInt16(littleEndian: slot.loadUnaligned(fromByteOffset: 8 + 2 * j, as: UInt16.self))) }
+                let row = q.row(position), lseQ = Double(logSumExp(row, count: vocabulary))
+                var divergence = 0.0, best = 0, bestP = -Double.infinity
+                for j in 0..<vocabulary {
+                    let lp = logP(j)
+                    if lp > bestP { bestP = lp; best = j }
+                    // As llama.cpp's own KLD: log-probabilities at its floor (−16) are not terms.
+                    if lp > -16 { divergence += exp(lp) * (lp - (Double(row[j]) - lseQ)) }
+                }
+                let next = ids[position + 1]
+                return (max(0, divergence), -logP(next), lseQ - Double(row[next]), argmax(row, count: vocabulary) == best)
+            }
             progress(c + 1, chunks)
         }
-        return KLDivergence.summarize(kld: kld, baseNLL: baseNLL, testNLL: testNLL, same: same, seconds: Date().timeIntervalSince(start))
+        return scores.summarize(seconds: Date().timeIntervalSince(start))
     }
 
     /// The window length of a llama.cpp base file, nil if `path` is not one.

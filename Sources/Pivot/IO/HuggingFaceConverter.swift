@@ -25,10 +25,7 @@ public enum HuggingFaceConverter {
         let hf = family.huggingFaceNames(for: c), gg = family.ggufNames(for: c)
         var owners: [[UInt8]] = []
         var tensors: [(name: String, type: TensorType, shape: [Int], index: Int)] = []
-        func floats(_ name: String) throws -> (values: [Float], shape: [Int]) {
-            guard let t = store.tensor(named: name) else { throw PivotError.malformed(file: folder, "tensor '\(name)' is missing") }
-            return (t.toFloats(), t.shape)
-        }
+        func floats(_ name: String) throws -> (values: [Float], shape: [Int]) { try Self.floats(store, name, folder: folder) }
         func emit(_ name: String, _ values: [Float], _ shape: [Int]) {
             // Vectors (norms, biases, the shared-expert gate) and routers stay F32, as llama.cpp's converter keeps them.
             let type: TensorType = shape.count == 1 || name.hasSuffix(gg.mixture.router + ".weight") ? .f32 : floatType
@@ -44,8 +41,8 @@ public enum HuggingFaceConverter {
         /// A norm (with its bias in LayerNorm families); Gemma's stored w becomes the scale 1 + w, as llama.cpp's converter writes it.
         func norm(_ hfName: String, as ggufName: String) throws {
             try add(hfName, as: ggufName, offset: family.huggingFaceNormOffset)
-            let bias = String(hfName.dropLast("weight".count)) + "bias"
-            if c.variant.norm == .layer, store.tensor(named: bias) != nil { try add(bias, as: String(ggufName.dropLast("weight".count)) + "bias") }
+            let bias = TensorNaming.bias(of: hfName)
+            if c.variant.norm == .layer, store.tensor(named: bias) != nil { try add(bias, as: TensorNaming.bias(of: ggufName)) }
         }
         try add(hf.embedding, as: gg.embedding)
         if !c.tiedEmbeddings { try add(hf.output + ".weight", as: gg.output + ".weight") }
@@ -64,10 +61,10 @@ public enum HuggingFaceConverter {
                 let q = pairwise && suffix == ".weight" ? permuteForPairwiseRoPE(parts.q, heads: c.headCount, rows: c.queryWidth, columns: c.hiddenSize) : parts.q
                 let k = pairwise && suffix == ".weight" ? permuteForPairwiseRoPE(parts.k, heads: c.kvHeadCount, rows: c.kvWidth, columns: c.hiddenSize) : parts.k
                 let columns = suffix == ".weight" ? [c.hiddenSize] : []
-                switch gg.qkv {
-                case .stacked(let name):
-                    emit(b + name + suffix, q + k + parts.v, [c.queryWidth + 2 * c.kvWidth] + columns)
-                default:
+                if let fused = gg.qkv.fusedName {
+                    // llama.cpp's attn_qkv is always [q; k; v].
+                    emit(b + fused + suffix, q + k + parts.v, [c.queryWidth + 2 * c.kvWidth] + columns)
+                } else {
                     emit(b + gg.query + suffix, q, [c.queryWidth] + columns)
                     emit(b + gg.key + suffix, k, [c.kvWidth] + columns)
                     emit(b + gg.value + suffix, parts.v, [c.kvWidth] + columns)
@@ -128,12 +125,8 @@ public enum HuggingFaceConverter {
     /// A layer's router, experts stacked into llama.cpp's [experts, out, in] tensors, and shared expert.
     static func convertMixture(_ layout: ExpertLayout, hf: MixtureNaming, gg: MixtureNaming, prefix p: String, to b: String, config c: ModelConfig,
                                store: TensorStore, folder: String, emit: (String, [Float], [Int]) -> Void) throws {
-        func put(_ values: [Float], _ name: String, _ shape: [Int]) { emit(name, values, shape) }
-        func read(_ name: String) throws -> [Float] {
-            guard let t = store.tensor(named: name) else { throw PivotError.malformed(file: folder, "tensor '\(name)' is missing") }
-            return t.toFloats()
-        }
-        put(try read(p + hf.router + ".weight"), b + gg.router + ".weight", [layout.count, c.hiddenSize])
+        func read(_ name: String) throws -> [Float] { try floats(store, name, folder: folder).values }
+        emit(b + gg.router + ".weight", try read(p + hf.router + ".weight"), [layout.count, c.hiddenSize])
         guard case .perExpert(let stem, let g, let u, let d) = hf.experts, case .stacked(let gg1, let gg2, let gg3) = gg.experts else {
             throw PivotError.unsupported(file: folder, "expert tensors in this layout")
         }
@@ -141,37 +134,34 @@ public enum HuggingFaceConverter {
         for (name, target, shape) in [(g, gg1, [layout.count, w, c.hiddenSize]), (u, gg2, [layout.count, w, c.hiddenSize]), (d, gg3, [layout.count, c.hiddenSize, w])] {
             var stacked: [Float] = []
             for e in 0..<layout.count { stacked += try read(p + stem + "\(e)." + name + ".weight") }
-            put(stacked, b + target + ".weight", shape)
+            emit(b + target + ".weight", stacked, shape)
         }
         if let sw = layout.sharedIntermediateSize {
-            put(try read(p + hf.sharedGate + ".weight"), b + gg.sharedGate + ".weight", [sw, c.hiddenSize])
-            put(try read(p + hf.sharedUp + ".weight"), b + gg.sharedUp + ".weight", [sw, c.hiddenSize])
-            put(try read(p + hf.sharedDown + ".weight"), b + gg.sharedDown + ".weight", [c.hiddenSize, sw])
+            emit(b + gg.sharedGate + ".weight", try read(p + hf.sharedGate + ".weight"), [sw, c.hiddenSize])
+            emit(b + gg.sharedUp + ".weight", try read(p + hf.sharedUp + ".weight"), [sw, c.hiddenSize])
+            emit(b + gg.sharedDown + ".weight", try read(p + hf.sharedDown + ".weight"), [c.hiddenSize, sw])
             // llama.cpp's shared-expert gate is a vector of the hidden width.
-            put(try read(p + hf.sharedExpertGate + ".weight"), b + gg.sharedExpertGate + ".weight", [c.hiddenSize])
+            emit(b + gg.sharedExpertGate + ".weight", try read(p + hf.sharedExpertGate + ".weight"), [c.hiddenSize])
         }
     }
 
     /// One layer's Q, K and V rows (`.weight` or `.bias`) from separate tensors or either fused layout.
     static func attentionRows(store: TensorStore, prefix p: String, layout: QKVLayout, names: TensorNaming, suffix: String,
                               config c: ModelConfig, folder: String) throws -> (q: [Float], k: [Float], v: [Float]) {
-        func read(_ name: String) throws -> [Float] {
-            guard let t = store.tensor(named: p + name + suffix) else { throw PivotError.malformed(file: folder, "tensor '\(p + name + suffix)' is missing") }
-            return t.toFloats()
-        }
-        let columns = suffix == ".weight" ? c.hiddenSize : 1
-        switch layout {
-        case .separate:
+        func read(_ name: String) throws -> [Float] { try floats(store, p + name + suffix, folder: folder).values }
+        guard let fused = layout.fusedName, let rows = layout.rows(c) else {
             return (try read(names.query), try read(names.key), try read(names.value))
-        case .stacked(let name):
-            let all = try read(name), q = c.queryWidth * columns, k = c.kvWidth * columns
-            return (Array(all[..<q]), Array(all[q..<q + k]), Array(all[(q + k)...]))
-        case .grouped(let name):
-            // Rows per key/value group regrouped into [q; k; v] (llama.cpp's attn_qkv).
-            let all = try read(name), rows = QKVLayout.groupedRows(c)
-            func gather(_ ids: [Int]) -> [Float] { ids.flatMap { all[($0 * columns)..<(($0 + 1) * columns)] } }
-            return (gather(rows.q), gather(rows.k), gather(rows.v))
         }
+        // A fused tensor's rows regrouped into q, k and v.
+        let all = try read(fused), columns = suffix == ".weight" ? c.hiddenSize : 1
+        func gather(_ ids: [Int]) -> [Float] { ids.flatMap { all[($0 * columns)..<(($0 + 1) * columns)] } }
+        return (gather(rows.q), gather(rows.k), gather(rows.v))
+    }
+
+    /// A tensor of the folder as floats, or the error naming it.
+    static func floats(_ store: TensorStore, _ name: String, folder: String) throws -> (values: [Float], shape: [Int]) {
+        guard let t = store.tensor(named: name) else { throw PivotError.malformed(file: folder, "tensor '\(name)' is missing") }
+        return (t.toFloats(), t.shape)
     }
 
     /// llama.cpp's `permute`: within each head, row 2i+j (pairwise) takes HF row j·d/2 + i (halves).

@@ -18,8 +18,7 @@ extension ModelConfig {
         let headDim = keys.int("attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
         // What the first block holds, under the family's names.
         let names = family.ggufNames, first = names.layerPrefix(0)
-        var queryName = names.query
-        if case .stacked(let fused) = names.qkv { queryName = fused }
+        let queryName = names.qkv.fusedName ?? names.query
         func has(_ name: String) -> Bool { gguf.tensor(named: first + name) != nil }
         self.init(
             architecture: arch,

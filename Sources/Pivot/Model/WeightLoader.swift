@@ -20,18 +20,34 @@ enum ExpertNaming: Sendable {
 }
 
 extension QKVLayout {
-    /// Rows of Q, K and V in a grouped fused tensor: group g holds its r = heads/kvHeads query heads,
-    /// then its key head, then its value head.
-    static func groupedRows(_ c: ModelConfig) -> (q: [Int], k: [Int], v: [Int]) {
-        let d = c.headDim, r = c.headCount / c.kvHeadCount
-        func head(_ slot: Int) -> [Int] { (0..<d).map { slot * d + $0 } }
-        var q: [Int] = [], k: [Int] = [], v: [Int] = []
-        for g in 0..<c.kvHeadCount {
-            let base = g * (r + 2)
-            for j in 0..<r { q += head(base + j) }
-            k += head(base + r); v += head(base + r + 1)
+    /// Rows of Q, K and V in a fused tensor (nil for separate tensors). Stacked: [q; k; v]. Grouped:
+    /// group g holds its r = heads/kvHeads query heads, then its key head, then its value head.
+    func rows(_ c: ModelConfig) -> (q: [Int], k: [Int], v: [Int])? {
+        switch self {
+        case .separate:
+            return nil
+        case .stacked:
+            return (Array(0..<c.queryWidth), Array(c.queryWidth..<c.queryWidth + c.kvWidth),
+                    Array(c.queryWidth + c.kvWidth..<c.queryWidth + 2 * c.kvWidth))
+        case .grouped:
+            let d = c.headDim, r = c.headCount / c.kvHeadCount
+            func head(_ slot: Int) -> [Int] { (0..<d).map { slot * d + $0 } }
+            var q: [Int] = [], k: [Int] = [], v: [Int] = []
+            for g in 0..<c.kvHeadCount {
+                let base = g * (r + 2)
+                for j in 0..<r { q += head(base + j) }
+                k += head(base + r); v += head(base + r + 1)
+            }
+            return (q, k, v)
         }
-        return (q, k, v)
+    }
+
+    /// The fused tensor's name (nil for separate tensors).
+    var fusedName: String? {
+        switch self {
+        case .separate: nil
+        case .stacked(let name), .grouped(let name): name
+        }
     }
 }
 
@@ -69,6 +85,9 @@ struct TensorNaming: Sendable {
     var postAttentionNorm: String? = nil
     var postMLPNorm: String? = nil
     var mixture: MixtureNaming = .gguf
+
+    /// The bias beside a ".weight" tensor (a LayerNorm's or a projection's).
+    static func bias(of weightName: String) -> String { String(weightName.dropLast("weight".count)) + "bias" }
 
     /// llama.cpp's GGUF names.
     static let gguf = TensorNaming(
@@ -115,8 +134,7 @@ enum WeightLoader {
         }
         /// A norm's weight (plus its bias for LayerNorm families, where the checkpoint has one).
         func norm(_ name: String, _ count: Int) throws -> NormWeights {
-            let biasName = String(name.dropLast("weight".count)) + "bias"
-            let bias = layerNorm ? try vector(biasName, count) : nil
+            let bias = layerNorm ? try vector(TensorNaming.bias(of: name), count) : nil
             return NormWeights(weight: try vector(name, count, offset: normOffset), bias: bias)
         }
         func operator_(_ weight: TensorData, name: String, bias: TensorData?) throws -> LinearOperator {
@@ -185,20 +203,13 @@ enum WeightLoader {
         for i in 0..<c.layerCount {
             let p = names.layerPrefix(i)
             let query, key, value: LinearOperator
-            switch names.qkv {
-            case .separate:
+            if let fused = names.qkv.fusedName, let rows = names.qkv.rows(c) {
+                let ops = try split(p + fused, parts: [rows.q, rows.k, rows.v], in: d, bias: c.attentionBias)
+                (query, key, value) = (ops[0], ops[1], ops[2])
+            } else {
                 query = try linear(p + names.query, out: c.queryWidth, in: d, bias: c.attentionBias)
                 key = try linear(p + names.key, out: c.kvWidth, in: d, bias: c.attentionBias)
                 value = try linear(p + names.value, out: c.kvWidth, in: d, bias: c.attentionBias)
-            case .stacked(let name):
-                let q = Array(0..<c.queryWidth), k = Array(c.queryWidth..<c.queryWidth + c.kvWidth)
-                let v = Array(c.queryWidth + c.kvWidth..<c.queryWidth + 2 * c.kvWidth)
-                let ops = try split(p + name, parts: [q, k, v], in: d, bias: c.attentionBias)
-                (query, key, value) = (ops[0], ops[1], ops[2])
-            case .grouped(let name):
-                let rows = QKVLayout.groupedRows(c)
-                let ops = try split(p + name, parts: [rows.q, rows.k, rows.v], in: d, bias: c.attentionBias)
-                (query, key, value) = (ops[0], ops[1], ops[2])
             }
             var gate: LinearOperator?, up: LinearOperator?, down: LinearOperator?
             var experts: MixtureOfExperts?
