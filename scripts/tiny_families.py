@@ -88,6 +88,18 @@ def families():
                    dict(s, head_dim=16, num_hidden_layers=2, tie_word_embeddings=True, sliding_window=6, query_pre_attn_scalar=16,
                         attn_logit_softcapping=5.0, final_logit_softcapping=8.0,
                         layer_types=["sliding_attention", "full_attention"], pad_token_id=0)),
+        # A state-space model: selective scan and a recurrent state instead of attention and a KV cache.
+        "mamba": (tf.MambaConfig, tf.MambaForCausalLM,
+                  dict(vocab_size=VOCAB, hidden_size=64, state_size=16, num_hidden_layers=2, expand=2, conv_kernel=4,
+                       tie_word_embeddings=True, bos_token_id=256, eos_token_id=256, pad_token_id=256)),
+        # An untied head, a shorter convolution, an explicit Δ rank and a smaller state.
+        "mamba-untied": (tf.MambaConfig, tf.MambaForCausalLM,
+                         dict(vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=3, expand=2, conv_kernel=3,
+                              time_step_rank=8, tie_word_embeddings=False, bos_token_id=256, eos_token_id=256, pad_token_id=256)),
+        # Biases on in_proj/out_proj: transformers only (llama.cpp's mamba loads no such tensors).
+        "mamba-bias": (tf.MambaConfig, tf.MambaForCausalLM,
+                       dict(vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, use_bias=True,
+                            tie_word_embeddings=True, bos_token_id=256, eos_token_id=256, pad_token_id=256)),
     }
 
 
@@ -140,6 +152,8 @@ def randomize(model, seed):
                 # Gemma multiplies embeddings by √hidden, and a tied head reads the table as weights: drawn 1/√hidden.
                 small = gemma or model.config.tie_word_embeddings
                 std = (p.shape[-1] ** -0.5 if small else 1.0) if ("embed" in name or "word_embeddings" in name) else p.shape[-1] ** -0.5
+                if name.endswith("A_log"):
+                    std = 0.5  # A = −exp(A_log) spread around −1: states that decay at different rates
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * std)
             elif name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.1)

@@ -36,6 +36,7 @@ struct AttentionMap: ParsableCommand {
 
     func run() throws {
         let loaded = try model.load()
+        try loaded.config.requireAttention(for: "an attention map")
         let tokens = loaded.tokenizer.encode(prompt)
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         guard tokens.count <= 2048 else { throw ValidationError("the prompt has \(tokens.count) tokens; at most 2048") }

@@ -81,6 +81,7 @@ struct Chat: ParsableCommand {
             // Reuse the cached prefix; feed only what is new.
             var common = 0
             while common < min(cached.count, prompt.count) - 1 && cached[common] == prompt[common] { common += 1 }
+            common = generator.cache.restorableLength(atMost: common)
             generator.cache.truncate(to: common)
             guard prompt.count + 1 < generator.cache.capacity else {
                 writeErr("[the conversation is longer than the context (\(generator.cache.capacity) tokens); /reset to start over]\n")

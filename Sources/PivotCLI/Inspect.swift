@@ -22,12 +22,20 @@ struct Inspect: ParsableCommand {
         print("architecture:    \(c.architecture)")
         print("layers:          \(c.layerCount)")
         print("hidden size:     \(c.hiddenSize)")
-        print("FFN size:        \(c.intermediateSize)")
-        print("heads:           \(c.headCount) query, \(c.kvHeadCount) key/value (head dim \(c.headDim))")
+        if let s = c.stateSpace {
+            print("block:           selective scan (Mamba): inner \(s.innerSize), state \(s.stateSize), convolution \(s.convolutionKernel), Δ rank \(s.timeStepRank)"
+                  + (s.projectionBias ? ", projection biases" : "") + "; no attention, no MLP")
+            print(String(format: "recurrent state: %.1f KiB per sequence (fixed; no KV cache)", Double(s.stateFloats * c.layerCount * 4) / 1024))
+        } else {
+            print("FFN size:        \(c.intermediateSize)")
+            print("heads:           \(c.headCount) query, \(c.kvHeadCount) key/value (head dim \(c.headDim))")
+        }
         print("vocabulary:      \(c.vocabularySize)")
         print("context length:  \(c.contextLength)")
-        print("rope theta:      \(c.ropeTheta) (\(c.ropeInterleaved ? "adjacent pairs" : "rotate half"))")
-        print("rope scaling:    \(c.ropeScaling)" + (c.ropeLayers.map { " (RoPE in \($0.filter { $0 }.count) of \($0.count) layers)" } ?? ""))
+        if c.stateSpace == nil {
+            print("rope theta:      \(c.ropeTheta) (\(c.ropeInterleaved ? "adjacent pairs" : "rotate half"))")
+            print("rope scaling:    \(c.ropeScaling)" + (c.ropeLayers.map { " (RoPE in \($0.filter { $0 }.count) of \($0.count) layers)" } ?? ""))
+        }
         if c.queryKeyNorm { print("q/k norm:        " + (c.variant.queryKeyNormSpansHeads ? "over the projection" : "per head")) }
         if !c.variant.isLlamaBlock { print("block:           " + c.variant.departures.joined(separator: "; ")) }
         if let e = c.experts {
@@ -37,7 +45,7 @@ struct Inspect: ParsableCommand {
         if let dtype = c.declaredDType { print("declared dtype:  \(dtype)") }
         print((c.variant.norm == .layer ? "norm eps:        " : "rms norm eps:    ") + "\(c.rmsNormEpsilon)")
         print("tied embeddings: \(c.tiedEmbeddings)")
-        print("attention bias:  \(c.attentionBias)")
+        if c.stateSpace == nil { print("attention bias:  \(c.attentionBias)") }
         print(String(format: "parameters:      %.2f M", Double(loaded.parameterCount) / 1e6))
         print(String(format: "weights:         %.2f MiB (%.2f bits per weight)", Double(loaded.weightBytes) / 1_048_576,
                      Double(loaded.weightBytes * 8) / Double(loaded.parameterCount)))

@@ -73,6 +73,7 @@ struct Intact: ParsableCommand {
             throw ValidationError("-o must differ from -m (the input is read while the output is written)")
         }
         let quantized = try LoadedModel.load(path: quantizedPath), full = try LoadedModel.load(path: fullPath)
+        try quantized.config.requireAttention(for: "IntactKV")
         let a = full.config, b = quantized.config
         guard a.layerCount == b.layerCount, a.kvHeadCount == b.kvHeadCount, a.headDim == b.headDim, a.ropeTheta == b.ropeTheta else {
             throw ValidationError("--from \(fullPath): \(a.layerCount) layers × \(a.kvHeadCount) KV heads × \(a.headDim) (RoPE θ \(a.ropeTheta)) "

@@ -113,6 +113,8 @@ struct Prune: ParsableCommand {
         let before = try sizeLine(inputPath, loaded: loaded)
 
         if structural {
+            // Before the block scores: those passes would be wasted on a model the pruning cannot rewrite.
+            try loaded.config.requireLlamaBlock(for: "structured pruning")
             let calibration = try calibrationPath()
             let tokens = loaded.tokenizer.encode(try readTextFile(calibration), addBOS: false)
             var dropped = try droppedList() ?? []

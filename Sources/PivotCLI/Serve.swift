@@ -90,7 +90,8 @@ struct Serve: AsyncParsableCommand {
         let host = self.host
         let parallel = self.parallel
         let cacheLabel = loaded.kvCache.spec.label
-        let budgetLabel = String(format: "%.0f MiB (%.0f tokens)", server.kvBudget.bytes / 1_048_576, server.kvBudget.tokens)
+        let budgetLabel = server.kvBudget.tokens.map { String(format: "%.0f MiB (%.0f tokens)", server.kvBudget.bytes / 1_048_576, $0) }
+            ?? "none (a fixed recurrent state per slot, no KV cache)"
         let secured = apiKey ?? environmentKey != nil ? " (API key required)" : ""
         do {
             try await server.run { port in

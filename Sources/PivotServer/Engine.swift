@@ -81,7 +81,8 @@ final class Engine: @unchecked Sendable {
         let perToken = bytesPerToken.max()!
         budgetBytesPerToken = perToken
         kvBudgetBytes = kvBudget ?? perToken * Double(generators.count * generators[0].cache.capacity)
-        kvBudgetTokens = kvBudget.map { Int(($0 / perToken).rounded(.down)) } ?? .max
+        // A recurrent state (Mamba) holds nothing per token: no budget can run out.
+        kvBudgetTokens = perToken > 0 ? kvBudget.map { Int(($0 / perToken).rounded(.down)) } ?? .max : .max
         scheduler = BatchScheduler(model: model, slots: generators.count, drafting: generators[0].drafter != nil,
                                    maxBatch: generators.map(\.maxBatch).min()!, execution: generators[0].execution,
                                    budgetTokens: kvBudgetTokens, metrics: metrics)

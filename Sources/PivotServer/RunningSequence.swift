@@ -55,6 +55,8 @@ final class RunningSequence {
 
     init(job: GenerationJob, slot: Int, generator: Generator, reused: Int, cancel: CancelFlag, stopAll: CancelFlag,
          metrics: ServerMetrics, emit: @escaping (GenerationEvent) -> Void) {
+        // A recurrent state returns only to lengths it kept; the rest of the prefix is fed again.
+        let reused = generator.cache.restorableLength(atMost: reused)
         self.job = job; self.slot = slot; self.generator = generator; self.reused = reused; self.cancel = cancel
         self.stopAll = stopAll; self.metrics = metrics; self.emit = emit
         fed = reused
@@ -156,7 +158,7 @@ final class RunningSequence {
             let base = cache.length - planned.count
             let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
             generator.draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
-            cache.truncate(to: base + 1 + accepted)
+            generator.rewind(to: base + 1 + accepted, passStart: base, passTokens: planned)
             for i in 0..<accepted {
                 take(draft[i], row: UnsafePointer(rows.row(i)))
                 if phase == .finished { return }

@@ -49,9 +49,9 @@ public final class PivotServer: Sendable {
     }
 
     /// KV cache bytes the running requests' caches may hold together (`ServerOptions.kvBudgetBytes` or its default),
-    /// and that many tokens of the slots' cache.
-    public var kvBudget: (bytes: Double, tokens: Double) {
-        (engine.kvBudgetBytes, engine.kvBudgetBytes / engine.budgetBytesPerToken)
+    /// and that many tokens of the slots' cache (nil where caches hold nothing per token: a recurrent state).
+    public var kvBudget: (bytes: Double, tokens: Double?) {
+        (engine.kvBudgetBytes, engine.budgetBytesPerToken > 0 ? engine.kvBudgetBytes / engine.budgetBytesPerToken : nil)
     }
 
     /// Begins a graceful shutdown, as SIGTERM does: new requests get 503, running ones have

@@ -128,7 +128,7 @@ public final class Generator {
             stats.draftedTokens += draft.count
             stats.acceptedTokens += accepted
             draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
-            cache.truncate(to: base + 1 + accepted)
+            rewind(to: base + 1 + accepted, passStart: base, passTokens: [next] + draft)
             for (i, token) in draft.prefix(accepted).enumerated() {
                 if let reason = emit(token, rows.row(i)) { return reason }
             }
@@ -168,4 +168,15 @@ public final class Generator {
     }
 
     public func reset() { cache.truncate(to: 0) }
+
+    /// Cuts the cache back to `target` tokens after a verification pass that fed `passTokens` from
+    /// `passStart`: an attention cache forgets the rejected tail; a recurrent state (Mamba), which cannot,
+    /// returns to the pass's start and feeds the kept tokens again.
+    public func rewind(to target: Int, passStart: Int, passTokens: [Int]) {
+        let kept = cache.restorableLength(atMost: target)
+        precondition(kept >= passStart, "the cache cannot return to the verification pass's start")
+        cache.truncate(to: kept)
+        guard kept < target else { return }
+        _ = model.transformer.forward(Array(passTokens[(kept - passStart)..<(target - passStart)]), cache: cache, state: scoringState, logits: .last)
+    }
 }

@@ -102,9 +102,14 @@ public final class LoglikelihoodScorer {
         if start == prefix {
             prefixLastRow.withUnsafeBufferPointer { add(row: $0.baseAddress!, target: tokens[start]) }
         }
-        cache.truncate(to: prefix)
+        // A recurrent state may return only to an earlier copy; the tokens from there are fed again.
+        var position = cache.restorableLength(atMost: prefix)
+        cache.truncate(to: position)
+        if position < prefix {
+            _ = model.transformer.forward(Array(tokens[position..<prefix]), cache: cache, state: state, logits: .last)
+            position = prefix
+        }
         // The last token is never fed: its logits would predict nothing.
-        var position = prefix
         while position < tokens.count - 1 {
             let end = min(tokens.count - 1, position + state.maxTokens)
             let logits = model.transformer.forward(Array(tokens[position..<end]), cache: cache, state: state, logits: .all)

@@ -26,12 +26,14 @@ public enum HuggingFaceConverter {
         var owners: [[UInt8]] = []
         var tensors: [(name: String, type: TensorType, shape: [Int], index: Int)] = []
         func floats(_ name: String) throws -> (values: [Float], shape: [Int]) { try Self.floats(store, name, folder: folder) }
-        func emit(_ name: String, _ values: [Float], _ shape: [Int]) {
-            // Vectors (norms, biases, the shared-expert gate) and routers stay F32, as llama.cpp's converter keeps them.
-            let type: TensorType = shape.count == 1 || name.hasSuffix(gg.mixture.router + ".weight") ? .f32 : floatType
+        /// `type` nil: the float type, but for vectors (norms, biases, the shared-expert gate) and routers, which
+        /// stay F32 as llama.cpp's converter keeps them.
+        func emit(_ name: String, _ values: [Float], _ shape: [Int], as type: TensorType?) {
+            let type: TensorType = type ?? (shape.count == 1 || name.hasSuffix(gg.mixture.router + ".weight") ? .f32 : floatType)
             owners.append(type.littleEndianBytes(of: values))
             tensors.append((name, type, shape, owners.count - 1))
         }
+        func emit(_ name: String, _ values: [Float], _ shape: [Int]) { emit(name, values, shape, as: nil) }
         func add(_ hfName: String, as ggufName: String, permuteHeads: Int? = nil, offset: Float = 0) throws {
             var (values, shape) = try floats(hfName)
             if let heads = permuteHeads { values = permuteForPairwiseRoPE(values, heads: heads, rows: shape[0], columns: shape[1]) }
@@ -55,6 +57,10 @@ public enum HuggingFaceConverter {
         for i in 0..<c.layerCount {
             let p = hf.layerPrefix(i), b = gg.layerPrefix(i)
             if c.variant.inputNorms { try norm(p + hf.attentionNorm, as: b + gg.attentionNorm) }
+            if let layout = c.stateSpace {
+                try convertStateSpace(layout, hf: hf.stateSpace, gg: gg.stateSpace, prefix: p, to: b, store: store, folder: folder) { emit($0, $1, $2, as: $3) }
+                continue
+            }
             // Q, K, V (and their biases) as separate row blocks, whatever the checkpoint's layout.
             for suffix in c.attentionBias ? [".weight", ".bias"] : [".weight"] {
                 let parts = try attentionRows(store: store, prefix: p, layout: hf.qkv, names: hf, suffix: suffix, config: c, folder: folder)
@@ -214,7 +220,7 @@ extension HuggingFaceConverter {
             u32("general.file_type", floatType == .f32 ? 0 : floatType == .f16 ? 1 : 32),
             u32("\(arch).vocab_size", c.vocabularySize), u32("\(arch).rope.dimension_count", c.rotaryDimensions),
         ]
-        if c.headDim * c.headCount != c.hiddenSize {
+        if c.headCount > 0 && c.headDim * c.headCount != c.hiddenSize {
             m += [u32("\(arch).attention.key_length", c.headDim), u32("\(arch).attention.value_length", c.headDim)]
         }
         switch c.ropeScaling {

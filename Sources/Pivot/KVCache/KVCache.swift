@@ -24,10 +24,17 @@ public protocol KVCache: AnyObject {
     /// positions length...: a cache that takes some positions' keys/values from elsewhere (IntactKV's
     /// pivots from the full-precision model) prepares them here.
     func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool)
+    /// The longest length ≤ `length` that `truncate(to:)` can return to: any for attention caches; for a
+    /// recurrent state only the lengths it kept a copy of. Callers replay the tokens between.
+    func restorableLength(atMost length: Int) -> Int
+    /// The state-space layers' memory when this cache is one (nil: an attention cache).
+    var recurrentState: RecurrentStateCache? { get }
 }
 
 extension KVCache {
     public func willAppend(tokens: UnsafeBufferPointer<Int>, pool: ThreadPool) {}
+    public func restorableLength(atMost length: Int) -> Int { length }
+    public var recurrentState: RecurrentStateCache? { nil }
 }
 
 /// Geometry every cache needs.
@@ -40,6 +47,8 @@ public struct AttentionShape: Sendable {
     public var windows: [Int?]? = nil
     /// cap·tanh(score/cap) before the softmax (Gemma 2).
     public var scoreSoftCap: Float? = nil
+    /// A state-space model's layers (Mamba): a recurrent state in place of keys and values.
+    public var recurrent: StateSpaceLayout? = nil
 
     public init(layers: Int, heads: Int, kvHeads: Int, headDim: Int) {
         self.layers = layers; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
@@ -50,10 +59,17 @@ public struct AttentionShape: Sendable {
         let v = config.variant
         if let window = v.slidingWindow { windows = (0..<config.layerCount).map { v.windowed(layer: $0) ? window : nil } }
         scoreSoftCap = v.attentionSoftCap
+        recurrent = config.stateSpace
     }
 
     /// Whether attention is plain causal softmax attention, the only kind the compressed caches implement.
-    public var isPlainCausal: Bool { windows == nil && scoreSoftCap == nil }
+    public var isPlainCausal: Bool { windows == nil && scoreSoftCap == nil && recurrent == nil }
+
+    /// Why only the F32 cache serves this model (nil: every cache does), for errors and notes.
+    public var f32OnlyReason: String? {
+        if recurrent != nil { return "it has no keys or values to compress: a state-space model keeps a fixed recurrent state" }
+        return isPlainCausal ? nil : "its sliding windows or soft-capped scores run on the F32 cache only"
+    }
 
     /// The first position query position `p` sees in `layer`.
     @inline(__always) public func firstVisible(layer: Int, position p: Int) -> Int {

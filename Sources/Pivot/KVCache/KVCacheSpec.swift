@@ -51,6 +51,9 @@ public enum KVCacheSpec: Sendable, Equatable {
 
     /// "KV cache (kivi-2): 2.9 KiB/token at 4096 tokens, 5.12x smaller than F16".
     public func memorySummary(shape: AttentionShape, tokens: Int) -> String {
+        if let s = shape.recurrent {
+            return "recurrent state: \(formatBytes(Double(s.stateFloats * shape.layers * 4))) per sequence, whatever its length (no KV cache)"
+        }
         let perToken = bytes(atLength: tokens, shape: shape) / Double(max(1, tokens))
         let ratio = Self.f16BytesPerToken(shape) / perToken
         return "KV cache (\(label)): \(formatBytes(perToken))/token at \(tokens) tokens, "
@@ -84,6 +87,10 @@ public struct PreparedKVCache {
     public func makeCache(shape: AttentionShape, capacity: Int, maxBatch: Int) -> KVCache {
         let lossless = min(pivotSource?.count ?? 0, capacity)
         let cache: KVCache
+        if let layout = shape.recurrent {
+            precondition(spec == .f32 && pivotSource == nil, "a state-space model keeps a recurrent state, not keys and values")
+            return RecurrentStateCache(layout: layout, layers: shape.layers, capacity: capacity)
+        }
         if !shape.isPlainCausal {
             // Sliding windows and soft caps live in the dense cache's attention (`prepare` refuses the others).
             precondition(spec == .f32, "\(spec.label) caches implement plain causal attention only")

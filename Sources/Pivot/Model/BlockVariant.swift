@@ -81,6 +81,7 @@ extension ModelConfig {
 
     /// Norm weights (and LayerNorm biases) of one block, as the family arranges them.
     public var normParametersPerLayer: Int {
+        if stateSpace != nil { return hiddenSize }
         let v = variant
         let blockNorms = (v.inputNorms ? (v.sharedNorm ? 1 : 2) : 0) + (v.outputNorms ? 2 : 0)
         let headNorms = queryKeyNorm ? (v.queryKeyNormSpansHeads || v.queryKeyNormPerHeadWeights ? queryWidth + kvWidth : 2 * headDim) : 0
@@ -90,8 +91,16 @@ extension ModelConfig {
     /// Methods that rewrite a Llama block's weights by name (training, pruning, AWQ/SmoothQuant scaling)
     /// call this first, so another family is one clear error instead of a wrong model.
     public func requireLlamaBlock(for method: String) throws {
-        guard variant.isLlamaBlock, experts == nil else {
-            throw PivotError.invalidArgument("\(method) is written for Llama-style blocks; the \(architecture) block differs (\(experts != nil ? "routed experts" : "its BlockVariant"))")
+        guard variant.isLlamaBlock, experts == nil, stateSpace == nil else {
+            let why = stateSpace != nil ? "a selective-scan mixer instead of attention" : experts != nil ? "routed experts" : "its BlockVariant"
+            throw PivotError.invalidArgument("\(method) is written for Llama-style blocks; the \(architecture) block differs (\(why))")
+        }
+    }
+
+    /// Methods that read or replace attention's keys and values (attention maps, IntactKV) call this first.
+    public func requireAttention(for method: String) throws {
+        guard stateSpace == nil else {
+            throw PivotError.invalidArgument("\(method) works on attention's keys and values; \(architecture) has none (a state-space model keeps a recurrent state)")
         }
     }
 }

@@ -39,7 +39,7 @@ extension ModelConfig {
             ropeScaling: try Self.ropeScaling(gguf, arch: arch),
             queryKeyNorm: has(names.queryNorm))
         if let rotated = keys.int("rope.dimension_count"), rotated != headDim { variant.rotaryDimensions = rotated }
-        try validateCounts(file: gguf.path)
+        try validateCounts(file: gguf.path, attention: family.hasAttention)
         try family.readGGUF(keys, &self)
         try validate(file: gguf.path)
     }

@@ -18,7 +18,7 @@ extension ModelConfig {
         }
         let hidden = try reader.requiredInt("hidden_size")
         // Falcon's older configs say n_head / n_layer.
-        guard let heads = try reader.int("num_attention_heads") ?? reader.int("n_head") else {
+        guard let heads = try reader.int("num_attention_heads") ?? reader.int("n_head") ?? (family.hasAttention ? nil : 0) else {
             throw PivotError.malformed(file: file, "missing 'num_attention_heads'")
         }
         let headDim = try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0)
@@ -32,7 +32,7 @@ extension ModelConfig {
             intermediateSize: try reader.int("intermediate_size") ?? 0,
             layerCount: try reader.int("num_hidden_layers") ?? reader.int("n_layer") ?? 0,
             headCount: heads,
-            kvHeadCount: try reader.int("num_key_value_heads") ?? heads,
+            kvHeadCount: family.hasAttention ? try reader.int("num_key_value_heads") ?? heads : 0,
             headDim: headDim,
             contextLength: context,
             ropeTheta: Float(theta),
@@ -42,7 +42,7 @@ extension ModelConfig {
             attentionBias: false,
             ropeScaling: scaling,
             declaredDType: try reader.dtype())
-        try validateCounts(file: file)
+        try validateCounts(file: file, attention: family.hasAttention)
         try family.readHuggingFace(reader, &self)
         try validate(file: file)
     }

@@ -65,7 +65,7 @@ public final class LoadedModel {
         let c = config
         var total = c.vocabularySize * c.hiddenSize + c.hiddenSize
         for layer in transformer.layers {
-            total += c.normParametersPerLayer
+            total += c.normParametersPerLayer + (c.stateSpace?.vectorParameters ?? 0)
             for op in layer.linears { total += op.inFeatures * op.outFeatures }
         }
         if !c.tiedEmbeddings { total += transformer.output.inFeatures * transformer.output.outFeatures }
@@ -77,7 +77,7 @@ public final class LoadedModel {
         let c = config
         var total = transformer.embedding.tensor.byteCount + c.hiddenSize * 4
         for layer in transformer.layers {
-            total += c.normParametersPerLayer * 4
+            total += (c.normParametersPerLayer + (c.stateSpace?.vectorParameters ?? 0)) * 4
             for op in layer.linears { total += op.weightBytes }
         }
         if !c.tiedEmbeddings { total += transformer.output.weightBytes }

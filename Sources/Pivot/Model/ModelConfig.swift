@@ -30,6 +30,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var variant = BlockVariant()
     /// Routed experts in place of the MLP (Mixtral, Qwen2-MoE); nil for dense models.
     public var experts: ExpertLayout? = nil
+    /// Mamba's selective-scan mixer in every block, in place of attention and the MLP (nil: attention blocks).
+    public var stateSpace: StateSpaceLayout? = nil
 
     public var queryWidth: Int { headCount * headDim }
     public var kvWidth: Int { kvHeadCount * headDim }
@@ -38,9 +40,11 @@ public struct ModelConfig: Sendable, Equatable {
     public func usesRoPE(layer index: Int) -> Bool { ropeLayers?[index] ?? true }
 
     /// The numbers a family's reader counts with (layers, heads, widths), checked before it runs.
-    func validateCounts(file: String) throws {
-        guard (1...512).contains(layerCount), (1...(1 << 16)).contains(hiddenSize), (1...4096).contains(headCount),
-              (1...4096).contains(kvHeadCount), (1...512).contains(headDim), (0...(1 << 18)).contains(intermediateSize) else {
+    /// `attention` false: a state-space family, whose head counts are 0.
+    func validateCounts(file: String, attention: Bool = true) throws {
+        let heads = attention ? 1...4096 : 0...0, dims = attention ? 1...512 : 0...512
+        guard (1...512).contains(layerCount), (1...(1 << 16)).contains(hiddenSize), heads.contains(headCount),
+              heads.contains(kvHeadCount), dims.contains(headDim), (0...(1 << 18)).contains(intermediateSize) else {
             throw PivotError.malformed(file: file, "implausible dimensions (layers \(layerCount), hidden \(hiddenSize), heads \(headCount)/\(kvHeadCount), head \(headDim), ffn \(intermediateSize))")
         }
     }
@@ -48,6 +52,15 @@ public struct ModelConfig: Sendable, Equatable {
     /// Checks that the numbers describe a model the forward pass can run.
     public func validate(file: String) throws {
         func fail(_ why: String) -> PivotError { .malformed(file: file, why) }
+        if let s = stateSpace {
+            guard vocabularySize > 0, vocabularySize <= 1 << 22, (1...(1 << 16)).contains(hiddenSize), (1...512).contains(layerCount) else {
+                throw fail("model dimensions out of range (vocab \(vocabularySize), hidden \(hiddenSize), layers \(layerCount))")
+            }
+            try s.validate(file: file)
+            guard contextLength >= 1, rmsNormEpsilon >= 0 else { throw fail("context length and norm epsilon must be positive") }
+            guard experts == nil, variant.isLlamaBlock else { throw fail("a state-space block has no attention or MLP to vary") }
+            return
+        }
         guard vocabularySize > 0, hiddenSize > 0, intermediateSize > 0, layerCount > 0 else {
             throw fail("model dimensions must be positive (vocab \(vocabularySize), hidden \(hiddenSize), ffn \(intermediateSize), layers \(layerCount))")
         }

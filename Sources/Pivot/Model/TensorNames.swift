@@ -1,7 +1,9 @@
-/// The seven block projections under llama.cpp's GGUF role names: the one spelling of them in the project.
+/// The block projections under llama.cpp's GGUF role names: the one spelling of them in the project.
 public enum ProjectionRole: String, CaseIterable, Sendable {
     case query = "attn_q", key = "attn_k", value = "attn_v", attentionOutput = "attn_output"
     case gate = "ffn_gate", up = "ffn_up", down = "ffn_down"
+    /// A state-space block's projections (Mamba's in_proj, x_proj, dt_proj, out_proj).
+    case stateInput = "ssm_in", stateSelection = "ssm_x", stateTimeStep = "ssm_dt", stateOutput = "ssm_out"
 
     /// "blk.N.attn_q.weight".
     public func tensorName(layer: Int) -> String { "blk.\(layer).\(rawValue).weight" }

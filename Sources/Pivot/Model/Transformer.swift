@@ -29,15 +29,22 @@ public struct DecoderLayer {
     /// Norms of the attention and MLP outputs (Gemma 2/3, OLMo 2).
     public var postAttentionNorm: NormWeights? = nil
     public var postMLPNorm: NormWeights? = nil
+    /// Mamba's mixer in place of attention and the MLP (then the projections above are absent).
+    public var stateSpace: SelectiveScanMixer? = nil
 
     public var linears: [LinearOperator] {
-        [query, key, value, attentionOutput] + [gate, up, down].compactMap { $0 } + (experts?.linears ?? [])
+        if let stateSpace { return stateSpace.linears }
+        return [query, key, value, attentionOutput] + [gate, up, down].compactMap { $0 } + (experts?.linears ?? [])
     }
 
     /// This layer with every projection replaced by `transform(projection, role)`: how wrappers
     /// (activation bits, imatrix, Hessians) plug in.
     public func mappingProjections(_ transform: (LinearOperator, ProjectionRole) -> LinearOperator) -> DecoderLayer {
         var l = self
+        if let stateSpace {
+            l.stateSpace = stateSpace.mapping(transform)
+            return l
+        }
         l.query = transform(query, .query); l.key = transform(key, .key); l.value = transform(value, .value)
         l.attentionOutput = transform(attentionOutput, .attentionOutput)
         l.gate = gate.map { transform($0, .gate) }; l.up = up.map { transform($0, .up) }; l.down = down.map { transform($0, .down) }
@@ -188,6 +195,12 @@ public final class Transformer {
 
         for (index, layer) in layers.enumerated() {
             residualObserver?(index, x)
+            if let mixer = layer.stateSpace {
+                normalize(x, layer.attentionNorm, into: normed)
+                mixer.forward(normed, sequences: sequences, layer: index, into: normed, scratch: state.stateSpaceScratch!, context: context)
+                addInPlace(x, normed)
+                continue
+            }
             if form.inputNorms { normalize(x, layer.attentionNorm, into: normed) }
             groups[index].attention.forward(form.inputNorms ? normed : x, into: (q, k, v), context: context)
             if let queryNorm = layer.queryNorm, let keyNorm = layer.keyNorm {
@@ -304,6 +317,8 @@ public final class ForwardState {
     let branch: FloatBuffer
     /// Routing scratch of mixture-of-experts models.
     let expertScratch: ExpertScratch?
+    /// Mixer scratch of state-space models.
+    let stateSpaceScratch: StateSpaceScratch?
     public let logits: FloatBuffer
     /// Rows of logits one pass may produce.
     public let logitRows: Int
@@ -319,8 +334,9 @@ public final class ForwardState {
         self.maxTokens = maxTokens
         self.logitRows = logitRows
         let expertWidth = max(c.experts?.intermediateSize ?? 0, c.experts?.sharedIntermediateSize ?? 0)
+        let mixerWidth = max(c.stateSpace?.innerSize ?? 0, c.stateSpace?.timeStepRank ?? 0)
         context = ComputeContext(pool: execution.pool, maxTokens: maxTokens,
-                                 maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth, expertWidth), precision: execution.precision)
+                                 maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth, expertWidth, mixerWidth), precision: execution.precision)
         hidden = FloatBuffer(count: maxTokens * c.hiddenSize)
         normed = FloatBuffer(count: maxTokens * max(c.hiddenSize, c.queryWidth))
         queries = FloatBuffer(count: maxTokens * c.queryWidth)
@@ -331,6 +347,7 @@ public final class ForwardState {
         up = FloatBuffer(count: maxTokens * c.intermediateSize)
         branch = FloatBuffer(count: c.variant.parallelResidual ? maxTokens * c.hiddenSize : c.hiddenSize)
         expertScratch = c.experts.map { ExpertScratch(layout: $0, hidden: c.hiddenSize, maxTokens: maxTokens) }
+        stateSpaceScratch = c.stateSpace.map { StateSpaceScratch(layout: $0, maxTokens: maxTokens) }
         logits = FloatBuffer(count: logitRows * c.vocabularySize)
     }
 }

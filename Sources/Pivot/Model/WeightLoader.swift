@@ -1,3 +1,4 @@
+import Foundation
 import PivotKernels
 
 /// How a checkpoint lays out one block's attention input projections.
@@ -85,6 +86,8 @@ struct TensorNaming: Sendable {
     var postAttentionNorm: String? = nil
     var postMLPNorm: String? = nil
     var mixture: MixtureNaming = .gguf
+    /// A state-space block's tensors (Mamba).
+    var stateSpace: StateSpaceNaming = .gguf
 
     /// The bias beside a ".weight" tensor (a LayerNorm's or a projection's).
     static func bias(of weightName: String) -> String { String(weightName.dropLast("weight".count)) + "bias" }
@@ -197,11 +200,36 @@ enum WeightLoader {
             return MixtureOfExperts(router: try linear(p + m.router, out: layout.count, in: d), experts: experts, shared: shared,
                                     sharedGate: sharedGate, layout: layout, activation: c.variant.activation)
         }
+        /// A Mamba block's mixer: its four projections, the convolution's taps (transposed), −exp(A_log) and D.
+        func stateSpaceMixer(prefix p: String, layout l: StateSpaceLayout) throws -> SelectiveScanMixer {
+            let m = names.stateSpace, inner = l.innerSize, k = l.convolutionKernel
+            let convName = p + m.convolution + ".weight"
+            guard let conv = store.tensor(named: convName) else { throw PivotError.missingTensor(file: store.path, convName) }
+            guard conv.shape == [inner, 1, k] || conv.shape == [inner, k] else {
+                throw PivotError.shapeMismatch(file: store.path, tensor: convName, expected: [inner, k], found: conv.shape)
+            }
+            let raw = conv.toFloats(), taps = FloatBuffer(count: k * inner)
+            for channel in 0..<inner { for j in 0..<k { taps.pointer[j * inner + channel] = raw[channel * k + j] } }
+            let a = FloatBuffer(count: inner * l.stateSize)
+            try store.require(p + m.a, shape: [inner, l.stateSize]).copyFloats(into: a.pointer)
+            if m.aIsLogarithm { for i in 0..<a.count { a.pointer[i] = -expf(a.pointer[i]) } }
+            return SelectiveScanMixer(
+                input: try linear(p + m.input, out: 2 * inner, in: d, bias: l.projectionBias),
+                selection: try linear(p + m.selection, out: l.selectionWidth, in: inner),
+                timeStep: try linear(p + m.timeStep, out: inner, in: l.timeStepRank, bias: true),
+                output: try linear(p + m.output, out: d, in: inner, bias: l.projectionBias),
+                taps: taps, convolutionBias: l.convolutionBias ? try vector(p + m.convolution + ".bias", inner) : nil,
+                a: a, d: try vector(p + m.d, inner), layout: l)
+        }
         let embedding = try store.require(names.embedding, shape: [c.vocabularySize, d])
         let headDim = c.headDim
         var layers: [DecoderLayer] = []
         for i in 0..<c.layerCount {
             let p = names.layerPrefix(i)
+            if let layout = c.stateSpace {
+                layers.append(DecoderLayer(stateSpaceNorm: try norm(p + names.attentionNorm, d), mixer: try stateSpaceMixer(prefix: p, layout: layout)))
+                continue
+            }
             let query, key, value: LinearOperator
             if let fused = names.qkv.fusedName, let rows = names.qkv.rows(c) {
                 let ops = try split(p + fused, parts: [rows.q, rows.k, rows.v], in: d, bias: c.attentionBias)

@@ -58,13 +58,19 @@ public final class InputHessian {
     func add(_ x: Matrix, pool: ThreadPool) {
         let n = columns, h = sums.pointer, base = x.base, stride = x.stride, count = x.rows
         let quads = n / 4
+        /// Σ_t x[t][i]·x[t][j], for the entries the SIMD blocks leave.
+        func dotColumn(_ i: Int, _ j: Int) -> Float {
+            var s: Float = 0
+            for t in 0..<count { s += base[t * stride + i] * base[t * stride + j] }
+            return s
+        }
         // Work per quad shrinks along the triangle; interleaved chunks keep threads even.
         pool.parallelFor(chunks: min(quads, pool.threads * 8)) { chunk in
             var q = chunk
             while q < quads {
                 let i0 = q * 4, jStart = i0 / 8 * 8
                 var j = jStart
-                while j < n {
+                while j + 8 <= n {
                     var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
                     for t in 0..<count {
                         let row = UnsafeRawPointer(base + t * stride)
@@ -79,9 +85,13 @@ public final class InputHessian {
                     accumulate(0, a0); accumulate(1, a1); accumulate(2, a2); accumulate(3, a3)
                     j += 8
                 }
+                // Columns past the last whole eight (widths such as Mamba's Δ rank of 4).
+                for k in 0..<4 { for jj in j..<n { h[(i0 + k) * n + jj] += dotColumn(i0 + k, jj) } }
                 q += min(quads, pool.threads * 8)
             }
         }
+        // Rows past the last whole four.
+        for i in (quads * 4)..<n { for j in (i / 8 * 8)..<n { h[i * n + j] += dotColumn(i, j) } }
         for t in 0..<count {
             let row = base + t * stride
             for j in 0..<n {

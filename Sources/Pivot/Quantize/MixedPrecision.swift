@@ -119,7 +119,11 @@ extension MixedPrecision {
                             pool: ThreadPool, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> (types: [String: BlockFormat], bitsPerWeight: Double) {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
         var items: [Item] = []
-        let allocated = base.filter { importance[$0.name] != nil && gguf.tensors[$0.name]!.shape.count == 2 }
+        // Tensors no candidate type fits (Mamba's Δ projection of rank 4) keep their recipe type, as fixed bytes.
+        let allocated = base.filter {
+            guard importance[$0.name] != nil, let t = gguf.tensors[$0.name], t.shape.count == 2 else { return false }
+            return !candidates(columns: t.shape[1], extensions: extensions).isEmpty
+        }
         let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         for (i, choice) in allocated.enumerated() {
             let t = gguf.tensors[choice.name]!
@@ -153,8 +157,11 @@ extension MixedPrecision {
     public static func checkReachable(_ gguf: GGUFFile, fileType: QuantizeFileType, bitsPerWeight: Double, outliers: OutlierPlan? = nil,
                                       scope: BudgetScope = .file, extensions: Bool = false) throws {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
-        let allocated = base.filter { $0.name.hasPrefix("blk.") && $0.name.hasSuffix(".weight") && !$0.name.hasSuffix("_norm.weight")
-            && gguf.tensors[$0.name]!.shape.count == 2 }
+        // The projections the recipe quantizes (not Mamba's convolution) and some type fits (not a Δ projection of rank 4).
+        let allocated = base.filter {
+            guard $0.name.hasPrefix("blk."), case .block = $0.to, let t = gguf.tensors[$0.name], t.shape.count == 2 else { return false }
+            return !candidates(columns: t.shape[1], extensions: extensions).isEmpty
+        }
         let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         let fixed = scope == .file ? fixedBytes(gguf, base, allocated: Set(allocated.map(\.name))) : 0
         let smallest = allocated.reduce(fixed) { total, choice in

@@ -14,7 +14,7 @@ public enum QuantizePipeline {
     /// The type each tensor of `gguf` gets in a `fileType` file.
     public static func plan(_ gguf: GGUFFile, fileType: FileType, hasImportance: Bool = false, pure: Bool = false) throws -> [Choice] {
         let config = try ModelConfig(gguf: gguf)
-        let recipe = QuantizeRecipe(fileType: fileType, layers: config.layerCount, gqa: config.headCount / config.kvHeadCount,
+        let recipe = QuantizeRecipe(fileType: fileType, layers: config.layerCount, gqa: config.headCount / max(1, config.kvHeadCount),
                                     hasImportance: hasImportance, tiedEmbedding: gguf.tensors["output.weight"] == nil, pure: pure)
         var seen: [QuantizeRecipe.Role: Int] = [:]
         // llama.cpp visits tensors by layer, then by name; its per-role counters are layer indices.
@@ -25,7 +25,8 @@ public enum QuantizePipeline {
         var chosen: [String: TensorType] = [:]
         for name in visitOrder {
             let t = gguf.tensors[name]!
-            guard t.shape.count == 2, !name.hasSuffix("_norm.weight") else {
+            // llama-quantize's rules: weights only (not Mamba's ssm_a / ssm_d), never norms or Mamba's small convolution.
+            guard t.shape.count == 2, name.hasSuffix("weight"), !name.hasSuffix("_norm.weight"), !name.contains("ssm_conv1d") else {
                 chosen[name] = t.type == .f16 || t.type == .bf16 ? .f32 : t.type
                 continue
             }
@@ -33,10 +34,8 @@ public enum QuantizePipeline {
             let layer = seen[role, default: 0]
             seen[role] = layer + 1
             if let format = recipe.format(for: name, columns: t.shape[1], layer: layer) {
-                guard t.shape[1] % format.elementsPerBlock == 0 else {
-                    throw PivotError.unsupported(file: gguf.path, "'\(name)' has \(t.shape[1]) columns, not a multiple of \(format.name)'s block of \(format.elementsPerBlock)")
-                }
-                chosen[name] = .block(format)
+                // Rows no block type fits (Mamba's Δ projection of rank 4) stay F16, as llama-quantize leaves them.
+                chosen[name] = t.shape[1] % format.elementsPerBlock == 0 ? .block(format) : .f16
             } else {
                 chosen[name] = fileType.floatType
             }

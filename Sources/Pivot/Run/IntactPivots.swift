@@ -17,6 +17,7 @@ public final class IntactPivots: PivotSource {
     /// Checks that `base` can stand in for `model`'s keys and values.
     public init(base: LoadedModel, for model: LoadedModel, pivots: Int) throws {
         let a = base.config, b = model.config
+        try b.requireAttention(for: "IntactKV")
         guard a.layerCount == b.layerCount, a.kvHeadCount == b.kvHeadCount, a.headDim == b.headDim else {
             throw PivotError.invalidArgument("--intact-from \(base.path): \(a.layerCount) layers × \(a.kvHeadCount) KV heads × \(a.headDim) "
                 + "does not match the model's \(b.layerCount) × \(b.kvHeadCount) × \(b.headDim)")

@@ -10,8 +10,8 @@ extension KVCacheSpec {
     public func prepare(for model: LoadedModel, pool: ThreadPool, log: (String) -> Void = { _ in },
                         progress: (Int, Int) -> Void = { _, _ in }) throws -> PreparedKVCache {
         try validate(headDim: model.config.headDim)
-        if !AttentionShape(model.config).isPlainCausal && self != .f32 {
-            throw PivotError.unsupported(file: model.path, "the \(label) KV cache implements plain causal attention; \(model.config.architecture)'s sliding windows or soft-capped scores run on the F32 cache only")
+        if let why = AttentionShape(model.config).f32OnlyReason, self != .f32 {
+            throw PivotError.unsupported(file: model.path, "the \(label) KV cache does not apply to \(model.config.architecture): \(why)")
         }
         let stored = model.intactPrefix.map(StoredPivots.init)
         switch self {

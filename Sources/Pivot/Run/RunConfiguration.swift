@@ -101,8 +101,8 @@ public struct RunConfiguration: Codable, Sendable, Equatable {
         let loaded = try LoadedModel.load(path: path, quantizeOnLoad: quantizeOnLoad)
         if let actBits { loaded.transformer.quantizeActivations(bits: actBits) }
         var spec = kvCache
-        if kvCacheIsDefault && spec != .f32 && !AttentionShape(loaded.config).isPlainCausal {
-            log("KV cache: F32 (\(loaded.config.architecture)'s sliding windows or soft caps run on the F32 cache only)")
+        if kvCacheIsDefault && spec != .f32, let why = AttentionShape(loaded.config).f32OnlyReason {
+            log("KV cache: F32 (\(loaded.config.architecture): \(why))")
             spec = .f32
         }
         loaded.kvCache = try spec.prepare(for: loaded, pool: pool, log: log, progress: progress)

@@ -173,8 +173,8 @@ final class ConfigVariantTests: XCTestCase {
         config["layer_types"] = ["full_attention", "sliding_attention"]
         assertLoadFails(model, config, mentioning: ["layer_types", "sliding_attention"])
         config["layer_types"] = nil
-        config["model_type"] = "mamba"
-        assertLoadFails(model, config, mentioning: ["model_type", "mamba"])
+        config["model_type"] = "rwkv"
+        assertLoadFails(model, config, mentioning: ["model_type", "rwkv"])
         config["model_type"] = "llama"
         config["rope_theta"] = "big"
         assertLoadFails(model, config, mentioning: ["rope_theta"])

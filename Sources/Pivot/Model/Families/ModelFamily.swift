@@ -26,8 +26,10 @@ struct ModelFamily: Sendable {
     var adjustNames: @Sendable (ModelConfig, TensorNaming, _ gguf: Bool) -> TensorNaming = { _, names, _ in names }
     /// Why llama.cpp could not load this model's GGUF (nil: it can), checked before converting.
     var unconvertible: @Sendable (ModelConfig) -> String? = { _ in nil }
+    /// False for state-space families (Mamba): no heads to read, counts of 0 expected.
+    var hasAttention = true
 
-    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3]
+    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3, .mamba]
 
     func huggingFaceNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, huggingFaceNames, false) }
     func ggufNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, ggufNames, true) }

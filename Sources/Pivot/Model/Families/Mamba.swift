@@ -1,0 +1,77 @@
+import Foundation
+
+/// The names of a Mamba mixer's tensors within a layer (projections without ".weight").
+struct StateSpaceNaming: Sendable {
+    var input, convolution, selection, timeStep, output: String
+    /// A's tensor: HF stores A_log (A = −exp(A_log)), llama.cpp A itself.
+    var a: String
+    var aIsLogarithm: Bool
+    var d: String
+
+    static let gguf = StateSpaceNaming(input: "ssm_in", convolution: "ssm_conv1d", selection: "ssm_x", timeStep: "ssm_dt", output: "ssm_out",
+                                       a: "ssm_a", aIsLogarithm: false, d: "ssm_d")
+    static let huggingFace = StateSpaceNaming(input: "mixer.in_proj", convolution: "mixer.conv1d", selection: "mixer.x_proj", timeStep: "mixer.dt_proj",
+                                              output: "mixer.out_proj", a: "mixer.A_log", aIsLogarithm: true, d: "mixer.D")
+}
+
+/// Mamba (`mamba`, GGUF `mamba`): every block is RMSNorm, then the selective-scan mixer, then the residual;
+/// no attention, no MLP, a fixed-size recurrent state per sequence instead of a KV cache.
+extension ModelFamily {
+    static let mamba = ModelFamily(
+        huggingFaceTypes: ["mamba"], ggufArchitectures: ["mamba"], convertsTo: { _ in "mamba" },
+        huggingFaceNames: {
+            var n = TensorNaming.huggingFace
+            n.embedding = "backbone.embeddings.weight"; n.finalNorm = "backbone.norm_f.weight"; n.output = "lm_head"
+            n.layerPrefix = { "backbone.layers.\($0)." }; n.attentionNorm = "norm.weight"
+            n.stateSpace = .huggingFace
+            return n
+        }(),
+        ggufNames: .gguf,
+        readHuggingFace: { reader, c in
+            let hidden = c.hiddenSize
+            let expand = try reader.int("expand") ?? 2
+            var layout = StateSpaceLayout(innerSize: try reader.int("intermediate_size") ?? expand * hidden,
+                                          stateSize: try reader.int("state_size") ?? 16, convolutionKernel: try reader.int("conv_kernel") ?? 4,
+                                          timeStepRank: (hidden + 15) / 16)
+            // "auto" (the default) is ⌈hidden / 16⌉.
+            if let rank = reader.present("time_step_rank"), (rank as? String) != "auto" {
+                guard let r = try reader.int("time_step_rank") else { throw reader.wrongType("time_step_rank", "an integer or \"auto\"") }
+                layout.timeStepRank = r
+            }
+            layout.projectionBias = try reader.bool("use_bias") ?? false
+            layout.convolutionBias = try reader.bool("use_conv_bias") ?? true
+            if try reader.activation(["hidden_act"], default: .silu) != .silu {
+                throw reader.unsupported("hidden_act", "Mamba's mixer is implemented with SiLU")
+            }
+            c.stateSpace = layout
+            c.intermediateSize = 0
+            c.tiedEmbeddings = try reader.bool("tie_word_embeddings") ?? true
+            // The state does not grow with the sequence: as llama.cpp's converter, an arbitrary large context.
+            c.contextLength = 1 << 20
+        },
+        readGGUF: { keys, c in
+            var layout = StateSpaceLayout(innerSize: try keys.requiredInt("ssm.inner_size"), stateSize: try keys.requiredInt("ssm.state_size"),
+                                          convolutionKernel: try keys.requiredInt("ssm.conv_kernel"), timeStepRank: try keys.requiredInt("ssm.time_step_rank"))
+            if keys.bool("ssm.dt_b_c_rms") == true {
+                throw PivotError.unsupported(file: keys.gguf.path, "Falcon-Mamba's RMS norms on Δ, B and C (mamba.ssm.dt_b_c_rms) are not implemented")
+            }
+            layout.projectionBias = keys.has(tensor: "blk.0.ssm_in.bias")
+            layout.convolutionBias = keys.has(tensor: "blk.0.ssm_conv1d.bias")
+            c.stateSpace = layout
+            c.intermediateSize = 0
+        },
+        ggufMetadata: { c, arch in
+            guard let s = c.stateSpace else { return [] }
+            return [.u32("\(arch).ssm.conv_kernel", s.convolutionKernel), .u32("\(arch).ssm.inner_size", s.innerSize),
+                    .u32("\(arch).ssm.state_size", s.stateSize), .u32("\(arch).ssm.time_step_rank", s.timeStepRank),
+                    .bool("\(arch).ssm.dt_b_c_rms", false)]
+        },
+        unconvertible: { c in
+            guard let s = c.stateSpace else { return nil }
+            if s.innerSize != 2 * c.hiddenSize { return "llama.cpp's mamba supports an expansion factor of 2 only (inner \(s.innerSize), hidden \(c.hiddenSize))" }
+            if !s.convolutionBias { return "llama.cpp's mamba requires the convolution's bias" }
+            if s.projectionBias { return "llama.cpp's mamba has no biases on in_proj/out_proj (use_bias)" }
+            return nil
+        },
+        hasAttention: false)
+}

@@ -1,0 +1,134 @@
+import PivotKernels
+
+/// The sizes of Mamba's mixer (config.json's expand, state_size, conv_kernel, time_step_rank; GGUF's `ssm.*`).
+public struct StateSpaceLayout: Sendable, Equatable {
+    /// Channels of the mixer (expand × hidden).
+    public var innerSize: Int
+    /// State values per channel (N).
+    public var stateSize: Int
+    public var convolutionKernel: Int
+    /// Inner width of Δ's low-rank projection.
+    public var timeStepRank: Int
+    /// Biases on in_proj/out_proj (`use_bias`) and on the convolution (`use_conv_bias`).
+    public var projectionBias = false
+    public var convolutionBias = true
+
+    public init(innerSize: Int, stateSize: Int, convolutionKernel: Int, timeStepRank: Int) {
+        self.innerSize = innerSize; self.stateSize = stateSize; self.convolutionKernel = convolutionKernel; self.timeStepRank = timeStepRank
+    }
+
+    /// x_proj's output: Δ's low-rank input, then B, then C.
+    public var selectionWidth: Int { timeStepRank + 2 * stateSize }
+    /// Floats of one layer's recurrent state: the convolution's last inputs, then the scan's state.
+    public var stateFloats: Int { (convolutionKernel - 1) * innerSize + innerSize * stateSize }
+    /// Parameters outside the projections, per layer: A, D, the convolution's taps and bias.
+    public var vectorParameters: Int { innerSize * stateSize + innerSize + convolutionKernel * innerSize + (convolutionBias ? innerSize : 0) }
+
+    func validate(file: String) throws {
+        guard (1...(1 << 18)).contains(innerSize), (1...1024).contains(stateSize), (1...64).contains(convolutionKernel),
+              (1...(1 << 16)).contains(timeStepRank) else {
+            throw PivotError.malformed(file: file, "implausible state-space sizes (inner \(innerSize), state \(stateSize), kernel \(convolutionKernel), Δ rank \(timeStepRank))")
+        }
+    }
+}
+
+/// Mamba's selective state-space mixer, which takes the place of attention and the MLP in its block:
+///
+///     [x; z] = in_proj(h);  u = silu(conv(x));  [δ; B; C] = x_proj(u);  Δ = softplus(dt_proj(δ))
+///     y = scan(u, Δ, A, B, C) + D·u, times silu(z);  out = out_proj(y)
+///
+/// The convolution's last inputs and the scan's state live in the sequence's `RecurrentStateCache`.
+public struct SelectiveScanMixer {
+    /// in_proj: hidden → [x; z] (2 × inner).
+    public var input: LinearOperator
+    /// x_proj: inner → [δ; B; C].
+    public var selection: LinearOperator
+    /// dt_proj with its bias: rank → inner.
+    public var timeStep: LinearOperator
+    /// out_proj: inner → hidden.
+    public var output: LinearOperator
+    /// kernel × inner (the checkpoint's inner × kernel, transposed so that channels vectorize).
+    let taps: FloatBuffer
+    let convolutionBias: FloatBuffer?
+    /// inner × state, negative: −exp(A_log).
+    let a: FloatBuffer
+    let d: FloatBuffer
+    public let layout: StateSpaceLayout
+
+    public var linears: [LinearOperator] { [input, selection, timeStep, output] }
+
+    /// This mixer with its projections replaced by `transform(projection, role)`.
+    func mapping(_ transform: (LinearOperator, ProjectionRole) -> LinearOperator) -> SelectiveScanMixer {
+        var m = self
+        m.input = transform(input, .stateInput); m.selection = transform(selection, .stateSelection)
+        m.timeStep = transform(timeStep, .stateTimeStep); m.output = transform(output, .stateOutput)
+        return m
+    }
+
+    /// Mixes `x` (the block's normed input, rows of every sequence) into `out` (may be `x`); each sequence's
+    /// rows continue the state its cache holds for `layer`.
+    func forward(_ x: Matrix, sequences: UnsafeBufferPointer<SequenceSlice>, layer: Int, into out: Matrix,
+                 scratch s: StateSpaceScratch, context: ComputeContext) {
+        let l = layout, rows = x.rows, inner = l.innerSize, n = l.stateSize, pool = context.pool
+        let projected = s.projected.matrix(rows: rows, columns: 2 * inner)
+        input.forward(x, into: projected, context: context)
+        let convolved = s.convolved.matrix(rows: rows, columns: inner)
+        for q in sequences {
+            guard let state = q.cache.recurrentState else { fatalError("a state-space layer needs a RecurrentStateCache") }
+            causalConvolution(projected.row(q.start), inputStride: 2 * inner, count: q.count, channels: inner, kernel: l.convolutionKernel,
+                              taps: taps.pointer, bias: convolutionBias.map { UnsafePointer($0.pointer) },
+                              history: state.convolutionHistory(layer: layer), out: convolved.row(q.start), outStride: inner)
+        }
+        let selected = s.selected.matrix(rows: rows, columns: l.selectionWidth)
+        selection.forward(convolved, into: selected, context: context)
+        let lowRank = s.lowRank.matrix(rows: rows, columns: l.timeStepRank)
+        for t in 0..<rows { lowRank.row(t).update(from: selected.row(t), count: l.timeStepRank) }
+        let delta = s.delta.matrix(rows: rows, columns: inner)
+        timeStep.forward(lowRank, into: delta, context: context)
+        softplusInPlace(delta.base, count: rows * inner)
+        let scanned = s.scanned.matrix(rows: rows, columns: inner)
+        for q in sequences {
+            let state = q.cache.recurrentState!.scanState(layer: layer)
+            let (u, dt, bc, z, y) = (convolved.row(q.start), delta.row(q.start), selected.row(q.start) + l.timeStepRank,
+                                     projected.row(q.start) + inner, scanned.row(q.start))
+            let (a, d) = (a.pointer, d.pointer)
+            pool.parallelRanges(count: inner, minChunk: 32) { channels in
+                selectiveScan(count: q.count, channels: channels, width: inner, stateSize: n, bcStride: l.selectionWidth, zStride: 2 * inner,
+                              u: u, delta: dt, b: bc, c: bc + n, z: z, a: a, d: d, state: state, y: y)
+            }
+        }
+        output.forward(scanned, into: out, context: context)
+    }
+}
+
+/// A pass's scratch for state-space layers (in `ForwardState`, shared by every layer).
+final class StateSpaceScratch {
+    let projected, convolved, selected, lowRank, delta, scanned: FloatBuffer
+
+    init(layout l: StateSpaceLayout, maxTokens rows: Int) {
+        projected = FloatBuffer(count: rows * 2 * l.innerSize); convolved = FloatBuffer(count: rows * l.innerSize)
+        selected = FloatBuffer(count: rows * l.selectionWidth); lowRank = FloatBuffer(count: rows * l.timeStepRank)
+        delta = FloatBuffer(count: rows * l.innerSize); scanned = FloatBuffer(count: rows * l.innerSize)
+    }
+}
+
+/// The attention projections of a block that has none (a state-space block): never run. Methods that
+/// rewrite attention by role refuse such models first (`requireLlamaBlock`).
+final class AbsentProjection: LinearOperator, Sendable {
+    static let shared = AbsentProjection()
+    var inFeatures: Int { 0 }
+    var outFeatures: Int { 0 }
+    var weightBytes: Int { 0 }
+    var formatName: String { "none" }
+    func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) { fatalError("a state-space block has no attention projections") }
+}
+
+extension DecoderLayer {
+    /// A state-space block (Mamba): one norm, then the mixer; no attention, no MLP.
+    public init(stateSpaceNorm norm: NormWeights, mixer: SelectiveScanMixer) {
+        let absent = AbsentProjection.shared
+        self.init(attentionNorm: norm, query: absent, key: absent, value: absent, attentionOutput: absent,
+                  mlpNorm: NormWeights(weight: FloatBuffer(count: 1)), gate: nil, up: nil, down: nil)
+        stateSpace = mixer
+    }
+}
