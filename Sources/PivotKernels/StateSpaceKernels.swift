@@ -39,35 +39,46 @@ public func causalConvolution(_ input: UnsafePointer<Float>, inputStride: Int, c
 
 /// The selective scan of `count` tokens over channels `channels` (a range, so the pool can split them):
 ///
-///     h[c] ← exp(Δ[t][c]·A[c]) ∘ h[c] + Δ[t][c]·B[t]·u[t][c]      (state: stateSize values per channel)
-///     y[t][c] = (⟨h[c], C[t]⟩ + D[c]·u[t][c]) · silu(z[t][c])
+///     Δ = softplus(δ[t][c])
+///     h[·][c] ← exp(Δ·A[·][c]) ∘ h[·][c] + Δ·B[t]·u[t][c]      (stateSize values per channel)
+///     y[t][c] = (⟨h[·][c], C[t]⟩ + D[c]·u[t][c]) · silu(z[t][c])
 ///
-/// Δ is already softplus'd. Rows of u, Δ and y are `width` apart, of z `zStride`, of B and C `bcStride`;
-/// A is channels × stateSize (negative), `state` the same shape, updated in place. Tokens run in order
-/// within a channel, channels independently: the recurrence of transformers' sequential path.
-public func selectiveScan(count: Int, channels: Range<Int>, width: Int, stateSize n: Int, bcStride: Int, zStride: Int,
+/// δ is dt_proj's output before softplus. Rows of u, δ and y are `width` apart, of z `zStride`, of B
+/// and C `bcStride`. A (negative) and the state are state-major: value i of channel c at i·`channels`
+/// + c, where `totalChannels` is the row length; eight channels run side by side in SIMD lanes, each
+/// lane the recurrence of transformers' sequential path in token order. The state is updated in place.
+public func selectiveScan(count: Int, channels: Range<Int>, totalChannels: Int, width: Int, stateSize n: Int, bcStride: Int, zStride: Int,
                           u: UnsafePointer<Float>, delta: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafePointer<Float>,
                           z: UnsafePointer<Float>, a: UnsafePointer<Float>, d: UnsafePointer<Float>,
                           state: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
-    for channel in channels {
-        let h = state + channel * n, aRow = a + channel * n
+    var c0 = channels.lowerBound
+    while c0 + 8 <= channels.upperBound {
+        let dLanes = load8(d + c0)
         for t in 0..<count {
-            let dt = delta[t * width + channel], x = u[t * width + channel]
+            let raw = softplus8(load8(delta + t * width + c0))
+            let x = load8(u + t * width + c0), dtx = raw * x
             let bRow = b + t * bcStride, cRow = c + t * bcStride
-            let dtx = dt * x
             var acc = SIMD8<Float>()
-            var i = 0
-            while i + 8 <= n {
-                let next = fastExp8(SIMD8(repeating: dt) * load8(aRow + i)) * load8(h + i) + SIMD8(repeating: dtx) * load8(bRow + i)
-                store8(next, h + i)
-                acc += next * load8(cRow + i)
-                i += 8
+            for i in 0..<n {
+                let h = state + i * totalChannels + c0
+                let next = fastExp8(raw * load8(a + i * totalChannels + c0)) * load8(h) + dtx * SIMD8(repeating: bRow[i])
+                store8(next, h)
+                acc += next * SIMD8(repeating: cRow[i])
             }
-            var sum = acc.sum()
-            while i < n {
-                h[i] = fastExp(dt * aRow[i]) * h[i] + dtx * bRow[i]
-                sum += h[i] * cRow[i]
-                i += 1
+            let gate = load8(z + t * zStride + c0)
+            store8((acc + dLanes * x) * (gate / (1 + fastExp8(-gate))), y + t * width + c0)
+        }
+        c0 += 8
+    }
+    // Channels past the last eight, one at a time.
+    for channel in c0..<channels.upperBound {
+        for t in 0..<count {
+            let dt = softplus(delta[t * width + channel]), x = u[t * width + channel], dtx = dt * x
+            var sum: Float = 0
+            for i in 0..<n {
+                let h = state + i * totalChannels + channel
+                h.pointee = fastExp(dt * a[i * totalChannels + channel]) * h.pointee + dtx * b[t * bcStride + i]
+                sum += h.pointee * c[t * bcStride + i]
             }
             let gate = z[t * zStride + channel]
             y[t * width + channel] = (sum + d[channel] * x) * (gate / (1 + fastExp(-gate)))
@@ -76,6 +87,43 @@ public func selectiveScan(count: Int, channels: Range<Int>, width: Int, stateSiz
 }
 
 /// softplus(x) = log(1 + eˣ), as torch computes it (x itself above 20).
+@inline(__always) public func softplus(_ x: Float) -> Float { x > 20 ? x : log1pf(expf(x)) }
+
+/// softplus of eight lanes: max(x, 0) + log1p(e^−|x|), with log1p by Kahan's log(w)·y/(w − 1) over
+/// Cephes' logf polynomial (a few ulps, as torch's log1p(exp(x)) to rounding); x itself above 20.
+@inline(__always) func softplus8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let y = fastExp8(minimum(x, -x)), w = 1 + y
+    // log(w) for w in (1, 2]: w = m·2^e with m in [√½, √2).
+    let bits = unsafeBitCast(w, to: SIMD8<Int32>.self)
+    var e = toFloat((bits &>> 23) &- 126)
+    var m = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: SIMD8<Float>.self)
+    let small = m .< 0.707_106_77
+    e.replace(with: e - 1, where: small)
+    m = m.replacing(with: m + m - 1, where: small).replacing(with: m - 1, where: .!small)
+    let z = m * m
+    var p = SIMD8<Float>(repeating: 7.037_683_6e-2)
+    p = p * m - 1.151_461_0e-1
+    p = p * m + 1.167_699_9e-1
+    p = p * m - 1.242_014_1e-1
+    p = p * m + 1.424_932_3e-1
+    p = p * m - 1.666_805_8e-1
+    p = p * m + 2.000_071_5e-1
+    p = p * m - 2.499_999_4e-1
+    p = p * m + 3.333_333_1e-1
+    var log = m * z * p - 2.121_944_4e-4 * e - 0.5 * z
+    log = m + log + 0.693_359_375 * e
+    let log1p = (log * y / (w - 1)).replacing(with: y, where: w .== 1)
+    return (maximum(x, SIMD8(repeating: 0)) + log1p).replacing(with: x, where: x .> 20)
+}
+
+/// softplus of every element in place (eight at a time, as the scan applies it).
+public func softplusInPlace8(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count { store8(softplus8(load8(x + i)), x + i); i += 8 }
+    while i < count { x[i] = softplus(x[i]); i += 1 }
+}
+
+/// softplus of every element in place.
 public func softplusInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count where x[i] <= 20 { x[i] = log1pf(expf(x[i])) }
+    for i in 0..<count { x[i] = softplus(x[i]) }
 }

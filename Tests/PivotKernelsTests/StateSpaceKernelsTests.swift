@@ -47,52 +47,63 @@ final class StateSpaceKernelsTests: XCTestCase {
         }
     }
 
-    /// The scan over every channel and token against the recurrence in Double; split channel ranges and
-    /// tokens fed one at a time give the same output and final state.
+    /// The scan over every channel and token against the recurrence in Double (softplus'd Δ, state-major
+    /// A and state); split channel ranges (whole groups of eight and a ragged tail) and tokens fed one at
+    /// a time give the same output and final state.
     func testSelectiveScanMatchesTheRecurrence() {
-        for n in [16, 8, 5, 20] {
-            let channels = 12, tokens = 7, bcStride = 3 + 2 * n, zStride = 2 * channels
-            let u = values(tokens * channels, seed: 4), delta = values(tokens * channels, seed: 5).map { abs($0) + 0.01 }
+        for (n, channels) in [(16, 20), (8, 16), (5, 13), (20, 7)] {
+            let tokens = 7, bcStride = 3 + 2 * n, zStride = 2 * channels
+            let u = values(tokens * channels, seed: 4), raw = values(tokens * channels, seed: 5, scale: 3)
             let bc = values(tokens * bcStride, seed: 6), z = values(tokens * zStride, seed: 7, scale: 3)
             let a = values(channels * n, seed: 8).map { -exp($0) }, d = values(channels, seed: 9)
             var h = [Double](repeating: 0, count: channels * n), expected = [Double](repeating: 0, count: tokens * channels)
             for t in 0..<tokens {
                 for c in 0..<channels {
-                    let dt = Double(delta[t * channels + c]), x = Double(u[t * channels + c])
+                    let r = Double(raw[t * channels + c]), dt = r > 20 ? r : log1p(exp(r)), x = Double(u[t * channels + c])
                     var y = 0.0
                     for i in 0..<n {
-                        h[c * n + i] = exp(dt * Double(a[c * n + i])) * h[c * n + i] + dt * Double(bc[t * bcStride + 3 + i]) * x
-                        y += h[c * n + i] * Double(bc[t * bcStride + 3 + n + i])
+                        let k = i * channels + c
+                        h[k] = exp(dt * Double(a[k])) * h[k] + dt * Double(bc[t * bcStride + 3 + i]) * x
+                        y += h[k] * Double(bc[t * bcStride + 3 + n + i])
                     }
                     expected[t * channels + c] = (y + Double(d[c]) * x) * silu(Double(z[t * zStride + c]))
                 }
             }
+            let splits = [0..<channels, 0..<min(8, channels), min(8, channels)..<channels]
             for stepwise in [false, true] {
-                var state = [Float](repeating: 0, count: channels * n), y = [Float](repeating: 0, count: tokens * channels)
-                let runs = stepwise ? (0..<tokens).map { ($0, 1) } : [(0, tokens)]
-                for (first, count) in runs {
-                    for channels in [0..<5, 5..<channels] {
-                        u.withUnsafeBufferPointer { u in delta.withUnsafeBufferPointer { dl in bc.withUnsafeBufferPointer { bc in
-                            z.withUnsafeBufferPointer { z in y.withUnsafeMutableBufferPointer { y in
-                                let w = 12
-                                selectiveScan(count: count, channels: channels, width: w, stateSize: n, bcStride: bcStride, zStride: zStride,
-                                              u: u.baseAddress! + first * w, delta: dl.baseAddress! + first * w, b: bc.baseAddress! + first * bcStride + 3,
-                                              c: bc.baseAddress! + first * bcStride + 3 + n, z: z.baseAddress! + first * zStride, a: a, d: d,
-                                              state: &state, y: y.baseAddress! + first * w)
-                            } }
-                        } } }
+                for pieces in [[splits[0]], [splits[1], splits[2]]] {
+                    var state = [Float](repeating: 0, count: channels * n), y = [Float](repeating: 0, count: tokens * channels)
+                    let runs = stepwise ? (0..<tokens).map { ($0, 1) } : [(0, tokens)]
+                    for (first, count) in runs {
+                        for range in pieces {
+                            u.withUnsafeBufferPointer { u in raw.withUnsafeBufferPointer { dl in bc.withUnsafeBufferPointer { bc in
+                                z.withUnsafeBufferPointer { z in y.withUnsafeMutableBufferPointer { y in
+                                    selectiveScan(count: count, channels: range, totalChannels: channels, width: channels, stateSize: n,
+                                                  bcStride: bcStride, zStride: zStride,
+                                                  u: u.baseAddress! + first * channels, delta: dl.baseAddress! + first * channels,
+                                                  b: bc.baseAddress! + first * bcStride + 3, c: bc.baseAddress! + first * bcStride + 3 + n,
+                                                  z: z.baseAddress! + first * zStride, a: a, d: d, state: &state, y: y.baseAddress! + first * channels)
+                                } }
+                            } } }
+                        }
                     }
+                    for i in 0..<y.count { XCTAssertEqual(Double(y[i]), expected[i], accuracy: 3e-6 * max(1, abs(expected[i])), "n \(n), stepwise \(stepwise), \(i)") }
+                    for i in 0..<state.count { XCTAssertEqual(Double(state[i]), h[i], accuracy: 3e-6 * max(1, abs(h[i]))) }
                 }
-                for i in 0..<y.count { XCTAssertEqual(Double(y[i]), expected[i], accuracy: 3e-6 * max(1, abs(expected[i])), "n \(n), stepwise \(stepwise), \(i)") }
-                for i in 0..<state.count { XCTAssertEqual(Double(state[i]), h[i], accuracy: 3e-6 * max(1, abs(h[i]))) }
             }
         }
     }
 
     func testSoftplusMatchesTorch() {
-        var x: [Float] = [-30, -5, -0.5, 0, 0.5, 5, 19.9, 20, 20.1, 50]
+        // The extremes first, so that they run in SIMD lanes; below −87 the lanes' exp is clamped (Δ ≈ 1e-38, not 1e-44).
+        var x: [Float] = [-87, -100, 1e-7, -1e-7, -30, -5, -0.5, 0, 0.5, 5, 19.9, 20, 20.1, 50] + values(997, seed: 10, scale: 25)
         let expected = x.map { $0 > 20 ? Double($0) : log1p(exp(Double($0))) }
+        var lanes = x
         softplusInPlace(&x, count: x.count)
-        for i in 0..<x.count { XCTAssertEqual(Double(x[i]), expected[i], accuracy: 1e-6 * max(1, expected[i])) }
+        softplusInPlace8(&lanes, count: lanes.count)
+        for i in 0..<x.count {
+            XCTAssertEqual(Double(x[i]), expected[i], accuracy: 1e-6 * max(1e-30, expected[i]) + 1e-40, "scalar \(i)")
+            XCTAssertEqual(Double(lanes[i]), expected[i], accuracy: 1e-6 * expected[i] + 2e-38, "lanes, element \(i)")
+        }
     }
 }

@@ -200,7 +200,7 @@ enum WeightLoader {
             return MixtureOfExperts(router: try linear(p + m.router, out: layout.count, in: d), experts: experts, shared: shared,
                                     sharedGate: sharedGate, layout: layout, activation: c.variant.activation)
         }
-        /// A Mamba block's mixer: its four projections, the convolution's taps (transposed), −exp(A_log) and D.
+        /// A Mamba block's mixer: its four projections, the convolution's taps and −exp(A_log) (both transposed), D.
         func stateSpaceMixer(prefix p: String, layout l: StateSpaceLayout) throws -> SelectiveScanMixer {
             let m = names.stateSpace, inner = l.innerSize, k = l.convolutionKernel
             let convName = p + m.convolution + ".weight"
@@ -210,9 +210,14 @@ enum WeightLoader {
             }
             let raw = conv.toFloats(), taps = FloatBuffer(count: k * inner)
             for channel in 0..<inner { for j in 0..<k { taps.pointer[j * inner + channel] = raw[channel * k + j] } }
-            let a = FloatBuffer(count: inner * l.stateSize)
-            try store.require(p + m.a, shape: [inner, l.stateSize]).copyFloats(into: a.pointer)
-            if m.aIsLogarithm { for i in 0..<a.count { a.pointer[i] = -expf(a.pointer[i]) } }
+            // A transposed to state-major for the scan's channel lanes.
+            let stored = try store.require(p + m.a, shape: [inner, l.stateSize]).toFloats(), a = FloatBuffer(count: inner * l.stateSize)
+            for channel in 0..<inner {
+                for i in 0..<l.stateSize {
+                    let v = stored[channel * l.stateSize + i]
+                    a.pointer[i * inner + channel] = m.aIsLogarithm ? -expf(v) : v
+                }
+            }
             return SelectiveScanMixer(
                 input: try linear(p + m.input, out: 2 * inner, in: d, bias: l.projectionBias),
                 selection: try linear(p + m.selection, out: l.selectionWidth, in: inner),

@@ -38,7 +38,7 @@ public final class RecurrentStateCache: KVCache {
 
     /// kernel−1 rows of `innerSize`: the convolution's inputs before the next token, oldest first.
     func convolutionHistory(layer: Int) -> UnsafeMutablePointer<Float> { state.pointer + layer * layout.stateFloats }
-    /// innerSize × stateSize.
+    /// stateSize × innerSize (state-major, as the scan's lanes read it).
     func scanState(layer: Int) -> UnsafeMutablePointer<Float> {
         convolutionHistory(layer: layer) + (layout.convolutionKernel - 1) * layout.innerSize
     }

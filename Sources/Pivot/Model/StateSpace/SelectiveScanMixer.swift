@@ -50,7 +50,7 @@ public struct SelectiveScanMixer {
     /// kernel × inner (the checkpoint's inner × kernel, transposed so that channels vectorize).
     let taps: FloatBuffer
     let convolutionBias: FloatBuffer?
-    /// inner × state, negative: −exp(A_log).
+    /// −exp(A_log), state-major (state × inner, transposed from the checkpoint) so that channels vectorize.
     let a: FloatBuffer
     let d: FloatBuffer
     public let layout: StateSpaceLayout
@@ -83,17 +83,19 @@ public struct SelectiveScanMixer {
         selection.forward(convolved, into: selected, context: context)
         let lowRank = s.lowRank.matrix(rows: rows, columns: l.timeStepRank)
         for t in 0..<rows { lowRank.row(t).update(from: selected.row(t), count: l.timeStepRank) }
+        // Δ before its softplus, which the scan applies.
         let delta = s.delta.matrix(rows: rows, columns: inner)
         timeStep.forward(lowRank, into: delta, context: context)
-        softplusInPlace(delta.base, count: rows * inner)
         let scanned = s.scanned.matrix(rows: rows, columns: inner)
         for q in sequences {
             let state = q.cache.recurrentState!.scanState(layer: layer)
             let (u, dt, bc, z, y) = (convolved.row(q.start), delta.row(q.start), selected.row(q.start) + l.timeStepRank,
                                      projected.row(q.start) + inner, scanned.row(q.start))
             let (a, d) = (a.pointer, d.pointer)
-            pool.parallelRanges(count: inner, minChunk: 32) { channels in
-                selectiveScan(count: q.count, channels: channels, width: inner, stateSize: n, bcStride: l.selectionWidth, zStride: 2 * inner,
+            // Channels in groups of eight, the scan's SIMD lanes.
+            pool.parallelRanges(count: (inner + 7) / 8, minChunk: 4) { groups in
+                selectiveScan(count: q.count, channels: groups.lowerBound * 8..<min(inner, groups.upperBound * 8), totalChannels: inner, width: inner,
+                              stateSize: n, bcStride: l.selectionWidth, zStride: 2 * inner,
                               u: u, delta: dt, b: bc, c: bc + n, z: z, a: a, d: d, state: state, y: y)
             }
         }
