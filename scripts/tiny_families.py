@@ -100,6 +100,12 @@ def families():
         "mamba-bias": (tf.MambaConfig, tf.MambaForCausalLM,
                        dict(vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, use_bias=True,
                             tie_word_embeddings=True, bos_token_id=256, eos_token_id=256, pad_token_id=256)),
+        # Mamba-2: heads with one A and Δ each, B and C in groups, a gated group RMSNorm before out_proj.
+        # Its vocabulary padded to a multiple of 16 beyond the tokenizer's 260, as Mamba-2 checkpoints are.
+        "mamba2": (tf.Mamba2Config, tf.Mamba2ForCausalLM,
+                   dict(vocab_size=272, hidden_size=64, num_heads=8, head_dim=16, n_groups=2, state_size=16, expand=2,
+                        num_hidden_layers=2, conv_kernel=4, chunk_size=16, tie_word_embeddings=False, bos_token_id=256,
+                        eos_token_id=256, pad_token_id=256)),
     }
 
 
@@ -180,9 +186,9 @@ def build(name, out_root):
     greedy = [int(i) for i in logits.argmax(axis=-1)]
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     write_tokenizer(out)
-    assert logits.shape == (len(ids), VOCAB)
+    assert logits.shape == (len(ids), config.vocab_size)
     reference = {"family": name, "transformers": tf.__version__, "torch": torch.__version__, "text": TEXT,
-                 "tokens": ids, "vocab_size": VOCAB, "greedy": greedy,
+                 "tokens": ids, "vocab_size": config.vocab_size, "greedy": greedy,
                  "logits_f32_base64": base64.b64encode(np.ascontiguousarray(logits, dtype="<f4").tobytes()).decode()}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(reference, f)

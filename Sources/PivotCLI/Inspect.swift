@@ -23,9 +23,9 @@ struct Inspect: ParsableCommand {
         print("layers:          \(c.layerCount)")
         print("hidden size:     \(c.hiddenSize)")
         if let s = c.stateSpace {
-            print("block:           selective scan (Mamba): inner \(s.innerSize), state \(s.stateSize), convolution \(s.convolutionKernel), Δ rank \(s.timeStepRank)"
-                  + (s.projectionBias ? ", projection biases" : "") + "; no attention, no MLP")
-            print(String(format: "recurrent state: %.1f KiB per sequence (fixed; no KV cache)", Double(s.stateFloats * c.layerCount * 4) / 1024))
+            print("block:           " + s.summary + (s.projectionBias ? ", projection biases" : "") + "; no attention, no MLP")
+            print(String(format: "recurrent state: %.1f KiB per sequence (fixed; no KV cache), and up to %d copies to return to",
+                         Double(s.stateFloats * c.layerCount * 4) / 1024, RecurrentStateCache.defaultSnapshotLimit))
         } else {
             print("FFN size:        \(c.intermediateSize)")
             print("heads:           \(c.headCount) query, \(c.kvHeadCount) key/value (head dim \(c.headDim))")

@@ -86,6 +86,50 @@ public func selectiveScan(count: Int, channels: Range<Int>, totalChannels: Int, 
     }
 }
 
+/// Mamba-2's structured scan of `count` tokens over heads `heads` (a range, so the pool can split them):
+///
+///     Δ = softplus(δ[t][h] + dtBias[h]);  α = exp(Δ·A[h])
+///     s[h][p][·] ← α·s[h][p][·] + Δ·x[t][h·P + p]·B[t][g][·]      (g = h / headsPerGroup)
+///     y[t][h·P + p] = ⟨s[h][p][·], C[t][g][·]⟩ + D[h]·x[t][h·P + p]
+///
+/// One A and Δ per head, so one exp per head and token; the state runs along SIMD lanes. Rows of x
+/// are `xStride` apart, of B and C (each groups × stateSize) `bcStride`, of δ `deltaStride`, of y
+/// `yStride`. `state` is heads × headDim × stateSize, updated in place.
+public func structuredScan(count: Int, heads: Range<Int>, headDim: Int, stateSize n: Int, headsPerGroup: Int,
+                           x: UnsafePointer<Float>, xStride: Int, b: UnsafePointer<Float>, c: UnsafePointer<Float>, bcStride: Int,
+                           delta: UnsafePointer<Float>, deltaStride: Int, dtBias: UnsafePointer<Float>,
+                           a: UnsafePointer<Float>, d: UnsafePointer<Float>, state: UnsafeMutablePointer<Float>,
+                           y: UnsafeMutablePointer<Float>, yStride: Int) {
+    for head in heads {
+        let group = head / headsPerGroup
+        for t in 0..<count {
+            let dt = softplus(delta[t * deltaStride + head] + dtBias[head])
+            let decay = fastExp(dt * a[head]), decay8 = SIMD8(repeating: decay)
+            let bRow = b + t * bcStride + group * n, cRow = c + t * bcStride + group * n
+            for p in 0..<headDim {
+                let channel = head * headDim + p
+                let xv = x[t * xStride + channel], dtx = SIMD8(repeating: dt * xv)
+                let s = state + channel * n
+                var acc = SIMD8<Float>()
+                var i = 0
+                while i + 8 <= n {
+                    let next = decay8 * load8(s + i) + dtx * load8(bRow + i)
+                    store8(next, s + i)
+                    acc += next * load8(cRow + i)
+                    i += 8
+                }
+                var sum = acc.sum()
+                while i < n {
+                    s[i] = decay * s[i] + dt * xv * bRow[i]
+                    sum += s[i] * cRow[i]
+                    i += 1
+                }
+                y[t * yStride + channel] = sum + d[head] * xv
+            }
+        }
+    }
+}
+
 /// softplus(x) = log(1 + eˣ), as torch computes it (x itself above 20).
 @inline(__always) public func softplus(_ x: Float) -> Float { x > 20 ? x : log1pf(expf(x)) }
 

@@ -147,8 +147,9 @@ final class RunningSequence {
         case .decoding:
             decodeSeconds += seconds
             // Pass costs are learnt from passes this sequence had to itself; a shared pass's time is not its share's.
-            if alone && generator.drafter != nil { generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds) }
+            let learns = alone && generator.drafter != nil
             guard !draft.isEmpty else {
+                if learns { generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds) }
                 let row = UnsafePointer(rows.row(0))
                 let token = sampler.sample(row, count: vocabulary)
                 if let probe { generator.draftPolicy.recordVerification(proposed: 1, accepted: probe == token ? 1 : 0) }
@@ -158,7 +159,10 @@ final class RunningSequence {
             let base = cache.length - planned.count
             let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
             generator.draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
-            generator.rewind(to: base + 1 + accepted, passStart: base, passTokens: planned)
+            // A recurrent state's replay of the kept tokens is part of what the draft cost.
+            let replay = generator.rewind(to: base + 1 + accepted, passStart: base, passTokens: planned)
+            decodeSeconds += replay
+            if learns { generator.draftPolicy.recordPass(tokens: planned.count, seconds: seconds + replay) }
             for i in 0..<accepted {
                 take(draft[i], row: UnsafePointer(rows.row(i)))
                 if phase == .finished { return }

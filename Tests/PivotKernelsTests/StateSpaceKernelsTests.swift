@@ -94,6 +94,50 @@ final class StateSpaceKernelsTests: XCTestCase {
         }
     }
 
+    /// Mamba-2's per-head scan against the recurrence in Double: heads in groups, one A and Δ per head,
+    /// a state size with a ragged tail, split head ranges and tokens fed one at a time.
+    func testStructuredScanMatchesTheRecurrence() {
+        for (n, heads, groups, headDim) in [(16, 4, 2, 3), (5, 6, 3, 2), (24, 2, 1, 4)] {
+            let tokens = 6, inner = heads * headDim, xStride = inner + 2 * groups * n + 5, deltaStride = heads + 3
+            let x = values(tokens * xStride, seed: 11), delta = values(tokens * deltaStride, seed: 12, scale: 3)
+            let dtBias = values(heads, seed: 13), a = values(heads, seed: 14).map { -exp($0) }, d = values(heads, seed: 15)
+            let bOffset = inner, cOffset = inner + groups * n
+            var h = [Double](repeating: 0, count: inner * n), expected = [Double](repeating: 0, count: tokens * inner)
+            for t in 0..<tokens {
+                for head in 0..<heads {
+                    let g = head / (heads / groups), r = Double(delta[t * deltaStride + head] + dtBias[head])
+                    let dt = r > 20 ? r : log1p(exp(r)), decay = exp(dt * Double(a[head]))
+                    for p in 0..<headDim {
+                        let ch = head * headDim + p, xv = Double(x[t * xStride + ch])
+                        var y = 0.0
+                        for i in 0..<n {
+                            h[ch * n + i] = decay * h[ch * n + i] + dt * xv * Double(x[t * xStride + bOffset + g * n + i])
+                            y += h[ch * n + i] * Double(x[t * xStride + cOffset + g * n + i])
+                        }
+                        expected[t * inner + ch] = y + Double(d[head]) * xv
+                    }
+                }
+            }
+            for stepwise in [false, true] {
+                var state = [Float](repeating: 0, count: inner * n), y = [Float](repeating: 0, count: tokens * inner)
+                let runs = stepwise ? (0..<tokens).map { ($0, 1) } : [(0, tokens)]
+                for (first, count) in runs {
+                    for range in [0..<1, 1..<heads] {
+                        x.withUnsafeBufferPointer { xp in delta.withUnsafeBufferPointer { dp in y.withUnsafeMutableBufferPointer { yp in
+                            let row = xp.baseAddress! + first * xStride
+                            structuredScan(count: count, heads: range, headDim: headDim, stateSize: n, headsPerGroup: heads / groups,
+                                           x: row, xStride: xStride, b: row + bOffset, c: row + cOffset, bcStride: xStride,
+                                           delta: dp.baseAddress! + first * deltaStride, deltaStride: deltaStride, dtBias: dtBias, a: a, d: d,
+                                           state: &state, y: yp.baseAddress! + first * inner, yStride: inner)
+                        } } }
+                    }
+                }
+                for i in 0..<y.count { XCTAssertEqual(Double(y[i]), expected[i], accuracy: 3e-6 * max(1, abs(expected[i])), "n \(n), heads \(heads), stepwise \(stepwise), \(i)") }
+                for i in 0..<state.count { XCTAssertEqual(Double(state[i]), h[i], accuracy: 3e-6 * max(1, abs(h[i]))) }
+            }
+        }
+    }
+
     func testSoftplusMatchesTorch() {
         // The extremes first, so that they run in SIMD lanes; below −87 the lanes' exp is clamped (Δ ≈ 1e-38, not 1e-44).
         var x: [Float] = [-87, -100, 1e-7, -1e-7, -30, -5, -0.5, 0, 0.5, 5, 19.9, 20, 20.1, 50] + values(997, seed: 10, scale: 25)

@@ -42,6 +42,8 @@ public final class Generator {
     private lazy var verifyState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: true,
                                                 execution: execution)
     public static let maxVerify = 33
+    /// Buffers for replaying kept draft tokens into a recurrent state (one row of logits, unused); made on first use.
+    private lazy var replayState = ForwardState(config: model.config, maxTokens: Self.maxVerify, allLogits: false, execution: execution)
     /// Buffers with logits for every row of a scored feed (a server's echoed prompt logprobs); made on first use.
     private lazy var scoringState = ForwardState(config: model.config, maxTokens: 64, allLogits: true,
                                                  execution: execution)
@@ -123,12 +125,13 @@ public final class Generator {
             let base = cache.length
             let passStart = DispatchTime.now().uptimeNanoseconds
             let rows = transformer.forward([next] + draft, cache: cache, state: verifyState, logits: .all)
-            draftPolicy.recordPass(tokens: draft.count + 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9)
             let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
             stats.draftedTokens += draft.count
             stats.acceptedTokens += accepted
             draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
             rewind(to: base + 1 + accepted, passStart: base, passTokens: [next] + draft)
+            // A recurrent state's replay is part of what the draft cost.
+            draftPolicy.recordPass(tokens: draft.count + 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9)
             for (i, token) in draft.prefix(accepted).enumerated() {
                 if let reason = emit(token, rows.row(i)) { return reason }
             }
@@ -172,11 +175,15 @@ public final class Generator {
     /// Cuts the cache back to `target` tokens after a verification pass that fed `passTokens` from
     /// `passStart`: an attention cache forgets the rejected tail; a recurrent state (Mamba), which cannot,
     /// returns to the pass's start and feeds the kept tokens again.
-    public func rewind(to target: Int, passStart: Int, passTokens: [Int]) {
+    /// Returns the seconds a replay took (0 without one).
+    @discardableResult
+    public func rewind(to target: Int, passStart: Int, passTokens: [Int]) -> Double {
         let kept = cache.restorableLength(atMost: target)
         precondition(kept >= passStart, "the cache cannot return to the verification pass's start")
         cache.truncate(to: kept)
-        guard kept < target else { return }
-        _ = model.transformer.forward(Array(passTokens[(kept - passStart)..<(target - passStart)]), cache: cache, state: scoringState, logits: .last)
+        guard kept < target else { return 0 }
+        let start = DispatchTime.now().uptimeNanoseconds
+        _ = model.transformer.forward(Array(passTokens[(kept - passStart)..<(target - passStart)]), cache: cache, state: replayState, logits: .last)
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 }

@@ -107,6 +107,7 @@ public final class LoglikelihoodScorer {
         cache.truncate(to: position)
         if position < prefix {
             _ = model.transformer.forward(Array(tokens[position..<prefix]), cache: cache, state: state, logits: .last)
+            computedTokens += prefix - position
             position = prefix
         }
         // The last token is never fed: its logits would predict nothing.

@@ -240,11 +240,15 @@ extension HuggingFaceConverter {
         let merges = t.merges.sorted { $0.value.rank < $1.value.rank }.map { key, _ in
             "\(t.tokens[Int(key >> 32)]) \(t.tokens[Int(key & 0xFFFF_FFFF)])"
         }
+        // Embedding rows past the tokenizer's tokens (Qwen2's 151936 for 151665, Mamba's multiples of 8 or 16) get
+        // llama.cpp's "[PAD{i}]" tokens of type UNUSED, so that the token list covers the embedding.
+        let padding = (t.tokens.count..<max(t.tokens.count, c.vocabularySize)).map { "[PAD\($0)]" }
         m += [
             GGUFMetadataEntry("tokenizer.ggml.add_bos_token", .bool(t.addBOS), type: 7),
             str("tokenizer.ggml.model", "gpt2"), str("tokenizer.ggml.pre", preName),
-            GGUFMetadataEntry("tokenizer.ggml.tokens", .array(t.tokens.map { .string($0) }), type: 9, itemType: 8),
-            GGUFMetadataEntry("tokenizer.ggml.token_type", .array(t.tokens.map { .int(specials.contains($0) ? 3 : 1) }), type: 9, itemType: 5),
+            GGUFMetadataEntry("tokenizer.ggml.tokens", .array((t.tokens + padding).map { .string($0) }), type: 9, itemType: 8),
+            GGUFMetadataEntry("tokenizer.ggml.token_type", .array(t.tokens.map { .int(specials.contains($0) ? 3 : 1) } + padding.map { _ in .int(5) }),
+                              type: 9, itemType: 5),
             GGUFMetadataEntry("tokenizer.ggml.merges", .array(merges.map { .string($0) }), type: 9, itemType: 8),
         ]
         if let bos = t.bos { m.append(u32("tokenizer.ggml.bos_token_id", bos)) }

@@ -39,9 +39,38 @@ enum HuggingFaceLoader {
     static func readJSON(_ path: String) throws -> [String: Any] {
         guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
         guard let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                ?? JSONSerialization.jsonObject(with: quotingNonFiniteNumbers(data)) as? [String: Any] else {
             throw PivotError.malformed(file: path, "not a JSON object")
         }
         return object
+    }
+
+    /// Python's json writes infinities and NaN bare (Mamba-2's `"time_step_limit": [0.0, Infinity]`), which
+    /// JSON does not allow: outside strings they become transformers 5's `{"__float__": "Infinity"}`.
+    static func quotingNonFiniteNumbers(_ data: Data) -> Data {
+        let bytes = [UInt8](data)
+        var out: [UInt8] = [], i = 0, inString = false
+        out.reserveCapacity(bytes.count)
+        while i < bytes.count {
+            let b = bytes[i]
+            if inString {
+                out.append(b)
+                if b == UInt8(ascii: "\\"), i + 1 < bytes.count { out.append(bytes[i + 1]); i += 2; continue }
+                if b == UInt8(ascii: "\"") { inString = false }
+                i += 1
+                continue
+            }
+            if b == UInt8(ascii: "\"") { inString = true }
+            var matched = false
+            for word in ["-Infinity", "Infinity", "NaN"] where bytes[i...].starts(with: word.utf8) {
+                out += Array("{\"__float__\": \"\(word)\"}".utf8)
+                i += word.utf8.count
+                matched = true
+                break
+            }
+            if !matched { out.append(b); i += 1 }
+        }
+        return Data(out)
     }
 }

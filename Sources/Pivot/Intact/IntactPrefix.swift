@@ -49,6 +49,7 @@ public struct IntactPrefix: Sendable, Equatable {
 
     /// Checks that the prefix fits the model it is used with (shape and vocabulary).
     public func check(for config: ModelConfig, file: String) throws {
+        try config.requireAttention(for: "an intact prefix")
         guard layers == config.layerCount, kvHeads == config.kvHeadCount, headDim == config.headDim else {
             throw PivotError.malformed(file: file, "the intact prefix has \(layers) layers × \(kvHeads) KV heads × \(headDim), "
                 + "the model \(config.layerCount) × \(config.kvHeadCount) × \(config.headDim) (rewrite it with `pivot intact`)")

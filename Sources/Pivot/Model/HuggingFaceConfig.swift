@@ -21,7 +21,8 @@ extension ModelConfig {
         guard let heads = try reader.int("num_attention_heads") ?? reader.int("n_head") ?? (family.hasAttention ? nil : 0) else {
             throw PivotError.malformed(file: file, "missing 'num_attention_heads'")
         }
-        let headDim = try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0)
+        // Mamba-2's head_dim is its scan's, not attention's.
+        let headDim = family.hasAttention ? try reader.int("head_dim") ?? (heads > 0 ? hidden / heads : 0) : 0
         let context = try reader.int("max_position_embeddings") ?? 2048
         let (theta, scaling) = try reader.rope(headDim: headDim, context: context)
         self.init(

@@ -30,7 +30,7 @@ public struct DecoderLayer {
     public var postAttentionNorm: NormWeights? = nil
     public var postMLPNorm: NormWeights? = nil
     /// Mamba's mixer in place of attention and the MLP (then the projections above are absent).
-    public var stateSpace: SelectiveScanMixer? = nil
+    public var stateSpace: (any StateSpaceMixer)? = nil
 
     public var linears: [LinearOperator] {
         if let stateSpace { return stateSpace.linears }
@@ -334,7 +334,7 @@ public final class ForwardState {
         self.maxTokens = maxTokens
         self.logitRows = logitRows
         let expertWidth = max(c.experts?.intermediateSize ?? 0, c.experts?.sharedIntermediateSize ?? 0)
-        let mixerWidth = max(c.stateSpace?.innerSize ?? 0, c.stateSpace?.timeStepRank ?? 0)
+        let mixerWidth = max(c.stateSpace?.innerSize ?? 0, c.stateSpace?.timeStepRank ?? 0, c.stateSpace?.convolutionChannels ?? 0)
         context = ComputeContext(pool: execution.pool, maxTokens: maxTokens,
                                  maxColumns: max(c.hiddenSize, c.intermediateSize, c.queryWidth, expertWidth, mixerWidth), precision: execution.precision)
         hidden = FloatBuffer(count: maxTokens * c.hiddenSize)

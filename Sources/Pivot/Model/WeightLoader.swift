@@ -1,4 +1,3 @@
-import Foundation
 import PivotKernels
 
 /// How a checkpoint lays out one block's attention input projections.
@@ -200,39 +199,15 @@ enum WeightLoader {
             return MixtureOfExperts(router: try linear(p + m.router, out: layout.count, in: d), experts: experts, shared: shared,
                                     sharedGate: sharedGate, layout: layout, activation: c.variant.activation)
         }
-        /// A Mamba block's mixer: its four projections, the convolution's taps and −exp(A_log) (both transposed), D.
-        func stateSpaceMixer(prefix p: String, layout l: StateSpaceLayout) throws -> SelectiveScanMixer {
-            let m = names.stateSpace, inner = l.innerSize, k = l.convolutionKernel
-            let convName = p + m.convolution + ".weight"
-            guard let conv = store.tensor(named: convName) else { throw PivotError.missingTensor(file: store.path, convName) }
-            guard conv.shape == [inner, 1, k] || conv.shape == [inner, k] else {
-                throw PivotError.shapeMismatch(file: store.path, tensor: convName, expected: [inner, k], found: conv.shape)
-            }
-            let raw = conv.toFloats(), taps = FloatBuffer(count: k * inner)
-            for channel in 0..<inner { for j in 0..<k { taps.pointer[j * inner + channel] = raw[channel * k + j] } }
-            // A transposed to state-major for the scan's channel lanes.
-            let stored = try store.require(p + m.a, shape: [inner, l.stateSize]).toFloats(), a = FloatBuffer(count: inner * l.stateSize)
-            for channel in 0..<inner {
-                for i in 0..<l.stateSize {
-                    let v = stored[channel * l.stateSize + i]
-                    a.pointer[i * inner + channel] = m.aIsLogarithm ? -expf(v) : v
-                }
-            }
-            return SelectiveScanMixer(
-                input: try linear(p + m.input, out: 2 * inner, in: d, bias: l.projectionBias),
-                selection: try linear(p + m.selection, out: l.selectionWidth, in: inner),
-                timeStep: try linear(p + m.timeStep, out: inner, in: l.timeStepRank, bias: true),
-                output: try linear(p + m.output, out: d, in: inner, bias: l.projectionBias),
-                taps: taps, convolutionBias: l.convolutionBias ? try vector(p + m.convolution + ".bias", inner) : nil,
-                a: a, d: try vector(p + m.d, inner), layout: l)
-        }
         let embedding = try store.require(names.embedding, shape: [c.vocabularySize, d])
         let headDim = c.headDim
         var layers: [DecoderLayer] = []
         for i in 0..<c.layerCount {
             let p = names.layerPrefix(i)
             if let layout = c.stateSpace {
-                layers.append(DecoderLayer(stateSpaceNorm: try norm(p + names.attentionNorm, d), mixer: try stateSpaceMixer(prefix: p, layout: layout)))
+                let mixer = try StateSpaceLoading.mixer(store: store, names: names.stateSpace, prefix: p, layout: layout, hidden: d,
+                                                        epsilon: c.rmsNormEpsilon, linear: { try linear($0, out: $1, in: $2, bias: $3) })
+                layers.append(DecoderLayer(stateSpaceNorm: try norm(p + names.attentionNorm, d), mixer: mixer))
                 continue
             }
             let query, key, value: LinearOperator

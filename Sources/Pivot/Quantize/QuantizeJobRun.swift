@@ -28,6 +28,10 @@ extension QuantizeJob {
             try MixedPrecision.checkReachable(source, fileType: fileType, bitsPerWeight: bitsPerWeight, outliers: outliers,
                                               scope: budgetScope, extensions: !standardOnly)
         }
+        if scaling != nil || method.usesGradients {
+            // Before the calibration passes too: scaling and gradients rewrite or differentiate Llama blocks only.
+            try ModelConfig(gguf: source).requireLlamaBlock(for: scaling != nil ? "AWQ/SmoothQuant scaling" : "the gradient-weighted method")
+        }
         var calibration = try calibrate(modelPath: path, source: source, pool: pool, events: events)
         if outliers != nil {
             events.note("note: --outliers \(outlierPercent) keeps sparse FP16 weights in extra tensors: the file runs in Pivot only (llama.cpp refuses it); --outliers 0 keeps files standard")

@@ -36,6 +36,12 @@ final class StateSpaceTests: XCTestCase {
         cache.truncate(to: 12)
         model.transformer.forward([1, 2], cache: cache, state: state)
         XCTAssertEqual(cache.restorableLength(atMost: 13), 12)
+        // The length a truncation returned to stays however many passes follow (pp runs after a bench's depth).
+        cache.truncate(to: 12)
+        for _ in 0..<12 { model.transformer.forward([5, 6, 7], cache: cache, state: state) }
+        XCTAssertEqual(cache.restorableLength(atMost: 12), 12)
+        cache.truncate(to: 12)
+        XCTAssertEqual(Self.row(model.transformer.forward(token: 7, cache: cache, state: state)), first[0])
         cache.truncate(to: 0)
         XCTAssertEqual(cache.length, 0)
         let again = ForwardState(config: model.config, maxTokens: 16, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))

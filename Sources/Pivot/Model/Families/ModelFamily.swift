@@ -29,7 +29,7 @@ struct ModelFamily: Sendable {
     /// False for state-space families (Mamba): no heads to read, counts of 0 expected.
     var hasAttention = true
 
-    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3, .mamba]
+    static let all: [ModelFamily] = [.llama, .mixtral, .qwen2MoE, .phi3, .olmo2, .stableLM, .gptNeoX, .falcon, .gemma2, .gemma3, .mamba, .mamba2]
 
     func huggingFaceNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, huggingFaceNames, false) }
     func ggufNames(for c: ModelConfig) -> TensorNaming { adjustNames(c, ggufNames, true) }

@@ -6,9 +6,11 @@ import PivotKernels
 /// A recurrent state cannot forget its last tokens, so it keeps copies: the state at the start and end of
 /// every pass of two or more tokens (a prompt, a draft's verification), and at the end of a sequence's
 /// first pass and of the pass after a longer one (a prompt's last piece), but not along a run of one-token
-/// decode passes; the most recently used `snapshotLimit` of them. `truncate(to:)` returns to one of those
-/// lengths (or to 0); `restorableLength(atMost:)` tells callers which, and they replay the rest (prompt
-/// reuse, draft rejection, a scorer's shared prefix).
+/// decode passes; the most recently used `snapshotLimit` of them, never the one the last `truncate(to:)`
+/// returned to (a benchmark's depth, a scorer's shared prefix, however many passes follow). Buffers of
+/// dropped copies are reused. `truncate(to:)` returns to one of those lengths (or to 0);
+/// `restorableLength(atMost:)` tells callers which, and they replay the rest (prompt reuse, draft
+/// rejection, a scorer's shared prefix).
 public final class RecurrentStateCache: KVCache {
     public let layout: StateSpaceLayout
     public let layers: Int
@@ -21,6 +23,10 @@ public final class RecurrentStateCache: KVCache {
     private var clock = 0
     private var passStart = 0
     private var previousPass = 0
+    /// The length the last truncation returned to: its copy is never evicted.
+    private var pinned = 0
+    /// Buffers of dropped copies, for the next ones.
+    private var spare: [FloatBuffer] = []
 
     private struct Snapshot {
         var length: Int
@@ -28,7 +34,9 @@ public final class RecurrentStateCache: KVCache {
         let values: FloatBuffer
     }
 
-    public init(layout: StateSpaceLayout, layers: Int, capacity: Int, snapshotLimit: Int = 8) {
+    public static let defaultSnapshotLimit = 8
+
+    public init(layout: StateSpaceLayout, layers: Int, capacity: Int, snapshotLimit: Int = RecurrentStateCache.defaultSnapshotLimit) {
         self.layout = layout; self.layers = layers; self.capacity = capacity; self.snapshotLimit = snapshotLimit
         state = FloatBuffer(count: layers * layout.stateFloats)
         state.pointer.update(repeating: 0, count: state.count)
@@ -36,11 +44,12 @@ public final class RecurrentStateCache: KVCache {
 
     public var recurrentState: RecurrentStateCache? { self }
 
-    /// kernel−1 rows of `innerSize`: the convolution's inputs before the next token, oldest first.
+    /// kernel−1 rows of `convolutionChannels`: the convolution's inputs before the next token, oldest first.
     func convolutionHistory(layer: Int) -> UnsafeMutablePointer<Float> { state.pointer + layer * layout.stateFloats }
-    /// stateSize × innerSize (state-major, as the scan's lanes read it).
+    /// Mamba: stateSize × innerSize (state-major, as the scan's lanes read it). Mamba-2: innerSize ×
+    /// stateSize (each head's channels, each channel's state).
     func scanState(layer: Int) -> UnsafeMutablePointer<Float> {
-        convolutionHistory(layer: layer) + (layout.convolutionKernel - 1) * layout.innerSize
+        convolutionHistory(layer: layer) + (layout.convolutionKernel - 1) * layout.convolutionChannels
     }
 
     public func append(layer: Int, keys: Matrix, values: Matrix) { fatalError("a recurrent state holds no keys or values") }
@@ -63,6 +72,7 @@ public final class RecurrentStateCache: KVCache {
     }
 
     public func truncate(to target: Int) {
+        pinned = target
         guard target != length else { return }
         precondition(target < length, "truncate(to: \(target)) beyond the \(length) tokens held")
         previousPass = 0
@@ -78,14 +88,15 @@ public final class RecurrentStateCache: KVCache {
         }
         length = target
         // Copies past the new end belong to tokens now forgotten.
+        spare += snapshots.filter { $0.length > target }.map(\.values)
         snapshots.removeAll { $0.length > target }
     }
 
     /// The state is a fixed size: nothing grows per token.
     public var bytesPerToken: Double { 0 }
 
-    /// Bytes of the live state (snapshots aside).
-    public var stateBytes: Int { state.count * 4 }
+    /// Bytes of the live state and of the copies held now.
+    public var stateBytes: Int { state.count * 4 * (1 + snapshots.count + spare.count) }
 
     private func keepSnapshot() {
         guard snapshotLimit > 0, length > 0 else { return }
@@ -96,12 +107,13 @@ public final class RecurrentStateCache: KVCache {
             return
         }
         if snapshots.count < snapshotLimit {
-            let values = FloatBuffer(count: state.count)
+            let values = spare.popLast() ?? FloatBuffer(count: state.count)
             values.pointer.update(from: state.pointer, count: state.count)
             snapshots.append(Snapshot(length: length, lastUse: clock, values: values))
             return
         }
-        let oldest = snapshots.indices.min { snapshots[$0].lastUse < snapshots[$1].lastUse }!
+        let evictable = snapshots.indices.filter { snapshots[$0].length != pinned }
+        guard let oldest = evictable.min(by: { snapshots[$0].lastUse < snapshots[$1].lastUse }) else { return }
         snapshots[oldest].values.pointer.update(from: state.pointer, count: state.count)
         snapshots[oldest].length = length
         snapshots[oldest].lastUse = clock

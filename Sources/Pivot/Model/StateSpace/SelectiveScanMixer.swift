@@ -1,44 +1,12 @@
 import PivotKernels
 
-/// The sizes of Mamba's mixer (config.json's expand, state_size, conv_kernel, time_step_rank; GGUF's `ssm.*`).
-public struct StateSpaceLayout: Sendable, Equatable {
-    /// Channels of the mixer (expand × hidden).
-    public var innerSize: Int
-    /// State values per channel (N).
-    public var stateSize: Int
-    public var convolutionKernel: Int
-    /// Inner width of Δ's low-rank projection.
-    public var timeStepRank: Int
-    /// Biases on in_proj/out_proj (`use_bias`) and on the convolution (`use_conv_bias`).
-    public var projectionBias = false
-    public var convolutionBias = true
-
-    public init(innerSize: Int, stateSize: Int, convolutionKernel: Int, timeStepRank: Int) {
-        self.innerSize = innerSize; self.stateSize = stateSize; self.convolutionKernel = convolutionKernel; self.timeStepRank = timeStepRank
-    }
-
-    /// x_proj's output: Δ's low-rank input, then B, then C.
-    public var selectionWidth: Int { timeStepRank + 2 * stateSize }
-    /// Floats of one layer's recurrent state: the convolution's last inputs, then the scan's state.
-    public var stateFloats: Int { (convolutionKernel - 1) * innerSize + innerSize * stateSize }
-    /// Parameters outside the projections, per layer: A, D, the convolution's taps and bias.
-    public var vectorParameters: Int { innerSize * stateSize + innerSize + convolutionKernel * innerSize + (convolutionBias ? innerSize : 0) }
-
-    func validate(file: String) throws {
-        guard (1...(1 << 18)).contains(innerSize), (1...1024).contains(stateSize), (1...64).contains(convolutionKernel),
-              (1...(1 << 16)).contains(timeStepRank) else {
-            throw PivotError.malformed(file: file, "implausible state-space sizes (inner \(innerSize), state \(stateSize), kernel \(convolutionKernel), Δ rank \(timeStepRank))")
-        }
-    }
-}
-
 /// Mamba's selective state-space mixer, which takes the place of attention and the MLP in its block:
 ///
 ///     [x; z] = in_proj(h);  u = silu(conv(x));  [δ; B; C] = x_proj(u);  Δ = softplus(dt_proj(δ))
 ///     y = scan(u, Δ, A, B, C) + D·u, times silu(z);  out = out_proj(y)
 ///
 /// The convolution's last inputs and the scan's state live in the sequence's `RecurrentStateCache`.
-public struct SelectiveScanMixer {
+public struct SelectiveScanMixer: StateSpaceMixer {
     /// in_proj: hidden → [x; z] (2 × inner).
     public var input: LinearOperator
     /// x_proj: inner → [δ; B; C].
@@ -57,17 +25,14 @@ public struct SelectiveScanMixer {
 
     public var linears: [LinearOperator] { [input, selection, timeStep, output] }
 
-    /// This mixer with its projections replaced by `transform(projection, role)`.
-    func mapping(_ transform: (LinearOperator, ProjectionRole) -> LinearOperator) -> SelectiveScanMixer {
+    public func mapping(_ transform: (LinearOperator, ProjectionRole) -> LinearOperator) -> any StateSpaceMixer {
         var m = self
         m.input = transform(input, .stateInput); m.selection = transform(selection, .stateSelection)
         m.timeStep = transform(timeStep, .stateTimeStep); m.output = transform(output, .stateOutput)
         return m
     }
 
-    /// Mixes `x` (the block's normed input, rows of every sequence) into `out` (may be `x`); each sequence's
-    /// rows continue the state its cache holds for `layer`.
-    func forward(_ x: Matrix, sequences: UnsafeBufferPointer<SequenceSlice>, layer: Int, into out: Matrix,
+    public func forward(_ x: Matrix, sequences: UnsafeBufferPointer<SequenceSlice>, layer: Int, into out: Matrix,
                  scratch s: StateSpaceScratch, context: ComputeContext) {
         let l = layout, rows = x.rows, inner = l.innerSize, n = l.stateSize, pool = context.pool
         let projected = s.projected.matrix(rows: rows, columns: 2 * inner)
@@ -104,12 +69,12 @@ public struct SelectiveScanMixer {
 }
 
 /// A pass's scratch for state-space layers (in `ForwardState`, shared by every layer).
-final class StateSpaceScratch {
+public final class StateSpaceScratch {
     let projected, convolved, selected, lowRank, delta, scanned: FloatBuffer
 
     init(layout l: StateSpaceLayout, maxTokens rows: Int) {
-        projected = FloatBuffer(count: rows * 2 * l.innerSize); convolved = FloatBuffer(count: rows * l.innerSize)
-        selected = FloatBuffer(count: rows * l.selectionWidth); lowRank = FloatBuffer(count: rows * l.timeStepRank)
+        projected = FloatBuffer(count: rows * l.inputWidth); convolved = FloatBuffer(count: rows * l.convolutionChannels)
+        selected = FloatBuffer(count: rows * max(1, l.selectionWidth)); lowRank = FloatBuffer(count: rows * l.timeStepRank)
         delta = FloatBuffer(count: rows * l.innerSize); scanned = FloatBuffer(count: rows * l.innerSize)
     }
 }
@@ -126,8 +91,8 @@ final class AbsentProjection: LinearOperator, Sendable {
 }
 
 extension DecoderLayer {
-    /// A state-space block (Mamba): one norm, then the mixer; no attention, no MLP.
-    public init(stateSpaceNorm norm: NormWeights, mixer: SelectiveScanMixer) {
+    /// A state-space block (Mamba, Mamba-2): one norm, then the mixer; no attention, no MLP.
+    public init(stateSpaceNorm norm: NormWeights, mixer: any StateSpaceMixer) {
         let absent = AbsentProjection.shared
         self.init(attentionNorm: norm, query: absent, key: absent, value: absent, attentionOutput: absent,
                   mlpNorm: NormWeights(weight: FloatBuffer(count: 1)), gate: nil, up: nil, down: nil)
