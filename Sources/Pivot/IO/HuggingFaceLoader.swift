@@ -38,9 +38,8 @@ enum HuggingFaceLoader {
 
     static func readJSON(_ path: String) throws -> [String: Any] {
         guard FileManager.default.fileExists(atPath: path) else { throw PivotError.fileNotFound(path) }
-        guard let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-                ?? JSONSerialization.jsonObject(with: quotingNonFiniteNumbers(data)) as? [String: Any] else {
+        func object(_ data: Data) -> [String: Any]? { (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] }
+        guard let data = FileManager.default.contents(atPath: path), let object = object(data) ?? object(quotingNonFiniteNumbers(data)) else {
             throw PivotError.malformed(file: path, "not a JSON object")
         }
         return object

@@ -92,7 +92,7 @@ extension ModelConfig {
     /// call this first, so another family is one clear error instead of a wrong model.
     public func requireLlamaBlock(for method: String) throws {
         guard variant.isLlamaBlock, experts == nil, stateSpace == nil else {
-            let why = stateSpace != nil ? "a selective-scan mixer instead of attention" : experts != nil ? "routed experts" : "its BlockVariant"
+            let why = stateSpace != nil ? "a state-space mixer instead of attention" : experts != nil ? "routed experts" : "its BlockVariant"
             throw PivotError.invalidArgument("\(method) is written for Llama-style blocks; the \(architecture) block differs (\(why))")
         }
     }

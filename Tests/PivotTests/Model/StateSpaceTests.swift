@@ -14,7 +14,7 @@ final class StateSpaceTests: XCTestCase {
 
     func testCacheReturnsToTheLengthsItKept() throws {
         let model = try Self.model()
-        XCTAssertThrowsError(try model.config.requireLlamaBlock(for: "training")) { XCTAssertTrue("\($0)".contains("selective-scan")) }
+        XCTAssertThrowsError(try model.config.requireLlamaBlock(for: "training")) { XCTAssertTrue("\($0)".contains("state-space mixer")) }
         let state = ForwardState(config: model.config, maxTokens: 16, allLogits: false, execution: Execution(pool: Shared.pool, precision: .float))
         let cache = model.makeCache(capacity: 64, maxBatch: 16)
         XCTAssertNotNil(cache.recurrentState)
@@ -139,4 +139,24 @@ final class StateSpaceTests: XCTestCase {
         }
         XCTAssertEqual(hessians["blk.0.ssm_dt.weight"]?.columns, 4)
     }
+
+    /// Python's json writes `time_step_limit`'s infinity bare, which JSON does not allow: such a config loads
+    /// as transformers 5's {"__float__": "Infinity"} form does; a limit that would clamp Δ is refused by name.
+    func testMamba2TimeStepLimitForms() throws {
+        let source = FamilyTests.root.appendingPathComponent("mamba2")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-mamba2-\(getpid())")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        for file in try FileManager.default.contentsOfDirectory(atPath: source.path) where file != "config.json" {
+            try FileManager.default.createSymbolicLink(at: work.appendingPathComponent(file), withDestinationURL: source.appendingPathComponent(file))
+        }
+        let text = try String(contentsOf: source.appendingPathComponent("config.json"), encoding: .utf8)
+        let object = try XCTUnwrap(text.range(of: #"\{\s*"__float__":\s*"Infinity"\s*\}"#, options: .regularExpression))
+        let reference = try FamilyTests.Reference(source)
+        try text.replacingCharacters(in: object, with: "Infinity").write(to: work.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        FamilyTests.check("mamba2 (bare Infinity)", FamilyTests.logits(try LoadedModel.load(path: work.path), tokens: reference.tokens), reference)
+        try text.replacingCharacters(in: object, with: "5.0").write(to: work.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try LoadedModel.load(path: work.path)) { XCTAssertTrue("\($0)".contains("time_step_limit"), "\($0)") }
+    }
 }
+
