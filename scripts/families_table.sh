@@ -20,7 +20,7 @@ FIX=$ROOT/Tests/PivotTests/Fixtures/families
 THREADS=${THREADS:-2}
 TEXT=${TEXT:-text.txt}
 [ -f "$TEXT" ] || head -c 20000 "$ROOT/../shared/data/wikitext-2-raw-test.txt" | tr -cd '\11\12\15\40-\176' > "$TEXT"
-FAMILIES=${*:-llama qwen2 qwen3 phi3 phi3-partial olmo2 stablelm stablelm-qk gpt-neox falcon falcon-mha falcon2 falcon-40b gemma2 gemma3 mixtral qwen2-moe mamba mamba-untied mamba2}
+FAMILIES=${*:-llama qwen2 qwen3 phi3 phi3-partial phi3-longrope olmo2 stablelm stablelm-qk gpt-neox falcon falcon-mha falcon2 falcon-40b gemma2 gemma3 mixtral qwen2-moe mamba mamba-untied mamba2}
 
 ppl() { "$PIVOT" perplexity -t "$THREADS" -m "$1" -f "$TEXT" -c 64 --chunks 20 "${@:2}" 2>&1 | awk '/^PPL|Final|estimate/ {for (i=1;i<=NF;i++) if ($i+0 > 0) {print $i; exit}} /rror/ {sub(/^.*rror: /, ""); print "error: " $0; exit}'; }
 

@@ -43,6 +43,15 @@ def families():
         "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, dict(s, pad_token_id=0)),
         "phi3-partial": (tf.Phi3Config, tf.Phi3ForCausalLM,
                          dict(s, pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75})),
+        # Phi-3.5/Phi-4-mini style: LongRoPE (short factors up to the original 512 positions, an attention factor
+        # from 2048 / 512) over a partial rotary share. llama.cpp takes the long factors past its context of at
+        # least 256 per sequence, so the original context stays above that.
+        "phi3-longrope": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                          dict(s, pad_token_id=0, original_max_position_embeddings=512, max_position_embeddings=2048,
+                               rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                                "original_max_position_embeddings": 512,
+                                                "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
+                                                "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]})),
         "olmo2": (tf.Olmo2Config, tf.Olmo2ForCausalLM, dict(s, pad_token_id=0)),
         "stablelm": (tf.StableLmConfig, tf.StableLmForCausalLM, dict(s, use_qkv_bias=True, layer_norm_eps=1e-5)),
         # StableLM 2 12B: per-head Q/K LayerNorms and a parallel residual.

@@ -53,6 +53,10 @@ public enum HuggingFaceConverter {
             owners.append(TensorType.f32.littleEndianBytes(of: try frequencyFactors(c)))
             tensors.append(("rope_freqs.weight", .f32, [c.rotaryDimensions / 2], owners.count - 1))
         }
+        if case let .longRoPE(short, long, _, _) = c.ropeScaling {
+            emit("rope_factors_long.weight", long, [long.count], as: .f32)
+            emit("rope_factors_short.weight", short, [short.count], as: .f32)
+        }
         let pairwise = arch == "llama"
         for i in 0..<c.layerCount {
             let p = hf.layerPrefix(i), b = gg.layerPrefix(i)
@@ -226,6 +230,8 @@ extension HuggingFaceConverter {
         switch c.ropeScaling {
         case .none, .llama3: break
         case .linear(let factor): m += [str("\(arch).rope.scaling.type", "linear"), f32("\(arch).rope.scaling.factor", factor)]
+        case let .longRoPE(_, _, original, attention):
+            m += [f32("\(arch).rope.scaling.attn_factor", attention), u32("\(arch).rope.scaling.original_context_length", original)]
         default: throw PivotError.unsupported(file: folder, "this RoPE scaling (\(c.ropeScaling)) for GGUF conversion (supported: none, linear, llama3)")
         }
         guard case .byteLevel(let pre) = t.kind else {

@@ -1,3 +1,4 @@
+import Foundation
 import PivotKernels
 
 extension ModelConfig {
@@ -39,6 +40,7 @@ extension ModelConfig {
             ropeScaling: try Self.ropeScaling(gguf, arch: arch),
             queryKeyNorm: has(names.queryNorm))
         if let rotated = keys.int("rope.dimension_count"), rotated != headDim { variant.rotaryDimensions = rotated }
+        capContextForLongRoPE()
         try validateCounts(file: gguf.path, attention: family.hasAttention)
         try family.readGGUF(keys, &self)
         try validate(file: gguf.path)
@@ -47,6 +49,16 @@ extension ModelConfig {
     /// `rope_freqs.weight` (Llama-3.1 files) or `{arch}.rope.scaling.type` linear; others are refused.
     static func ropeScaling(_ gguf: GGUFFile, arch: String) throws -> RoPEScaling {
         if let factors = gguf.tensor(named: "rope_freqs.weight") { return .frequencyFactors(factors.toFloats()) }
+        if let short = gguf.tensor(named: "rope_factors_short.weight") {
+            // Phi-3.5/Phi-4-mini's LongRoPE, as llama.cpp's converter stores it.
+            guard let long = gguf.tensor(named: "rope_factors_long.weight"), long.shape == short.shape, short.shape.count == 1,
+                  let original = gguf.metadata["\(arch).rope.scaling.original_context_length"]?.int, original > 0 else {
+                throw PivotError.malformed(file: gguf.path, "LongRoPE needs rope_factors_short/long of one shape and \(arch).rope.scaling.original_context_length")
+            }
+            let context = Double(gguf.metadata["\(arch).context_length"]?.int ?? original), scale = context / Double(original)
+            let attention = gguf.metadata["\(arch).rope.scaling.attn_factor"]?.double ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+            return .longRoPE(short: short.toFloats(), long: long.toFloats(), originalContext: original, attentionFactor: attention)
+        }
         let type = gguf.metadata["\(arch).rope.scaling.type"]?.string ?? "none"
         switch type {
         case "none": return .none
@@ -57,6 +69,22 @@ extension ModelConfig {
             return .linear(factor: factor)
         default:
             throw PivotError.unsupported(file: gguf.path, "\(arch).rope.scaling.type '\(type)' (supported: none, linear)")
+        }
+    }
+}
+
+extension ModelConfig {
+    /// LongRoPE runs with its short factors, exact up to the original context: the context stops there.
+    mutating func capContextForLongRoPE() {
+        if case .longRoPE(_, _, let original, _) = ropeScaling { contextLength = min(contextLength, original) }
+    }
+
+    /// The frequency factors a rotary count must match (LongRoPE's, llama.cpp's rope_freqs), if any.
+    var ropeFactorCount: Int? {
+        switch ropeScaling {
+        case .frequencyFactors(let f): f.count
+        case .longRoPE(let short, _, _, _): short.count
+        default: nil
         }
     }
 }

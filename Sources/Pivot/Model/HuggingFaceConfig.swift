@@ -18,7 +18,8 @@ extension ModelConfig {
         }
         let hidden = try reader.requiredInt("hidden_size")
         // Falcon's older configs say n_head / n_layer.
-        guard let heads = try reader.int("num_attention_heads") ?? reader.int("n_head") ?? (family.hasAttention ? nil : 0) else {
+        // A state-space family has no attention heads, whatever a config says.
+        guard let heads = family.hasAttention ? try reader.int("num_attention_heads") ?? reader.int("n_head") : 0 else {
             throw PivotError.malformed(file: file, "missing 'num_attention_heads'")
         }
         // Mamba-2's head_dim is its scan's, not attention's.
@@ -43,6 +44,7 @@ extension ModelConfig {
             attentionBias: false,
             ropeScaling: scaling,
             declaredDType: try reader.dtype())
+        capContextForLongRoPE()
         try validateCounts(file: file, attention: family.hasAttention)
         try family.readHuggingFace(reader, &self)
         try validate(file: file)
@@ -148,8 +150,28 @@ struct ConfigReader {
             let truncate = (p["truncate"] as? Bool) ?? true
             return (theta, .yarn(factor: f, originalContext: original ?? context, betaFast: try double("beta_fast", in: p) ?? 32,
                                  betaSlow: try double("beta_slow", in: p) ?? 1, attentionFactor: attention!, truncate: truncate))
+        case "longrope", "su":
+            // transformers' rule: factor = max_position_embeddings / original, attention √(1 + ln f / ln original).
+            guard let original = try original ?? int("original_max_position_embeddings"), original > 0 else {
+                throw PivotError.malformed(file: file, "'original_max_position_embeddings' is required for rope_type '\(type)'")
+            }
+            func factors(_ name: String) throws -> [Float] {
+                guard let list = p[name] as? [Any] else { throw PivotError.malformed(file: file, "'\(key).\(name)' is required for rope_type '\(type)'") }
+                return try list.map { v in
+                    guard let n = v as? NSNumber, n.doubleValue > 0 else { throw wrongType("\(key).\(name)", "a list of positive numbers") }
+                    return n.floatValue
+                }
+            }
+            let short = try factors("short_factor"), long = try factors("long_factor")
+            let rotary = try rotaryDimensions(headDim: headDim) ?? headDim
+            guard short.count == long.count, short.count * 2 == rotary else {
+                throw PivotError.malformed(file: file, "'\(key)': \(short.count) short and \(long.count) long factors for \(rotary / 2) rotary frequencies")
+            }
+            let scale = try double("factor", in: p) ?? Double(context) / Double(original)
+            let attention = try double("attention_factor", in: p) ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+            return (theta, .longRoPE(short: short, long: long, originalContext: original, attentionFactor: attention))
         default:
-            throw unsupported("\(key).rope_type", "'\(type)' is not implemented (supported: default, linear, llama3, yarn)")
+            throw unsupported("\(key).rope_type", "'\(type)' is not implemented (supported: default, linear, llama3, yarn, longrope)")
         }
     }
 

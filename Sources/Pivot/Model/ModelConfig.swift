@@ -95,8 +95,8 @@ public struct ModelConfig: Sendable, Equatable {
             if !v.gatedMLP || v.parallelResidual { throw fail("routed experts are implemented for gated, sequential blocks") }
         }
         if v.parallelResidual && !v.inputNorms { throw fail("a parallel residual needs input norms") }
-        if case .frequencyFactors(let f) = ropeScaling, f.count != rotaryDimensions / 2 {
-            throw fail("rope frequency factors have \(f.count) entries, expected \(rotaryDimensions / 2)")
+        if let count = ropeFactorCount, count != rotaryDimensions / 2 {
+            throw fail("rope frequency factors have \(count) entries, expected \(rotaryDimensions / 2)")
         }
     }
 }

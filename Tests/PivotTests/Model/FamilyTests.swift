@@ -8,7 +8,7 @@ import PivotKernels
 /// `pivot convert`, from GGUF: logits of every position agree with transformers'.
 final class FamilyTests: XCTestCase {
     static let root = Shared.packageRoot.appendingPathComponent("Tests/PivotTests/Fixtures/families")
-    static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "olmo2", "stablelm", "stablelm-qk", "gpt-neox", "gemma2", "gemma3",
+    static let families = ["llama", "qwen2", "qwen3", "phi3", "phi3-partial", "phi3-longrope", "olmo2", "stablelm", "stablelm-qk", "gpt-neox", "gemma2", "gemma3",
                            "gemma3-scaled", "falcon", "falcon-mha", "falcon2", "falcon-40b", "mixtral", "qwen2-moe", "qwen2-moe-dense",
                            "mamba", "mamba-untied", "mamba-bias", "mamba2"]
     /// Checkpoints llama.cpp's GGUF cannot hold, with a word of the reason conversion gives: a dense layer

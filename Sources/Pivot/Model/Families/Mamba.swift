@@ -34,7 +34,8 @@ extension ModelFamily {
         readHuggingFace: { reader, c in
             let hidden = c.hiddenSize
             let expand = try reader.int("expand") ?? 2
-            var layout = StateSpaceLayout(innerSize: try reader.int("intermediate_size") ?? expand * hidden,
+            // transformers sets intermediate_size = expand × hidden whatever the file says.
+            var layout = StateSpaceLayout(innerSize: expand * hidden,
                                           stateSize: try reader.int("state_size") ?? 16, convolutionKernel: try reader.int("conv_kernel") ?? 4,
                                           timeStepRank: (hidden + 15) / 16)
             // "auto" (the default) is ⌈hidden / 16⌉.

@@ -20,8 +20,5 @@ extension ModelFamily {
         },
         readGGUF: { keys, c in
             if let window = keys.int("attention.sliding_window"), window > 0 { c.contextLength = min(c.contextLength, window) }
-            if keys.has(tensor: "rope_factors_long.weight") {
-                throw PivotError.unsupported(file: keys.gguf.path, "Phi-3's LongRoPE factors (rope_factors_long/short) are not implemented")
-            }
         })
 }
