@@ -125,13 +125,14 @@ public final class Generator {
             let base = cache.length
             let passStart = DispatchTime.now().uptimeNanoseconds
             let rows = transformer.forward([next] + draft, cache: cache, state: verifyState, logits: .all)
+            let passSeconds = Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9
             let (accepted, replacement) = sampler.verify(draft: draft, rows: rows, count: vocabulary)
             stats.draftedTokens += draft.count
             stats.acceptedTokens += accepted
             draftPolicy.recordVerification(proposed: draft.count, accepted: accepted)
-            rewind(to: base + 1 + accepted, passStart: base, passTokens: [next] + draft)
-            // A recurrent state's replay is part of what the draft cost.
-            draftPolicy.recordPass(tokens: draft.count + 1, seconds: Double(DispatchTime.now().uptimeNanoseconds - passStart) / 1e9)
+            // A recurrent state's replay of the kept tokens is part of what the draft cost.
+            let replay = rewind(to: base + 1 + accepted, passStart: base, passTokens: [next] + draft)
+            draftPolicy.recordPass(tokens: draft.count + 1, seconds: passSeconds + replay)
             for (i, token) in draft.prefix(accepted).enumerated() {
                 if let reason = emit(token, rows.row(i)) { return reason }
             }

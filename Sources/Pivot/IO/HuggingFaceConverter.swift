@@ -53,7 +53,7 @@ public enum HuggingFaceConverter {
             owners.append(TensorType.f32.littleEndianBytes(of: try frequencyFactors(c)))
             tensors.append(("rope_freqs.weight", .f32, [c.rotaryDimensions / 2], owners.count - 1))
         }
-        if case let .longRoPE(short, long, _, _) = c.ropeScaling {
+        if case let .longRoPE(short, long, _, _, _) = c.ropeScaling {
             emit("rope_factors_long.weight", long, [long.count], as: .f32)
             emit("rope_factors_short.weight", short, [short.count], as: .f32)
         }
@@ -213,10 +213,13 @@ extension HuggingFaceConverter {
         func u32(_ key: String, _ v: Int) -> GGUFMetadataEntry { GGUFMetadataEntry(key, .uint(UInt64(v)), type: 4) }
         func f32(_ key: String, _ v: Double) -> GGUFMetadataEntry { GGUFMetadataEntry(key, .float(v), type: 6) }
         func str(_ key: String, _ v: String) -> GGUFMetadataEntry { GGUFMetadataEntry(key, .string(v), type: 8) }
+        // LongRoPE caps Pivot's context at the original one; the file keeps the trained context, as llama.cpp's converter writes it.
+        var trainedContext = c.contextLength
+        if case let .longRoPE(_, _, _, _, context) = c.ropeScaling { trainedContext = context }
         var m: [GGUFMetadataEntry] = [
             str("general.architecture", arch), str("general.type", "model"),
             str("general.name", (folder as NSString).lastPathComponent),
-            u32("\(arch).block_count", c.layerCount), u32("\(arch).context_length", c.contextLength),
+            u32("\(arch).block_count", c.layerCount), u32("\(arch).context_length", trainedContext),
             u32("\(arch).embedding_length", c.hiddenSize), u32("\(arch).feed_forward_length", c.intermediateSize),
             u32("\(arch).attention.head_count", c.headCount), u32("\(arch).attention.head_count_kv", c.kvHeadCount),
             f32("\(arch).rope.freq_base", Double(c.ropeTheta)),
@@ -230,9 +233,13 @@ extension HuggingFaceConverter {
         switch c.ropeScaling {
         case .none, .llama3: break
         case .linear(let factor): m += [str("\(arch).rope.scaling.type", "linear"), f32("\(arch).rope.scaling.factor", factor)]
-        case let .longRoPE(_, _, original, attention):
+        case let .longRoPE(_, _, original, attention, _):
+            // llama.cpp reads rope_factors_long/short for these architectures only.
+            guard ["phi3", "llama"].contains(arch) else {
+                throw PivotError.unsupported(file: folder, "LongRoPE for GGUF conversion of \(arch) (llama.cpp reads its factors for phi3 and llama)")
+            }
             m += [f32("\(arch).rope.scaling.attn_factor", attention), u32("\(arch).rope.scaling.original_context_length", original)]
-        default: throw PivotError.unsupported(file: folder, "this RoPE scaling (\(c.ropeScaling)) for GGUF conversion (supported: none, linear, llama3)")
+        default: throw PivotError.unsupported(file: folder, "this RoPE scaling (\(c.ropeScaling)) for GGUF conversion (supported: none, linear, llama3, longrope)")
         }
         guard case .byteLevel(let pre) = t.kind else {
             throw PivotError.unsupported(file: folder, "SentencePiece tokenizers for GGUF conversion (byte-level BPE only)")

@@ -57,7 +57,7 @@ extension ModelConfig {
             }
             let context = Double(gguf.metadata["\(arch).context_length"]?.int ?? original), scale = context / Double(original)
             let attention = gguf.metadata["\(arch).rope.scaling.attn_factor"]?.double ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
-            return .longRoPE(short: short.toFloats(), long: long.toFloats(), originalContext: original, attentionFactor: attention)
+            return .longRoPE(short: short.toFloats(), long: long.toFloats(), originalContext: original, attentionFactor: attention, context: Int(context))
         }
         let type = gguf.metadata["\(arch).rope.scaling.type"]?.string ?? "none"
         switch type {
@@ -76,14 +76,14 @@ extension ModelConfig {
 extension ModelConfig {
     /// LongRoPE runs with its short factors, exact up to the original context: the context stops there.
     mutating func capContextForLongRoPE() {
-        if case .longRoPE(_, _, let original, _) = ropeScaling { contextLength = min(contextLength, original) }
+        if case .longRoPE(_, _, let original, _, _) = ropeScaling { contextLength = min(contextLength, original) }
     }
 
     /// The frequency factors a rotary count must match (LongRoPE's, llama.cpp's rope_freqs), if any.
     var ropeFactorCount: Int? {
         switch ropeScaling {
         case .frequencyFactors(let f): f.count
-        case .longRoPE(let short, _, _, _): short.count
+        case .longRoPE(let short, _, _, _, _): short.count
         default: nil
         }
     }

@@ -152,7 +152,8 @@ struct ConfigReader {
                                  betaSlow: try double("beta_slow", in: p) ?? 1, attentionFactor: attention!, truncate: truncate))
         case "longrope", "su":
             // transformers' rule: factor = max_position_embeddings / original, attention √(1 + ln f / ln original).
-            guard let original = try original ?? int("original_max_position_embeddings"), original > 0 else {
+            // Phi-3's top-level key first, as transformers' standardize_rope_params reads it.
+            guard let original = try int("original_max_position_embeddings") ?? original, original > 0 else {
                 throw PivotError.malformed(file: file, "'original_max_position_embeddings' is required for rope_type '\(type)'")
             }
             func factors(_ name: String) throws -> [Float] {
@@ -169,7 +170,7 @@ struct ConfigReader {
             }
             let scale = try double("factor", in: p) ?? Double(context) / Double(original)
             let attention = try double("attention_factor", in: p) ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
-            return (theta, .longRoPE(short: short, long: long, originalContext: original, attentionFactor: attention))
+            return (theta, .longRoPE(short: short, long: long, originalContext: original, attentionFactor: attention, context: context))
         default:
             throw unsupported("\(key).rope_type", "'\(type)' is not implemented (supported: default, linear, llama3, yarn, longrope)")
         }

@@ -14,8 +14,9 @@ public enum RoPEScaling: Sendable, Equatable {
     case frequencyFactors([Float])
     /// Phi-3.5/Phi-4-mini's LongRoPE: each frequency divided by its short factor (contexts up to
     /// `originalContext`, to which the context is capped), cos/sin scaled by `attentionFactor`. The long
-    /// factors are kept for conversion; transformers switches to them only past `originalContext`.
-    case longRoPE(short: [Float], long: [Float], originalContext: Int, attentionFactor: Double)
+    /// factors and the trained `context` (max_position_embeddings) are kept for conversion; transformers
+    /// switches to the long factors only past `originalContext`.
+    case longRoPE(short: [Float], long: [Float], originalContext: Int, attentionFactor: Double, context: Int)
 
     /// Inverse frequencies θ^(-2i/d) after scaling, and the factor cos/sin are multiplied by.
     public func frequencies(headDim d: Int, theta: Double) -> (inverse: [Double], attentionFactor: Double) {
@@ -29,7 +30,7 @@ public enum RoPEScaling: Sendable, Equatable {
             return (base.map { $0 / factor }, 1)
         case .frequencyFactors(let factors):
             return (base.indices.map { base[$0] / Double(factors[$0]) }, 1)
-        case let .longRoPE(short, _, _, attentionFactor):
+        case let .longRoPE(short, _, _, attentionFactor, _):
             return (base.indices.map { base[$0] / Double(short[$0]) }, attentionFactor)
         case let .llama3(factor, low, high, original):
             let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
@@ -67,7 +68,7 @@ extension RoPEScaling: CustomStringConvertible {
         case let .yarn(f, original, fast, slow, attention, _):
             return "yarn ×\(f) (original context \(original), beta \(fast)/\(slow), attention factor \(String(format: "%.4f", attention)))"
         case .frequencyFactors(let f): return "per-frequency factors (\(f.count))"
-        case let .longRoPE(short, _, original, attention):
+        case let .longRoPE(short, _, original, attention, _):
             return "longrope, short factors (\(short.count); original context \(original), attention factor \(String(format: "%.4f", attention)))"
         }
     }
