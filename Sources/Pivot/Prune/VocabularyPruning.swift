@@ -15,13 +15,14 @@ public struct VocabularySelection: Sendable {
     public var removedCount: Int { sourceSize - kept.count }
 
     /// Encodes `corpus` with `tokenizer` (byte-level BPE) and selects the kept ids; `types` are the
-    /// GGUF token types (1 normal; any other type is kept), `extraIDs` ids the metadata names (BOS, EOS, pad …).
+    /// GGUF token types (1 normal and 5 unused, llama.cpp's `[PAD i]` rows, may go; any other type is kept),
+    /// `extraIDs` ids the metadata names (BOS, EOS, pad …).
     public static func select(tokenizer: Tokenizer, corpus: String, types: [Int], extraIDs: [Int]) throws -> VocabularySelection {
         guard case .byteLevel(let pre) = tokenizer.kind else {
             throw PivotError.invalidArgument("vocabulary pruning supports byte-level BPE tokenizers (this one is \(tokenizer.kind))")
         }
         var keep = Set<Int>(tokenizer.byteTokens.filter { $0 >= 0 })
-        for (id, type) in types.enumerated() where type != 1 { keep.insert(id) }
+        for (id, type) in types.enumerated() where type != 1 && type != 5 { keep.insert(id) }
         keep.formUnion(tokenizer.specialSet)
         keep.formUnion(extraIDs.filter { $0 >= 0 && $0 < tokenizer.vocabularySize })
         var seen = Set<String>()

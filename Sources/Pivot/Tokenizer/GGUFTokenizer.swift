@@ -41,6 +41,7 @@ extension Tokenizer {
         default:
             throw PivotError.unsupported(file: gguf.path, "tokenizer model '\(model)' (supported: gpt2, llama)")
         }
+        unusedIDs = Set(types.indices.filter { types[$0] == 5 && $0 < tokens.count })
     }
 }
 

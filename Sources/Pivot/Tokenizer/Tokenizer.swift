@@ -13,6 +13,8 @@ public final class Tokenizer: @unchecked Sendable {
     /// Tokens matched verbatim in input text (control and user-defined tokens such as `<|im_start|>`).
     public let specialTokens: [String]
     let specialSet: Set<Int>
+    /// Ids a GGUF marks UNUSED (type 5: the `[PAD i]` rows past a tokenizer's end): they decode to nothing, as in llama.cpp.
+    public internal(set) var unusedIDs: Set<Int> = []
     /// (left id, right id) → (rank, merged id); lower rank merges first.
     let merges: [UInt64: (rank: Int32, merged: Int32)]
     let byteTokens: [Int]
@@ -161,7 +163,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// The bytes a token stands for (special tokens render as their text).
     public func bytes(of id: Int) -> [UInt8] {
-        guard id >= 0 && id < tokens.count else { return [] }
+        guard id >= 0 && id < tokens.count, !unusedIDs.contains(id) else { return [] }
         let text = tokens[id]
         if specialSet.contains(id) { return Array(text.utf8) }
         switch kind {

@@ -158,5 +158,21 @@ final class StateSpaceTests: XCTestCase {
         try text.replacingCharacters(in: object, with: "5.0").write(to: work.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try LoadedModel.load(path: work.path)) { XCTAssertTrue("\($0)".contains("time_step_limit"), "\($0)") }
     }
+
+    /// A vocabulary padded past its tokenizer (Mamba-2's 272 rows for 260 tokens): the converted GGUF lists
+    /// llama.cpp's `[PAD i]` tokens of type UNUSED, which decode to nothing.
+    func testPaddedVocabularyConvertsWithUnusedTokens() throws {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("pivot-pad-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        try HuggingFaceConverter.convert(folder: FamilyTests.root.appendingPathComponent("mamba2").path, to: output, floatType: .f32)
+        let gguf = try GGUFFile(path: output)
+        let tokens = try XCTUnwrap(gguf.metadata["tokenizer.ggml.tokens"]?.array).map { $0.string ?? "" }
+        let types = try XCTUnwrap(gguf.metadata["tokenizer.ggml.token_type"]?.array).map { $0.int ?? 0 }
+        XCTAssertEqual(tokens.count, 272)
+        XCTAssertEqual(tokens[260], "[PAD260]")
+        XCTAssertEqual(Array(types[260...]), Array(repeating: 5, count: 12))
+        let model = try LoadedModel.load(path: output)
+        XCTAssertEqual(model.tokenizer.decode([72, 271, 105]), "Hi")
+    }
 }
 
