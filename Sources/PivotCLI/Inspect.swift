@@ -25,7 +25,7 @@ struct Inspect: ParsableCommand {
         if let s = c.stateSpace {
             print("block:           " + s.summary + (s.projectionBias ? ", projection biases" : "") + "; no attention, no MLP")
             print(String(format: "recurrent state: %.1f KiB per sequence (fixed; no KV cache), and up to %d copies to return to",
-                         Double(s.stateFloats * c.layerCount * 4) / 1024, RecurrentStateCache.defaultSnapshotLimit))
+                         Double(s.stateBytes(layers: c.layerCount)) / 1024, RecurrentStateCache.defaultSnapshotLimit))
         } else {
             print("FFN size:        \(c.intermediateSize)")
             print("heads:           \(c.headCount) query, \(c.kvHeadCount) key/value (head dim \(c.headDim))")

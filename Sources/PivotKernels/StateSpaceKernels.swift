@@ -166,8 +166,3 @@ public func softplusInPlace8(_ x: UnsafeMutablePointer<Float>, count: Int) {
     while i + 8 <= count { store8(softplus8(load8(x + i)), x + i); i += 8 }
     while i < count { x[i] = softplus(x[i]); i += 1 }
 }
-
-/// softplus of every element in place.
-public func softplusInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count { x[i] = softplus(x[i]) }
-}

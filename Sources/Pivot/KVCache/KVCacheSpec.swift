@@ -52,7 +52,7 @@ public enum KVCacheSpec: Sendable, Equatable {
     /// "KV cache (kivi-2): 2.9 KiB/token at 4096 tokens, 5.12x smaller than F16".
     public func memorySummary(shape: AttentionShape, tokens: Int) -> String {
         if let s = shape.recurrent {
-            return "recurrent state: \(formatBytes(Double(s.stateFloats * shape.layers * 4))) per sequence, whatever its length, "
+            return "recurrent state: \(formatBytes(Double(s.stateBytes(layers: shape.layers)))) per sequence, whatever its length, "
                 + "and up to \(RecurrentStateCache.defaultSnapshotLimit) copies of it to return to (no KV cache)"
         }
         let perToken = bytes(atLength: tokens, shape: shape) / Double(max(1, tokens))

@@ -55,9 +55,10 @@ extension ModelConfig {
                   let original = gguf.metadata["\(arch).rope.scaling.original_context_length"]?.int, original > 0 else {
                 throw PivotError.malformed(file: gguf.path, "LongRoPE needs rope_factors_short/long of one shape and \(arch).rope.scaling.original_context_length")
             }
-            let context = Double(gguf.metadata["\(arch).context_length"]?.int ?? original), scale = context / Double(original)
-            let attention = gguf.metadata["\(arch).rope.scaling.attn_factor"]?.double ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
-            return .longRoPE(short: short.toFloats(), long: long.toFloats(), originalContext: original, attentionFactor: attention, context: Int(context))
+            let context = gguf.metadata["\(arch).context_length"]?.int ?? original
+            let attention = gguf.metadata["\(arch).rope.scaling.attn_factor"]?.double
+                ?? RoPEScaling.longRoPEAttentionFactor(scale: Double(context) / Double(original), originalContext: original)
+            return .longRoPE(short: short.toFloats(), long: long.toFloats(), originalContext: original, attentionFactor: attention, context: context)
         }
         let type = gguf.metadata["\(arch).rope.scaling.type"]?.string ?? "none"
         switch type {

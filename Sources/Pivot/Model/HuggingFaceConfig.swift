@@ -169,7 +169,7 @@ struct ConfigReader {
                 throw PivotError.malformed(file: file, "'\(key)': \(short.count) short and \(long.count) long factors for \(rotary / 2) rotary frequencies")
             }
             let scale = try double("factor", in: p) ?? Double(context) / Double(original)
-            let attention = try double("attention_factor", in: p) ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+            let attention = try double("attention_factor", in: p) ?? RoPEScaling.longRoPEAttentionFactor(scale: scale, originalContext: original)
             return (theta, .longRoPE(short: short, long: long, originalContext: original, attentionFactor: attention, context: context))
         default:
             throw unsupported("\(key).rope_type", "'\(type)' is not implemented (supported: default, linear, llama3, yarn, longrope)")

@@ -18,6 +18,12 @@ public enum RoPEScaling: Sendable, Equatable {
     /// switches to the long factors only past `originalContext`.
     case longRoPE(short: [Float], long: [Float], originalContext: Int, attentionFactor: Double, context: Int)
 
+    /// LongRoPE's default attention factor for a context `scale` times the original one: √(1 + ln s /
+    /// ln original) when s > 1 (transformers' and llama.cpp's converter's rule).
+    static func longRoPEAttentionFactor(scale: Double, originalContext: Int) -> Double {
+        scale <= 1 ? 1 : (1 + log(scale) / log(Double(originalContext))).squareRoot()
+    }
+
     /// Inverse frequencies θ^(-2i/d) after scaling, and the factor cos/sin are multiplied by.
     public func frequencies(headDim d: Int, theta: Double) -> (inverse: [Double], attentionFactor: Double) {
         let half = d / 2

@@ -29,7 +29,7 @@ public struct DecoderLayer {
     /// Norms of the attention and MLP outputs (Gemma 2/3, OLMo 2).
     public var postAttentionNorm: NormWeights? = nil
     public var postMLPNorm: NormWeights? = nil
-    /// Mamba's mixer in place of attention and the MLP (then the projections above are absent).
+    /// A state-space mixer (Mamba, Mamba-2) in place of attention and the MLP (then the projections above are absent).
     public var stateSpace: (any StateSpaceMixer)? = nil
 
     public var linears: [LinearOperator] {

@@ -120,10 +120,7 @@ extension MixedPrecision {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
         var items: [Item] = []
         // Tensors no candidate type fits (Mamba's Δ projection of rank 4) keep their recipe type, as fixed bytes.
-        let allocated = base.filter {
-            guard importance[$0.name] != nil, let t = gguf.tensors[$0.name], t.shape.count == 2 else { return false }
-            return !candidates(columns: t.shape[1], extensions: extensions).isEmpty
-        }
+        let allocated = base.filter { importance[$0.name] != nil && hasCandidates(gguf.tensors[$0.name]!, extensions: extensions) }
         let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         for (i, choice) in allocated.enumerated() {
             let t = gguf.tensors[choice.name]!
@@ -159,8 +156,8 @@ extension MixedPrecision {
         let base = try QuantizePipeline.plan(gguf, fileType: fileType, hasImportance: true)
         // The projections the recipe quantizes (not Mamba's convolution) and some type fits (not a Δ projection of rank 4).
         let allocated = base.filter {
-            guard $0.name.hasPrefix("blk."), case .block = $0.to, let t = gguf.tensors[$0.name], t.shape.count == 2 else { return false }
-            return !candidates(columns: t.shape[1], extensions: extensions).isEmpty
+            guard $0.name.hasPrefix("blk."), case .block = $0.to else { return false }
+            return hasCandidates(gguf.tensors[$0.name]!, extensions: extensions)
         }
         let elements = (scope == .file ? base : allocated).reduce(0) { $0 + gguf.tensors[$1.name]!.elementCount }
         let fixed = scope == .file ? fixedBytes(gguf, base, allocated: Set(allocated.map(\.name))) : 0
@@ -172,6 +169,11 @@ extension MixedPrecision {
         if Double(smallest * 8) > bitsPerWeight * Double(elements) {
             throw unreachable(bitsPerWeight, smallest: smallest, elements: elements, scope: scope, extensions: extensions)
         }
+    }
+
+    /// Whether `t` is a matrix some candidate type fits.
+    static func hasCandidates(_ t: TensorData, extensions: Bool) -> Bool {
+        t.shape.count == 2 && !candidates(columns: t.shape[1], extensions: extensions).isEmpty
     }
 
     /// Bytes of the tensors the allocation does not choose (their recipe types).

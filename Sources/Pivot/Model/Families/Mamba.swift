@@ -43,33 +43,17 @@ extension ModelFamily {
                 guard let r = try reader.int("time_step_rank") else { throw reader.wrongType("time_step_rank", "an integer or \"auto\"") }
                 layout.timeStepRank = r
             }
-            layout.projectionBias = try reader.bool("use_bias") ?? false
-            layout.convolutionBias = try reader.bool("use_conv_bias") ?? true
-            if try reader.activation(["hidden_act"], default: .silu) != .silu {
-                throw reader.unsupported("hidden_act", "Mamba's mixer is implemented with SiLU")
-            }
-            c.stateSpace = layout
-            c.intermediateSize = 0
-            c.tiedEmbeddings = try reader.bool("tie_word_embeddings") ?? true
-            // The state does not grow with the sequence: as llama.cpp's converter, an arbitrary large context.
-            c.contextLength = 1 << 20
+            try reader.adoptStateSpace(layout, in: &c, tiedByDefault: true)
         },
         readGGUF: { keys, c in
-            var layout = StateSpaceLayout(innerSize: try keys.requiredInt("ssm.inner_size"), stateSize: try keys.requiredInt("ssm.state_size"),
-                                          convolutionKernel: try keys.requiredInt("ssm.conv_kernel"), timeStepRank: try keys.requiredInt("ssm.time_step_rank"))
             if keys.bool("ssm.dt_b_c_rms") == true {
                 throw PivotError.unsupported(file: keys.gguf.path, "Falcon-Mamba's RMS norms on Δ, B and C (mamba.ssm.dt_b_c_rms) are not implemented")
             }
-            layout.projectionBias = keys.has(tensor: "blk.0.ssm_in.bias")
-            layout.convolutionBias = keys.has(tensor: "blk.0.ssm_conv1d.bias")
-            c.stateSpace = layout
-            c.intermediateSize = 0
+            c.adoptStateSpace(try StateSpaceLayout(gguf: keys))
         },
         ggufMetadata: { c, arch in
             guard let s = c.stateSpace else { return [] }
-            return [.u32("\(arch).ssm.conv_kernel", s.convolutionKernel), .u32("\(arch).ssm.inner_size", s.innerSize),
-                    .u32("\(arch).ssm.state_size", s.stateSize), .u32("\(arch).ssm.time_step_rank", s.timeStepRank),
-                    .bool("\(arch).ssm.dt_b_c_rms", false)]
+            return s.ggufMetadata(arch: arch) + [.bool("\(arch).ssm.dt_b_c_rms", false)]
         },
         unconvertible: { c in
             guard let s = c.stateSpace else { return nil }
@@ -98,32 +82,18 @@ extension ModelFamily {
                                           convolutionKernel: try reader.int("conv_kernel") ?? 4, timeStepRank: heads)
             layout.heads = heads
             layout.groups = try reader.int("n_groups") ?? 8
-            layout.projectionBias = try reader.bool("use_bias") ?? false
-            layout.convolutionBias = try reader.bool("use_conv_bias") ?? true
-            if try reader.activation(["hidden_act"], default: .silu) != .silu {
-                throw reader.unsupported("hidden_act", "Mamba-2's mixer is implemented with SiLU")
-            }
             try reader.requireUnlimitedTimeStep()
-            c.stateSpace = layout
-            c.intermediateSize = 0
-            c.tiedEmbeddings = try reader.bool("tie_word_embeddings") ?? false
-            c.contextLength = 1 << 20
+            try reader.adoptStateSpace(layout, in: &c, tiedByDefault: false)
         },
         readGGUF: { keys, c in
-            var layout = StateSpaceLayout(innerSize: try keys.requiredInt("ssm.inner_size"), stateSize: try keys.requiredInt("ssm.state_size"),
-                                          convolutionKernel: try keys.requiredInt("ssm.conv_kernel"), timeStepRank: try keys.requiredInt("ssm.time_step_rank"))
+            var layout = try StateSpaceLayout(gguf: keys)
             layout.heads = layout.timeStepRank
             layout.groups = try keys.requiredInt("ssm.group_count")
-            layout.projectionBias = keys.has(tensor: "blk.0.ssm_in.bias")
-            layout.convolutionBias = keys.has(tensor: "blk.0.ssm_conv1d.bias")
-            c.stateSpace = layout
-            c.intermediateSize = 0
+            c.adoptStateSpace(layout)
         },
         ggufMetadata: { c, arch in
             guard let s = c.stateSpace else { return [] }
-            return [.u32("\(arch).ssm.conv_kernel", s.convolutionKernel), .u32("\(arch).ssm.inner_size", s.innerSize),
-                    .u32("\(arch).ssm.state_size", s.stateSize), .u32("\(arch).ssm.time_step_rank", s.heads ?? 0),
-                    .u32("\(arch).ssm.group_count", s.groups)]
+            return s.ggufMetadata(arch: arch) + [.u32("\(arch).ssm.group_count", s.groups)]
         },
         unconvertible: { c in
             guard let s = c.stateSpace else { return nil }
@@ -150,6 +120,48 @@ extension ConfigReader {
         guard low <= 0, high == .infinity else {
             throw unsupported("time_step_limit", "clamping Δ to [\(low), \(high)] is not implemented (only the default (0, ∞))")
         }
+    }
+}
+
+extension StateSpaceLayout {
+    /// The sizes llama.cpp's `{arch}.ssm.*` keys give (`time_step_rank`: Δ's rank, or Mamba-2's heads),
+    /// the biases from the first block's tensors.
+    init(gguf keys: GGUFKeys) throws {
+        self.init(innerSize: try keys.requiredInt("ssm.inner_size"), stateSize: try keys.requiredInt("ssm.state_size"),
+                  convolutionKernel: try keys.requiredInt("ssm.conv_kernel"), timeStepRank: try keys.requiredInt("ssm.time_step_rank"))
+        projectionBias = keys.has(tensor: "blk.0.ssm_in.bias")
+        convolutionBias = keys.has(tensor: "blk.0.ssm_conv1d.bias")
+    }
+
+    /// The `{arch}.ssm.*` keys llama.cpp's converters write for both Mamba families.
+    func ggufMetadata(arch: String) -> [GGUFMetadataEntry] {
+        [.u32("\(arch).ssm.conv_kernel", convolutionKernel), .u32("\(arch).ssm.inner_size", innerSize),
+         .u32("\(arch).ssm.state_size", stateSize), .u32("\(arch).ssm.time_step_rank", heads ?? timeStepRank)]
+    }
+}
+
+extension ModelConfig {
+    /// A state-space model: its mixer's sizes, and no MLP.
+    mutating func adoptStateSpace(_ layout: StateSpaceLayout) {
+        stateSpace = layout
+        intermediateSize = 0
+    }
+}
+
+extension ConfigReader {
+    /// What both Mamba families' config.json say alike: the biases, SiLU, the head's tying (whose default
+    /// differs); the state does not grow with the sequence, so, as llama.cpp's converter, an arbitrarily
+    /// large context.
+    func adoptStateSpace(_ layout: StateSpaceLayout, in c: inout ModelConfig, tiedByDefault: Bool) throws {
+        var layout = layout
+        layout.projectionBias = try bool("use_bias") ?? false
+        layout.convolutionBias = try bool("use_conv_bias") ?? true
+        if try activation(["hidden_act"], default: .silu) != .silu {
+            throw unsupported("hidden_act", "\(c.architecture)'s mixer is implemented with SiLU")
+        }
+        c.adoptStateSpace(layout)
+        c.tiedEmbeddings = try bool("tie_word_embeddings") ?? tiedByDefault
+        c.contextLength = 1 << 20
     }
 }
 

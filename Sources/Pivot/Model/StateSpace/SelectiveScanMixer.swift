@@ -15,9 +15,8 @@ public struct SelectiveScanMixer: StateSpaceMixer {
     public var timeStep: LinearOperator
     /// out_proj: inner → hidden.
     public var output: LinearOperator
-    /// kernel × inner (the checkpoint's inner × kernel, transposed so that channels vectorize).
-    let taps: FloatBuffer
-    let convolutionBias: FloatBuffer?
+    /// Over x, before the scan.
+    let convolution: CausalConvolution
     /// −exp(A_log), state-major (state × inner, transposed from the checkpoint) so that channels vectorize.
     let a: FloatBuffer
     let d: FloatBuffer
@@ -38,12 +37,7 @@ public struct SelectiveScanMixer: StateSpaceMixer {
         let projected = s.projected.matrix(rows: rows, columns: 2 * inner)
         input.forward(x, into: projected, context: context)
         let convolved = s.convolved.matrix(rows: rows, columns: inner)
-        for q in sequences {
-            guard let state = q.cache.recurrentState else { fatalError("a state-space layer needs a RecurrentStateCache") }
-            causalConvolution(projected.row(q.start), inputStride: 2 * inner, count: q.count, channels: inner, kernel: l.convolutionKernel,
-                              taps: taps.pointer, bias: convolutionBias.map { UnsafePointer($0.pointer) },
-                              history: state.convolutionHistory(layer: layer), out: convolved.row(q.start), outStride: inner)
-        }
+        convolution.forward(projected, offset: 0, sequences: sequences, layer: layer, into: convolved)
         let selected = s.selected.matrix(rows: rows, columns: l.selectionWidth)
         selection.forward(convolved, into: selected, context: context)
         let lowRank = s.lowRank.matrix(rows: rows, columns: l.timeStepRank)

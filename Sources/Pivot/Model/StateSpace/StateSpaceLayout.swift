@@ -31,6 +31,8 @@ public struct StateSpaceLayout: Sendable, Equatable {
     public var selectionWidth: Int { heads == nil ? timeStepRank + 2 * stateSize : 0 }
     /// Floats of one layer's recurrent state: the convolution's last inputs, then the scan's state.
     public var stateFloats: Int { (convolutionKernel - 1) * convolutionChannels + innerSize * stateSize }
+    /// Bytes of one sequence's live state over `layers` layers (its copies aside).
+    public func stateBytes(layers: Int) -> Int { stateFloats * layers * 4 }
     /// Parameters outside the projections, per layer: A, D, the convolution's taps and bias (Mamba-2:
     /// and Δ's bias and the gated norm's weights).
     public var vectorParameters: Int {

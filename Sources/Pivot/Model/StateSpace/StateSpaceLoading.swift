@@ -22,14 +22,16 @@ enum StateSpaceLoading {
         let raw = try values(p + m.convolution + ".weight", k * channels, shapes: [[channels, 1, k], [channels, k]])
         let taps = FloatBuffer(count: k * channels)
         for channel in 0..<channels { for j in 0..<k { taps.pointer[j * channels + channel] = raw[channel * k + j] } }
-        let convolutionBias = l.convolutionBias ? buffer(try values(p + m.convolution + ".bias", channels, shapes: [[channels]])) : nil
+        let convolution = CausalConvolution(
+            taps: taps, bias: l.convolutionBias ? buffer(try values(p + m.convolution + ".bias", channels, shapes: [[channels]])) : nil,
+            kernel: k, channels: channels)
         func negativeA(_ stored: [Float]) -> [Float] { m.aIsLogarithm ? stored.map { -expf($0) } : stored }
 
         if let heads = l.heads {
             return StructuredScanMixer(
                 input: try linear(p + m.input, l.inputWidth, hidden, l.projectionBias),
                 output: try linear(p + m.output, hidden, inner, l.projectionBias),
-                taps: taps, convolutionBias: convolutionBias,
+                convolution: convolution,
                 timeStepBias: buffer(try values(p + m.timeStepBias, heads, shapes: [[heads]])),
                 a: buffer(negativeA(try values(p + m.a, heads, shapes: [[heads], [heads, 1]]))),
                 d: buffer(try values(p + m.d, heads, shapes: [[heads], [heads, 1]])),
@@ -45,6 +47,6 @@ enum StateSpaceLoading {
             selection: try linear(p + m.selection, l.selectionWidth, inner, false),
             timeStep: try linear(p + m.timeStep, inner, l.timeStepRank, true),
             output: try linear(p + m.output, hidden, inner, l.projectionBias),
-            taps: taps, convolutionBias: convolutionBias, a: a, d: buffer(try values(p + m.d, inner, shapes: [[inner]])), layout: l)
+            convolution: convolution, a: a, d: buffer(try values(p + m.d, inner, shapes: [[inner]])), layout: l)
     }
 }

@@ -12,9 +12,8 @@ public struct StructuredScanMixer: StateSpaceMixer {
     public var input: LinearOperator
     /// out_proj: inner → hidden.
     public var output: LinearOperator
-    /// kernel × (inner + 2·groups·state), transposed from the checkpoint so that channels vectorize.
-    let taps: FloatBuffer
-    let convolutionBias: FloatBuffer?
+    /// Over x, B and C (inner + 2·groups·state channels), before the scan.
+    let convolution: CausalConvolution
     /// Per head: Δ's bias, A = −exp(A_log), D.
     let timeStepBias, a, d: FloatBuffer
     /// The gated RMSNorm's weights (inner), normalized over groups of inner / groups channels.
@@ -38,12 +37,9 @@ public struct StructuredScanMixer: StateSpaceMixer {
         input.forward(x, into: projected, context: context)
         let convolved = s.convolved.matrix(rows: rows, columns: channels)
         let scanned = s.scanned.matrix(rows: rows, columns: inner)
+        convolution.forward(projected, offset: inner, sequences: sequences, layer: layer, into: convolved)
         for q in sequences {
-            guard let state = q.cache.recurrentState else { fatalError("a state-space layer needs a RecurrentStateCache") }
-            causalConvolution(projected.row(q.start) + inner, inputStride: width, count: q.count, channels: channels, kernel: l.convolutionKernel,
-                              taps: taps.pointer, bias: convolutionBias.map { UnsafePointer($0.pointer) },
-                              history: state.convolutionHistory(layer: layer), out: convolved.row(q.start), outStride: channels)
-            let scan = state.scanState(layer: layer)
+            let scan = q.cache.recurrentState!.scanState(layer: layer)
             let (u, bc, delta, y) = (convolved.row(q.start), convolved.row(q.start) + inner, projected.row(q.start) + inner + channels, scanned.row(q.start))
             let (dtBias, a, d) = (timeStepBias.pointer, a.pointer, d.pointer)
             pool.parallelRanges(count: heads) { range in
