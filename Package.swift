@@ -7,6 +7,13 @@ let x86Flags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-target-cpu", "haswell"],
                  .when(platforms: [.linux, .macOS])),
 ]
+/// The AVX-512 VNNI kernels' own module: built for that ISA, called only when the CPU has it
+/// (`KernelISA`), so one binary serves AVX2-only and AVX-512 machines alike.
+let avx512Flags: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavx512f", "-Xcc", "-mavx512bw",
+                  "-Xcc", "-mavx512vl", "-Xcc", "-mavx512vnni", "-target-cpu", "icelake-server"],
+                 .when(platforms: [.linux, .macOS])),
+]
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]
@@ -28,7 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
-        .target(name: "PivotKernels", swiftSettings: x86Flags + fast),
+        .target(name: "PivotKernelsAVX512", swiftSettings: avx512Flags + fast),
+        .target(name: "PivotKernels", dependencies: ["PivotKernelsAVX512"], swiftSettings: x86Flags + fast),
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "NIOCore", package: "swift-nio"),

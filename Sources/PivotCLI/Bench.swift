@@ -6,7 +6,7 @@ import PivotKernels
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prefill (pp) and decode (tg) speed, in llama-bench's table form.",
-        discussion: "ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
+        discussion: "The backend column names the kernel path in use (avx512-vnni, avx2 or portable: the best this CPU runs, or PIVOT_ISA's). ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
 
     @Option(name: [.customShort("p"), .customLong("n-prompt")], parsing: .unconditional, help: "Prompt tokens for the prefill test (0 skips it).")
     var promptTokens: Int = 512
@@ -35,6 +35,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let pool = model.makePool()
+        writeErr("kernels: \(KernelISA.active) (this CPU: \(KernelISA.detected); PIVOT_ISA=avx2|avx512|portable chooses)\n")
         let configuration = try model.configuration(kv: kv, shortlist: shortlist)
         let loaded = try model.load(configuration, pool: pool)
         let c = loaded.config
@@ -81,7 +82,7 @@ struct Bench: ParsableCommand {
         for (test, rates) in rows {
             let mean = rates.reduce(0, +) / Double(rates.count)
             let sd = rates.count > 1 ? (rates.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rates.count - 1)).squareRoot() : 0
-            print("| \(name) | \(size) | \(params) | CPU (Swift SIMD) | \(pool.threads) | \(precision.rawValue)\(loaded.kvCache.spec == .f32 ? "" : ", KV " + loaded.kvCache.spec.label) | \(test) | "
+            print("| \(name) | \(size) | \(params) | CPU (\(KernelISA.active)) | \(pool.threads) | \(precision.rawValue)\(loaded.kvCache.spec == .f32 ? "" : ", KV " + loaded.kvCache.spec.label) | \(test) | "
                   + String(format: "%.2f ± %.2f", mean, sd) + " |")
         }
         print(String(format: "\npeak RSS: %.1f MiB", peakResidentMiB()))

@@ -60,7 +60,10 @@ struct ModelOptions: ParsableArguments {
     }
 
     /// The one worker pool of this process.
-    func makePool() -> ThreadPool { ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount) }
+    func makePool() -> ThreadPool {
+        if let warning = KernelISA.activeWithWarning.warning { writeErr("warning: \(warning)\n") }
+        return ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
+    }
 }
 
 /// `-c`: the context (KV cache size) of the verbs that keep a conversation; the window length of

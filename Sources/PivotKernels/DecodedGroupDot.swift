@@ -18,10 +18,10 @@ struct DecodedGroup {
 extension BlockFormat {
     /// Decodes group `g` (the g-th run of 32 weights) of a row: its scales and offsets, then its codes.
     @inline(__always)
-    func decodeGroup(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup) {
+    func decodeGroup(_ row: UnsafeRawPointer, _ g: Int, into out: inout DecodedGroup, vector: Bool = true) {
         groupScales(row, g, into: &out)
         #if arch(x86_64)
-        if self != .q6_K { out.quants = unsafeBitCast(groupCodesAVX2(row, g), to: SIMD32<Int8>.self); return }
+        if vector && self != .q6_K { out.quants = unsafeBitCast(groupCodesAVX2(row, g), to: SIMD32<Int8>.self); return }
         #endif
         groupCodes(row, g, into: &out.quants)
     }
@@ -161,7 +161,7 @@ extension BlockFormat {
 /// Σ over the two halves of one activation block: quants·(scale per half), plus the offsets
 /// against the block's quant sums. Returns (products, offset term) for one activation row.
 @inline(__always)
-func decodedGroupDot(_ group: inout DecodedGroup, _ a: Q8Row, _ b: Int) -> (SIMD8<Float>, Float) {
+func decodedGroupDot(_ group: inout DecodedGroup, _ a: Q8Row, _ b: Int, vector: Bool = true) -> (SIMD8<Float>, Float) {
     let y = a.quants + b * 32
     var offsets: Float = 0
     if group.offset0 != 0 || group.offset1 != 0 {
@@ -176,11 +176,13 @@ func decodedGroupDot(_ group: inout DecodedGroup, _ a: Q8Row, _ b: Int) -> (SIMD
     let s0 = group.scale0 * a.scales[b], s1 = group.scale1 * a.scales[b]
     let scales = SIMD8<Float>(s0, s0, s0, s0, s1, s1, s1, s1)
     #if arch(x86_64)
-    let w = unsafeBitCast(group.quants, to: __m256i.self)
-    let x = loadBytes32(UnsafeRawPointer(y))
-    let p = group.signed ? multiplySum(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) : multiplySum(w, x)
-    return (scales * unsafeBitCast(p, to: SIMD8<Float>.self), offsets)
-    #else
+    if vector {
+        let w = unsafeBitCast(group.quants, to: __m256i.self)
+        let x = loadBytes32(UnsafeRawPointer(y))
+        let p = group.signed ? multiplySum(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) : multiplySum(w, x)
+        return (scales * unsafeBitCast(p, to: SIMD8<Float>.self), offsets)
+    }
+    #endif
     var lanes = SIMD8<Float>()
     for lane in 0..<8 {
         var total: Int32 = 0
@@ -188,17 +190,16 @@ func decodedGroupDot(_ group: inout DecodedGroup, _ a: Q8Row, _ b: Int) -> (SIMD
         lanes[lane] = Float(total)
     }
     return (scales * lanes, offsets)
-    #endif
 }
 
-/// One weight row against one activation row.
+/// One weight row against one activation row (`vector: false`: the portable loops, on any CPU).
 @inline(__always)
-func dotDecoded1(_ format: BlockFormat, _ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+func dotDecoded1(_ format: BlockFormat, _ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, vector: Bool = true) -> Float {
     var group = DecodedGroup()
     var acc = SIMD8<Float>(), offsets: Float = 0
     for b in 0..<blocks {
-        format.decodeGroup(w, b, into: &group)
-        let (p, o) = decodedGroupDot(&group, a, b)
+        format.decodeGroup(w, b, into: &group, vector: vector)
+        let (p, o) = decodedGroupDot(&group, a, b, vector: vector)
         acc += p
         offsets += o
     }

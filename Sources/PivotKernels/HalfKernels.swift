@@ -7,21 +7,22 @@ public enum HalfKind: Sendable { case f16, bf16 }
 
 /// 8 weights at `p` (index `i`) widened to floats: F16C for IEEE halves, a 16-bit shift for bfloat16.
 @inline(__always)
-func loadHalf8(_ p: UnsafeRawPointer, _ i: Int, _ kind: HalfKind) -> SIMD8<Float> {
+func loadHalf8(_ p: UnsafeRawPointer, _ i: Int, _ kind: HalfKind, vector: Bool = true) -> SIMD8<Float> {
     #if arch(x86_64)
-    let raw = _mm_loadu_si128((p + 2 * i).assumingMemoryBound(to: __m128i.self))
-    switch kind {
-    case .f16: return unsafeBitCast(_mm256_cvtph_ps(raw), to: SIMD8<Float>.self)
-    case .bf16: return unsafeBitCast(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16), to: SIMD8<Float>.self)
+    if vector {
+        let raw = _mm_loadu_si128((p + 2 * i).assumingMemoryBound(to: __m128i.self))
+        switch kind {
+        case .f16: return unsafeBitCast(_mm256_cvtph_ps(raw), to: SIMD8<Float>.self)
+        case .bf16: return unsafeBitCast(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16), to: SIMD8<Float>.self)
+        }
     }
-    #else
+    #endif
     var v = SIMD8<Float>()
     for j in 0..<8 {
         let bits = p.loadUnaligned(fromByteOffset: 2 * (i + j), as: UInt16.self)
         v[j] = kind == .f16 ? Float(Float16(bitPattern: bits)) : bfloat16ToFloat(bits)
     }
     return v
-    #endif
 }
 
 @inline(__always)
@@ -37,6 +38,18 @@ func halfToFloat(_ p: UnsafeRawPointer, _ i: Int, _ kind: HalfKind) -> Float {
 public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n: Int, outputs: Range<Int>,
                        x: UnsafePointer<Float>, xStride: Int, tokens: Int,
                        out: UnsafeMutablePointer<Float>, outStride: Int) {
+    if KernelISA.active == .portable {
+        halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: false)
+    } else {
+        halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: true)
+    }
+}
+
+/// `halfMatMul`'s loops; `vector: false` widens the halves with the portable conversion.
+@inline(__always)
+func halfMatMulRows(_ kind: HalfKind, _ weights: UnsafeRawPointer, _ n: Int, _ outputs: Range<Int>,
+                    _ x: UnsafePointer<Float>, _ xStride: Int, _ tokens: Int,
+                    _ out: UnsafeMutablePointer<Float>, _ outStride: Int, vector: Bool) {
     let pairEnd = n / 16 * 16, vectorEnd = n / 8 * 8
     for o in outputs {
         let row = weights + o * n * 2
@@ -47,7 +60,7 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
             var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
             var i = 0
             while i < pairEnd {
-                let w = loadHalf8(row, i, kind), v = loadHalf8(row, i + 8, kind)
+                let w = loadHalf8(row, i, kind, vector: vector), v = loadHalf8(row, i + 8, kind, vector: vector)
                 e0 = e0.addingProduct(w, load8(x0 + i)); o0 = o0.addingProduct(v, load8(x0 + i + 8))
                 e1 = e1.addingProduct(w, load8(x1 + i)); o1 = o1.addingProduct(v, load8(x1 + i + 8))
                 e2 = e2.addingProduct(w, load8(x2 + i)); o2 = o2.addingProduct(v, load8(x2 + i + 8))
@@ -55,7 +68,7 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
                 i += 16
             }
             if i < vectorEnd {
-                let w = loadHalf8(row, i, kind)
+                let w = loadHalf8(row, i, kind, vector: vector)
                 e0 = e0.addingProduct(w, load8(x0 + i)); e1 = e1.addingProduct(w, load8(x1 + i))
                 e2 = e2.addingProduct(w, load8(x2 + i)); e3 = e3.addingProduct(w, load8(x3 + i))
                 i += 8
@@ -75,11 +88,11 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
             var e = SIMD8<Float>(), odd = SIMD8<Float>()
             var i = 0
             while i < pairEnd {
-                e = e.addingProduct(loadHalf8(row, i, kind), load8(xt + i))
-                odd = odd.addingProduct(loadHalf8(row, i + 8, kind), load8(xt + i + 8))
+                e = e.addingProduct(loadHalf8(row, i, kind, vector: vector), load8(xt + i))
+                odd = odd.addingProduct(loadHalf8(row, i + 8, kind, vector: vector), load8(xt + i + 8))
                 i += 16
             }
-            if i < vectorEnd { e = e.addingProduct(loadHalf8(row, i, kind), load8(xt + i)); i += 8 }
+            if i < vectorEnd { e = e.addingProduct(loadHalf8(row, i, kind, vector: vector), load8(xt + i)); i += 8 }
             var s = horizontalAdd(e + odd)
             while i < n { s += halfToFloat(row, i, kind) * xt[i]; i += 1 }
             out[t * outStride + o] = s

@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import PivotKernelsAVX512
 #endif
 
 /// Products of interleaved block-32 weights (`InterleavedLayout`) with Q8 activations: eight output
@@ -183,11 +184,29 @@ func interleavedTiles(_ weights: UnsafeRawPointer, _ layout: InterleavedLayout, 
 #endif
 
 /// `out[t * outStride + o] = W[o] · act[t]` for the rows of groups `groups` (8 rows each) of an
-/// interleaved matrix, for every activation row.
+/// interleaved matrix, for every activation row, on the path `KernelISA.active` names.
 public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPointer, groups: Range<Int>,
                               act: Q8Activations, out: UnsafeMutablePointer<Float>, outStride: Int) {
     guard !groups.isEmpty else { return }
     #if arch(x86_64)
+    switch KernelISA.active {
+    case .avx512:
+        // Pairs of groups on 512-bit registers; an odd last group on the AVX2 tiles (same results).
+        let pairedEnd = groups.lowerBound + groups.count / 2 * 2
+        interleavedMatMulVNNI(layout.vnniFormat, weights: weights, groups: groups.lowerBound..<pairedEnd,
+                              act: act.vnni, out: out, outStride: outStride)
+        if pairedEnd < groups.upperBound { interleavedMatMulAVX2(layout, weights, pairedEnd..<groups.upperBound, act, out, outStride) }
+    case .avx2: interleavedMatMulAVX2(layout, weights, groups, act, out, outStride)
+    case .portable: interleavedMatMulPortable(layout, weights, groups, act, out, outStride)
+    }
+    #else
+    interleavedMatMulPortable(layout, weights, groups, act, out, outStride)
+    #endif
+}
+
+#if arch(x86_64)
+func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPointer, _ groups: Range<Int>,
+                           _ act: Q8Activations, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
     let bytes = layout.blockBytes
     switch layout.format {
     case .q4_0: interleavedTiles(weights, layout, groups, act, out, outStride,
@@ -203,8 +222,35 @@ public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPoi
     default: interleavedTiles(weights, layout, groups, act, out, outStride,
                               kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, blockBytes: bytes))
     }
-    #else
-    // Portable path: dequantized weights against the int8 activations, row by row.
+}
+
+extension InterleavedLayout {
+    /// This layout as the AVX-512 module sees it.
+    var vnniFormat: VNNIInterleavedFormat {
+        let family: VNNIInterleavedFormat.Family
+        switch format {
+        case .q4_0: family = .q4_0
+        case .q4_1: family = .q4_1
+        case .q5_0: family = .q5_0
+        case .q5_1: family = .q5_1
+        case .q4_K: family = .q4_K
+        default: family = .q6_K
+        }
+        return VNNIInterleavedFormat(family: family, blockBytes: blockBytes, groupBytes: groupBytes, blocks: blocks)
+    }
+}
+
+extension Q8Activations {
+    /// These activations as the AVX-512 module sees them.
+    var vnni: VNNIActivations {
+        VNNIActivations(quants: quants, scales: scales, sums: scaledSums, halfSums: halfSums, rows: rows, blocks: blocksPerRow)
+    }
+}
+#endif
+
+/// Portable path: dequantized weights against the int8 activations, row by row.
+func interleavedMatMulPortable(_ layout: InterleavedLayout, _ weights: UnsafeRawPointer, _ groups: Range<Int>,
+                               _ act: Q8Activations, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
     let columns = layout.blocks * 32
     withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { row in
         let w = row.baseAddress!
@@ -219,7 +265,6 @@ public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPoi
             }
         }
     }
-    #endif
 }
 
 /// The exact path for interleaved weights: each row dequantized, dotted with float activations.

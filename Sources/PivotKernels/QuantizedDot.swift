@@ -47,24 +47,26 @@ public struct Q8Row {
 
 /// Dot product of one Q4_0/Q4_1 weight row with one Q8 row. `hasMin` selects Q4_1.
 @inline(__always)
-func dotNibbles1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, hasMin: Bool) -> Float {
+func dotNibbles1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, hasMin: Bool, vector: Bool = true) -> Float {
     let stride = hasMin ? 20 : 18
     let qOffset = hasMin ? 4 : 2
     var minimumTerm: Float = 0
     #if arch(x86_64)
-    // One chain, block after block: the order of the 4-row tiles below, so a token's result is
-    // bit-identical alone (decode) or in a batch (prefill, draft verification).
-    var acc = _mm256_setzero_ps()
-    for b in 0..<blocks {
-        let block = w + b * stride
-        let d = loadHalf(block, 0)
-        let m = hasMin ? loadHalf(block, 2) : -8 * d
-        let product = multiplySum(unpackNibbles(block + qOffset), loadBytes32(a.quants + b * 32))
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.scales[b]), product, acc)
-        minimumTerm += m * a.sums[b]
+    if vector {
+        // One chain, block after block: the order of the 4-row tiles below, so a token's result is
+        // bit-identical alone (decode) or in a batch (prefill, draft verification).
+        var acc = _mm256_setzero_ps()
+        for b in 0..<blocks {
+            let block = w + b * stride
+            let d = loadHalf(block, 0)
+            let m = hasMin ? loadHalf(block, 2) : -8 * d
+            let product = multiplySum(unpackNibbles(block + qOffset), loadBytes32(a.quants + b * 32))
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.scales[b]), product, acc)
+            minimumTerm += m * a.sums[b]
+        }
+        return horizontalSum(acc) + minimumTerm
     }
-    return horizontalSum(acc) + minimumTerm
-    #else
+    #endif
     var total: Float = 0
     for b in 0..<blocks {
         let block = w + b * stride
@@ -80,22 +82,23 @@ func dotNibbles1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, hasMin: Bool) -
         minimumTerm += m * a.sums[b]
     }
     return total + minimumTerm
-    #endif
 }
 
 @inline(__always)
-func dotQ8_0x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+func dotQ8_0x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int, vector: Bool = true) -> Float {
     #if arch(x86_64)
-    // One chain, in the order of the 4-row tile (see dotNibbles1).
-    var acc = _mm256_setzero_ps()
-    for b in 0..<blocks {
-        let block = w + b * 34
-        let wq = loadBytes32(block + 2)
-        let product = multiplySum(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(loadBytes32(a.quants + b * 32), wq))
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block, 0) * a.scales[b]), product, acc)
+    if vector {
+        // One chain, in the order of the 4-row tile (see dotNibbles1).
+        var acc = _mm256_setzero_ps()
+        for b in 0..<blocks {
+            let block = w + b * 34
+            let wq = loadBytes32(block + 2)
+            let product = multiplySum(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(loadBytes32(a.quants + b * 32), wq))
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(block, 0) * a.scales[b]), product, acc)
+        }
+        return horizontalSum(acc)
     }
-    return horizontalSum(acc)
-    #else
+    #endif
     var total: Float = 0
     for b in 0..<blocks {
         let block = w + b * 34
@@ -104,7 +107,6 @@ func dotQ8_0x1(_ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
         total += loadHalf(block, 0) * a.scales[b] * Float(isum)
     }
     return total
-    #endif
 }
 
 // MARK: - Four activation rows (GEMM tile)
@@ -167,6 +169,7 @@ func dotQ8_0x4(_ w: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a
 /// Dot product of one weight row in `format` with row `row` of `act`.
 public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: Q8Activations, row: Int) -> Float {
     let a = Q8Row(act, row: row)
+    if KernelISA.active == .portable { return portableDot(format, weights, a, blocks: act.blocksPerRow) }
     switch format {
     case .q4_0: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: false)
     case .q4_1: return dotNibbles1(weights, a, blocks: act.blocksPerRow, hasMin: true)
@@ -188,6 +191,14 @@ public func quantizedDot(_ format: BlockFormat, weights: UnsafeRawPointer, act: 
 /// W is row-major with `rowBytes` per output; callers split `outputs` across threads.
 public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, rowBytes: Int, outputs: Range<Int>,
                             act: Q8Activations, out: UnsafeMutablePointer<Float>, outStride: Int) {
+    if KernelISA.active == .portable {
+        matMulTiles(weights, rowBytes, outputs, act, out, outStride) { portableDot(format, $0, $1, blocks: $2) }
+            quad: { w, a0, a1, a2, a3, blocks in
+                SIMD4(portableDot(format, w, a0, blocks: blocks), portableDot(format, w, a1, blocks: blocks),
+                      portableDot(format, w, a2, blocks: blocks), portableDot(format, w, a3, blocks: blocks))
+            }
+        return
+    }
     switch format {
     case .q4_0: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotNibbles1($0, $1, blocks: $2, hasMin: false) }
         quad: { dotNibbles4($0, $1, $2, $3, $4, blocks: $5, hasMin: false) }
@@ -211,6 +222,17 @@ public func quantizedMatMul(_ format: BlockFormat, weights: UnsafeRawPointer, ro
     #endif
     default: matMulTiles(weights, rowBytes, outputs, act, out, outStride) { dotDecoded1(format, $0, $1, blocks: $2) }
         quad: { dotDecoded4(format, $0, $1, $2, $3, $4, blocks: $5) }
+    }
+}
+
+/// The loops a CPU without AVX2 runs (and `PIVOT_ISA=portable` on any CPU).
+@inline(__always)
+func portableDot(_ format: BlockFormat, _ w: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> Float {
+    switch format {
+    case .q4_0: return dotNibbles1(w, a, blocks: blocks, hasMin: false, vector: false)
+    case .q4_1: return dotNibbles1(w, a, blocks: blocks, hasMin: true, vector: false)
+    case .q8_0: return dotQ8_0x1(w, a, blocks: blocks, vector: false)
+    default: return dotDecoded1(format, w, a, blocks: blocks, vector: false)
     }
 }
 

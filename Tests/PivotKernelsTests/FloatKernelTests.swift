@@ -136,32 +136,34 @@ final class HalfKernelTests: XCTestCase {
     /// F16 and BF16 rows against a plain loop over the widened weights; a token's result is
     /// bit-identical whether it is alone or in a batch.
     func testHalfMatMulMatchesPlainLoopAndBatchesExactly() {
-        var g = SplitMix64(seed: 19)
-        for kind in [HalfKind.f16, .bf16] {
-            for n in [8, 24, 576, 583] {
-                let rows = 9, tokens = 6
-                let bits: [UInt16] = (0..<(rows * n)).map { _ in
-                    let v = Float.random(in: -1...1, using: &g)
-                    return kind == .f16 ? Float16(v).bitPattern : UInt16(v.bitPattern >> 16)
-                }
-                let x = (0..<(tokens * n)).map { _ in Float.random(in: -2...2, using: &g) }
-                func widened(_ i: Int) -> Float { kind == .f16 ? Float(Float16(bitPattern: bits[i])) : Float(bitPattern: UInt32(bits[i]) << 16) }
-                func run(_ first: Int, _ count: Int) -> [Float] {
-                    var out = [Float](repeating: 0, count: count * rows)
-                    bits.withUnsafeBytes { w in x.withUnsafeBufferPointer { xs in out.withUnsafeMutableBufferPointer { o in
-                        halfMatMul(kind, weights: w.baseAddress!, inFeatures: n, outputs: 0..<rows, x: xs.baseAddress! + first * n,
-                                   xStride: n, tokens: count, out: o.baseAddress!, outStride: rows)
-                    } } }
-                    return out
-                }
-                let batch = run(0, tokens)
-                for t in 0..<tokens {
-                    let single = run(t, 1)
-                    for r in 0..<rows {
-                        var expected = 0.0
-                        for i in 0..<n { expected += Double(widened(r * n + i)) * Double(x[t * n + i]) }
-                        XCTAssertEqual(Double(batch[t * rows + r]), expected, accuracy: 1e-4 * Double(n), "\(kind) n=\(n)")
-                        XCTAssertEqual(batch[t * rows + r].bitPattern, single[r].bitPattern, "\(kind) n=\(n) token \(t) row \(r)")
+        KernelISA.forEachSupported { isa in
+            var g = SplitMix64(seed: 19)
+            for kind in [HalfKind.f16, .bf16] {
+                for n in [8, 24, 576, 583] {
+                    let rows = 9, tokens = 6
+                    let bits: [UInt16] = (0..<(rows * n)).map { _ in
+                        let v = Float.random(in: -1...1, using: &g)
+                        return kind == .f16 ? Float16(v).bitPattern : UInt16(v.bitPattern >> 16)
+                    }
+                    let x = (0..<(tokens * n)).map { _ in Float.random(in: -2...2, using: &g) }
+                    func widened(_ i: Int) -> Float { kind == .f16 ? Float(Float16(bitPattern: bits[i])) : Float(bitPattern: UInt32(bits[i]) << 16) }
+                    func run(_ first: Int, _ count: Int) -> [Float] {
+                        var out = [Float](repeating: 0, count: count * rows)
+                        bits.withUnsafeBytes { w in x.withUnsafeBufferPointer { xs in out.withUnsafeMutableBufferPointer { o in
+                            halfMatMul(kind, weights: w.baseAddress!, inFeatures: n, outputs: 0..<rows, x: xs.baseAddress! + first * n,
+                                       xStride: n, tokens: count, out: o.baseAddress!, outStride: rows)
+                        } } }
+                        return out
+                    }
+                    let batch = run(0, tokens)
+                    for t in 0..<tokens {
+                        let single = run(t, 1)
+                        for r in 0..<rows {
+                            var expected = 0.0
+                            for i in 0..<n { expected += Double(widened(r * n + i)) * Double(x[t * n + i]) }
+                            XCTAssertEqual(Double(batch[t * rows + r]), expected, accuracy: 1e-4 * Double(n), "\(isa) \(kind) n=\(n)")
+                            XCTAssertEqual(batch[t * rows + r].bitPattern, single[r].bitPattern, "\(isa) \(kind) n=\(n) token \(t) row \(r)")
+                        }
                     }
                 }
             }

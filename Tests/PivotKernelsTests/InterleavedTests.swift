@@ -36,19 +36,23 @@ extension QuantizedDotTests {
     }
 
     /// Against a float dot of the dequantized weights and int8 activations, for batches that use the
-    /// four-token tile, the one-token tail and both; each token's bits equal its result alone.
+    /// four-token tile, the one-token tail and both, on every kernel path this CPU runs; each token's
+    /// bits equal its result alone, and the AVX-512 VNNI path's bits equal the AVX2 path's. Five groups
+    /// in calls of 1, 3 and 1 (as threads split them) give the VNNI path both pairs and odd groups.
     func testInterleavedMatMulMatchesReferenceAndIsBatchInvariant() {
         for format in Self.interleavedFormats {
-            let rows = 24, columns = format.isKQuant ? 512 : 160
+            let rows = 40, columns = format.isKQuant ? 512 : 160
             let source = randomBlocks(format, rows: rows, columns: columns, seed: 13)
             let (layout, packed) = repacked(format, source, rows: rows, columns: columns)
-            func run(_ x: [Float], tokens: Int, groups: Range<Int>) -> ([Float], Q8Activations) {
+            func run(_ x: [Float], tokens: Int, calls: [Range<Int>]) -> ([Float], Q8Activations) {
                 let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
                 x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
                 var out = [Float](repeating: .nan, count: tokens * rows)
                 packed.withUnsafeBytes { p in
                     out.withUnsafeMutableBufferPointer {
-                        interleavedMatMul(layout, weights: p.baseAddress!, groups: groups, act: act, out: $0.baseAddress!, outStride: rows)
+                        for groups in calls {
+                            interleavedMatMul(layout, weights: p.baseAddress!, groups: groups, act: act, out: $0.baseAddress!, outStride: rows)
+                        }
                     }
                 }
                 return (out, act)
@@ -56,21 +60,25 @@ extension QuantizedDotTests {
             for tokens in [1, 4, 7] {
                 var g = SplitMix64(seed: UInt64(100 + tokens))
                 let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
-                // Two calls over disjoint groups, as two threads would make them.
-                let (first, act) = run(x, tokens: tokens, groups: 0..<1)
-                let (second, _) = run(x, tokens: tokens, groups: 1..<3)
-                let out = (0..<(tokens * rows)).map { $0 % rows < 8 ? first[$0] : second[$0] }
-                source.withUnsafeBytes { s in
-                    for t in 0..<tokens {
-                        let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
-                        for r in 0..<rows {
-                            let expected = referenceDot(format, row: s.baseAddress! + r * format.rowBytes(columns), x: restored)
-                            XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5, "\(format) token \(t) row \(r)")
+                var byPath: [KernelISA: [Float]] = [:]
+                KernelISA.forEachSupported { isa in
+                    let (out, act) = run(x, tokens: tokens, calls: [0..<1, 1..<4, 4..<5])
+                    byPath[isa] = out
+                    source.withUnsafeBytes { s in
+                        for t in 0..<tokens {
+                            let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
+                            for r in 0..<rows {
+                                let expected = referenceDot(format, row: s.baseAddress! + r * format.rowBytes(columns), x: restored)
+                                XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5, "\(isa) \(format) token \(t) row \(r)")
+                            }
+                            let alone = run(Array(x[(t * columns)..<((t + 1) * columns)]), tokens: 1, calls: [0..<5]).0
+                            XCTAssertEqual(Array(out[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), alone.map(\.bitPattern),
+                                           "\(isa) \(format): token \(t) of \(tokens) differs from the same token alone")
                         }
-                        let alone = run(Array(x[(t * columns)..<((t + 1) * columns)]), tokens: 1, groups: 0..<3).0
-                        XCTAssertEqual(Array(out[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), alone.map(\.bitPattern),
-                                       "\(format): token \(t) of \(tokens) differs from the same token alone")
                     }
+                }
+                if let avx512 = byPath[.avx512], let avx2 = byPath[.avx2] {
+                    XCTAssertEqual(avx512.map(\.bitPattern), avx2.map(\.bitPattern), "\(format), \(tokens) tokens: AVX-512 VNNI and AVX2 differ")
                 }
             }
         }

@@ -45,55 +45,59 @@ final class QuantizedDotTests: XCTestCase {
     /// A row of a batch gets the very bits it gets alone, so batched draft verification and
     /// prefill agree exactly with one-token decoding (odd block counts exercise the tail block).
     func testBatchedRowsAreBitIdenticalToSingleRows() {
-        for format in BlockFormat.allCases {
-            for columns in format.isKQuant ? [256, 768] : format.elementsPerBlock == 32 ? [256, 288] : [256, 384] {
-                let rows = 21, tokens = 7
-                let weights = randomBlocks(format, rows: rows, columns: columns, seed: 3)
-                var g = SplitMix64(seed: 5)
-                let x = (0..<(tokens * columns)).map { _ in Float.random(in: -3...3, using: &g) }
-                func run(_ first: Int, _ count: Int) -> [Float] {
-                    let act = Q8Activations(capacityRows: count, maxColumns: columns)
-                    x.withUnsafeBufferPointer { act.quantize($0.baseAddress! + first * columns, rows: count, columns: columns, stride: columns) }
-                    var out = [Float](repeating: 0, count: count * rows)
-                    weights.withUnsafeBytes { w in
-                        out.withUnsafeMutableBufferPointer { o in
-                            quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
-                                            act: act, out: o.baseAddress!, outStride: rows)
+        KernelISA.forEachSupported { isa in
+            for format in BlockFormat.allCases {
+                for columns in format.isKQuant ? [256, 768] : format.elementsPerBlock == 32 ? [256, 288] : [256, 384] {
+                    let rows = 21, tokens = 7
+                    let weights = randomBlocks(format, rows: rows, columns: columns, seed: 3)
+                    var g = SplitMix64(seed: 5)
+                    let x = (0..<(tokens * columns)).map { _ in Float.random(in: -3...3, using: &g) }
+                    func run(_ first: Int, _ count: Int) -> [Float] {
+                        let act = Q8Activations(capacityRows: count, maxColumns: columns)
+                        x.withUnsafeBufferPointer { act.quantize($0.baseAddress! + first * columns, rows: count, columns: columns, stride: columns) }
+                        var out = [Float](repeating: 0, count: count * rows)
+                        weights.withUnsafeBytes { w in
+                            out.withUnsafeMutableBufferPointer { o in
+                                quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
+                                                act: act, out: o.baseAddress!, outStride: rows)
+                            }
                         }
+                        return out
                     }
-                    return out
-                }
-                let batched = run(0, tokens)
-                for t in 0..<tokens {
-                    XCTAssertEqual(Array(batched[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), run(t, 1).map(\.bitPattern),
-                                   "\(format), \(columns) columns, token \(t)")
+                    let batched = run(0, tokens)
+                    for t in 0..<tokens {
+                        XCTAssertEqual(Array(batched[(t * rows)..<((t + 1) * rows)]).map(\.bitPattern), run(t, 1).map(\.bitPattern),
+                                       "\(isa) \(format), \(columns) columns, token \(t)")
+                    }
                 }
             }
         }
     }
 
     func testMatMulMatchesReferenceForEveryFormatAndBatch() {
-        let columns = 256, rows = 37
-        for format in BlockFormat.allCases {
-            let weights = randomBlocks(format, rows: rows, columns: columns, seed: 7)
-            for tokens in [1, 3, 4, 9] {
-                var g = SplitMix64(seed: UInt64(tokens))
-                let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
-                let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
-                x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
-                var out = [Float](repeating: 0, count: tokens * rows)
-                weights.withUnsafeBytes { w in
-                    out.withUnsafeMutableBufferPointer { o in
-                        quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
-                                        act: act, out: o.baseAddress!, outStride: rows)
-                    }
-                    for t in 0..<tokens {
-                        // The kernel must equal an exact dot with the dequantized int8 activations.
-                        let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
-                        for r in 0..<rows {
-                            let expected = referenceDot(format, row: w.baseAddress! + r * format.rowBytes(columns), x: restored)
-                            XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5,
-                                           "\(format) token \(t) row \(r)")
+        KernelISA.forEachSupported { isa in
+            let columns = 256, rows = 37
+            for format in BlockFormat.allCases {
+                let weights = randomBlocks(format, rows: rows, columns: columns, seed: 7)
+                for tokens in [1, 3, 4, 9] {
+                    var g = SplitMix64(seed: UInt64(tokens))
+                    let x = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &g) }
+                    let act = Q8Activations(capacityRows: tokens, maxColumns: columns)
+                    x.withUnsafeBufferPointer { act.quantize($0.baseAddress!, rows: tokens, columns: columns, stride: columns) }
+                    var out = [Float](repeating: 0, count: tokens * rows)
+                    weights.withUnsafeBytes { w in
+                        out.withUnsafeMutableBufferPointer { o in
+                            quantizedMatMul(format, weights: w.baseAddress!, rowBytes: format.rowBytes(columns), outputs: 0..<rows,
+                                            act: act, out: o.baseAddress!, outStride: rows)
+                        }
+                        for t in 0..<tokens {
+                            // The kernel must equal an exact dot with the dequantized int8 activations.
+                            let restored = (0..<columns).map { Float(act.quants[t * columns + $0]) * act.scales[t * columns / 32 + $0 / 32] }
+                            for r in 0..<rows {
+                                let expected = referenceDot(format, row: w.baseAddress! + r * format.rowBytes(columns), x: restored)
+                                XCTAssertEqual(out[t * rows + r], expected, accuracy: 1e-4 + abs(expected) * 1e-5,
+                                               "\(isa) \(format) token \(t) row \(r)")
+                            }
                         }
                     }
                 }

@@ -1,0 +1,224 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+
+/// Interleaved block-32 and K-quant weights (PivotKernels' `InterleavedLayout`) against Q8
+/// activations with AVX-512 VNNI: two groups of 8 rows side by side in one 512-bit register, so
+/// one `vpdpbusd` multiplies 4 codes of each of 16 rows by 4 broadcast activation bytes and adds
+/// them straight into the rows' int32 sums (the AVX2 kernel needs `vpmaddubsw`, a 16-bit add and a
+/// `vpmaddwd` for the same on 8 rows).
+///
+/// The integer sums per block are exact on both paths, and the float tail below is the AVX2
+/// kernel's operation for operation per lane, so every output is bit-identical to the AVX2 path's.
+
+@inline(__always) func load256(_ p: UnsafeRawPointer) -> __m256i { _mm256_loadu_si256(p.assumingMemoryBound(to: __m256i.self)) }
+
+/// 32 bytes of the first group in the low half, 32 of the second in the high half.
+@inline(__always) func loadPair(_ p0: UnsafeRawPointer, _ p1: UnsafeRawPointer) -> __m512i {
+    _mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(load256(p0)), 0xF0, load256(p1))
+}
+
+/// 8 f16 values of each group as 16 floats.
+@inline(__always) func loadHalves16(_ p0: UnsafeRawPointer, _ p1: UnsafeRawPointer) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set_m128i(_mm_loadu_si128(p1.assumingMemoryBound(to: __m128i.self)),
+                                     _mm_loadu_si128(p0.assumingMemoryBound(to: __m128i.self))))
+}
+
+/// 8 bytes of each group, as 16 int32 lanes (unsigned or signed bytes).
+@inline(__always) func loadBytes16(_ p0: UnsafeRawPointer, _ p1: UnsafeRawPointer) -> __m128i {
+    _mm_unpacklo_epi64(_mm_loadl_epi64(p0.assumingMemoryBound(to: __m128i.self)), _mm_loadl_epi64(p1.assumingMemoryBound(to: __m128i.self)))
+}
+
+/// Four activation bytes of step k of block b, repeated in every 32-bit lane.
+@inline(__always) func stepActivations(_ a: VNNIRow, _ b: Int, _ k: Int) -> __m512i {
+    _mm512_set1_epi32(UnsafeRawPointer(a.quants).loadUnaligned(fromByteOffset: b * 32 + 4 * k, as: Int32.self))
+}
+
+/// acc += d·(s·Σq·a) + m·(s·Σa): the AVX2 kernel's `accumulateBlock`, lane for lane.
+@inline(__always)
+func accumulateBlock(_ acc: __m512, _ sums: __m512i, d: __m512, m: __m512, _ a: VNNIRow, _ b: Int) -> __m512 {
+    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(a.scales[b]))
+    return _mm512_fmadd_ps(m, _mm512_set1_ps(a.sums[b]), _mm512_fmadd_ps(d, scaled, acc))
+}
+
+/// Moves bit k of every byte of the fifth-bit vector to bit 4 (0x10), other bits cleared.
+@inline(__always) func fifthBit(_ bits: __m512i, _ k: Int) -> __m512i {
+    let moved = k <= 4 ? _mm512_slli_epi16(bits, UInt32(4 - k)) : _mm512_srli_epi16(bits, UInt32(k - 4))
+    return _mm512_and_si512(moved, _mm512_set1_epi8(0x10))
+}
+
+/// How the tiles see a format (constant after inlining).
+struct PairKind {
+    var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool, sixBit: Bool
+    var blockBytes: Int
+
+    /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
+    @inline(__always)
+    func block(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int) -> (__m512, __m512, UnsafeRawPointer, UnsafeRawPointer) {
+        if kQuant {
+            let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes, sub = b % 8
+            let d = _mm512_mul_ps(loadHalves16(h0, h1), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 32 + 8 * sub, h1 + 32 + 8 * sub))))
+            let m = _mm512_mul_ps(loadHalves16(h0 + 16, h1 + 16), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 96 + 8 * sub, h1 + 96 + 8 * sub))))
+            return (d, _mm512_sub_ps(_mm512_setzero_ps(), m), h0 + 160 + 128 * sub, h1 + 160 + 128 * sub)
+        }
+        let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
+        let d = loadHalves16(p0, p1)
+        let m = hasMin ? loadHalves16(p0 + 16, p1 + 16) : _mm512_mul_ps(d, _mm512_set1_ps(offset))
+        let codes = hasMin ? 32 : 16
+        return (d, m, p0 + codes, p1 + codes)
+    }
+}
+
+/// 16 rows × `count` tokens (1 or 4; rows beyond `count` are ignored).
+@inline(__always)
+func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
+             count: Int, blocks: Int, kind: PairKind) -> (__m512, __m512, __m512, __m512) {
+    var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
+    let low = _mm512_set1_epi8(0x0F)
+    for b in 0..<blocks {
+        let (d, m, c0, c1) = kind.block(g0, g1, b)
+        let fifth = kind.hasFifthBits ? loadPair(c0 + 128, c1 + 128) : _mm512_setzero_si512()
+        var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
+        for j in 0..<4 {
+            let raw = loadPair(c0 + 32 * j, c1 + 32 * j)
+            for half in 0..<2 {
+                let k = j + 4 * half
+                var w = _mm512_and_si512(half == 0 ? raw : _mm512_srli_epi16(raw, 4), low)
+                if kind.hasFifthBits { w = _mm512_or_si512(w, fifthBit(fifth, k)) }
+                s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
+                if count > 1 {
+                    s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
+                    s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
+                    s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+                }
+            }
+        }
+        acc0 = accumulateBlock(acc0, s0, d: d, m: m, a0, b)
+        if count > 1 {
+            acc1 = accumulateBlock(acc1, s1, d: d, m: m, a1, b)
+            acc2 = accumulateBlock(acc2, s2, d: d, m: m, a2, b)
+            acc3 = accumulateBlock(acc3, s3, d: d, m: m, a3, b)
+        }
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
+/// The 64 codes (0...63) of step k of a Q6_K sub-block for both groups: nibbles plus top bits.
+@inline(__always) func codesK6(_ raw: __m512i, _ k: Int, top: __m512i) -> __m512i {
+    let low = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), _mm512_set1_epi8(0x0F))
+    let moved: __m512i
+    switch k % 4 {
+    case 0: moved = _mm512_slli_epi16(top, 4)
+    case 1: moved = _mm512_slli_epi16(top, 2)
+    case 2: moved = top
+    default: moved = _mm512_srli_epi16(top, 2)
+    }
+    return _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(0x30)))
+}
+
+/// acc += d·sc · s·(Σq·a − 32·Σa) for one token and one 16-column half: the AVX2 `accumulateHalfK6`.
+@inline(__always)
+func accumulateHalfK6(_ acc: __m512, _ sums: __m512i, scale: __m512, _ a: VNNIRow, _ b: Int, _ h: Int) -> __m512 {
+    let centered = _mm512_sub_epi32(sums, _mm512_set1_epi32(a.halfSums[2 * b + h] << 5))
+    return _mm512_fmadd_ps(scale, _mm512_mul_ps(_mm512_cvtepi32_ps(centered), _mm512_set1_ps(a.scales[b])), acc)
+}
+
+/// Q6_K: 16 rows × `count` tokens, each half of 16 columns scaled on its own.
+@inline(__always)
+func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
+               count: Int, blocks: Int, blockBytes: Int) -> (__m512, __m512, __m512, __m512) {
+    var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
+    for b in 0..<blocks {
+        let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
+        let c0 = h0 + 144 + 192 * (b % 8), c1 = h1 + 144 + 192 * (b % 8)
+        let d = loadHalves16(h0, h1)
+        for h in 0..<2 {
+            let top = loadPair(c0 + 128 + 32 * h, c1 + 128 + 32 * h)
+            var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
+            for j in 0..<4 {
+                let k = 4 * h + j
+                let w = codesK6(loadPair(c0 + 32 * j, c1 + 32 * j), k, top: top)
+                s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
+                if count > 1 {
+                    s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
+                    s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
+                    s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+                }
+            }
+            let scaleGroup = 2 * (b % 8) + h
+            let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadBytes16(h0 + 16 + 8 * scaleGroup, h1 + 16 + 8 * scaleGroup))))
+            acc0 = accumulateHalfK6(acc0, s0, scale: scale, a0, b, h)
+            if count > 1 {
+                acc1 = accumulateHalfK6(acc1, s1, scale: scale, a1, b, h)
+                acc2 = accumulateHalfK6(acc2, s2, scale: scale, a2, b, h)
+                acc3 = accumulateHalfK6(acc3, s3, scale: scale, a3, b, h)
+            }
+        }
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
+/// The tile walk: strips of group pairs that stay in L2 while every 4-token tile passes over them.
+@inline(__always)
+func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ groups: Range<Int>, _ act: VNNIActivations,
+               _ out: UnsafeMutablePointer<Float>, _ outStride: Int, kind: PairKind) {
+    let blocks = format.blocks, groupBytes = format.groupBytes, tokens = act.rows
+    @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
+        let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
+        return kind.sixBit ? pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
+                           : pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
+    }
+    let strip = max(2, (128 * 1024) / groupBytes / 2 * 2)
+    var stripStart = groups.lowerBound
+    while stripStart < groups.upperBound {
+        let stripEnd = min(groups.upperBound, stripStart + strip)
+        var t = 0
+        while t + 4 <= tokens {
+            let a0 = act.row(t), a1 = act.row(t + 1), a2 = act.row(t + 2), a3 = act.row(t + 3)
+            var g = stripStart
+            while g < stripEnd {
+                let r = dot(g, a0, a1, a2, a3, count: 4)
+                _mm512_storeu_ps(out + t * outStride + 8 * g, r.0)
+                _mm512_storeu_ps(out + (t + 1) * outStride + 8 * g, r.1)
+                _mm512_storeu_ps(out + (t + 2) * outStride + 8 * g, r.2)
+                _mm512_storeu_ps(out + (t + 3) * outStride + 8 * g, r.3)
+                g += 2
+            }
+            t += 4
+        }
+        while t < tokens {
+            let a = act.row(t)
+            var g = stripStart
+            while g < stripEnd {
+                _mm512_storeu_ps(out + t * outStride + 8 * g, dot(g, a, a, a, a, count: 1).0)
+                g += 2
+            }
+            t += 1
+        }
+        stripStart = stripEnd
+    }
+}
+
+/// `out[t * outStride + o] = W[o] · act[t]` for the rows of `groups` (an even number of groups of
+/// 8 rows) of an interleaved matrix, for every activation row.
+@inline(never)
+public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: UnsafeRawPointer, groups: Range<Int>,
+                                  act: VNNIActivations, out: UnsafeMutablePointer<Float>, outStride: Int) {
+    precondition(groups.count % 2 == 0, "VNNI tiles take groups in pairs")
+    guard !groups.isEmpty else { return }
+    let bytes = format.blockBytes
+    switch format.family {
+    case .q4_0: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: false, offset: -8, kQuant: false, sixBit: false, blockBytes: bytes))
+    case .q4_1: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes))
+    case .q5_0: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: true, offset: -16, kQuant: false, sixBit: false, blockBytes: bytes))
+    case .q5_1: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes))
+    case .q4_K: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
+    case .q6_K: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: true, blockBytes: bytes))
+    }
+}
+#endif
