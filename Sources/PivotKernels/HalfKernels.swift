@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import PivotKernelsAVX512
 #endif
 
 /// 16-bit weight storage kinds that stay 16-bit in memory and are widened inside the dot product.
@@ -31,17 +32,22 @@ func halfToFloat(_ p: UnsafeRawPointer, _ i: Int, _ kind: HalfKind) -> Float {
     return kind == .f16 ? Float(Float16(bitPattern: bits)) : bfloat16ToFloat(bits)
 }
 
-/// out[t·outStride + o] = W[o] · x[t] for o in `outputs`, W row-major 16-bit [out][in]. Four tokens
+/// out[t·outStride + o] = W[o] · x[t] for o in `outputs`, W row-major 16-bit [out][in], on the path
+/// `KernelISA.active` names (AVX-512: 4 rows × 4 tokens per tile, `halfMatMulAVX512`). Four tokens
 /// share each pass over a weight row, so prefill reads the weights once per four tokens. Every token
 /// is summed in the same order whatever the batch (two chains over alternate 8-wide steps, then the
 /// tail), so a row's result is bit-identical alone or in a batch.
 public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n: Int, outputs: Range<Int>,
                        x: UnsafePointer<Float>, xStride: Int, tokens: Int,
                        out: UnsafeMutablePointer<Float>, outStride: Int) {
-    if KernelISA.active == .portable {
-        halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: false)
-    } else {
-        halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: true)
+    switch KernelISA.active {
+    case .portable: halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: false)
+    case .avx2: halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: true)
+    case .avx512:
+        #if arch(x86_64)
+        halfMatMulAVX512(bf16: kind == .bf16, weights: weights, inFeatures: n, outputs: outputs, x: x, xStride: xStride,
+                         tokens: tokens, out: out, outStride: outStride)
+        #endif
     }
 }
 

@@ -50,6 +50,7 @@ func accumulateBlock(_ acc: __m512, _ sums: __m512i, d: __m512, m: __m512, _ a: 
 struct PairKind {
     var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool, sixBit: Bool
     var blockBytes: Int
+    var eightBit = false
 
     /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
     @inline(__always)
@@ -157,6 +158,39 @@ func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
     return (acc0, acc1, acc2, acc3)
 }
 
+/// Q8_0: 16 rows × `count` tokens. `vpdpbusd` wants unsigned weights, so the codes go in as q + 128
+/// (one xor, shared by the tokens) and each token's sum starts at −128·Σa: the same integers Σq·a as
+/// the AVX2 kernel's sign trick, then its float tail.
+@inline(__always)
+func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
+               count: Int, blocks: Int, blockBytes: Int) -> (__m512, __m512, __m512, __m512) {
+    var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
+    let flip = _mm512_set1_epi8(-128)
+    for b in 0..<blocks {
+        let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
+        @inline(__always) func start(_ a: VNNIRow) -> __m512i { _mm512_set1_epi32(-128 &* (a.halfSums[2 * b] &+ a.halfSums[2 * b + 1])) }
+        var s0 = start(a0), s1 = s0, s2 = s0, s3 = s0
+        if count > 1 { s1 = start(a1); s2 = start(a2); s3 = start(a3) }
+        for k in 0..<8 {
+            let u = _mm512_xor_si512(loadPair(p0 + 16 + 32 * k, p1 + 16 + 32 * k), flip)
+            s0 = _mm512_dpbusd_epi32(s0, u, stepActivations(a0, b, k))
+            if count > 1 {
+                s1 = _mm512_dpbusd_epi32(s1, u, stepActivations(a1, b, k))
+                s2 = _mm512_dpbusd_epi32(s2, u, stepActivations(a2, b, k))
+                s3 = _mm512_dpbusd_epi32(s3, u, stepActivations(a3, b, k))
+            }
+        }
+        let d = loadHalves16(p0, p1)
+        acc0 = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(s0), _mm512_set1_ps(a0.scales[b])), acc0)
+        if count > 1 {
+            acc1 = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(a1.scales[b])), acc1)
+            acc2 = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(a2.scales[b])), acc2)
+            acc3 = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(s3), _mm512_set1_ps(a3.scales[b])), acc3)
+        }
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
 /// The tile walk: strips of group pairs that stay in L2 while every 4-token tile passes over them.
 @inline(__always)
 func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ groups: Range<Int>, _ act: VNNIActivations,
@@ -164,8 +198,9 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     let blocks = format.blocks, groupBytes = format.groupBytes, tokens = act.rows
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
-        return kind.sixBit ? pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
-                           : pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
+        if kind.sixBit { return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
+        if kind.eightBit { return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
+        return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
     }
     let strip = max(2, (128 * 1024) / groupBytes / 2 * 2)
     var stripStart = groups.lowerBound
@@ -219,6 +254,8 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
                           kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
     case .q6_K: pairTiles(weights, format, groups, act, out, outStride,
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: true, blockBytes: bytes))
+    case .q8_0: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes, eightBit: true))
     }
 }
 #endif
