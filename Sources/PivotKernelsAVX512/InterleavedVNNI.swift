@@ -51,6 +51,7 @@ struct PairKind {
     var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool, sixBit: Bool
     var blockBytes: Int
     var eightBit = false
+    var threeBit = false
 
     /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
     @inline(__always)
@@ -191,6 +192,47 @@ func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
     return (acc0, acc1, acc2, acc3)
 }
 
+/// Q3_K: 16 rows × `count` tokens; codes u = two plane bits + a high bit, weight d·sc·(u − 4).
+@inline(__always)
+func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
+               count: Int, blocks: Int, blockBytes: Int) -> (__m512, __m512, __m512, __m512) {
+    var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
+    @inline(__always) func accumulate(_ acc: __m512, _ sums: __m512i, _ scale: __m512, _ a: VNNIRow, _ b: Int, _ h: Int) -> __m512 {
+        let centered = _mm512_sub_epi32(sums, _mm512_set1_epi32(a.halfSums[2 * b + h] << 2))
+        return _mm512_fmadd_ps(scale, _mm512_mul_ps(_mm512_cvtepi32_ps(centered), _mm512_set1_ps(a.scales[b])), acc)
+    }
+    for b in 0..<blocks {
+        let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
+        let c0 = h0 + 144 + 96 * (b % 8), c1 = h1 + 144 + 96 * (b % 8)
+        let d = loadHalves16(h0, h1), high = loadPair(c0 + 64, c1 + 64)
+        for h in 0..<2 {
+            let plane = loadPair(c0 + 32 * h, c1 + 32 * h)
+            var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
+            for j in 0..<4 {
+                let k = 4 * h + j
+                let low = _mm512_and_si512(_mm512_srli_epi16(plane, UInt32(2 * j)), _mm512_set1_epi8(3))
+                let moved = k >= 2 ? _mm512_srli_epi16(high, UInt32(k - 2)) : _mm512_slli_epi16(high, UInt32(2 - k))
+                let w = _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(4)))
+                s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
+                if count > 1 {
+                    s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
+                    s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
+                    s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+                }
+            }
+            let scaleGroup = 2 * (b % 8) + h
+            let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadBytes16(h0 + 16 + 8 * scaleGroup, h1 + 16 + 8 * scaleGroup))))
+            acc0 = accumulate(acc0, s0, scale, a0, b, h)
+            if count > 1 {
+                acc1 = accumulate(acc1, s1, scale, a1, b, h)
+                acc2 = accumulate(acc2, s2, scale, a2, b, h)
+                acc3 = accumulate(acc3, s3, scale, a3, b, h)
+            }
+        }
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
 /// The tile walk: strips of group pairs that stay in L2 while every 4-token tile passes over them.
 @inline(__always)
 func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ groups: Range<Int>, _ act: VNNIActivations,
@@ -199,6 +241,7 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
         if kind.sixBit { return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
+        if kind.threeBit { return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
         if kind.eightBit { return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
         return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
     }
@@ -256,6 +299,8 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: true, blockBytes: bytes))
     case .q8_0: pairTiles(weights, format, groups, act, out, outStride,
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes, eightBit: true))
+    case .q3_K: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes, threeBit: true))
     }
 }
 #endif

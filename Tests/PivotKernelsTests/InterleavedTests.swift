@@ -3,13 +3,14 @@ import PivotKernels
 
 /// The eight-row interleaved layout: repacking loses nothing, and its kernels equal an exact dot.
 extension QuantizedDotTests {
-    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K, .q8_0]
+    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K, .q8_0, .q3_K]
 
     /// `rows` GGML rows of `format` repacked; returns the layout and the packed bytes.
     func repacked(_ format: BlockFormat, _ source: [UInt8], rows: Int, columns: Int) -> (InterleavedLayout, [UInt8]) {
         let layout = InterleavedLayout(format: format, rows: rows, columns: columns)!
         var packed = [UInt8](repeating: 0, count: rows / 8 * layout.groupBytes)
-        XCTAssertEqual(packed.count, format == .q4_K ? source.count / 144 * 148 : source.count, "the file's size (Q4_K: unpacked 6-bit scales)")
+        XCTAssertEqual(packed.count, format == .q4_K ? source.count / 144 * 148 : format == .q3_K ? source.count / 110 * 114 : source.count,
+                       "the file's size (Q4_K, Q3_K: scales unpacked to bytes)")
         source.withUnsafeBytes { s in
             packed.withUnsafeMutableBytes { layout.repack(s.baseAddress!, rowBytes: format.rowBytes(columns), rows: rows, into: $0.baseAddress!) }
         }
@@ -31,7 +32,7 @@ extension QuantizedDotTests {
             }
         }
         XCTAssertNil(InterleavedLayout(format: .q4_0, rows: 12, columns: 64), "rows must come in eights")
-        XCTAssertNil(InterleavedLayout(format: .q3_K, rows: 16, columns: 256))
+        XCTAssertNil(InterleavedLayout(format: .q2_K, rows: 16, columns: 256))
         XCTAssertNil(InterleavedLayout(format: .q4_K, rows: 16, columns: 288), "K-quant rows are whole super-blocks")
     }
 
