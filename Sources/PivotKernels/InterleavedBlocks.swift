@@ -20,7 +20,8 @@ import _Builtin_intrinsics.intel
 ///
 /// Q4_K goes per super-block of 256 columns: the 8 rows' f16 d and dmin (32 bytes), their 6-bit
 /// scales and minimums unpacked to bytes (sub-block-major, 64 + 64 bytes), then the 8 sub-blocks'
-/// codes as above; sub-block g has d·sc and −dmin·m for its d and m (1184 bytes, +2.8%).
+/// codes as above; sub-block g has d·sc and −dmin·m for its d and m (1184 bytes, +2.8%). Q5_K is the
+/// same with each sub-block's fifth bits after its nibbles, as in the block-32 layout (1440 bytes).
 public struct InterleavedLayout: Sendable, Equatable {
     public static let rowsPerGroup = 8
 
@@ -34,10 +35,12 @@ public struct InterleavedLayout: Sendable, Equatable {
         blocks = columns / 32
     }
 
-    public static func supports(_ format: BlockFormat) -> Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K, .q8_0, .q3_K].contains(format) }
+    public static func supports(_ format: BlockFormat) -> Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .q8_0, .q3_K].contains(format) }
 
     public var hasMin: Bool { format == .q4_1 || format == .q5_1 }
-    public var hasFifthBits: Bool { format == .q5_0 || format == .q5_1 }
+    public var hasFifthBits: Bool { format == .q5_0 || format == .q5_1 || format == .q5_K }
+    /// Bytes of one 32-column sub-block's codes in the Q4_K/Q5_K layouts (nibbles, then fifth bits).
+    var subBlockBytesK: Int { format == .q5_K ? 160 : 128 }
     /// m / d for the formats that store no minimum.
     public var symmetricOffset: Float { format == .q5_0 ? -16 : -8 }
     /// Bytes of one block of 32 columns across the 8 rows of a group (8 × the GGML block); for Q4_K
@@ -45,6 +48,7 @@ public struct InterleavedLayout: Sendable, Equatable {
     public var blockBytes: Int {
         switch format {
         case .q4_K: return Self.superBlockBytesK4
+        case .q5_K: return Self.superBlockBytesK5
         case .q6_K: return Self.superBlockBytesK6
         case .q8_0: return Self.blockBytesQ8
         case .q3_K: return Self.superBlockBytesK3
@@ -54,6 +58,8 @@ public struct InterleavedLayout: Sendable, Equatable {
     public var groupBytes: Int { format.isKQuant ? blocks / 8 * blockBytes : blocks * blockBytes }
     var codesOffset: Int { hasMin ? 32 : 16 }
     static let superBlockBytesK4 = 32 + 128 + 8 * 128
+    /// Q5_K: Q4_K's layout with each sub-block's 32 bytes of fifth bits after its nibbles (1440 bytes, +2.3%).
+    static let superBlockBytesK5 = 32 + 128 + 8 * 160
 
     /// Reads one GGML block: its scale and minimum as f16 bits, and its 32 codes (0...15 or 0...31).
     func decodeSourceBlock(_ block: UnsafeRawPointer, codes: UnsafeMutablePointer<UInt8>) -> (d: UInt16, m: UInt16) {
@@ -72,7 +78,7 @@ public struct InterleavedLayout: Sendable, Equatable {
     /// Repacks `rows` GGML rows (`rowBytes` apart) into `out`, which holds `rows / 8 * groupBytes` bytes.
     public func repack(_ source: UnsafeRawPointer, rowBytes: Int, rows: Int, into out: UnsafeMutableRawPointer) {
         precondition(rows % Self.rowsPerGroup == 0)
-        if format == .q4_K { repackK4(source, rowBytes: rowBytes, rows: rows, into: out); return }
+        if format == .q4_K || format == .q5_K { repackK4(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q6_K { repackK6(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q8_0 { repackQ8(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q3_K { repackK3(source, rowBytes: rowBytes, rows: rows, into: out); return }
@@ -104,27 +110,35 @@ public struct InterleavedLayout: Sendable, Equatable {
         }
     }
 
+    /// Q4_K and Q5_K: scales and minimums unpacked, then each sub-block's codes as in the block-32 layout.
     func repackK4(_ source: UnsafeRawPointer, rowBytes: Int, rows: Int, into out: UnsafeMutableRawPointer) {
+        let five = format == .q5_K, sourceBytes = five ? 176 : 144, qs = five ? 48 : 16
         for group in 0..<(rows / 8) {
             for s in 0..<(blocks / 8) {
                 let dst = out + group * groupBytes + s * blockBytes
                 for r in 0..<8 {
-                    let block = source + (group * 8 + r) * rowBytes + s * 144
+                    let block = source + (group * 8 + r) * rowBytes + s * sourceBytes
                     dst.storeBytes(of: block.loadUnaligned(as: UInt16.self), toByteOffset: 2 * r, as: UInt16.self)
                     dst.storeBytes(of: block.loadUnaligned(fromByteOffset: 2, as: UInt16.self), toByteOffset: 16 + 2 * r, as: UInt16.self)
                     for g in 0..<8 {
                         let (sc, m) = BlockFormat.scaleMinK4(g, block + 4)
                         dst.storeBytes(of: sc, toByteOffset: 32 + 8 * g + r, as: UInt8.self)
                         dst.storeBytes(of: m, toByteOffset: 96 + 8 * g + r, as: UInt8.self)
-                        let codes = dst + 160 + 128 * g
-                        // Column c of sub-block g: byte 32·(g/2) + c, low nibble for even g.
+                        let codes = dst + 160 + subBlockBytesK * g
+                        // Column c of sub-block g: byte 32·(g/2) + c of qs, low nibble for even g; Q5_K's
+                        // fifth bit is bit g of qh byte c.
                         func code(_ c: Int) -> UInt8 {
-                            let byte = block.load(fromByteOffset: 16 + 32 * (g / 2) + c, as: UInt8.self)
-                            return g % 2 == 0 ? byte & 0x0F : byte >> 4
+                            let byte = block.load(fromByteOffset: qs + 32 * (g / 2) + c, as: UInt8.self)
+                            let nibble = g % 2 == 0 ? byte & 0x0F : byte >> 4
+                            guard five else { return nibble }
+                            return nibble | ((block.load(fromByteOffset: 16 + c, as: UInt8.self) >> UInt8(g)) & 1) << 4
                         }
-                        for j in 0..<4 {
-                            for i in 0..<4 {
-                                codes.storeBytes(of: code(4 * j + i) | code(16 + 4 * j + i) << 4, toByteOffset: 32 * j + 4 * r + i, as: UInt8.self)
+                        for i in 0..<4 {
+                            var fifth: UInt8 = 0
+                            for k in 0..<8 { fifth |= (code(4 * k + i) >> 4) << UInt8(k) }
+                            if five { codes.storeBytes(of: fifth, toByteOffset: 128 + 4 * r + i, as: UInt8.self) }
+                            for j in 0..<4 {
+                                codes.storeBytes(of: (code(4 * j + i) & 0x0F) | (code(16 + 4 * j + i) & 0x0F) << 4, toByteOffset: 32 * j + 4 * r + i, as: UInt8.self)
                             }
                         }
                     }
@@ -148,11 +162,11 @@ public struct InterleavedLayout: Sendable, Equatable {
     /// Row r's scale and minimum in 32-column block b of a group, and where the block's codes start.
     @inline(__always)
     func blockParameters(_ group: UnsafeRawPointer, _ b: Int, row r: Int) -> (d: Float, m: Float, codes: UnsafeRawPointer) {
-        if format == .q4_K {
+        if format == .q4_K || format == .q5_K {
             let header = group + (b / 8) * blockBytes, sub = b % 8
             let d = loadHalf(header, 2 * r) * Float(header.load(fromByteOffset: 32 + 8 * sub + r, as: UInt8.self))
             let m = -(loadHalf(header, 16 + 2 * r) * Float(header.load(fromByteOffset: 96 + 8 * sub + r, as: UInt8.self)))
-            return (d, m, header + 160 + 128 * sub)
+            return (d, m, header + 160 + subBlockBytesK * sub)
         }
         let block = group + b * blockBytes
         let d = loadHalf(block, 2 * r)

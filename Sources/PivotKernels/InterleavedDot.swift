@@ -91,7 +91,7 @@ struct InterleavedKind {
             let header = group + (b / 8) * blockBytes, sub = b % 8
             let d = _mm256_mul_ps(loadHalves8(header), loadBytesAsFloats8(header + 32 + 8 * sub))
             let m = _mm256_mul_ps(loadHalves8(header + 16), loadBytesAsFloats8(header + 96 + 8 * sub))
-            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + 128 * sub)
+            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + (hasFifthBits ? 160 : 128) * sub)
         }
         let block = group + b * blockBytes
         let d = loadHalves8(block)
@@ -227,6 +227,8 @@ func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPoin
                                  kind: .init(hasMin: false, hasFifthBits: true, offset: -16, kQuant: false, blockBytes: bytes))
     case .q4_K: interleavedTiles(weights, layout, groups, act, out, outStride,
                                  kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes))
+    case .q5_K: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: true, blockBytes: bytes))
     case .q6_K: interleavedTiles(weights, layout, groups, act, out, outStride,
                                  kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, sixBit: true))
     case .q8_0: interleavedTiles(weights, layout, groups, act, out, outStride,
@@ -248,6 +250,7 @@ extension InterleavedLayout {
         case .q5_0: family = .q5_0
         case .q5_1: family = .q5_1
         case .q4_K: family = .q4_K
+        case .q5_K: family = .q5_K
         case .q8_0: family = .q8_0
         case .q3_K: family = .q3_K
         default: family = .q6_K

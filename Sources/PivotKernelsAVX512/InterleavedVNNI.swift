@@ -60,7 +60,8 @@ struct PairKind {
             let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes, sub = b % 8
             let d = _mm512_mul_ps(loadHalves16(h0, h1), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 32 + 8 * sub, h1 + 32 + 8 * sub))))
             let m = _mm512_mul_ps(loadHalves16(h0 + 16, h1 + 16), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 96 + 8 * sub, h1 + 96 + 8 * sub))))
-            return (d, _mm512_sub_ps(_mm512_setzero_ps(), m), h0 + 160 + 128 * sub, h1 + 160 + 128 * sub)
+            let codes = 160 + (hasFifthBits ? 160 : 128) * sub
+            return (d, _mm512_sub_ps(_mm512_setzero_ps(), m), h0 + codes, h1 + codes)
         }
         let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
         let d = loadHalves16(p0, p1)
@@ -295,6 +296,8 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
                           kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes))
     case .q4_K: pairTiles(weights, format, groups, act, out, outStride,
                           kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
+    case .q5_K: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
     case .q6_K: pairTiles(weights, format, groups, act, out, outStride,
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: true, blockBytes: bytes))
     case .q8_0: pairTiles(weights, format, groups, act, out, outStride,

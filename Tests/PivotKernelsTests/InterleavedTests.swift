@@ -3,13 +3,14 @@ import PivotKernels
 
 /// The eight-row interleaved layout: repacking loses nothing, and its kernels equal an exact dot.
 extension QuantizedDotTests {
-    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K, .q8_0, .q3_K]
+    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .q8_0, .q3_K]
 
     /// `rows` GGML rows of `format` repacked; returns the layout and the packed bytes.
     func repacked(_ format: BlockFormat, _ source: [UInt8], rows: Int, columns: Int) -> (InterleavedLayout, [UInt8]) {
         let layout = InterleavedLayout(format: format, rows: rows, columns: columns)!
         var packed = [UInt8](repeating: 0, count: rows / 8 * layout.groupBytes)
-        XCTAssertEqual(packed.count, format == .q4_K ? source.count / 144 * 148 : format == .q3_K ? source.count / 110 * 114 : source.count,
+        XCTAssertEqual(packed.count, format == .q4_K ? source.count / 144 * 148 : format == .q3_K ? source.count / 110 * 114
+                       : format == .q5_K ? source.count / 176 * 180 : source.count,
                        "the file's size (Q4_K, Q3_K: scales unpacked to bytes)")
         source.withUnsafeBytes { s in
             packed.withUnsafeMutableBytes { layout.repack(s.baseAddress!, rowBytes: format.rowBytes(columns), rows: rows, into: $0.baseAddress!) }
