@@ -14,6 +14,11 @@ let avx512Flags: [SwiftSetting] = [
                   "-Xcc", "-mavx512vl", "-Xcc", "-mavx512vnni", "-target-cpu", "icelake-server"],
                  .when(platforms: [.linux, .macOS])),
 ]
+/// The AVX-VNNI (256-bit, VEX) kernels for client CPUs that have it without AVX-512.
+let avxVNNIFlags: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavxvnni", "-target-cpu", "alderlake"],
+                 .when(platforms: [.linux, .macOS])),
+]
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]
@@ -36,7 +41,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "PivotKernelsAVX512", swiftSettings: avx512Flags + fast),
-        .target(name: "PivotKernels", dependencies: ["PivotKernelsAVX512"], swiftSettings: x86Flags + fast),
+        .target(name: "PivotKernelsAVXVNNI", dependencies: ["PivotKernelsAVX512"], swiftSettings: avxVNNIFlags + fast),
+        .target(name: "PivotKernels", dependencies: ["PivotKernelsAVX512", "PivotKernelsAVXVNNI"], swiftSettings: x86Flags + fast),
         .target(name: "Pivot", dependencies: ["PivotKernels"], swiftSettings: x86Flags + fast),
         .target(name: "PivotServer", dependencies: ["Pivot", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "NIOCore", package: "swift-nio"),

@@ -6,7 +6,7 @@ import PivotKernels
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prefill (pp) and decode (tg) speed, in llama-bench's table form.",
-        discussion: "The backend column names the kernel path in use (avx512-vnni, avx2 or portable: the best this CPU runs, or PIVOT_ISA's). ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
+        discussion: "The backend column names the kernel path in use (avx512-vnni, avx-vnni, avx2 or portable: the best this CPU runs, or PIVOT_ISA's). ppN times one forward pass over N prompt tokens; tgN times N single-token decode steps. Both start from an empty cache, or with -d D after D tokens already in it (filled once, untimed; llama-bench's -d). Each test runs once to warm up, then -r times; t/s is mean ± standard deviation.")
 
     @Option(name: [.customShort("p"), .customLong("n-prompt")], parsing: .unconditional, help: "Prompt tokens for the prefill test (0 skips it).")
     var promptTokens: Int = 512
@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let pool = model.makePool()
-        writeErr("kernels: \(KernelISA.active) (this CPU: \(KernelISA.detected); PIVOT_ISA=avx2|avx512|portable chooses)\n")
+        writeErr("kernels: \(KernelISA.active) (this CPU: \(KernelISA.detected); PIVOT_ISA=avx512|avxvnni|avx2|portable chooses)\n")
         let configuration = try model.configuration(kv: kv, shortlist: shortlist)
         let loaded = try model.load(configuration, pool: pool)
         let c = loaded.config

@@ -42,7 +42,7 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
                        out: UnsafeMutablePointer<Float>, outStride: Int) {
     switch KernelISA.active {
     case .portable: halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: false)
-    case .avx2: halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: true)
+    case .avx2, .avxVNNI: halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: true)
     case .avx512:
         #if arch(x86_64)
         halfMatMulAVX512(bf16: kind == .bf16, weights: weights, inFeatures: n, outputs: outputs, x: x, xStride: xStride,

@@ -1,6 +1,7 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 import PivotKernelsAVX512
+import PivotKernelsAVXVNNI
 #endif
 
 /// Products of interleaved block-32 weights (`InterleavedLayout`) with Q8 activations: eight output
@@ -206,6 +207,8 @@ public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPoi
         interleavedMatMulVNNI(layout.vnniFormat, weights: weights, groups: groups.lowerBound..<pairedEnd,
                               act: act.vnni, out: out, outStride: outStride)
         if pairedEnd < groups.upperBound { interleavedMatMulAVX2(layout, weights, pairedEnd..<groups.upperBound, act, out, outStride) }
+    case .avxVNNI:
+        interleavedMatMulAVXVNNI(layout.vnniFormat, weights: weights, groups: groups, act: act.vnni, out: out, outStride: outStride)
     case .avx2: interleavedMatMulAVX2(layout, weights, groups, act, out, outStride)
     case .portable: interleavedMatMulPortable(layout, weights, groups, act, out, outStride)
     }

@@ -5,14 +5,16 @@ import Darwin
 #endif
 
 /// The instruction set the kernels run on, chosen once per process (ggml's "CPU variants" idea in
-/// one binary): the AVX-512 VNNI kernels live in their own module built for that ISA and are only
-/// called when the CPU reports it; otherwise the AVX2 kernels, and on other CPUs (or when forced
-/// with `PIVOT_ISA=portable`) the portable loops that Apple-silicon and Arm builds compile.
+/// one binary): the AVX-512 VNNI kernels and the AVX-VNNI kernels (256-bit, client CPUs without
+/// AVX-512) live in modules of their own built for that ISA and are only called when the CPU
+/// reports it; otherwise the AVX2 kernels, and on other CPUs (or when forced with
+/// `PIVOT_ISA=portable`) the portable loops that Apple-silicon and Arm builds compile.
 ///
-/// Every path computes the same integers; the AVX-512 path keeps the AVX2 path's float operations
-/// lane for lane, so its outputs are bit-identical (tested on every path the machine supports).
+/// The quantized paths compute the same integers and the VNNI kernels keep the AVX2 kernels' float
+/// operations lane for lane, so their outputs are bit-identical (tested on every path the machine
+/// supports); F16/BF16 on AVX-512 sums in another order (its own tiles), and portable in plain loops.
 public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConvertible {
-    case portable, avx2, avx512
+    case portable, avx2, avxVNNI, avx512
 
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
@@ -20,15 +22,17 @@ public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConv
         switch self {
         case .portable: return "portable"
         case .avx2: return "avx2"
+        case .avxVNNI: return "avx-vnni"
         case .avx512: return "avx512-vnni"
         }
     }
 
-    /// The best path this CPU runs (AVX2 means AVX2 + FMA + F16C; AVX-512 means F, BW, VL and VNNI).
-    public static let detected: KernelISA = detect(features: cpuFeatures())
+    /// Paths this machine can run, slowest first. AVX2 means AVX2 + FMA + F16C; AVX-VNNI adds the
+    /// VEX `vpdpbusd`; AVX-512 means F, BW, VL and VNNI (Ice Lake servers have it without AVX-VNNI).
+    public static let supported: [KernelISA] = supported(features: cpuFeatures())
 
-    /// Paths this machine can run, slowest first.
-    public static var supported: [KernelISA] { allCases.filter { $0 <= detected } }
+    /// The best path this CPU runs.
+    public static var detected: KernelISA { supported.last ?? .portable }
 
     /// The path in use: `detected`, or `PIVOT_ISA` if set and supported. Tests switch it to run every
     /// kernel on every path; nothing else should.
@@ -48,6 +52,7 @@ public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConv
         switch name.lowercased() {
         case "portable", "generic", "none": self = .portable
         case "avx2": self = .avx2
+        case "avxvnni", "avx-vnni", "avx_vnni": self = .avxVNNI
         case "avx512", "avx512-vnni", "avx512vnni", "vnni": self = .avx512
         default: return nil
         }
@@ -57,10 +62,10 @@ public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConv
         guard let raw = getenv("PIVOT_ISA") else { return detected }
         let value = String(cString: raw)
         guard let requested = KernelISA(name: value) else {
-            environmentWarning = "PIVOT_ISA=\(value) is not one of avx2, avx512, portable; using \(detected)"
+            environmentWarning = "PIVOT_ISA=\(value) is not one of avx512, avxvnni, avx2, portable; using \(detected)"
             return detected
         }
-        guard requested <= detected else {
+        guard supported.contains(requested) else {
             environmentWarning = "PIVOT_ISA=\(value): this CPU does not run \(requested); using \(detected)"
             return detected
         }
@@ -77,15 +82,16 @@ public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConv
         }
     }
 
-    /// Chooses from a set of feature names as `/proc/cpuinfo` spells them.
-    public static func detect(features: Set<String>) -> KernelISA {
+    /// The paths a set of feature names (as `/proc/cpuinfo` spells them) allows, slowest first.
+    public static func supported(features: Set<String>) -> [KernelISA] {
+        var paths: [KernelISA] = [.portable]
         #if arch(x86_64)
-        guard ["avx2", "fma", "f16c"].allSatisfy(features.contains) else { return .portable }
-        guard ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].allSatisfy(features.contains) else { return .avx2 }
-        return .avx512
-        #else
-        return .portable
+        guard ["avx2", "fma", "f16c"].allSatisfy(features.contains) else { return paths }
+        paths.append(.avx2)
+        if features.contains("avx_vnni") { paths.append(.avxVNNI) }
+        if ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].allSatisfy(features.contains) { paths.append(.avx512) }
         #endif
+        return paths
     }
 
     /// Feature flags of this CPU as the OS reports them (the kernel clears AVX-512 when it does not
@@ -106,7 +112,7 @@ public enum KernelISA: Int, Comparable, Sendable, CaseIterable, CustomStringConv
         return []
         #elseif os(macOS) && arch(x86_64)
         var features: Set<String> = []
-        let names = ["avx2": "hw.optional.avx2_0", "fma": "hw.optional.fma", "f16c": "hw.optional.f16c",
+        let names = ["avx2": "hw.optional.avx2_0", "avx_vnni": "hw.optional.avxvnni", "fma": "hw.optional.fma", "f16c": "hw.optional.f16c",
                      "avx512f": "hw.optional.avx512f", "avx512bw": "hw.optional.avx512bw",
                      "avx512vl": "hw.optional.avx512vl", "avx512_vnni": "hw.optional.avx512vnni"]
         for (flag, key) in names {

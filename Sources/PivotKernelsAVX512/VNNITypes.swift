@@ -1,7 +1,8 @@
-/// What the AVX-512 VNNI kernels read, as plain pointers: this module is compiled for AVX-512
-/// (its own target flags) and PivotKernels, built for AVX2, calls it only when the CPU reports
-/// AVX-512 F/BW/VL and VNNI. Nothing here may be inlined into code built for another ISA, so every
-/// entry point is `@inline(never)`.
+/// What the VNNI kernels read, as plain pointers: this module is compiled for AVX-512 (its own
+/// target flags) and PivotKernels, built for AVX2, calls it only when the CPU reports AVX-512
+/// F/BW/VL and VNNI (PivotKernelsAVXVNNI, built for AVX-VNNI, shares these types). Nothing with
+/// intrinsics may be inlined into code built for another ISA, so every kernel entry point is
+/// `@inline(never)`; only these plain pointer types are inlinable.
 
 /// One row of Q8 activations (PivotKernels' `Q8Row`).
 public struct VNNIRow {
@@ -30,7 +31,7 @@ public struct VNNIActivations {
         self.rows = rows; self.blocks = blocks
     }
 
-    @inline(__always) func row(_ t: Int) -> VNNIRow {
+    @inlinable @inline(__always) public func row(_ t: Int) -> VNNIRow {
         VNNIRow(quants: quants + t * blocks * 32, scales: scales + t * blocks, sums: sums + t * blocks, halfSums: halfSums + t * 2 * blocks)
     }
 }

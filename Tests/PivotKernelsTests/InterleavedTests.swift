@@ -39,7 +39,7 @@ extension QuantizedDotTests {
 
     /// Against a float dot of the dequantized weights and int8 activations, for batches that use the
     /// four-token tile, the one-token tail and both, on every kernel path this CPU runs; each token's
-    /// bits equal its result alone, and the AVX-512 VNNI path's bits equal the AVX2 path's. Five groups
+    /// bits equal its result alone, and the VNNI paths' bits equal the AVX2 path's. Five groups
     /// in calls of 1, 3 and 1 (as threads split them) give the VNNI path both pairs and odd groups.
     func testInterleavedMatMulMatchesReferenceAndIsBatchInvariant() {
         for format in Self.interleavedFormats {
@@ -79,8 +79,10 @@ extension QuantizedDotTests {
                         }
                     }
                 }
-                if let avx512 = byPath[.avx512], let avx2 = byPath[.avx2] {
-                    XCTAssertEqual(avx512.map(\.bitPattern), avx2.map(\.bitPattern), "\(format), \(tokens) tokens: AVX-512 VNNI and AVX2 differ")
+                for vnni in [KernelISA.avx512, .avxVNNI] {
+                    if let fast = byPath[vnni], let avx2 = byPath[.avx2] {
+                        XCTAssertEqual(fast.map(\.bitPattern), avx2.map(\.bitPattern), "\(format), \(tokens) tokens: \(vnni) and AVX2 differ")
+                    }
                 }
             }
         }
