@@ -35,7 +35,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         blocks = columns / 32
     }
 
-    public static func supports(_ format: BlockFormat) -> Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .q8_0, .q3_K].contains(format) }
+    public static func supports(_ format: BlockFormat) -> Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0].contains(format) }
 
     public var hasMin: Bool { format == .q4_1 || format == .q5_1 }
     public var hasFifthBits: Bool { format == .q5_0 || format == .q5_1 || format == .q5_K }
@@ -52,6 +52,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         case .q6_K: return Self.superBlockBytesK6
         case .q8_0: return Self.blockBytesQ8
         case .q3_K: return Self.superBlockBytesK3
+        case .q2_K: return Self.superBlockBytesK2
         default: return 16 + (hasMin ? 16 : 0) + 128 + (hasFifthBits ? 32 : 0)
         }
     }
@@ -82,6 +83,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         if format == .q6_K { repackK6(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q8_0 { repackQ8(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q3_K { repackK3(source, rowBytes: rowBytes, rows: rows, into: out); return }
+        if format == .q2_K { repackK2(source, rowBytes: rowBytes, rows: rows, into: out); return }
         let sourceBlockBytes = format.bytesPerBlock
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8 * 32) { buffer in
             let codes = buffer.baseAddress!
@@ -153,6 +155,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         if format == .q6_K { dequantizeRowK6(group, r, into: out); return }
         if format == .q8_0 { dequantizeRowQ8(group, r, into: out); return }
         if format == .q3_K { dequantizeRowK3(group, r, into: out); return }
+        if format == .q2_K { dequantizeRowK2(group, r, into: out); return }
         for b in 0..<blocks {
             let (d, m, codes) = blockParameters(group, b, row: r)
             for c in 0..<32 { out[b * 32 + c] = d * Float(code(codes, r, c)) + m }

@@ -68,12 +68,15 @@ struct InterleavedKind {
     var eightBit = false
     /// Q3_K, which has its own kernels (scales per 16 columns, codes in two bit planes).
     var threeBit = false
+    /// Q2_K, which has its own kernels (scale and minimum per 16 columns).
+    var twoBit = false
 
     @inline(__always)
     func dot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row, blocks: Int) -> (__m256, __m256, __m256, __m256) {
         sixBit ? interleavedDotK6x4(group, a0, a1, a2, a3, blocks: blocks)
             : eightBit ? interleavedDotQ8x4(group, a0, a1, a2, a3, blocks: blocks)
             : threeBit ? interleavedDotK3x4(group, a0, a1, a2, a3, blocks: blocks)
+            : twoBit ? interleavedDotK2x4(group, a0, a1, a2, a3, blocks: blocks)
             : interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
     }
 
@@ -82,6 +85,7 @@ struct InterleavedKind {
         sixBit ? interleavedDotK6x1(group, a, blocks: blocks)
             : eightBit ? interleavedDotQ8x1(group, a, blocks: blocks)
             : threeBit ? interleavedDotK3x1(group, a, blocks: blocks)
+            : twoBit ? interleavedDotK2x1(group, a, blocks: blocks)
             : interleavedDot1(group, a, blocks: blocks, kind: self)
     }
 
@@ -238,6 +242,8 @@ func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPoin
                                  kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, blockBytes: bytes, eightBit: true))
     case .q3_K: interleavedTiles(weights, layout, groups, act, out, outStride,
                                  kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, threeBit: true))
+    case .q2_K: interleavedTiles(weights, layout, groups, act, out, outStride,
+                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, twoBit: true))
     default: interleavedTiles(weights, layout, groups, act, out, outStride,
                               kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, blockBytes: bytes))
     }
@@ -256,6 +262,7 @@ extension InterleavedLayout {
         case .q5_K: family = .q5_K
         case .q8_0: family = .q8_0
         case .q3_K: family = .q3_K
+        case .q2_K: family = .q2_K
         default: family = .q6_K
         }
         return VNNIInterleavedFormat(family: family, blockBytes: blockBytes, groupBytes: groupBytes, blocks: blocks)

@@ -52,6 +52,7 @@ struct PairKind {
     var blockBytes: Int
     var eightBit = false
     var threeBit = false
+    var twoBit = false
 
     /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
     @inline(__always)
@@ -234,6 +235,42 @@ func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
     return (acc0, acc1, acc2, acc3)
 }
 
+/// Q2_K: 16 rows × `count` tokens; weight d·sc·q − dmin·m per 16 columns.
+@inline(__always)
+func pairDotK2(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
+               count: Int, blocks: Int, blockBytes: Int) -> (__m512, __m512, __m512, __m512) {
+    var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
+    for b in 0..<blocks {
+        let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
+        let c0 = h0 + 160 + 64 * (b % 8), c1 = h1 + 160 + 64 * (b % 8)
+        for h in 0..<2 {
+            let plane = loadPair(c0 + 32 * h, c1 + 32 * h)
+            var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
+            for j in 0..<4 {
+                let k = 4 * h + j
+                let w = _mm512_and_si512(_mm512_srli_epi16(plane, UInt32(2 * j)), _mm512_set1_epi8(3))
+                s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
+                if count > 1 {
+                    s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
+                    s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
+                    s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+                }
+            }
+            let scaleGroup = 2 * (b % 8) + h
+            let bytes = _mm512_cvtepu8_epi32(loadBytes16(h0 + 32 + 8 * scaleGroup, h1 + 32 + 8 * scaleGroup))
+            let scale = _mm512_mul_ps(loadHalves16(h0, h1), _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(0x0F))))
+            let minimum = _mm512_mul_ps(loadHalves16(h0 + 16, h1 + 16), _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)))
+            @inline(__always) func accumulate(_ acc: __m512, _ sums: __m512i, _ a: VNNIRow) -> __m512 {
+                let scaled = _mm512_fmadd_ps(scale, _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(a.scales[b])), acc)
+                return _mm512_fnmadd_ps(minimum, _mm512_set1_ps(a.scales[b] * Float(a.halfSums[2 * b + h])), scaled)
+            }
+            acc0 = accumulate(acc0, s0, a0)
+            if count > 1 { acc1 = accumulate(acc1, s1, a1); acc2 = accumulate(acc2, s2, a2); acc3 = accumulate(acc3, s3, a3) }
+        }
+    }
+    return (acc0, acc1, acc2, acc3)
+}
+
 /// The tile walk: strips of group pairs that stay in L2 while every 4-token tile passes over them.
 @inline(__always)
 func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ groups: Range<Int>, _ act: VNNIActivations,
@@ -242,6 +279,7 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
         if kind.sixBit { return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
+        if kind.twoBit { return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
         if kind.threeBit { return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
         if kind.eightBit { return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
         return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
@@ -304,6 +342,8 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes, eightBit: true))
     case .q3_K: pairTiles(weights, format, groups, act, out, outStride,
                           kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes, threeBit: true))
+    case .q2_K: pairTiles(weights, format, groups, act, out, outStride,
+                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes, twoBit: true))
     }
 }
 #endif

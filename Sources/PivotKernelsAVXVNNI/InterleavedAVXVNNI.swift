@@ -17,7 +17,7 @@ import PivotKernelsAVX512
 
 /// What a tile needs to know of a format (constant after inlining).
 struct GroupKind {
-    enum Codes { case nibbles, sixBit, eightBit, threeBit }
+    enum Codes { case nibbles, sixBit, eightBit, threeBit, twoBit }
     var codes: Codes
     var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool
     var blockBytes: Int
@@ -123,6 +123,27 @@ func scaledHalvesBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int
     }
 }
 
+/// Q2_K: per 16-column half, acc += d·sc · s·Σq·a − dmin·m · s·Σa.
+@inline(__always)
+func twoBitBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, kind: GroupKind) {
+    let header = group + (b / 8) * kind.blockBytes, codes = header + 160 + 64 * (b % 8)
+    for h in 0..<2 {
+        let zero = _mm256_setzero_si256()
+        var s = Lanes4(v0: zero, v1: zero, v2: zero, v3: zero)
+        let plane = load32(codes + 32 * h)
+        for j in 0..<4 { multiplyAdd(&s, _mm256_and_si256(_mm256_srli_epi16(plane, Int32(2 * j)), _mm256_set1_epi8(3)), a, b, 4 * h + j, count: count) }
+        let bytes = _mm256_cvtepu8_epi32(eightBytes(header + 32 + 8 * (2 * (b % 8) + h)))
+        let scale = _mm256_mul_ps(halves8(header), _mm256_cvtepi32_ps(_mm256_and_si256(bytes, _mm256_set1_epi32(0x0F))))
+        let minimum = _mm256_mul_ps(halves8(header + 16), _mm256_cvtepi32_ps(_mm256_srli_epi32(bytes, 4)))
+        @inline(__always) func tail(_ acc: __m256, _ sums: __m256i, _ a: VNNIRow) -> __m256 {
+            let scaled = _mm256_fmadd_ps(scale, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(a.scales[b])), acc)
+            return _mm256_fnmadd_ps(minimum, _mm256_set1_ps(a.scales[b] * Float(a.halfSums[2 * b + h])), scaled)
+        }
+        acc.v0 = tail(acc.v0, s.v0, a.0)
+        if count > 1 { acc.v1 = tail(acc.v1, s.v1, a.1); acc.v2 = tail(acc.v2, s.v2, a.2); acc.v3 = tail(acc.v3, s.v3, a.3) }
+    }
+}
+
 /// Q8_0: codes in as q + 128, each token's sum starting at −128·Σa; acc += d·(s·Σq·a).
 @inline(__always)
 func byteBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, kind: GroupKind) {
@@ -148,6 +169,7 @@ func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRo
         case .nibbles: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
         case .sixBit, .threeBit: scaledHalvesBlock(&acc, group, b, a, count: count, kind: kind)
         case .eightBit: byteBlock(&acc, group, b, a, count: count, kind: kind)
+        case .twoBit: twoBitBlock(&acc, group, b, a, count: count, kind: kind)
         }
     }
     return acc
@@ -203,6 +225,7 @@ public func interleavedMatMulAVXVNNI(_ format: VNNIInterleavedFormat, weights: U
     case .q5_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.nibbles, min: true, fifth: true, k: true))
     case .q6_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.sixBit, k: true))
     case .q3_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.threeBit, k: true))
+    case .q2_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.twoBit, k: true))
     case .q8_0: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.eightBit))
     }
 }

@@ -3,7 +3,7 @@ import PivotKernels
 
 /// The eight-row interleaved layout: repacking loses nothing, and its kernels equal an exact dot.
 extension QuantizedDotTests {
-    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .q8_0, .q3_K]
+    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0]
 
     /// `rows` GGML rows of `format` repacked; returns the layout and the packed bytes.
     func repacked(_ format: BlockFormat, _ source: [UInt8], rows: Int, columns: Int) -> (InterleavedLayout, [UInt8]) {
@@ -33,7 +33,7 @@ extension QuantizedDotTests {
             }
         }
         XCTAssertNil(InterleavedLayout(format: .q4_0, rows: 12, columns: 64), "rows must come in eights")
-        XCTAssertNil(InterleavedLayout(format: .q2_K, rows: 16, columns: 256))
+        XCTAssertNil(InterleavedLayout(format: .q2_g64, rows: 16, columns: 256), "group-wise types keep their own kernels")
         XCTAssertNil(InterleavedLayout(format: .q4_K, rows: 16, columns: 288), "K-quant rows are whole super-blocks")
     }
 
