@@ -60,33 +60,33 @@ func loadBytesAsFloats8(_ p: UnsafeRawPointer) -> __m256 {
 
 /// How the tile kernels see a format: where block b's codes are and its eight rows' d and m.
 struct InterleavedKind {
-    var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool
+    /// How codes are stored: nibbles (+ fifth bits) with a scale and minimum per 32 columns (the
+    /// block-32 formats, Q4_K, Q5_K), or one of the formats with kernels of their own.
+    enum Codes { case nibbles, twoBit, threeBit, sixBit, eightBit }
+    var codes = Codes.nibbles
+    var hasMin = false, hasFifthBits = false, offset: Float = 0, kQuant = false
     var blockBytes: Int
-    /// Q6_K, which has its own kernels (scales per 16 columns, signed codes).
-    var sixBit = false
-    /// Q8_0, which has its own kernels (signed bytes, no minimum).
-    var eightBit = false
-    /// Q3_K, which has its own kernels (scales per 16 columns, codes in two bit planes).
-    var threeBit = false
-    /// Q2_K, which has its own kernels (scale and minimum per 16 columns).
-    var twoBit = false
 
     @inline(__always)
     func dot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row, blocks: Int) -> (__m256, __m256, __m256, __m256) {
-        sixBit ? interleavedDotK6x4(group, a0, a1, a2, a3, blocks: blocks)
-            : eightBit ? interleavedDotQ8x4(group, a0, a1, a2, a3, blocks: blocks)
-            : threeBit ? interleavedDotK3x4(group, a0, a1, a2, a3, blocks: blocks)
-            : twoBit ? interleavedDotK2x4(group, a0, a1, a2, a3, blocks: blocks)
-            : interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
+        switch codes {
+        case .nibbles: return interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
+        case .twoBit: return interleavedDotK2x4(group, a0, a1, a2, a3, blocks: blocks)
+        case .threeBit: return interleavedDotK3x4(group, a0, a1, a2, a3, blocks: blocks)
+        case .sixBit: return interleavedDotK6x4(group, a0, a1, a2, a3, blocks: blocks)
+        case .eightBit: return interleavedDotQ8x4(group, a0, a1, a2, a3, blocks: blocks)
+        }
     }
 
     @inline(__always)
     func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> __m256 {
-        sixBit ? interleavedDotK6x1(group, a, blocks: blocks)
-            : eightBit ? interleavedDotQ8x1(group, a, blocks: blocks)
-            : threeBit ? interleavedDotK3x1(group, a, blocks: blocks)
-            : twoBit ? interleavedDotK2x1(group, a, blocks: blocks)
-            : interleavedDot1(group, a, blocks: blocks, kind: self)
+        switch codes {
+        case .nibbles: return interleavedDot1(group, a, blocks: blocks, kind: self)
+        case .twoBit: return interleavedDotK2x1(group, a, blocks: blocks)
+        case .threeBit: return interleavedDotK3x1(group, a, blocks: blocks)
+        case .sixBit: return interleavedDotK6x1(group, a, blocks: blocks)
+        case .eightBit: return interleavedDotQ8x1(group, a, blocks: blocks)
+        }
     }
 
     /// (d, m, codes) of 32-column block b of the group at `group`.
@@ -225,27 +225,18 @@ public func interleavedMatMul(_ layout: InterleavedLayout, weights: UnsafeRawPoi
 func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPointer, _ groups: Range<Int>,
                            _ act: Q8Activations, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
     let bytes = layout.blockBytes
+    func tiles(_ kind: InterleavedKind) { interleavedTiles(weights, layout, groups, act, out, outStride, kind: kind) }
     switch layout.format {
-    case .q4_0: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: false, offset: -8, kQuant: false, blockBytes: bytes))
-    case .q4_1: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: false, blockBytes: bytes))
-    case .q5_0: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: true, offset: -16, kQuant: false, blockBytes: bytes))
-    case .q4_K: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes))
-    case .q5_K: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: true, blockBytes: bytes))
-    case .q6_K: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, sixBit: true))
-    case .q8_0: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, blockBytes: bytes, eightBit: true))
-    case .q3_K: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, threeBit: true))
-    case .q2_K: interleavedTiles(weights, layout, groups, act, out, outStride,
-                                 kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, blockBytes: bytes, twoBit: true))
-    default: interleavedTiles(weights, layout, groups, act, out, outStride,
-                              kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, blockBytes: bytes))
+    case .q4_0: tiles(.init(offset: -8, blockBytes: bytes))
+    case .q4_1: tiles(.init(hasMin: true, blockBytes: bytes))
+    case .q5_0: tiles(.init(hasFifthBits: true, offset: -16, blockBytes: bytes))
+    case .q4_K: tiles(.init(hasMin: true, kQuant: true, blockBytes: bytes))
+    case .q5_K: tiles(.init(hasMin: true, hasFifthBits: true, kQuant: true, blockBytes: bytes))
+    case .q2_K: tiles(.init(codes: .twoBit, blockBytes: bytes))
+    case .q3_K: tiles(.init(codes: .threeBit, blockBytes: bytes))
+    case .q6_K: tiles(.init(codes: .sixBit, blockBytes: bytes))
+    case .q8_0: tiles(.init(codes: .eightBit, blockBytes: bytes))
+    default: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
     }
 }
 

@@ -48,11 +48,11 @@ func accumulateBlock(_ acc: __m512, _ sums: __m512i, d: __m512, m: __m512, _ a: 
 
 /// How the tiles see a format (constant after inlining).
 struct PairKind {
-    var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool, sixBit: Bool
+    /// Nibbles (+ fifth bits) with a scale and minimum per 32 columns, or a format with its own kernel.
+    enum Codes { case nibbles, twoBit, threeBit, sixBit, eightBit }
+    var codes = Codes.nibbles
+    var hasMin = false, hasFifthBits = false, offset: Float = 0, kQuant = false
     var blockBytes: Int
-    var eightBit = false
-    var threeBit = false
-    var twoBit = false
 
     /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
     @inline(__always)
@@ -278,11 +278,13 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     let blocks = format.blocks, groupBytes = format.groupBytes, tokens = act.rows
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
-        if kind.sixBit { return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
-        if kind.twoBit { return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
-        if kind.threeBit { return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
-        if kind.eightBit { return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes) }
-        return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
+        switch kind.codes {
+        case .nibbles: return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
+        case .twoBit: return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
+        case .threeBit: return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
+        case .sixBit: return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
+        case .eightBit: return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
+        }
     }
     let strip = max(2, (128 * 1024) / groupBytes / 2 * 2)
     var stripStart = groups.lowerBound
@@ -323,27 +325,18 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
     precondition(groups.count % 2 == 0, "VNNI tiles take groups in pairs")
     guard !groups.isEmpty else { return }
     let bytes = format.blockBytes
+    func tiles(_ kind: PairKind) { pairTiles(weights, format, groups, act, out, outStride, kind: kind) }
     switch format.family {
-    case .q4_0: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: false, offset: -8, kQuant: false, sixBit: false, blockBytes: bytes))
-    case .q4_1: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes))
-    case .q5_0: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: true, offset: -16, kQuant: false, sixBit: false, blockBytes: bytes))
-    case .q5_1: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes))
-    case .q4_K: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: true, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
-    case .q5_K: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: true, hasFifthBits: true, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes))
-    case .q6_K: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: true, blockBytes: bytes))
-    case .q8_0: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: false, sixBit: false, blockBytes: bytes, eightBit: true))
-    case .q3_K: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes, threeBit: true))
-    case .q2_K: pairTiles(weights, format, groups, act, out, outStride,
-                          kind: .init(hasMin: false, hasFifthBits: false, offset: 0, kQuant: true, sixBit: false, blockBytes: bytes, twoBit: true))
+    case .q4_0: tiles(.init(offset: -8, blockBytes: bytes))
+    case .q4_1: tiles(.init(hasMin: true, blockBytes: bytes))
+    case .q5_0: tiles(.init(hasFifthBits: true, offset: -16, blockBytes: bytes))
+    case .q5_1: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
+    case .q4_K: tiles(.init(hasMin: true, kQuant: true, blockBytes: bytes))
+    case .q5_K: tiles(.init(hasMin: true, hasFifthBits: true, kQuant: true, blockBytes: bytes))
+    case .q2_K: tiles(.init(codes: .twoBit, blockBytes: bytes))
+    case .q3_K: tiles(.init(codes: .threeBit, blockBytes: bytes))
+    case .q6_K: tiles(.init(codes: .sixBit, blockBytes: bytes))
+    case .q8_0: tiles(.init(codes: .eightBit, blockBytes: bytes))
     }
 }
 #endif
