@@ -1,24 +1,29 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Kernels are built for x86-64 with AVX2/FMA/F16C (Haswell and newer, every machine we target);
-/// the AVX2 paths sit behind `#if arch(x86_64)` and a portable SIMD path covers other CPUs.
+/// Kernels are built for x86-64 with AVX2/FMA/F16C (Haswell and newer); the AVX-512 VNNI and
+/// AVX-VNNI kernels sit in modules of their own built for those ISAs and are called only when the
+/// CPU has them (`KernelISA`), so one binary serves every x86 machine. The manifest runs on the
+/// build host, so an Arm host (Apple silicon) gets no x86 flags and builds the portable paths.
+#if arch(x86_64)
 let x86Flags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-target-cpu", "haswell"],
                  .when(platforms: [.linux, .macOS])),
 ]
-/// The AVX-512 VNNI kernels' own module: built for that ISA, called only when the CPU has it
-/// (`KernelISA`), so one binary serves AVX2-only and AVX-512 machines alike.
 let avx512Flags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavx512f", "-Xcc", "-mavx512bw",
                   "-Xcc", "-mavx512vl", "-Xcc", "-mavx512vnni", "-target-cpu", "icelake-server"],
                  .when(platforms: [.linux, .macOS])),
 ]
-/// The AVX-VNNI (256-bit, VEX) kernels for client CPUs that have it without AVX-512.
 let avxVNNIFlags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavxvnni", "-target-cpu", "alderlake"],
                  .when(platforms: [.linux, .macOS])),
 ]
+#else
+let x86Flags: [SwiftSetting] = []
+let avx512Flags: [SwiftSetting] = []
+let avxVNNIFlags: [SwiftSetting] = []
+#endif
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]

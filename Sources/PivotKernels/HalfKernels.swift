@@ -47,6 +47,8 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
         #if arch(x86_64)
         halfMatMulAVX512(bf16: kind == .bf16, weights: weights, inFeatures: n, outputs: outputs, x: x, xStride: xStride,
                          tokens: tokens, out: out, outStride: outStride)
+        #else
+        halfMatMulRows(kind, weights, n, outputs, x, xStride, tokens, out, outStride, vector: false)
         #endif
     }
 }
