@@ -8,6 +8,7 @@ public struct PivotCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "pivot",
         abstract: "Run, compress and evaluate Llama-family language models on the CPU.",
+        discussion: "Environment: PIVOT_ISA=avx512|avxvnni|avx2|portable chooses the kernel path (default: the best this CPU runs; `pivot bench` shows it).",
         version: version,
         subcommands: [Generate.self, Chat.self, Perplexity.self, Eval.self, KLD.self, AttentionMap.self, Quantize.self, Intact.self, Convert.self, Imatrix.self,
                       Serve.self, Bench.self, Inspect.self, Tokenize.self, Train.self, Distill.self, Prune.self])

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Pivot
+import PivotKernels
 import PivotServer
 
 struct Serve: AsyncParsableCommand {
@@ -95,7 +96,7 @@ struct Serve: AsyncParsableCommand {
         let secured = apiKey ?? environmentKey != nil ? " (API key required)" : ""
         do {
             try await server.run { port in
-                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, \(cacheLabel) KV cache, budget \(budgetLabel), listening on http://\(host):\(port)\(secured)\n")
+                writeErr("pivot serve: \(name), \(parallel) slot(s) × \(context) tokens, \(cacheLabel) KV cache, budget \(budgetLabel), \(KernelISA.active) kernels, listening on http://\(host):\(port)\(secured)\n")
             }
         } catch let error as ServerError {
             // Its description is the whole message; ArgumentParser would add "Error: ".
