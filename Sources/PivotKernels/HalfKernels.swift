@@ -33,10 +33,9 @@ func halfToFloat(_ p: UnsafeRawPointer, _ i: Int, _ kind: HalfKind) -> Float {
 }
 
 /// out[t·outStride + o] = W[o] · x[t] for o in `outputs`, W row-major 16-bit [out][in], on the path
-/// `KernelISA.active` names (AVX-512: 4 rows × 4 tokens per tile, `halfMatMulAVX512`). Four tokens
-/// share each pass over a weight row, so prefill reads the weights once per four tokens. Every token
-/// is summed in the same order whatever the batch (two chains over alternate 8-wide steps, then the
-/// tail), so a row's result is bit-identical alone or in a batch.
+/// `KernelISA.active` names (AVX-512: 4 rows × 4 tokens per tile, `halfMatMulAVX512`; AVX2 and
+/// portable: 2 rows × 4 tokens, `halfMatMulRows`). Every token is summed in the same order whatever
+/// the batch, so a row's result is bit-identical alone or in a batch.
 public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n: Int, outputs: Range<Int>,
                        x: UnsafePointer<Float>, xStride: Int, tokens: Int,
                        out: UnsafeMutablePointer<Float>, outStride: Int) {
@@ -53,58 +52,78 @@ public func halfMatMul(_ kind: HalfKind, weights: UnsafeRawPointer, inFeatures n
     }
 }
 
-/// `halfMatMul`'s loops; `vector: false` widens the halves with the portable conversion.
+/// `halfMatMul`'s loops on 8-wide vectors: tiles of 2 rows × 4 tokens (8 chains, each widened
+/// weight vector used by 4 tokens and each activation load by 2 rows), 4 rows × 1 token for the
+/// last tokens (decode), and 1 × 1 for what is left. Every (row, token) is one chain over 8-column steps, a fixed reduction,
+/// then the tail, whatever tile it falls in. `vector: false` widens with the portable conversion.
 @inline(__always)
 func halfMatMulRows(_ kind: HalfKind, _ weights: UnsafeRawPointer, _ n: Int, _ outputs: Range<Int>,
                     _ x: UnsafePointer<Float>, _ xStride: Int, _ tokens: Int,
                     _ out: UnsafeMutablePointer<Float>, _ outStride: Int, vector: Bool) {
-    let pairEnd = n / 16 * 16, vectorEnd = n / 8 * 8
-    for o in outputs {
-        let row = weights + o * n * 2
-        var t = 0
-        while t + 4 <= tokens {
-            let x0 = x + t * xStride, x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride
-            var e0 = SIMD8<Float>(), e1 = SIMD8<Float>(), e2 = SIMD8<Float>(), e3 = SIMD8<Float>()
-            var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
+    let end = n / 8 * 8, rowBytes = 2 * n
+    @inline(__always) func finish(_ acc: SIMD8<Float>, _ row: UnsafeRawPointer, _ xt: UnsafePointer<Float>) -> Float {
+        var s = horizontalAdd(acc)
+        var i = end
+        while i < n { s += halfToFloat(row, i, kind) * xt[i]; i += 1 }
+        return s
+    }
+    @inline(__always) func single(_ row: UnsafeRawPointer, _ xt: UnsafePointer<Float>) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i < end { acc = acc.addingProduct(loadHalf8(row, i, kind, vector: vector), load8(xt + i)); i += 8 }
+        return finish(acc, row, xt)
+    }
+    var t = 0
+    while t + 4 <= tokens {
+        let x0 = x + t * xStride, x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride
+        var o = outputs.lowerBound
+        while o + 2 <= outputs.upperBound {
+            let r0 = weights + o * rowBytes, r1 = r0 + rowBytes
+            var a00 = SIMD8<Float>(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00
             var i = 0
-            while i < pairEnd {
-                let w = loadHalf8(row, i, kind, vector: vector), v = loadHalf8(row, i + 8, kind, vector: vector)
-                e0 = e0.addingProduct(w, load8(x0 + i)); o0 = o0.addingProduct(v, load8(x0 + i + 8))
-                e1 = e1.addingProduct(w, load8(x1 + i)); o1 = o1.addingProduct(v, load8(x1 + i + 8))
-                e2 = e2.addingProduct(w, load8(x2 + i)); o2 = o2.addingProduct(v, load8(x2 + i + 8))
-                e3 = e3.addingProduct(w, load8(x3 + i)); o3 = o3.addingProduct(v, load8(x3 + i + 8))
-                i += 16
-            }
-            if i < vectorEnd {
-                let w = loadHalf8(row, i, kind, vector: vector)
-                e0 = e0.addingProduct(w, load8(x0 + i)); e1 = e1.addingProduct(w, load8(x1 + i))
-                e2 = e2.addingProduct(w, load8(x2 + i)); e3 = e3.addingProduct(w, load8(x3 + i))
+            while i < end {
+                let w0 = loadHalf8(r0, i, kind, vector: vector), w1 = loadHalf8(r1, i, kind, vector: vector)
+                let v0 = load8(x0 + i), v1 = load8(x1 + i), v2 = load8(x2 + i), v3 = load8(x3 + i)
+                a00 = a00.addingProduct(w0, v0); a10 = a10.addingProduct(w1, v0)
+                a01 = a01.addingProduct(w0, v1); a11 = a11.addingProduct(w1, v1)
+                a02 = a02.addingProduct(w0, v2); a12 = a12.addingProduct(w1, v2)
+                a03 = a03.addingProduct(w0, v3); a13 = a13.addingProduct(w1, v3)
                 i += 8
             }
-            var s = SIMD4(horizontalAdd(e0 + o0), horizontalAdd(e1 + o1), horizontalAdd(e2 + o2), horizontalAdd(e3 + o3))
-            while i < n {
-                let w = halfToFloat(row, i, kind)
-                s += SIMD4(w * x0[i], w * x1[i], w * x2[i], w * x3[i])
-                i += 1
-            }
-            out[t * outStride + o] = s[0]; out[(t + 1) * outStride + o] = s[1]
-            out[(t + 2) * outStride + o] = s[2]; out[(t + 3) * outStride + o] = s[3]
-            t += 4
+            out[t * outStride + o] = finish(a00, r0, x0); out[t * outStride + o + 1] = finish(a10, r1, x0)
+            out[(t + 1) * outStride + o] = finish(a01, r0, x1); out[(t + 1) * outStride + o + 1] = finish(a11, r1, x1)
+            out[(t + 2) * outStride + o] = finish(a02, r0, x2); out[(t + 2) * outStride + o + 1] = finish(a12, r1, x2)
+            out[(t + 3) * outStride + o] = finish(a03, r0, x3); out[(t + 3) * outStride + o + 1] = finish(a13, r1, x3)
+            o += 2
         }
-        while t < tokens {
-            let xt = x + t * xStride
-            var e = SIMD8<Float>(), odd = SIMD8<Float>()
+        if o < outputs.upperBound {
+            let r0 = weights + o * rowBytes
+            out[t * outStride + o] = single(r0, x0); out[(t + 1) * outStride + o] = single(r0, x1)
+            out[(t + 2) * outStride + o] = single(r0, x2); out[(t + 3) * outStride + o] = single(r0, x3)
+        }
+        t += 4
+    }
+    while t < tokens {
+        // Four rows at once: four independent chains (one chain alone waits on the FMA latency).
+        let xt = x + t * xStride
+        var o = outputs.lowerBound
+        while o + 4 <= outputs.upperBound {
+            let r0 = weights + o * rowBytes, r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes
+            var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
             var i = 0
-            while i < pairEnd {
-                e = e.addingProduct(loadHalf8(row, i, kind, vector: vector), load8(xt + i))
-                odd = odd.addingProduct(loadHalf8(row, i + 8, kind, vector: vector), load8(xt + i + 8))
-                i += 16
+            while i < end {
+                let v = load8(xt + i)
+                a0 = a0.addingProduct(loadHalf8(r0, i, kind, vector: vector), v)
+                a1 = a1.addingProduct(loadHalf8(r1, i, kind, vector: vector), v)
+                a2 = a2.addingProduct(loadHalf8(r2, i, kind, vector: vector), v)
+                a3 = a3.addingProduct(loadHalf8(r3, i, kind, vector: vector), v)
+                i += 8
             }
-            if i < vectorEnd { e = e.addingProduct(loadHalf8(row, i, kind, vector: vector), load8(xt + i)); i += 8 }
-            var s = horizontalAdd(e + odd)
-            while i < n { s += halfToFloat(row, i, kind) * xt[i]; i += 1 }
-            out[t * outStride + o] = s
-            t += 1
+            out[t * outStride + o] = finish(a0, r0, xt); out[t * outStride + o + 1] = finish(a1, r1, xt)
+            out[t * outStride + o + 2] = finish(a2, r2, xt); out[t * outStride + o + 3] = finish(a3, r3, xt)
+            o += 4
         }
+        while o < outputs.upperBound { out[t * outStride + o] = single(weights + o * rowBytes, xt); o += 1 }
+        t += 1
     }
 }
