@@ -3,8 +3,11 @@ import PackageDescription
 
 /// Kernels are built for x86-64 with AVX2/FMA/F16C (Haswell and newer); the AVX-512 VNNI and
 /// AVX-VNNI kernels sit in modules of their own built for those ISAs and are called only when the
-/// CPU has them (`KernelISA`), so one binary serves every x86 machine. The manifest runs on the
-/// build host, so an Arm host (Apple silicon) gets no x86 flags and builds the portable paths.
+/// CPU has them (`KernelISA`), so one binary serves every x86 machine from Haswell on. The target
+/// CPUs are the oldest with each ISA (Cascade Lake: AVX-512 F/BW/VL/DQ/CD + VNNI and nothing newer;
+/// Haswell + AVX-VNNI), so the compiler cannot pick an instruction the run-time check did not see.
+/// The manifest runs on the build host: an Arm host (Apple silicon) gets no x86 flags and builds the
+/// portable paths (cross-compiling between the two is not handled).
 #if arch(x86_64)
 let x86Flags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-target-cpu", "haswell"],
@@ -12,11 +15,11 @@ let x86Flags: [SwiftSetting] = [
 ]
 let avx512Flags: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavx512f", "-Xcc", "-mavx512bw",
-                  "-Xcc", "-mavx512vl", "-Xcc", "-mavx512vnni", "-target-cpu", "icelake-server"],
+                  "-Xcc", "-mavx512vl", "-Xcc", "-mavx512vnni", "-target-cpu", "cascadelake"],
                  .when(platforms: [.linux, .macOS])),
 ]
 let avxVNNIFlags: [SwiftSetting] = [
-    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavxvnni", "-target-cpu", "alderlake"],
+    .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-Xcc", "-mavxvnni", "-target-cpu", "haswell"],
                  .when(platforms: [.linux, .macOS])),
 ]
 #else

@@ -236,7 +236,8 @@ func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPoin
     case .q3_K: tiles(.init(codes: .threeBit, blockBytes: bytes))
     case .q6_K: tiles(.init(codes: .sixBit, blockBytes: bytes))
     case .q8_0: tiles(.init(codes: .eightBit, blockBytes: bytes))
-    default: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
+    case .q5_1: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
+    default: preconditionFailure("\(layout.format.name) has no interleaved layout")
     }
 }
 
@@ -254,7 +255,8 @@ extension InterleavedLayout {
         case .q8_0: family = .q8_0
         case .q3_K: family = .q3_K
         case .q2_K: family = .q2_K
-        default: family = .q6_K
+        case .q6_K: family = .q6_K
+        default: preconditionFailure("\(format.name) has no interleaved layout")
         }
         return VNNIInterleavedFormat(family: family, blockBytes: blockBytes, groupBytes: groupBytes, blocks: blocks)
     }

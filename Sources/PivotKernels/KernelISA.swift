@@ -8,7 +8,9 @@ import Darwin
 /// one binary): the AVX-512 VNNI kernels and the AVX-VNNI kernels (256-bit, client CPUs without
 /// AVX-512) live in modules of their own built for that ISA and are only called when the CPU
 /// reports it; otherwise the AVX2 kernels, and on other CPUs (or when forced with
-/// `PIVOT_ISA=portable`) the portable loops that Apple-silicon and Arm builds compile.
+/// `PIVOT_ISA=portable`) the portable loops that Apple-silicon and Arm builds compile. An x86 build
+/// still needs AVX2 (the rest of the engine is built for Haswell): `portable` on x86 is there to run
+/// and test the Arm code, not to serve older x86 CPUs.
 ///
 /// The quantized paths compute the same integers and the VNNI kernels keep the AVX2 kernels' float
 /// operations lane for lane, so their outputs are bit-identical (tested on every path the machine

@@ -114,7 +114,7 @@ func halfTile1x1<W: HalfWidening>(_ row: UnsafeRawPointer, _ n: Int, _ xt: Unsaf
 func halfTiles<W: HalfWidening>(_ weights: UnsafeRawPointer, _ n: Int, _ outputs: Range<Int>, _ x: UnsafePointer<Float>, _ xStride: Int, _ tokens: Int,
                _ out: UnsafeMutablePointer<Float>, _ outStride: Int, _ w: W.Type) {
     // Strips of rows whose weights stay in L2 while every 4-token tile passes over them.
-    let strip = max(4, (192 * 1024) / (2 * n) / 4 * 4)
+    let strip = max(4, (192 * 1024) / (2 * max(1, n)) / 4 * 4)
     var stripStart = outputs.lowerBound
     while stripStart < outputs.upperBound {
         let stripEnd = min(outputs.upperBound, stripStart + strip)

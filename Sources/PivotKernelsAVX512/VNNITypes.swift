@@ -2,7 +2,9 @@
 /// target flags) and PivotKernels, built for AVX2, calls it only when the CPU reports AVX-512
 /// F/BW/VL and VNNI (PivotKernelsAVXVNNI, built for AVX-VNNI, shares these types). Nothing with
 /// intrinsics may be inlined into code built for another ISA, so every kernel entry point is
-/// `@inline(never)`; only these plain pointer types are inlinable.
+/// `@inline(never)`; only these plain pointer types are inlinable, and their initializers must stay
+/// `@inlinable`: the AVX-VNNI and AVX2 paths build them on CPUs without AVX-512, so their code has
+/// to be compiled in the caller's module, not here.
 
 /// One row of Q8 activations (PivotKernels' `Q8Row`).
 public struct VNNIRow {
@@ -11,7 +13,7 @@ public struct VNNIRow {
     public let sums: UnsafePointer<Float>
     public let halfSums: UnsafePointer<Int32>
 
-    public init(quants: UnsafePointer<Int8>, scales: UnsafePointer<Float>, sums: UnsafePointer<Float>, halfSums: UnsafePointer<Int32>) {
+    @inlinable public init(quants: UnsafePointer<Int8>, scales: UnsafePointer<Float>, sums: UnsafePointer<Float>, halfSums: UnsafePointer<Int32>) {
         self.quants = quants; self.scales = scales; self.sums = sums; self.halfSums = halfSums
     }
 }
@@ -25,8 +27,8 @@ public struct VNNIActivations {
     public let rows: Int
     public let blocks: Int
 
-    public init(quants: UnsafePointer<Int8>, scales: UnsafePointer<Float>, sums: UnsafePointer<Float>,
-                halfSums: UnsafePointer<Int32>, rows: Int, blocks: Int) {
+    @inlinable public init(quants: UnsafePointer<Int8>, scales: UnsafePointer<Float>, sums: UnsafePointer<Float>,
+                           halfSums: UnsafePointer<Int32>, rows: Int, blocks: Int) {
         self.quants = quants; self.scales = scales; self.sums = sums; self.halfSums = halfSums
         self.rows = rows; self.blocks = blocks
     }
@@ -48,7 +50,7 @@ public struct VNNIInterleavedFormat {
     /// Blocks of 32 per row.
     public let blocks: Int
 
-    public init(family: Family, blockBytes: Int, groupBytes: Int, blocks: Int) {
+    @inlinable public init(family: Family, blockBytes: Int, groupBytes: Int, blocks: Int) {
         self.family = family; self.blockBytes = blockBytes; self.groupBytes = groupBytes; self.blocks = blocks
     }
 }
