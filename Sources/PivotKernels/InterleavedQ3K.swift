@@ -73,13 +73,6 @@ func interleavedCodesK3(_ plane: __m256i, _ k: Int, high: __m256i) -> __m256i {
     return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(4)))
 }
 
-/// acc += d·sc · s·(Σu·a − 4·Σa) for one token and one 16-column half (`sums` = Σu·a per row).
-@inline(__always)
-func accumulateHalfK3(_ acc: __m256, _ sums: __m256i, scale: __m256, _ a: Q8Row, _ b: Int, _ h: Int) -> __m256 {
-    let centered = _mm256_sub_epi32(sums, _mm256_set1_epi32(a.halfSums[2 * b + h] << 2))
-    return _mm256_fmadd_ps(scale, _mm256_mul_ps(_mm256_cvtepi32_ps(centered), _mm256_set1_ps(a.scales[b])), acc)
-}
-
 /// Eight rows × one token; each half's four steps summed in 16 bits (≤ 4·2·7·127), then widened.
 @inline(__always)
 func interleavedDotK3x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> __m256 {
@@ -95,7 +88,7 @@ func interleavedDotK3x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> _
                 let k = 4 * h + j
                 p = _mm256_add_epi16(p, _mm256_maddubs_epi16(interleavedCodesK3(plane, k, high: high), stepActivations(a, b, k)))
             }
-            acc = accumulateHalfK3(acc, _mm256_madd_epi16(p, ones), scale: scalesK6(header, d, 2 * (b % 8) + h), a, b, h)
+            acc = accumulateCenteredHalf(acc, _mm256_madd_epi16(p, ones), scale: scalesK6(header, d, 2 * (b % 8) + h), offsetShift: 2, a, b, h)
         }
     }
     return acc
@@ -121,10 +114,10 @@ func interleavedDotK3x4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a
                 p3 = _mm256_add_epi16(p3, _mm256_maddubs_epi16(w, stepActivations(a3, b, k)))
             }
             let scale = scalesK6(header, d, 2 * (b % 8) + h)
-            acc0 = accumulateHalfK3(acc0, _mm256_madd_epi16(p0, ones), scale: scale, a0, b, h)
-            acc1 = accumulateHalfK3(acc1, _mm256_madd_epi16(p1, ones), scale: scale, a1, b, h)
-            acc2 = accumulateHalfK3(acc2, _mm256_madd_epi16(p2, ones), scale: scale, a2, b, h)
-            acc3 = accumulateHalfK3(acc3, _mm256_madd_epi16(p3, ones), scale: scale, a3, b, h)
+            acc0 = accumulateCenteredHalf(acc0, _mm256_madd_epi16(p0, ones), scale: scale, offsetShift: 2, a0, b, h)
+            acc1 = accumulateCenteredHalf(acc1, _mm256_madd_epi16(p1, ones), scale: scale, offsetShift: 2, a1, b, h)
+            acc2 = accumulateCenteredHalf(acc2, _mm256_madd_epi16(p2, ones), scale: scale, offsetShift: 2, a2, b, h)
+            acc3 = accumulateCenteredHalf(acc3, _mm256_madd_epi16(p3, ones), scale: scale, offsetShift: 2, a3, b, h)
         }
     }
     return (acc0, acc1, acc2, acc3)

@@ -88,10 +88,11 @@ func scalesK6(_ header: UnsafeRawPointer, _ d: __m256, _ scaleGroup: Int) -> __m
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
 }
 
-/// acc += d·sc · s·(Σq·a − 32·Σa) for one token and one 16-column half (`sums` = Σq·a per row).
+/// acc += d·sc · s·(Σu·a − 2^offsetShift·Σa) for one token and one 16-column half (`sums` = Σu·a per
+/// row): the codes u are stored unsigned, offset by 32 (Q6_K, shift 5) or 4 (Q3_K, shift 2).
 @inline(__always)
-func accumulateHalfK6(_ acc: __m256, _ sums: __m256i, scale: __m256, _ a: Q8Row, _ b: Int, _ h: Int) -> __m256 {
-    let centered = _mm256_sub_epi32(sums, _mm256_set1_epi32(a.halfSums[2 * b + h] << 5))
+func accumulateCenteredHalf(_ acc: __m256, _ sums: __m256i, scale: __m256, offsetShift: Int32, _ a: Q8Row, _ b: Int, _ h: Int) -> __m256 {
+    let centered = _mm256_sub_epi32(sums, _mm256_set1_epi32(a.halfSums[2 * b + h] << offsetShift))
     return _mm256_fmadd_ps(scale, _mm256_mul_ps(_mm256_cvtepi32_ps(centered), _mm256_set1_ps(a.scales[b])), acc)
 }
 
@@ -112,7 +113,7 @@ func interleavedDotK6x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> _
                                          _mm256_maddubs_epi16(interleavedCodesK6(codes, k + 1, top: top), stepActivations(a, b, k + 1)))
                 sums = _mm256_add_epi32(sums, _mm256_madd_epi16(p, ones))
             }
-            acc = accumulateHalfK6(acc, sums, scale: scalesK6(header, d, 2 * (b % 8) + h), a, b, h)
+            acc = accumulateCenteredHalf(acc, sums, scale: scalesK6(header, d, 2 * (b % 8) + h), offsetShift: 5, a, b, h)
         }
     }
     return acc
@@ -142,10 +143,10 @@ func interleavedDotK6x4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a
                 s3 = _mm256_add_epi32(s3, pairSum(a3))
             }
             let scale = scalesK6(header, d, 2 * (b % 8) + h)
-            acc0 = accumulateHalfK6(acc0, s0, scale: scale, a0, b, h)
-            acc1 = accumulateHalfK6(acc1, s1, scale: scale, a1, b, h)
-            acc2 = accumulateHalfK6(acc2, s2, scale: scale, a2, b, h)
-            acc3 = accumulateHalfK6(acc3, s3, scale: scale, a3, b, h)
+            acc0 = accumulateCenteredHalf(acc0, s0, scale: scale, offsetShift: 5, a0, b, h)
+            acc1 = accumulateCenteredHalf(acc1, s1, scale: scale, offsetShift: 5, a1, b, h)
+            acc2 = accumulateCenteredHalf(acc2, s2, scale: scale, offsetShift: 5, a2, b, h)
+            acc3 = accumulateCenteredHalf(acc3, s3, scale: scale, offsetShift: 5, a3, b, h)
         }
     }
     return (acc0, acc1, acc2, acc3)

@@ -119,10 +119,17 @@ func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1
     return _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(0x30)))
 }
 
-/// acc += d·sc · s·(Σq·a − 32·Σa) for one token and one 16-column half: the AVX2 `accumulateHalfK6`.
+/// The 16 rows' d·sc for scale group `scaleGroup` of two Q6_K/Q3_K super-block headers.
 @inline(__always)
-func accumulateHalfK6(_ acc: __m512, _ sums: __m512i, scale: __m512, _ a: VNNIRow, _ b: Int, _ h: Int) -> __m512 {
-    let centered = _mm512_sub_epi32(sums, _mm512_set1_epi32(a.halfSums[2 * b + h] << 5))
+func pairScalesK(_ h0: UnsafeRawPointer, _ h1: UnsafeRawPointer, _ d: __m512, _ scaleGroup: Int) -> __m512 {
+    _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadBytes16(h0 + 16 + 8 * scaleGroup, h1 + 16 + 8 * scaleGroup))))
+}
+
+/// acc += d·sc · s·(Σu·a − 2^offsetShift·Σa) for one token and one 16-column half: the AVX2
+/// `accumulateCenteredHalf` (Q6_K shift 5, Q3_K shift 2).
+@inline(__always)
+func accumulateCenteredHalf(_ acc: __m512, _ sums: __m512i, scale: __m512, offsetShift: Int32, _ a: VNNIRow, _ b: Int, _ h: Int) -> __m512 {
+    let centered = _mm512_sub_epi32(sums, _mm512_set1_epi32(a.halfSums[2 * b + h] << offsetShift))
     return _mm512_fmadd_ps(scale, _mm512_mul_ps(_mm512_cvtepi32_ps(centered), _mm512_set1_ps(a.scales[b])), acc)
 }
 
@@ -148,13 +155,12 @@ func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
                     s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
                 }
             }
-            let scaleGroup = 2 * (b % 8) + h
-            let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadBytes16(h0 + 16 + 8 * scaleGroup, h1 + 16 + 8 * scaleGroup))))
-            acc0 = accumulateHalfK6(acc0, s0, scale: scale, a0, b, h)
+            let scale = pairScalesK(h0, h1, d, 2 * (b % 8) + h)
+            acc0 = accumulateCenteredHalf(acc0, s0, scale: scale, offsetShift: 5, a0, b, h)
             if count > 1 {
-                acc1 = accumulateHalfK6(acc1, s1, scale: scale, a1, b, h)
-                acc2 = accumulateHalfK6(acc2, s2, scale: scale, a2, b, h)
-                acc3 = accumulateHalfK6(acc3, s3, scale: scale, a3, b, h)
+                acc1 = accumulateCenteredHalf(acc1, s1, scale: scale, offsetShift: 5, a1, b, h)
+                acc2 = accumulateCenteredHalf(acc2, s2, scale: scale, offsetShift: 5, a2, b, h)
+                acc3 = accumulateCenteredHalf(acc3, s3, scale: scale, offsetShift: 5, a3, b, h)
             }
         }
     }
@@ -199,10 +205,6 @@ func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
 func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
                count: Int, blocks: Int, blockBytes: Int) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
-    @inline(__always) func accumulate(_ acc: __m512, _ sums: __m512i, _ scale: __m512, _ a: VNNIRow, _ b: Int, _ h: Int) -> __m512 {
-        let centered = _mm512_sub_epi32(sums, _mm512_set1_epi32(a.halfSums[2 * b + h] << 2))
-        return _mm512_fmadd_ps(scale, _mm512_mul_ps(_mm512_cvtepi32_ps(centered), _mm512_set1_ps(a.scales[b])), acc)
-    }
     for b in 0..<blocks {
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 144 + 96 * (b % 8), c1 = h1 + 144 + 96 * (b % 8)
@@ -222,13 +224,12 @@ func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
                     s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
                 }
             }
-            let scaleGroup = 2 * (b % 8) + h
-            let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(loadBytes16(h0 + 16 + 8 * scaleGroup, h1 + 16 + 8 * scaleGroup))))
-            acc0 = accumulate(acc0, s0, scale, a0, b, h)
+            let scale = pairScalesK(h0, h1, d, 2 * (b % 8) + h)
+            acc0 = accumulateCenteredHalf(acc0, s0, scale: scale, offsetShift: 2, a0, b, h)
             if count > 1 {
-                acc1 = accumulate(acc1, s1, scale, a1, b, h)
-                acc2 = accumulate(acc2, s2, scale, a2, b, h)
-                acc3 = accumulate(acc3, s3, scale, a3, b, h)
+                acc1 = accumulateCenteredHalf(acc1, s1, scale: scale, offsetShift: 2, a1, b, h)
+                acc2 = accumulateCenteredHalf(acc2, s2, scale: scale, offsetShift: 2, a2, b, h)
+                acc3 = accumulateCenteredHalf(acc3, s3, scale: scale, offsetShift: 2, a3, b, h)
             }
         }
     }
