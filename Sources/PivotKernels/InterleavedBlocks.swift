@@ -2,8 +2,9 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// Block-32 weights (Q4_0, Q4_1, Q5_0, Q5_1) repacked eight output rows at a time, so one integer
-/// multiply-add covers four weights of each of eight rows and its eight sums land one per lane.
+/// Block-32 weights (Q4_0, Q4_1, Q5_0, Q5_1; the K-quants, Q8_0 and the group-wise types in files
+/// of their own) repacked eight output rows at a time, so one integer multiply-add covers four
+/// weights of each of eight rows and its eight sums land one per lane.
 ///
 /// The GGML layout keeps each row's blocks together, so a product of one block yields one number:
 /// its scale has to be broadcast, its sum reduced, per row. Interleaved, the scales of eight rows
@@ -35,7 +36,9 @@ public struct InterleavedLayout: Sendable, Equatable {
         blocks = columns / 32
     }
 
-    public static func supports(_ format: BlockFormat) -> Bool { [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0].contains(format) }
+    public static func supports(_ format: BlockFormat) -> Bool {
+        format.isExtension || [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0].contains(format)
+    }
 
     public var hasMin: Bool { format == .q4_1 || format == .q5_1 }
     public var hasFifthBits: Bool { format == .q5_0 || format == .q5_1 || format == .q5_K }
@@ -43,8 +46,8 @@ public struct InterleavedLayout: Sendable, Equatable {
     var subBlockBytesK: Int { format == .q5_K ? 160 : 128 }
     /// m / d for the formats that store no minimum.
     public var symmetricOffset: Float { format == .q5_0 ? -16 : -8 }
-    /// Bytes of one block of 32 columns across the 8 rows of a group (8 × the GGML block); for Q4_K
-    /// of one super-block of 256 columns.
+    /// Bytes of one block of 32 columns across the 8 rows of a group (8 × the GGML block); for the
+    /// K-quants of one super-block of 256 columns, for the group-wise types of one group.
     public var blockBytes: Int {
         switch format {
         case .q4_K: return Self.superBlockBytesK4
@@ -53,10 +56,16 @@ public struct InterleavedLayout: Sendable, Equatable {
         case .q8_0: return Self.blockBytesQ8
         case .q3_K: return Self.superBlockBytesK3
         case .q2_K: return Self.superBlockBytesK2
-        default: return 16 + (hasMin ? 16 : 0) + 128 + (hasFifthBits ? 32 : 0)
+        default:
+            if format.isExtension { return Self.groupwiseBlockBytes(format) }
+            return 16 + (hasMin ? 16 : 0) + 128 + (hasFifthBits ? 32 : 0)
         }
     }
-    public var groupBytes: Int { format.isKQuant ? blocks / 8 * blockBytes : blocks * blockBytes }
+    public var groupBytes: Int {
+        if format.isKQuant { return blocks / 8 * blockBytes }
+        if format.isExtension { return blocks / format.runsPerGroup * blockBytes }
+        return blocks * blockBytes
+    }
     var codesOffset: Int { hasMin ? 32 : 16 }
     static let superBlockBytesK4 = 32 + 128 + 8 * 128
     /// Q5_K: Q4_K's layout with each sub-block's 32 bytes of fifth bits after its nibbles (1440 bytes, +2.3%).
@@ -84,6 +93,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         if format == .q8_0 { repackQ8(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q3_K { repackK3(source, rowBytes: rowBytes, rows: rows, into: out); return }
         if format == .q2_K { repackK2(source, rowBytes: rowBytes, rows: rows, into: out); return }
+        if format.isExtension { repackGroupwise(source, rowBytes: rowBytes, rows: rows, into: out); return }
         let sourceBlockBytes = format.bytesPerBlock
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8 * 32) { buffer in
             let codes = buffer.baseAddress!
@@ -156,6 +166,7 @@ public struct InterleavedLayout: Sendable, Equatable {
         if format == .q8_0 { dequantizeRowQ8(group, r, into: out); return }
         if format == .q3_K { dequantizeRowK3(group, r, into: out); return }
         if format == .q2_K { dequantizeRowK2(group, r, into: out); return }
+        if format.isExtension { dequantizeRowGroupwise(group, r, into: out); return }
         for b in 0..<blocks {
             let (d, m, codes) = blockParameters(group, b, row: r)
             for c in 0..<32 { out[b * 32 + c] = d * Float(code(codes, r, c)) + m }

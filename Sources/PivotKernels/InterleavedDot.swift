@@ -27,13 +27,18 @@ func fifthBit(_ bits: __m256i, _ k: Int) -> __m256i {
     return _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
 }
 
-/// Codes of step k (columns 4k..4k+3 of each of the 8 rows) as 32 unsigned bytes.
+/// Codes of step k (columns 4k..4k+3 of each of the 8 rows) as 32 unsigned bytes: nibbles (+ a
+/// fifth bit) or 2-bit planes (+ a third bit), `high` holding the block's extra bits.
 @inline(__always)
-func interleavedCodes(_ nibbles: UnsafeRawPointer, _ k: Int, fifthBits: __m256i, hasFifthBits: Bool) -> __m256i {
-    let bytes = loadBytes32(nibbles + 32 * (k % 4))
+func interleavedCodes(_ codes: UnsafeRawPointer, _ k: Int, high: __m256i, kind: InterleavedKind) -> __m256i {
+    if kind.codes == .planes {
+        let plane = loadBytes32(codes + 32 * (k / 4))
+        return kind.hasHighBit ? interleavedCodesK3(plane, k, high: high) : interleavedCodesK2(plane, k % 4)
+    }
+    let bytes = loadBytes32(codes + 32 * (k % 4))
     let shifted = k < 4 ? bytes : _mm256_srli_epi16(bytes, 4)
     let low = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
-    return hasFifthBits ? _mm256_or_si256(low, fifthBit(fifthBits, k)) : low
+    return kind.hasHighBit ? _mm256_or_si256(low, fifthBit(high, k)) : low
 }
 
 /// Four activation bytes of step k of block b, repeated in every 32-bit lane.
@@ -61,16 +66,32 @@ func loadBytesAsFloats8(_ p: UnsafeRawPointer) -> __m256 {
 /// How the tile kernels see a format: where block b's codes are and its eight rows' d and m.
 struct InterleavedKind {
     /// How codes are stored: nibbles (+ fifth bits) with a scale and minimum per 32 columns (the
-    /// block-32 formats, Q4_K, Q5_K), or one of the formats with kernels of their own.
-    enum Codes { case nibbles, twoBit, threeBit, sixBit, eightBit }
+    /// block-32 formats, Q4_K, Q5_K, the 4-bit group-wise types), 2-bit planes (+ third bits) with
+    /// a scale and minimum per group (the 2- and 3-bit group-wise types), or one of the formats
+    /// with kernels of their own.
+    enum Codes { case nibbles, planes, twoBit, threeBit, sixBit, eightBit }
     var codes = Codes.nibbles
-    var hasMin = false, hasFifthBits = false, offset: Float = 0, kQuant = false
+    /// `hasHighBit`: a bit above the nibble (fifth) or the 2-bit plane (third), in its own vector.
+    var hasMin = false, hasHighBit = false, offset: Float = 0, kQuant = false
+    /// Group-wise types: 2^runShift blocks of 32 share one header (d, m) of `blockBytes`.
+    var grouped = false, runShift = 0
     var blockBytes: Int
+
+    /// The layout of a group-wise type (`InterleavedGroupwise.swift`).
+    static func groupwise(_ format: BlockFormat, blockBytes: Int) -> InterleavedKind {
+        .init(codes: format.groupBits == 4 ? .nibbles : .planes, hasMin: true, hasHighBit: format.groupBits == 3,
+              grouped: true, runShift: format.runsPerGroup.trailingZeroBitCount, blockBytes: blockBytes)
+    }
+
+    /// Offset of the extra-bit vector from a block's codes.
+    var highBitsOffset: Int { codes == .planes ? 64 : 128 }
+    /// Bytes of one block's codes in a group-wise header.
+    var runBytes: Int { codes == .planes ? (hasHighBit ? 96 : 64) : 128 }
 
     @inline(__always)
     func dot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row, blocks: Int) -> (__m256, __m256, __m256, __m256) {
         switch codes {
-        case .nibbles: return interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
+        case .nibbles, .planes: return interleavedDot4(group, a0, a1, a2, a3, blocks: blocks, kind: self)
         case .twoBit: return interleavedDotK2x4(group, a0, a1, a2, a3, blocks: blocks)
         case .threeBit: return interleavedDotK3x4(group, a0, a1, a2, a3, blocks: blocks)
         case .sixBit: return interleavedDotK6x4(group, a0, a1, a2, a3, blocks: blocks)
@@ -81,7 +102,7 @@ struct InterleavedKind {
     @inline(__always)
     func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int) -> __m256 {
         switch codes {
-        case .nibbles: return interleavedDot1(group, a, blocks: blocks, kind: self)
+        case .nibbles, .planes: return interleavedDot1(group, a, blocks: blocks, kind: self)
         case .twoBit: return interleavedDotK2x1(group, a, blocks: blocks)
         case .threeBit: return interleavedDotK3x1(group, a, blocks: blocks)
         case .sixBit: return interleavedDotK6x1(group, a, blocks: blocks)
@@ -92,11 +113,15 @@ struct InterleavedKind {
     /// (d, m, codes) of 32-column block b of the group at `group`.
     @inline(__always)
     func block(_ group: UnsafeRawPointer, _ b: Int) -> (__m256, __m256, UnsafeRawPointer) {
+        if grouped {
+            let header = group + (b >> runShift) * blockBytes
+            return (loadHalves8(header), loadHalves8(header + 16), header + 32 + runBytes * (b & ((1 << runShift) - 1)))
+        }
         if kQuant {
             let header = group + (b / 8) * blockBytes, sub = b % 8
             let d = _mm256_mul_ps(loadHalves8(header), loadBytesAsFloats8(header + 32 + 8 * sub))
             let m = _mm256_mul_ps(loadHalves8(header + 16), loadBytesAsFloats8(header + 96 + 8 * sub))
-            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + (hasFifthBits ? 160 : 128) * sub)
+            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + (hasHighBit ? 160 : 128) * sub)
         }
         let block = group + b * blockBytes
         let d = loadHalves8(block)
@@ -110,16 +135,16 @@ struct InterleavedKind {
 @inline(__always)
 func interleavedDot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, kind: InterleavedKind) -> __m256 {
     var acc = _mm256_setzero_ps()
-    let ones = _mm256_set1_epi16(1), hasFifthBits = kind.hasFifthBits
+    let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        let (d, m, nibbles) = kind.block(group, b)
-        let fifth = hasFifthBits ? loadBytes32(nibbles + 128) : _mm256_setzero_si256()
+        let (d, m, codes) = kind.block(group, b)
+        let high = kind.hasHighBit ? loadBytes32(codes + kind.highBitsOffset) : _mm256_setzero_si256()
         var total = _mm256_setzero_si256()
         for half in 0..<2 {
             var partial = _mm256_setzero_si256()
             for j in 0..<4 {
                 let k = half * 4 + j
-                let w = interleavedCodes(nibbles, k, fifthBits: fifth, hasFifthBits: hasFifthBits)
+                let w = interleavedCodes(codes, k, high: high, kind: kind)
                 partial = _mm256_add_epi16(partial, _mm256_maddubs_epi16(w, stepActivations(a, b, k)))
             }
             total = _mm256_add_epi32(total, _mm256_madd_epi16(partial, ones))
@@ -133,16 +158,16 @@ func interleavedDot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, kind: I
 func interleavedDot4(_ group: UnsafeRawPointer, _ a0: Q8Row, _ a1: Q8Row, _ a2: Q8Row, _ a3: Q8Row,
                      blocks: Int, kind: InterleavedKind) -> (__m256, __m256, __m256, __m256) {
     var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
-    let ones = _mm256_set1_epi16(1), hasFifthBits = kind.hasFifthBits
+    let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        let (d, m, nibbles) = kind.block(group, b)
-        let fifth = hasFifthBits ? loadBytes32(nibbles + 128) : _mm256_setzero_si256()
+        let (d, m, codes) = kind.block(group, b)
+        let high = kind.hasHighBit ? loadBytes32(codes + kind.highBitsOffset) : _mm256_setzero_si256()
         var t0 = _mm256_setzero_si256(), t1 = _mm256_setzero_si256(), t2 = _mm256_setzero_si256(), t3 = _mm256_setzero_si256()
         for half in 0..<2 {
             var p0 = _mm256_setzero_si256(), p1 = _mm256_setzero_si256(), p2 = _mm256_setzero_si256(), p3 = _mm256_setzero_si256()
             for j in 0..<4 {
                 let k = half * 4 + j
-                let w = interleavedCodes(nibbles, k, fifthBits: fifth, hasFifthBits: hasFifthBits)
+                let w = interleavedCodes(codes, k, high: high, kind: kind)
                 p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(w, stepActivations(a0, b, k)))
                 p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(w, stepActivations(a1, b, k)))
                 p2 = _mm256_add_epi16(p2, _mm256_maddubs_epi16(w, stepActivations(a2, b, k)))
@@ -229,14 +254,15 @@ func interleavedMatMulAVX2(_ layout: InterleavedLayout, _ weights: UnsafeRawPoin
     switch layout.format {
     case .q4_0: tiles(.init(offset: -8, blockBytes: bytes))
     case .q4_1: tiles(.init(hasMin: true, blockBytes: bytes))
-    case .q5_0: tiles(.init(hasFifthBits: true, offset: -16, blockBytes: bytes))
+    case .q5_0: tiles(.init(hasHighBit: true, offset: -16, blockBytes: bytes))
     case .q4_K: tiles(.init(hasMin: true, kQuant: true, blockBytes: bytes))
-    case .q5_K: tiles(.init(hasMin: true, hasFifthBits: true, kQuant: true, blockBytes: bytes))
+    case .q5_K: tiles(.init(hasMin: true, hasHighBit: true, kQuant: true, blockBytes: bytes))
     case .q2_K: tiles(.init(codes: .twoBit, blockBytes: bytes))
     case .q3_K: tiles(.init(codes: .threeBit, blockBytes: bytes))
     case .q6_K: tiles(.init(codes: .sixBit, blockBytes: bytes))
     case .q8_0: tiles(.init(codes: .eightBit, blockBytes: bytes))
-    case .q5_1: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
+    case .q5_1: tiles(.init(hasMin: true, hasHighBit: true, blockBytes: bytes))
+    case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128: tiles(.groupwise(layout.format, blockBytes: bytes))
     default: preconditionFailure("\(layout.format.name) has no interleaved layout")
     }
 }
@@ -256,6 +282,8 @@ extension InterleavedLayout {
         case .q3_K: family = .q3_K
         case .q2_K: family = .q2_K
         case .q6_K: family = .q6_K
+        case .q2_g32, .q2_g64, .q2_g128, .q3_g32, .q3_g64, .q3_g128, .q4_g64, .q4_g128:
+            family = .groupwise(bits: format.groupBits!, runs: format.runsPerGroup)
         default: preconditionFailure("\(format.name) has no interleaved layout")
         }
         return VNNIInterleavedFormat(family: family, blockBytes: blockBytes, groupBytes: groupBytes, blocks: blocks)

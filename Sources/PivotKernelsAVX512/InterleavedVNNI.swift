@@ -46,22 +46,34 @@ func accumulateBlock(_ acc: __m512, _ sums: __m512i, d: __m512, m: __m512, _ a: 
     return _mm512_and_si512(moved, _mm512_set1_epi8(0x10))
 }
 
-/// How the tiles see a format (constant after inlining).
+/// How the tiles see a format (constant after inlining): PivotKernels' `InterleavedKind`.
 struct PairKind {
-    /// Nibbles (+ fifth bits) with a scale and minimum per 32 columns, or a format with its own kernel.
-    enum Codes { case nibbles, twoBit, threeBit, sixBit, eightBit }
+    /// Nibbles (+ fifth bits) with a scale and minimum per 32 columns, 2-bit planes (+ third bits)
+    /// with a scale and minimum per group (group-wise types), or a format with its own kernel.
+    enum Codes { case nibbles, planes, twoBit, threeBit, sixBit, eightBit }
     var codes = Codes.nibbles
-    var hasMin = false, hasFifthBits = false, offset: Float = 0, kQuant = false
+    /// `hasHighBit`: a bit above the nibble (fifth) or the 2-bit plane (third), in its own vector.
+    var hasMin = false, hasHighBit = false, offset: Float = 0, kQuant = false
+    /// Group-wise types: 2^runShift blocks of 32 share one header (d, m) of `blockBytes`.
+    var grouped = false, runShift = 0
     var blockBytes: Int
+
+    var highBitsOffset: Int { codes == .planes ? 64 : 128 }
+    var runBytes: Int { codes == .planes ? (hasHighBit ? 96 : 64) : 128 }
 
     /// (d, m) of 32-column block b for the 16 rows, and where each group's codes start.
     @inline(__always)
     func block(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int) -> (__m512, __m512, UnsafeRawPointer, UnsafeRawPointer) {
+        if grouped {
+            let h0 = g0 + (b >> runShift) * blockBytes, h1 = g1 + (b >> runShift) * blockBytes
+            let codes = 32 + runBytes * (b & ((1 << runShift) - 1))
+            return (loadHalves16(h0, h1), loadHalves16(h0 + 16, h1 + 16), h0 + codes, h1 + codes)
+        }
         if kQuant {
             let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes, sub = b % 8
             let d = _mm512_mul_ps(loadHalves16(h0, h1), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 32 + 8 * sub, h1 + 32 + 8 * sub))))
             let m = _mm512_mul_ps(loadHalves16(h0 + 16, h1 + 16), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(loadBytes16(h0 + 96 + 8 * sub, h1 + 96 + 8 * sub))))
-            let codes = 160 + (hasFifthBits ? 160 : 128) * sub
+            let codes = 160 + (hasHighBit ? 160 : 128) * sub
             return (d, _mm512_sub_ps(_mm512_setzero_ps(), m), h0 + codes, h1 + codes)
         }
         let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
@@ -72,6 +84,15 @@ struct PairKind {
     }
 }
 
+/// The 2-bit plane codes of step k (plane = the vector of steps 4(k/4)...), with bit k of `high`
+/// as the third bit when there is one.
+@inline(__always) func planeCodes(_ plane: __m512i, _ k: Int, high: __m512i?) -> __m512i {
+    let low = _mm512_and_si512(_mm512_srli_epi16(plane, UInt32(2 * (k % 4))), _mm512_set1_epi8(3))
+    guard let high else { return low }
+    let moved = k >= 2 ? _mm512_srli_epi16(high, UInt32(k - 2)) : _mm512_slli_epi16(high, UInt32(2 - k))
+    return _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(4)))
+}
+
 /// 16 rows × `count` tokens (1 or 4; rows beyond `count` are ignored).
 @inline(__always)
 func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
@@ -80,19 +101,29 @@ func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1
     let low = _mm512_set1_epi8(0x0F)
     for b in 0..<blocks {
         let (d, m, c0, c1) = kind.block(g0, g1, b)
-        let fifth = kind.hasFifthBits ? loadPair(c0 + 128, c1 + 128) : _mm512_setzero_si512()
+        let high = kind.hasHighBit ? loadPair(c0 + kind.highBitsOffset, c1 + kind.highBitsOffset) : _mm512_setzero_si512()
         var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
-        for j in 0..<4 {
-            let raw = loadPair(c0 + 32 * j, c1 + 32 * j)
-            for half in 0..<2 {
-                let k = j + 4 * half
-                var w = _mm512_and_si512(half == 0 ? raw : _mm512_srli_epi16(raw, 4), low)
-                if kind.hasFifthBits { w = _mm512_or_si512(w, fifthBit(fifth, k)) }
-                s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
-                if count > 1 {
-                    s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
-                    s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
-                    s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+        @inline(__always) func add(_ w: __m512i, _ k: Int) {
+            s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
+            if count > 1 {
+                s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
+                s2 = _mm512_dpbusd_epi32(s2, w, stepActivations(a2, b, k))
+                s3 = _mm512_dpbusd_epi32(s3, w, stepActivations(a3, b, k))
+            }
+        }
+        if kind.codes == .planes {
+            for h in 0..<2 {
+                let plane = loadPair(c0 + 32 * h, c1 + 32 * h)
+                for j in 0..<4 { add(planeCodes(plane, 4 * h + j, high: kind.hasHighBit ? high : nil), 4 * h + j) }
+            }
+        } else {
+            for j in 0..<4 {
+                let raw = loadPair(c0 + 32 * j, c1 + 32 * j)
+                for half in 0..<2 {
+                    let k = j + 4 * half
+                    var w = _mm512_and_si512(half == 0 ? raw : _mm512_srli_epi16(raw, 4), low)
+                    if kind.hasHighBit { w = _mm512_or_si512(w, fifthBit(high, k)) }
+                    add(w, k)
                 }
             }
         }
@@ -214,9 +245,7 @@ func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
             var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
             for j in 0..<4 {
                 let k = 4 * h + j
-                let low = _mm512_and_si512(_mm512_srli_epi16(plane, UInt32(2 * j)), _mm512_set1_epi8(3))
-                let moved = k >= 2 ? _mm512_srli_epi16(high, UInt32(k - 2)) : _mm512_slli_epi16(high, UInt32(2 - k))
-                let w = _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(4)))
+                let w = planeCodes(plane, k, high: high)
                 s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
                 if count > 1 {
                     s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
@@ -249,7 +278,7 @@ func pairDotK2(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
             var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
             for j in 0..<4 {
                 let k = 4 * h + j
-                let w = _mm512_and_si512(_mm512_srli_epi16(plane, UInt32(2 * j)), _mm512_set1_epi8(3))
+                let w = planeCodes(plane, k, high: nil)
                 s0 = _mm512_dpbusd_epi32(s0, w, stepActivations(a0, b, k))
                 if count > 1 {
                     s1 = _mm512_dpbusd_epi32(s1, w, stepActivations(a1, b, k))
@@ -280,7 +309,7 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
         switch kind.codes {
-        case .nibbles: return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
+        case .nibbles, .planes: return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind)
         case .twoBit: return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
         case .threeBit: return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
         case .sixBit: return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: kind.blockBytes)
@@ -330,14 +359,17 @@ public func interleavedMatMulVNNI(_ format: VNNIInterleavedFormat, weights: Unsa
     switch format.family {
     case .q4_0: tiles(.init(offset: -8, blockBytes: bytes))
     case .q4_1: tiles(.init(hasMin: true, blockBytes: bytes))
-    case .q5_0: tiles(.init(hasFifthBits: true, offset: -16, blockBytes: bytes))
-    case .q5_1: tiles(.init(hasMin: true, hasFifthBits: true, blockBytes: bytes))
+    case .q5_0: tiles(.init(hasHighBit: true, offset: -16, blockBytes: bytes))
+    case .q5_1: tiles(.init(hasMin: true, hasHighBit: true, blockBytes: bytes))
     case .q4_K: tiles(.init(hasMin: true, kQuant: true, blockBytes: bytes))
-    case .q5_K: tiles(.init(hasMin: true, hasFifthBits: true, kQuant: true, blockBytes: bytes))
+    case .q5_K: tiles(.init(hasMin: true, hasHighBit: true, kQuant: true, blockBytes: bytes))
     case .q2_K: tiles(.init(codes: .twoBit, blockBytes: bytes))
     case .q3_K: tiles(.init(codes: .threeBit, blockBytes: bytes))
     case .q6_K: tiles(.init(codes: .sixBit, blockBytes: bytes))
     case .q8_0: tiles(.init(codes: .eightBit, blockBytes: bytes))
+    case .groupwise(let bits, let runs):
+        tiles(.init(codes: bits == 4 ? .nibbles : .planes, hasMin: true, hasHighBit: bits == 3, grouped: true,
+                    runShift: runs.trailingZeroBitCount, blockBytes: bytes))
     }
 }
 #endif

@@ -41,9 +41,11 @@ public struct VNNIActivations {
 /// An eight-row interleaved weight layout (PivotKernels' `InterleavedLayout`): which block-32
 /// format family it is and its byte sizes.
 public struct VNNIInterleavedFormat {
-    public enum Family { case q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, q8_0 }
+    /// `groupwise`: Pivot's group-wise types, `runs` blocks of 32 per group sharing one d and m.
+    public enum Family { case q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, q8_0, groupwise(bits: Int, runs: Int) }
     public let family: Family
-    /// Bytes of one block of 32 columns (Q4_K/Q6_K: of one super-block of 256) across a group of 8 rows.
+    /// Bytes of one block of 32 columns (K-quants: of one super-block of 256; group-wise types: of
+    /// one group) across a group of 8 rows.
     public let blockBytes: Int
     /// Bytes of one group of 8 rows.
     public let groupBytes: Int

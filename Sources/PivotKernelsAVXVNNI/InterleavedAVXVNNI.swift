@@ -15,26 +15,46 @@ import PivotKernelsAVX512
     _mm256_set1_epi32(UnsafeRawPointer(a.quants).loadUnaligned(fromByteOffset: b * 32 + 4 * k, as: Int32.self))
 }
 
-/// What a tile needs to know of a format (constant after inlining).
+/// What a tile needs to know of a format (constant after inlining): PivotKernels' `InterleavedKind`.
 struct GroupKind {
-    enum Codes { case nibbles, sixBit, eightBit, threeBit, twoBit }
+    /// `planes`: 2-bit planes (+ third bits) with a scale and minimum per group (group-wise types).
+    enum Codes { case nibbles, planes, sixBit, eightBit, threeBit, twoBit }
     var codes: Codes
-    var hasMin: Bool, hasFifthBits: Bool, offset: Float, kQuant: Bool
+    /// `hasHighBit`: a bit above the nibble (fifth) or the 2-bit plane (third), in its own vector.
+    var hasMin: Bool, hasHighBit: Bool, offset: Float, kQuant: Bool
+    /// Group-wise types: 2^runShift blocks of 32 share one header (d, m) of `blockBytes`.
+    var grouped = false, runShift = 0
     var blockBytes: Int
+
+    var highBitsOffset: Int { codes == .planes ? 64 : 128 }
+    var runBytes: Int { codes == .planes ? (hasHighBit ? 96 : 64) : 128 }
 
     /// (d, m, codes) of 32-column block b of a group: the AVX2 kernel's `InterleavedKind.block`.
     @inline(__always) func block(_ group: UnsafeRawPointer, _ b: Int) -> (__m256, __m256, UnsafeRawPointer) {
+        if grouped {
+            let header = group + (b >> runShift) * blockBytes
+            return (halves8(header), halves8(header + 16), header + 32 + runBytes * (b & ((1 << runShift) - 1)))
+        }
         if kQuant {
             let header = group + (b / 8) * blockBytes, sub = b % 8
             let d = _mm256_mul_ps(halves8(header), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eightBytes(header + 32 + 8 * sub))))
             let m = _mm256_mul_ps(halves8(header + 16), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eightBytes(header + 96 + 8 * sub))))
-            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + (hasFifthBits ? 160 : 128) * sub)
+            return (d, _mm256_sub_ps(_mm256_setzero_ps(), m), header + 160 + (hasHighBit ? 160 : 128) * sub)
         }
         let block = group + b * blockBytes
         let d = halves8(block)
         let m = hasMin ? halves8(block + 16) : _mm256_mul_ps(d, _mm256_set1_ps(offset))
         return (d, m, block + (hasMin ? 32 : 16))
     }
+}
+
+/// The 2-bit plane codes of step k (plane = the vector of steps 4(k/4)...), with bit k of `high`
+/// as the third bit when there is one.
+@inline(__always) func planeCodes(_ plane: __m256i, _ k: Int, high: __m256i?) -> __m256i {
+    let low = _mm256_and_si256(_mm256_srli_epi16(plane, Int32(2 * (k % 4))), _mm256_set1_epi8(3))
+    guard let high else { return low }
+    let moved = k >= 2 ? _mm256_srli_epi16(high, Int32(k - 2)) : _mm256_slli_epi16(high, Int32(2 - k))
+    return _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(4)))
 }
 
 /// Up to four tokens' int32 sums and float accumulators, one register each.
@@ -50,23 +70,31 @@ struct Floats4 { var v0: __m256, v1: __m256, v2: __m256, v3: __m256 }
     s.v3 = _mm256_dpbusd_avx_epi32(s.v3, w, step(a.3, b, k))
 }
 
-/// Block-32 and Q4_K/Q5_K nibbles (with fifth bits): acc += d·(s·Σq·a) + m·(s·Σa).
+/// Block-32, Q4_K/Q5_K and group-wise codes: nibbles (with fifth bits) or 2-bit planes (with third
+/// bits); acc += d·(s·Σq·a) + m·(s·Σa).
 @inline(__always)
 func nibbleBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, kind: GroupKind) {
     let (d, m, codes) = kind.block(group, b)
-    let fifth = kind.hasFifthBits ? load32(codes + 128) : _mm256_setzero_si256()
+    let high = kind.hasHighBit ? load32(codes + kind.highBitsOffset) : _mm256_setzero_si256()
     let zero = _mm256_setzero_si256()
     var s = Lanes4(v0: zero, v1: zero, v2: zero, v3: zero)
-    for j in 0..<4 {
-        let raw = load32(codes + 32 * j)
-        for half in 0..<2 {
-            let k = j + 4 * half
-            var w = _mm256_and_si256(half == 0 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F))
-            if kind.hasFifthBits {
-                let moved = k <= 4 ? _mm256_slli_epi16(fifth, Int32(4 - k)) : _mm256_srli_epi16(fifth, Int32(k - 4))
-                w = _mm256_or_si256(w, _mm256_and_si256(moved, _mm256_set1_epi8(0x10)))
+    if kind.codes == .planes {
+        for h in 0..<2 {
+            let plane = load32(codes + 32 * h)
+            for j in 0..<4 { multiplyAdd(&s, planeCodes(plane, 4 * h + j, high: kind.hasHighBit ? high : nil), a, b, 4 * h + j, count: count) }
+        }
+    } else {
+        for j in 0..<4 {
+            let raw = load32(codes + 32 * j)
+            for half in 0..<2 {
+                let k = j + 4 * half
+                var w = _mm256_and_si256(half == 0 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F))
+                if kind.hasHighBit {
+                    let moved = k <= 4 ? _mm256_slli_epi16(high, Int32(4 - k)) : _mm256_srli_epi16(high, Int32(k - 4))
+                    w = _mm256_or_si256(w, _mm256_and_si256(moved, _mm256_set1_epi8(0x10)))
+                }
+                multiplyAdd(&s, w, a, b, k, count: count)
             }
-            multiplyAdd(&s, w, a, b, k, count: count)
         }
     }
     @inline(__always) func tail(_ acc: __m256, _ sums: __m256i, _ a: VNNIRow) -> __m256 {
@@ -105,9 +133,7 @@ func scaledHalvesBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int
                 }
                 w = _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)))
             } else {
-                let low = _mm256_and_si256(_mm256_srli_epi16(planeOrTop, Int32(2 * j)), _mm256_set1_epi8(3))
-                let moved = k >= 2 ? _mm256_srli_epi16(high, Int32(k - 2)) : _mm256_slli_epi16(high, Int32(2 - k))
-                w = _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(4)))
+                w = planeCodes(planeOrTop, k, high: high)
             }
             multiplyAdd(&s, w, a, b, k, count: count)
         }
@@ -131,7 +157,7 @@ func twoBitBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a:
         let zero = _mm256_setzero_si256()
         var s = Lanes4(v0: zero, v1: zero, v2: zero, v3: zero)
         let plane = load32(codes + 32 * h)
-        for j in 0..<4 { multiplyAdd(&s, _mm256_and_si256(_mm256_srli_epi16(plane, Int32(2 * j)), _mm256_set1_epi8(3)), a, b, 4 * h + j, count: count) }
+        for j in 0..<4 { multiplyAdd(&s, planeCodes(plane, 4 * h + j, high: nil), a, b, 4 * h + j, count: count) }
         let bytes = _mm256_cvtepu8_epi32(eightBytes(header + 32 + 8 * (2 * (b % 8) + h)))
         let scale = _mm256_mul_ps(halves8(header), _mm256_cvtepi32_ps(_mm256_and_si256(bytes, _mm256_set1_epi32(0x0F))))
         let minimum = _mm256_mul_ps(halves8(header + 16), _mm256_cvtepi32_ps(_mm256_srli_epi32(bytes, 4)))
@@ -166,7 +192,7 @@ func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRo
     var acc = Floats4(v0: zero, v1: zero, v2: zero, v3: zero)
     for b in 0..<blocks {
         switch kind.codes {
-        case .nibbles: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
+        case .nibbles, .planes: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
         case .sixBit, .threeBit: scaledHalvesBlock(&acc, group, b, a, count: count, kind: kind)
         case .eightBit: byteBlock(&acc, group, b, a, count: count, kind: kind)
         case .twoBit: twoBitBlock(&acc, group, b, a, count: count, kind: kind)
@@ -214,7 +240,7 @@ public func interleavedMatMulAVXVNNI(_ format: VNNIInterleavedFormat, weights: U
     guard !groups.isEmpty else { return }
     let bytes = format.blockBytes
     func kind(_ codes: GroupKind.Codes, min: Bool = false, fifth: Bool = false, offset: Float = 0, k: Bool = false) -> GroupKind {
-        GroupKind(codes: codes, hasMin: min, hasFifthBits: fifth, offset: offset, kQuant: k, blockBytes: bytes)
+        GroupKind(codes: codes, hasMin: min, hasHighBit: fifth, offset: offset, kQuant: k, blockBytes: bytes)
     }
     switch format.family {
     case .q4_0: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.nibbles, offset: -8))
@@ -227,6 +253,10 @@ public func interleavedMatMulAVXVNNI(_ format: VNNIInterleavedFormat, weights: U
     case .q3_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.threeBit, k: true))
     case .q2_K: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.twoBit, k: true))
     case .q8_0: groupTiles(weights, format, groups, act, out, outStride, kind: kind(.eightBit))
+    case .groupwise(let bits, let runs):
+        let grouped = GroupKind(codes: bits == 4 ? .nibbles : .planes, hasMin: true, hasHighBit: bits == 3, offset: 0, kQuant: false,
+                                grouped: true, runShift: runs.trailingZeroBitCount, blockBytes: bytes)
+        groupTiles(weights, format, groups, act, out, outStride, kind: grouped)
     }
 }
 #endif

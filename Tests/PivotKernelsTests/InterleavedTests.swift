@@ -3,7 +3,11 @@ import PivotKernels
 
 /// The eight-row interleaved layout: repacking loses nothing, and its kernels equal an exact dot.
 extension QuantizedDotTests {
-    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0]
+    static let interleavedFormats: [BlockFormat] = [.q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_0] + BlockFormat.extensionFormats
+
+    /// Columns for a test matrix: whole super-blocks for K-quants, an odd number of 128-column
+    /// groups for the group-wise types, five blocks of 32 otherwise.
+    static func testColumns(_ format: BlockFormat) -> Int { format.isKQuant ? 512 : format.isExtension ? 384 : 160 }
 
     /// `rows` GGML rows of `format` repacked; returns the layout and the packed bytes.
     func repacked(_ format: BlockFormat, _ source: [UInt8], rows: Int, columns: Int) -> (InterleavedLayout, [UInt8]) {
@@ -20,7 +24,7 @@ extension QuantizedDotTests {
 
     func testInterleavedRepackKeepsEveryWeight() {
         for format in Self.interleavedFormats {
-            let rows = 16, columns = format.isKQuant ? 512 : 96
+            let rows = 16, columns = Self.testColumns(format)
             let source = randomBlocks(format, rows: rows, columns: columns, seed: 11)
             let (layout, packed) = repacked(format, source, rows: rows, columns: columns)
             for r in 0..<rows {
@@ -33,7 +37,7 @@ extension QuantizedDotTests {
             }
         }
         XCTAssertNil(InterleavedLayout(format: .q4_0, rows: 12, columns: 64), "rows must come in eights")
-        XCTAssertNil(InterleavedLayout(format: .q2_g64, rows: 16, columns: 256), "group-wise types keep their own kernels")
+        XCTAssertNil(InterleavedLayout(format: .q2_g128, rows: 16, columns: 192), "group-wise rows are whole groups")
         XCTAssertNil(InterleavedLayout(format: .q4_K, rows: 16, columns: 288), "K-quant rows are whole super-blocks")
     }
 
@@ -43,7 +47,7 @@ extension QuantizedDotTests {
     /// in calls of 1, 3 and 1 (as threads split them) give the VNNI path both pairs and odd groups.
     func testInterleavedMatMulMatchesReferenceAndIsBatchInvariant() {
         for format in Self.interleavedFormats {
-            let rows = 40, columns = format.isKQuant ? 512 : 160
+            let rows = 40, columns = Self.testColumns(format)
             let source = randomBlocks(format, rows: rows, columns: columns, seed: 13)
             let (layout, packed) = repacked(format, source, rows: rows, columns: columns)
             func run(_ x: [Float], tokens: Int, calls: [Range<Int>]) -> ([Float], Q8Activations) {
