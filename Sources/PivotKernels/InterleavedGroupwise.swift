@@ -1,3 +1,7 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
 /// Pivot's group-wise types (Q2_G*, Q3_G*, Q4_G*; see `GroupFormats.swift`) in the eight-row
 /// interleaved layout, so LLM-MQ files prefill on the same tiles as the GGML types. Per group of G
 /// columns (one header for its G/32 runs of 32):
@@ -31,7 +35,13 @@ extension InterleavedLayout {
                     dst.storeBytes(of: block.loadUnaligned(fromByteOffset: 2, as: UInt16.self), toByteOffset: 16 + 2 * r, as: UInt16.self)
                     for run in 0..<runs {
                         let codes = dst + 32 + runBytes * run
-                        func code(_ c: Int) -> UInt8 { UInt8(format.groupCode(block, run, c)) }
+                        var quants = SIMD32<Int8>()
+                        #if arch(x86_64)
+                        quants = unsafeBitCast(groupwiseRunCodes(block, run, bits: bits, runs: runs), to: SIMD32<Int8>.self)
+                        #else
+                        format.groupwiseCodes(block, run, into: &quants)
+                        #endif
+                        func code(_ c: Int) -> UInt8 { UInt8(quants[c]) }
                         for i in 0..<4 {
                             if bits == 4 {
                                 for j in 0..<4 {

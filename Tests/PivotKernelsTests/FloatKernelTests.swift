@@ -169,4 +169,60 @@ final class HalfKernelTests: XCTestCase {
             }
         }
     }
+
+    /// F16 and BF16 panels: packing keeps every weight (and pads with zeros); products against a
+    /// plain loop for row counts that leave a partial panel, odd column counts, and batches that use
+    /// the 8-, 4- and 1-token tiles; a token's bits equal its bits alone, on every path, and the
+    /// portable loop's bits equal the AVX-512 kernel's.
+    func testHalfPanelsMatchPlainLoopAndBatchExactly() {
+        var g = SplitMix64(seed: 23)
+        for kind in [HalfKind.f16, .bf16] {
+            for (rows, n) in [(40, 37), (16, 576), (53, 160)] {
+                let bits: [UInt16] = (0..<(rows * n)).map { _ in
+                    let v = Float.random(in: -1...1, using: &g)
+                    return kind == .f16 ? Float16(v).bitPattern : UInt16(v.bitPattern >> 16)
+                }
+                func widened(_ i: Int) -> Float { kind == .f16 ? Float(Float16(bitPattern: bits[i])) : Float(bitPattern: UInt32(bits[i]) << 16) }
+                let layout = HalfPanels(kind: kind, rows: rows, columns: n)
+                var packed = [UInt8](repeating: 0xFF, count: layout.byteCount)
+                bits.withUnsafeBytes { b in packed.withUnsafeMutableBytes { layout.pack(b.baseAddress!, into: $0.baseAddress!) } }
+                packed.withUnsafeBytes { p in
+                    for r in 0..<(layout.panels * 16) {
+                        for c in [0, n / 2, n - 1] {
+                            XCTAssertEqual(layout.bits(p.baseAddress!, row: r, column: c), r < rows ? bits[r * n + c] : 0, "\(kind) row \(r) column \(c)")
+                        }
+                    }
+                }
+                let tokens = 13
+                let x = (0..<(tokens * n)).map { _ in Float.random(in: -2...2, using: &g) }
+                func run(_ first: Int, _ count: Int, calls: [Range<Int>]) -> [Float] {
+                    var out = [Float](repeating: .nan, count: count * rows)
+                    packed.withUnsafeBytes { w in x.withUnsafeBufferPointer { xs in out.withUnsafeMutableBufferPointer { o in
+                        for panels in calls {
+                            halfPanelMatMul(layout, weights: w.baseAddress!, panels: panels, x: xs.baseAddress! + first * n, xStride: n,
+                                            tokens: count, out: o.baseAddress!, outStride: rows)
+                        }
+                    } } }
+                    return out
+                }
+                var byPath: [KernelISA: [Float]] = [:]
+                KernelISA.forEachSupported { isa in
+                    let batch = run(0, tokens, calls: [0..<1, 1..<layout.panels])
+                    byPath[isa] = batch
+                    for t in 0..<tokens {
+                        let single = run(t, 1, calls: [0..<layout.panels])
+                        for r in 0..<rows {
+                            var expected = 0.0
+                            for i in 0..<n { expected += Double(widened(r * n + i)) * Double(x[t * n + i]) }
+                            XCTAssertEqual(Double(batch[t * rows + r]), expected, accuracy: 1e-4 * Double(n), "\(isa) \(kind) \(rows)×\(n)")
+                            XCTAssertEqual(batch[t * rows + r].bitPattern, single[r].bitPattern, "\(isa) \(kind) \(rows)×\(n) token \(t) row \(r)")
+                        }
+                    }
+                }
+                if let fast = byPath[.avx512], let portable = byPath[.portable] {
+                    XCTAssertEqual(fast.map(\.bitPattern), portable.map(\.bitPattern), "\(kind) \(rows)×\(n): AVX-512 and portable differ")
+                }
+            }
+        }
+    }
 }

@@ -44,10 +44,11 @@ public func makeLinear(_ tensor: TensorData) -> LinearOperator {
     }
 }
 
-/// GGML block-quantized weights; activations go to int8. Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q6_K with rows in
-/// multiples of 8 are repacked once at load into the eight-row interleaved layout (`InterleavedLayout`;
-/// the file's pages are released), which roughly halves the instructions per weight of a product;
-/// other formats are used in place from the memory map.
+/// GGML block-quantized weights; activations go to int8. Every format with a layout of its own
+/// (`InterleavedLayout.supports`: the block-32 types, the K-quants, Q8_0, the group-wise types) with
+/// rows in multiples of 8 is repacked once at load into the eight-row interleaved layout (the file's
+/// pages are released), which roughly halves the instructions per weight of a product; other
+/// formats are used in place from the memory map.
 public final class QuantizedLinear: LinearOperator, FusableProjection {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -108,22 +109,36 @@ public final class QuantizedLinear: LinearOperator, FusableProjection {
     }
 }
 
-/// F16 or BF16 weights used in place (from the memory map), widened inside the dot product: half
-/// the memory of F32 and half the bytes read per token.
+/// F16 or BF16 weights, widened inside the product: half the memory of F32 and half the bytes read
+/// per token. On the AVX-512 path they are repacked once at load into panels of 16 rows
+/// (`HalfPanels`; the file's pages are released) for the outer-product tiles; elsewhere they are
+/// used in place from the memory map.
 public final class HalfLinear: LinearOperator {
     public let inFeatures: Int
     public let outFeatures: Int
     public let kind: HalfKind
     let weights: UnsafeRawPointer
     let owner: AnyObject
+    let panels: HalfPanels?
 
     public init(_ tensor: TensorData, kind: HalfKind) {
         precondition(tensor.shape.count == 2)
         outFeatures = tensor.shape[0]
         inFeatures = tensor.shape[1]
         self.kind = kind
-        weights = tensor.data
-        owner = tensor.owner
+        if KernelISA.active == .avx512 {
+            let layout = HalfPanels(kind: kind, rows: outFeatures, columns: inFeatures)
+            let buffer = OwnedBytes(count: layout.byteCount)
+            layout.pack(tensor.data, into: buffer.pointer)
+            (tensor.owner as? MappedFile)?.releasePages(tensor.data, count: outFeatures * inFeatures * 2)
+            weights = UnsafeRawPointer(buffer.pointer)
+            owner = buffer
+            panels = layout
+        } else {
+            weights = tensor.data
+            owner = tensor.owner
+            panels = nil
+        }
     }
 
     public var weightBytes: Int { outFeatures * inFeatures * 2 }
@@ -131,6 +146,12 @@ public final class HalfLinear: LinearOperator {
 
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         let w = weights, n = inFeatures, kind = self.kind
+        if let panels {
+            context.pool.parallelRanges(count: panels.panels) { range in
+                halfPanelMatMul(panels, weights: w, panels: range, x: x.base, xStride: x.stride, tokens: x.rows, out: y.base, outStride: y.stride)
+            }
+            return
+        }
         context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
             halfMatMul(kind, weights: w, inFeatures: n, outputs: range, x: x.base, xStride: x.stride,
                        tokens: x.rows, out: y.base, outStride: y.stride)
