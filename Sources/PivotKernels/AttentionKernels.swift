@@ -1,3 +1,7 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
 /// softmax(q·Kᵀ·scale)·V for one query over `count` contiguous keys and values (row-major,
 /// `headDim` floats each), `scores` scratch of `count` floats.
 ///
@@ -59,4 +63,52 @@ public func accumulateRows(_ rows: UnsafePointer<Float>, weights: UnsafePointer<
                            into out: UnsafeMutablePointer<Float>) {
     if d == 64 { accumulateRows64(rows, weights: weights, count: count, into: out); return }
     for j in 0..<count { axpyF32(weights[j], rows + j * d, out, count: d) }
+}
+
+/// scores[h·scoreStride + r] = q_h·rows[r]·scale for `count` rows of 64 floats and `heads` query
+/// heads (64 floats apart), bit for bit `dotF32(q_h, rows[r], 64)·scale`: each key's two 8-lane
+/// chains and their sum as `dotF32` runs them, then four keys' final reductions together (their
+/// halves added, two `vhaddps` levels), where a dot per key spent as much on its own reduction as
+/// on its products and reloaded the query. The last 1–3 rows go through a zero-padded copy.
+@inline(__always)
+public func scoreRows64(_ queries: UnsafePointer<Float>, heads: Int, rows: UnsafePointer<Float>, count: Int, scale: Float,
+                        scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
+    #if arch(x86_64)
+    let whole = count / 4 * 4
+    for h in 0..<heads {
+        let q = queries + h * 64
+        let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
+        let q4 = load8(q + 32), q5 = load8(q + 40), q6 = load8(q + 48), q7 = load8(q + 56)
+        /// `dotF32`'s two chains, summed, folded to 4 lanes as `horizontalAdd` starts: v[i] + v[i+4].
+        @inline(__always) func folded(_ k: UnsafePointer<Float>) -> __m128 {
+            var a = SIMD8<Float>(), b = SIMD8<Float>()
+            a = a.addingProduct(q0, load8(k)); b = b.addingProduct(q1, load8(k + 8))
+            a = a.addingProduct(q2, load8(k + 16)); b = b.addingProduct(q3, load8(k + 24))
+            a = a.addingProduct(q4, load8(k + 32)); b = b.addingProduct(q5, load8(k + 40))
+            a = a.addingProduct(q6, load8(k + 48)); b = b.addingProduct(q7, load8(k + 56))
+            let v = a + b
+            return unsafeBitCast(v.lowHalf + v.highHalf, to: __m128.self)
+        }
+        /// ((f0 + f1) + (f2 + f3)) for four keys at once: `horizontalAdd`'s order.
+        @inline(__always) func four(_ k: UnsafePointer<Float>) -> SIMD4<Float> {
+            let sums = _mm_hadd_ps(_mm_hadd_ps(folded(k), folded(k + 64)), _mm_hadd_ps(folded(k + 128), folded(k + 192)))
+            return unsafeBitCast(sums, to: SIMD4<Float>.self) * scale
+        }
+        let s = scores + h * scoreStride
+        var r = 0
+        while r < whole { UnsafeMutableRawPointer(s + r).storeBytes(of: four(rows + r * 64), as: SIMD4<Float>.self); r += 4 }
+        guard r < count else { continue }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * 64) { buffer in
+            let padded = buffer.baseAddress!
+            padded.update(from: rows + r * 64, count: (count - r) * 64)
+            (padded + (count - r) * 64).update(repeating: 0, count: (4 - (count - r)) * 64)
+            let last = four(padded)
+            for i in 0..<(count - r) { s[r + i] = last[i] }
+        }
+    }
+    #else
+    for h in 0..<heads {
+        for r in 0..<count { scores[h * scoreStride + r] = dotF32(queries + h * 64, rows + r * 64, count: 64) * scale }
+    }
+    #endif
 }

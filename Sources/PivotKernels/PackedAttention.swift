@@ -94,8 +94,13 @@ public func attendPacked(_ head: PackedHead, queries: UnsafePointer<Float>, head
     let d = head.headDim, stride = scratch.scoreStride, tile = scratch.tile
     let from = positions.lowerBound, to = positions.upperBound, pivotEnd = min(head.pivots, to)
     let scores = scratch.scores - from   // scores[h·stride + j] for j in positions
-    for j in min(from, pivotEnd)..<pivotEnd {
-        for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, head.pivotKeys + j * d, count: d) * scale }
+    if d == 64, from < pivotEnd {
+        scoreRows64(queries, heads: heads, rows: head.pivotKeys + from * d, count: pivotEnd - from, scale: scale,
+                    scores: scores + from, scoreStride: stride)
+    } else {
+        for j in min(from, pivotEnd)..<pivotEnd {
+            for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, head.pivotKeys + j * d, count: d) * scale }
+        }
     }
     let codedKeyEnd = min(to, keyBoundary)
     if let format = head.format, codedKeyEnd > max(from, head.pivots) {
@@ -115,7 +120,15 @@ public func attendPacked(_ head: PackedHead, queries: UnsafePointer<Float>, head
             }
         }
     }
-    for j in min(to, max(from, pivotEnd, keyBoundary))..<to {
+    var ringStart = min(to, max(from, pivotEnd, keyBoundary))
+    while d == 64, ringStart < to {
+        // Keys widened a tile at a time, then scored four per pass.
+        let rows = min(AttentionScratch.tileTokens, to - ringStart)
+        for r in 0..<rows { loadHalf(head.ringKeys + ((ringStart + r) % head.ringSize) * d, into: tile + r * d, count: d) }
+        scoreRows64(queries, heads: heads, rows: tile, count: rows, scale: scale, scores: scores + ringStart, scoreStride: stride)
+        ringStart += rows
+    }
+    for j in ringStart..<to {
         loadHalf(head.ringKeys + (j % head.ringSize) * d, into: tile, count: d)
         for h in 0..<heads { scores[h * stride + j] = dotF32(queries + h * d, tile, count: d) * scale }
     }

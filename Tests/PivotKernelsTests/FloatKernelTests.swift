@@ -132,6 +132,41 @@ final class KLDivergenceKernelTests: XCTestCase {
     }
 }
 
+final class ScoreRowsTests: XCTestCase {
+    /// Four keys per pass: bit for bit `dotF32`·scale (which attention used per key before), close
+    /// to a double-precision dot, for counts with and without a tail, from every start offset.
+    func testScoreRows64MatchesDotsAndIgnoresItsNeighbours() {
+        var g = SplitMix64(seed: 29)
+        let heads = 3, count = 23, scale: Float = 0.125
+        let q = (0..<(heads * 64)).map { _ in Float.random(in: -2...2, using: &g) }
+        let keys = (0..<(count * 64)).map { _ in Float.random(in: -2...2, using: &g) }
+        func scores(from first: Int) -> [Float] {
+            var out = [Float](repeating: .nan, count: heads * count)
+            q.withUnsafeBufferPointer { qs in keys.withUnsafeBufferPointer { ks in out.withUnsafeMutableBufferPointer { o in
+                scoreRows64(qs.baseAddress!, heads: heads, rows: ks.baseAddress! + first * 64, count: count - first, scale: scale,
+                            scores: o.baseAddress! + first, scoreStride: count)
+            } } }
+            return out
+        }
+        let all = scores(from: 0)
+        for h in 0..<heads {
+            for j in 0..<count {
+                var expected = 0.0
+                for c in 0..<64 { expected += Double(q[h * 64 + c]) * Double(keys[j * 64 + c]) }
+                XCTAssertEqual(Double(all[h * count + j]), expected * Double(scale), accuracy: 1e-4, "head \(h) key \(j)")
+                let dot = q.withUnsafeBufferPointer { qs in keys.withUnsafeBufferPointer { dotF32(qs.baseAddress! + h * 64, $0.baseAddress! + j * 64, count: 64) } }
+                XCTAssertEqual(all[h * count + j].bitPattern, (dot * scale).bitPattern, "head \(h) key \(j): differs from dotF32")
+            }
+        }
+        for first in 1..<8 {
+            let shifted = scores(from: first)
+            for h in 0..<heads {
+                for j in first..<count { XCTAssertEqual(shifted[h * count + j].bitPattern, all[h * count + j].bitPattern, "from \(first): head \(h) key \(j)") }
+            }
+        }
+    }
+}
+
 final class HalfKernelTests: XCTestCase {
     /// F16 and BF16 rows against a plain loop over the widened weights; a token's result is
     /// bit-identical whether it is alone or in a batch.
