@@ -12,8 +12,9 @@ import _Builtin_intrinsics.intel
 /// - 4-bit: 16 bytes per run; weight j is the low nibble of byte j (j < 16), else the high nibble of byte j − 16.
 /// - 3-bit: the 2-bit planes of every run, then 4 bytes per run: bit j = bit 2 of weight j's code.
 /// Each run of 32 decodes with a few vector shifts into the bytes one `vpmaddubsw` multiplies with
-/// an activation block (the generic decoded-group kernel), the minimum going through the block's
-/// activation sum, as Q4_1's does.
+/// an activation block, the minimum going through the block's activation sum, as Q4_1's does. That
+/// one-row kernel serves matrices whose rows do not come in eights; the others are repacked into
+/// the eight-row interleaved layout at load (`InterleavedGroupwise.swift`).
 extension BlockFormat {
     /// Code bits of a group-wise format (nil for GGML formats).
     public var groupBits: Int? {

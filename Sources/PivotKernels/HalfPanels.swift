@@ -10,7 +10,9 @@ import PivotKernelsAVX512
 /// every output across 16 lanes. Each output is one FMA chain over the columns in order, whatever
 /// tile or batch it falls in, so a token's bits are the same alone or in a batch, and the portable
 /// loop below gives the same bits as the AVX-512 kernel. Same bytes as the file (the last panel
-/// is padded with zero rows).
+/// is padded with zero rows), in memory of our own: the file's pages are released, so the weights
+/// no longer page from disk. Machines without AVX-512 keep the row-major kernels (`halfMatMul`),
+/// whose sums run in another order, so F16 outputs differ in the last bits between the two.
 public struct HalfPanels: Sendable, Equatable {
     public static let rowsPerPanel = 16
     public let kind: HalfKind

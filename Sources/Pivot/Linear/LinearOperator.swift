@@ -44,11 +44,11 @@ public func makeLinear(_ tensor: TensorData) -> LinearOperator {
     }
 }
 
-/// GGML block-quantized weights; activations go to int8. Every format with a layout of its own
-/// (`InterleavedLayout.supports`: the block-32 types, the K-quants, Q8_0, the group-wise types) with
-/// rows in multiples of 8 is repacked once at load into the eight-row interleaved layout (the file's
-/// pages are released), which roughly halves the instructions per weight of a product; other
-/// formats are used in place from the memory map.
+/// GGML block-quantized weights; activations go to int8. Every format has an interleaved layout
+/// (`InterleavedLayout.supports`: the block-32 types, the K-quants, Q8_0, the group-wise types), and
+/// a matrix with rows in multiples of 8 (and whole groups or super-blocks per row) is repacked once
+/// at load into it (the file's pages are released), which roughly halves the instructions per weight
+/// of a product; other shapes are used in place from the memory map with the one-row kernels.
 public final class QuantizedLinear: LinearOperator, FusableProjection {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -126,7 +126,7 @@ public final class HalfLinear: LinearOperator {
         outFeatures = tensor.shape[0]
         inFeatures = tensor.shape[1]
         self.kind = kind
-        if KernelISA.active == .avx512 {
+        if KernelISA.active == .avx512, outFeatures > 0, inFeatures > 0 {
             let layout = HalfPanels(kind: kind, rows: outFeatures, columns: inFeatures)
             let buffer = OwnedBytes(count: layout.byteCount)
             layout.pack(tensor.data, into: buffer.pointer)
@@ -147,7 +147,7 @@ public final class HalfLinear: LinearOperator {
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         let w = weights, n = inFeatures, kind = self.kind
         if let panels {
-            context.pool.parallelRanges(count: panels.panels) { range in
+            context.pool.parallelRanges(count: panels.panels, minChunk: 3) { range in
                 halfPanelMatMul(panels, weights: w, panels: range, x: x.base, xStride: x.stride, tokens: x.rows, out: y.base, outStride: y.stride)
             }
             return
