@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import PivotKernelsAVX512
 #endif
 
 /// softmax(q·Kᵀ·scale)·V for one query over `count` contiguous keys and values (row-major,
@@ -20,9 +21,13 @@ public func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>
     accumulateRows(values, weights: scores, count: count, headDim: d, into: out)
 }
 
-/// o[0..<64] += Σ_r weights[r] · rows[r] (rows of 64 floats): the output held in eight registers.
+/// o[0..<64] += Σ_r weights[r] · rows[r] (rows of 64 floats): the output held in eight registers
+/// (four on the AVX-512 path, same bits).
 @inline(__always)
 func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, into o: UnsafeMutablePointer<Float>) {
+    #if arch(x86_64)
+    if KernelISA.active == .avx512 { accumulateRows64AVX512(rows, weights: weights, count: count, into: o); return }
+    #endif
     var o0 = load8(o), o1 = load8(o + 8), o2 = load8(o + 16), o3 = load8(o + 24)
     var o4 = load8(o + 32), o5 = load8(o + 40), o6 = load8(o + 48), o7 = load8(o + 56)
     for r in 0..<count {
@@ -69,12 +74,19 @@ public func accumulateRows(_ rows: UnsafePointer<Float>, weights: UnsafePointer<
 /// heads (64 floats apart), bit for bit `dotF32(q_h, rows[r], 64)·scale`: each key's two 8-lane
 /// chains and their sum as `dotF32` runs them, then four keys' final reductions together (their
 /// halves added, two `vhaddps` levels), where a dot per key spent as much on its own reduction as
-/// on its products and reloaded the query. The last 1–3 rows go through a zero-padded copy.
+/// on its products and reloaded the query. The last 1–3 rows go through a zero-padded copy. The
+/// AVX-512 path runs the whole fours as one 16-lane chain per key (`scoreRows64AVX512`), the same
+/// FMAs lane for lane.
 @inline(__always)
 public func scoreRows64(_ queries: UnsafePointer<Float>, heads: Int, rows: UnsafePointer<Float>, count: Int, scale: Float,
                         scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
     #if arch(x86_64)
     let whole = count / 4 * 4
+    if KernelISA.active == .avx512 {
+        // The whole fours on 512-bit registers (same bits); the tail below.
+        if whole > 0 { scoreRows64AVX512(queries, heads: heads, rows: rows, count: whole, scale: scale, scores: scores, scoreStride: scoreStride) }
+        if whole == count { return }
+    }
     for h in 0..<heads {
         let q = queries + h * 64
         let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
@@ -95,7 +107,7 @@ public func scoreRows64(_ queries: UnsafePointer<Float>, heads: Int, rows: Unsaf
             return unsafeBitCast(sums, to: SIMD4<Float>.self) * scale
         }
         let s = scores + h * scoreStride
-        var r = 0
+        var r = KernelISA.active == .avx512 ? whole : 0
         while r < whole { UnsafeMutableRawPointer(s + r).storeBytes(of: four(rows + r * 64), as: SIMD4<Float>.self); r += 4 }
         guard r < count else { continue }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * 64) { buffer in

@@ -148,6 +148,11 @@ final class ScoreRowsTests: XCTestCase {
             } } }
             return out
         }
+        var byPath: [KernelISA: [Float]] = [:]
+        KernelISA.forEachSupported { isa in byPath[isa] = scores(from: 0) }
+        if let fast = byPath[.avx512], let avx2 = byPath[.avx2] {
+            XCTAssertEqual(fast.map(\.bitPattern), avx2.map(\.bitPattern), "AVX-512 and AVX2 scores differ")
+        }
         let all = scores(from: 0)
         for h in 0..<heads {
             for j in 0..<count {
@@ -163,6 +168,33 @@ final class ScoreRowsTests: XCTestCase {
             for h in 0..<heads {
                 for j in first..<count { XCTAssertEqual(shifted[h * count + j].bitPattern, all[h * count + j].bitPattern, "from \(first): head \(h) key \(j)") }
             }
+        }
+    }
+}
+
+extension ScoreRowsTests {
+    /// The weighted sum of value rows (head dimension 64) gives the same bits on every path.
+    func testAccumulateRowsIsTheSameOnEveryPath() {
+        var g = SplitMix64(seed: 31)
+        let count = 37
+        let rows = (0..<(count * 64)).map { _ in Float.random(in: -2...2, using: &g) }
+        let weights = (0..<count).map { _ in Float.random(in: 0...1, using: &g) }
+        let start = (0..<64).map { _ in Float.random(in: -1...1, using: &g) }
+        var byPath: [KernelISA: [Float]] = [:]
+        KernelISA.forEachSupported { isa in
+            var out = start
+            rows.withUnsafeBufferPointer { r in weights.withUnsafeBufferPointer { w in out.withUnsafeMutableBufferPointer {
+                accumulateRows(r.baseAddress!, weights: w.baseAddress!, count: count, headDim: 64, into: $0.baseAddress!)
+            } } }
+            for c in 0..<64 {
+                var expected = Double(start[c])
+                for r in 0..<count { expected += Double(weights[r]) * Double(rows[r * 64 + c]) }
+                XCTAssertEqual(Double(out[c]), expected, accuracy: 1e-4, "\(isa) column \(c)")
+            }
+            byPath[isa] = out
+        }
+        if let fast = byPath[.avx512], let avx2 = byPath[.avx2] {
+            XCTAssertEqual(fast.map(\.bitPattern), avx2.map(\.bitPattern), "AVX-512 and AVX2 sums differ")
         }
     }
 }
