@@ -41,7 +41,8 @@ func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float
     store8(o4, o + 32); store8(o5, o + 40); store8(o6, o + 48); store8(o7, o + 56)
 }
 
-/// scores[j] = q·keys[j]·scale for `count` rows of `headDim` floats.
+/// scores[j] = q·keys[j]·scale for `count` rows of `headDim` floats (head dimension 64: one head of
+/// `scoreRows64`, the same sums as `dotF32`).
 @inline(__always)
 public func scoreRows(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, count: Int, headDim d: Int, scale: Float,
                       into scores: UnsafeMutablePointer<Float>) {
@@ -49,17 +50,7 @@ public func scoreRows(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, cou
         for j in 0..<count { scores[j] = dotF32(q, keys + j * d, count: d) * scale }
         return
     }
-    let q0 = load8(q), q1 = load8(q + 8), q2 = load8(q + 16), q3 = load8(q + 24)
-    let q4 = load8(q + 32), q5 = load8(q + 40), q6 = load8(q + 48), q7 = load8(q + 56)
-    for j in 0..<count {
-        let k = keys + j * 64
-        var a = q0 * load8(k)
-        var b = q1 * load8(k + 8)
-        a = a.addingProduct(q2, load8(k + 16)); b = b.addingProduct(q3, load8(k + 24))
-        a = a.addingProduct(q4, load8(k + 32)); b = b.addingProduct(q5, load8(k + 40))
-        a = a.addingProduct(q6, load8(k + 48)); b = b.addingProduct(q7, load8(k + 56))
-        scores[j] = horizontalAdd(a + b) * scale
-    }
+    scoreRows64(q, heads: 1, rows: keys, count: count, scale: scale, scores: scores, scoreStride: count)
 }
 
 /// out[0..<headDim] += Σ_j weights[j] · rows[j] (rows of `headDim` floats).
@@ -82,10 +73,12 @@ public func scoreRows64(_ queries: UnsafePointer<Float>, heads: Int, rows: Unsaf
                         scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
     #if arch(x86_64)
     let whole = count / 4 * 4
+    var scored = 0   // rows already scored for every head
     if KernelISA.active == .avx512 {
         // The whole fours on 512-bit registers (same bits); the tail below.
         if whole > 0 { scoreRows64AVX512(queries, heads: heads, rows: rows, count: whole, scale: scale, scores: scores, scoreStride: scoreStride) }
         if whole == count { return }
+        scored = whole
     }
     for h in 0..<heads {
         let q = queries + h * 64
@@ -107,7 +100,7 @@ public func scoreRows64(_ queries: UnsafePointer<Float>, heads: Int, rows: Unsaf
             return unsafeBitCast(sums, to: SIMD4<Float>.self) * scale
         }
         let s = scores + h * scoreStride
-        var r = KernelISA.active == .avx512 ? whole : 0
+        var r = scored
         while r < whole { UnsafeMutableRawPointer(s + r).storeBytes(of: four(rows + r * 64), as: SIMD4<Float>.self); r += 4 }
         guard r < count else { continue }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * 64) { buffer in

@@ -73,7 +73,7 @@ public func halfPanelMatMul(_ layout: HalfPanels, weights: UnsafeRawPointer, pan
 /// One 16-lane FMA chain per (panel, token), as the AVX-512 kernel's lanes.
 func halfPanelMatMulPortable(_ layout: HalfPanels, _ weights: UnsafeRawPointer, _ panels: Range<Int>,
                              _ x: UnsafePointer<Float>, _ xStride: Int, _ tokens: Int, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
-    let n = layout.columns, bf16 = layout.kind == .bf16
+    let n = layout.columns
     for p in panels {
         let panel = weights + p * n * 32, first = p * HalfPanels.rowsPerPanel, count = min(HalfPanels.rowsPerPanel, layout.rows - first)
         for t in 0..<tokens {
@@ -81,10 +81,7 @@ func halfPanelMatMulPortable(_ layout: HalfPanels, _ weights: UnsafeRawPointer, 
             var acc = SIMD16<Float>()
             for k in 0..<n {
                 var w = SIMD16<Float>()
-                for r in 0..<16 {
-                    let bits = panel.load(fromByteOffset: 32 * k + 2 * r, as: UInt16.self)
-                    w[r] = bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
-                }
+                for r in 0..<16 { w[r] = halfToFloat(panel, 16 * k + r, layout.kind) }
                 acc = acc.addingProduct(w, SIMD16(repeating: xt[k]))
             }
             for r in 0..<count { out[t * outStride + first + r] = acc[r] }

@@ -128,6 +128,18 @@ final class OwnedBytes {
     deinit { pointer.deallocate() }
 }
 
+extension TensorData {
+    /// The tensor rewritten by `fill` into `byteCount` bytes of memory of our own (a layout the
+    /// kernels read faster); the file's pages are released, since the weights are no longer read
+    /// from it.
+    func repacked(byteCount: Int, _ fill: (UnsafeMutableRawPointer) -> Void) -> (pointer: UnsafeRawPointer, owner: AnyObject) {
+        let buffer = OwnedBytes(count: byteCount)
+        fill(buffer.pointer)
+        (owner as? MappedFile)?.releasePages(data, count: self.byteCount)
+        return (UnsafeRawPointer(buffer.pointer), buffer)
+    }
+}
+
 /// Something that holds named tensors: a GGUF file or a set of safetensors files.
 public protocol TensorStore {
     var path: String { get }

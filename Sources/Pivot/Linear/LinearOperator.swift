@@ -65,11 +65,10 @@ public final class QuantizedLinear: LinearOperator, FusableProjection {
         self.format = format
         rowBytes = format.rowBytes(inFeatures)
         if interleave, let layout = InterleavedLayout(format: format, rows: outFeatures, columns: inFeatures) {
-            let buffer = OwnedBytes(count: outFeatures / InterleavedLayout.rowsPerGroup * layout.groupBytes)
-            layout.repack(tensor.data, rowBytes: rowBytes, rows: outFeatures, into: buffer.pointer)
-            (tensor.owner as? MappedFile)?.releasePages(tensor.data, count: rowBytes * outFeatures)
-            weights = UnsafeRawPointer(buffer.pointer)
-            owner = buffer
+            let rowBytes = rowBytes, rows = outFeatures
+            (weights, owner) = tensor.repacked(byteCount: rows / InterleavedLayout.rowsPerGroup * layout.groupBytes) {
+                layout.repack(tensor.data, rowBytes: rowBytes, rows: rows, into: $0)
+            }
             interleaved = layout
         } else {
             weights = tensor.data
@@ -128,11 +127,7 @@ public final class HalfLinear: LinearOperator {
         self.kind = kind
         if KernelISA.active == .avx512, outFeatures > 0, inFeatures > 0 {
             let layout = HalfPanels(kind: kind, rows: outFeatures, columns: inFeatures)
-            let buffer = OwnedBytes(count: layout.byteCount)
-            layout.pack(tensor.data, into: buffer.pointer)
-            (tensor.owner as? MappedFile)?.releasePages(tensor.data, count: outFeatures * inFeatures * 2)
-            weights = UnsafeRawPointer(buffer.pointer)
-            owner = buffer
+            (weights, owner) = tensor.repacked(byteCount: layout.byteCount) { layout.pack(tensor.data, into: $0) }
             panels = layout
         } else {
             weights = tensor.data
