@@ -24,9 +24,9 @@ public func attendOneQuery(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>
 /// o[0..<64] += Σ_r weights[r] · rows[r] (rows of 64 floats): the output held in eight registers
 /// (four on the AVX-512 path, same bits).
 @inline(__always)
-func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, into o: UnsafeMutablePointer<Float>) {
+public func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, count: Int, into o: UnsafeMutablePointer<Float>) {
     #if arch(x86_64)
-    if KernelISA.active == .avx512 { accumulateRows64AVX512(rows, weights: weights, count: count, into: o); return }
+    if KernelISA.active == .avx512 { accumulateRows64AVX512(rows, weights: weights, weightStride: 0, heads: 1, count: count, into: o); return }
     #endif
     var o0 = load8(o), o1 = load8(o + 8), o2 = load8(o + 16), o3 = load8(o + 24)
     var o4 = load8(o + 32), o5 = load8(o + 40), o6 = load8(o + 48), o7 = load8(o + 56)
@@ -39,6 +39,21 @@ func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float
     }
     store8(o0, o); store8(o1, o + 8); store8(o2, o + 16); store8(o3, o + 24)
     store8(o4, o + 32); store8(o5, o + 40); store8(o6, o + 48); store8(o7, o + 56)
+}
+
+/// o_h[0..<64] += Σ_r weights[h·weightStride + r] · rows[r] for `heads` query heads sharing the rows
+/// (GQA), o_h at `out + 64h`: per head the sums of `accumulateRows64`. The AVX-512 path reads each
+/// row once for up to four heads, whose chains then fill the FMA units one head's four left idle.
+@inline(__always)
+public func accumulateRows64(_ rows: UnsafePointer<Float>, weights: UnsafePointer<Float>, weightStride: Int, heads: Int,
+                             count: Int, into out: UnsafeMutablePointer<Float>) {
+    #if arch(x86_64)
+    if KernelISA.active == .avx512 {
+        accumulateRows64AVX512(rows, weights: weights, weightStride: weightStride, heads: heads, count: count, into: out)
+        return
+    }
+    #endif
+    for h in 0..<heads { accumulateRows64(rows, weights: weights + h * weightStride, count: count, into: out + h * 64) }
 }
 
 /// scores[j] = q·keys[j]·scale for `count` rows of `headDim` floats (head dimension 64: one head of

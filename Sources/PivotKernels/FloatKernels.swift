@@ -1,5 +1,9 @@
 /// Float kernels on raw pointers with SIMD8 accumulators. Lengths need not be multiples of 8.
 
+#if arch(x86_64)
+import PivotKernelsAVX512
+#endif
+
 @inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
 }
@@ -59,12 +63,23 @@ public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
 public func exponentiateInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) -> (largest: Float, total: Float) {
     var top = SIMD8<Float>(repeating: -.infinity)
     var i = 0
+    #if arch(x86_64)
+    // The largest of whole sixteens on 512-bit registers (a maximum is the same in any order).
+    if KernelISA.active == .avx512, count >= 16 { i = count / 16 * 16; top = largestOfSixteens(x, count: i) }
+    #endif
     while i + 8 <= count { top = maximum(top, load8(x + i)); i += 8 }
     var largest = horizontalMax(top)
     while i < count { largest = max(largest, x[i]); i += 1 }
     let shift = SIMD8<Float>(repeating: largest)
     var sums = SIMD8<Float>()
     i = 0
+    #if arch(x86_64)
+    if KernelISA.active == .avx512, count >= 16 {
+        // Whole sixteens on 512-bit registers, the same bits (the sums fold each 16 as two eights).
+        i = count / 16 * 16
+        sums = exponentiate16AVX512(x, count: i, largest: largest)
+    }
+    #endif
     while i + 8 <= count { let e = fastExp8(load8(x + i) - shift); store8(e, x + i); sums += e; i += 8 }
     var total = horizontalAdd(sums)
     while i < count { let e = fastExp(x[i] - largest); x[i] = e; total += e; i += 1 }

@@ -188,12 +188,12 @@ public func mergePartials(_ outputs: UnsafePointer<Float>, partials: UnsafePoint
 @inline(__always)
 func accumulate(_ rows: UnsafePointer<Float>, rows count: Int, scores: UnsafePointer<Float>, heads: Int, headDim d: Int,
                 scoreStride: Int, out: UnsafeMutablePointer<Float>) {
+    if d == 64 {
+        accumulateRows64(rows, weights: scores, weightStride: scoreStride, heads: heads, count: count, into: out)
+        return
+    }
     for h in 0..<heads {
         let p = scores + h * scoreStride, o = out + h * d
-        guard d == 64 else {
-            for r in 0..<count { axpyF32(p[r], rows + r * d, o, count: d) }
-            continue
-        }
-        accumulateRows64(rows, weights: p, count: count, into: o)
+        for r in 0..<count { axpyF32(p[r], rows + r * d, o, count: d) }
     }
 }

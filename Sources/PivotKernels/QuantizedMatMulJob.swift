@@ -33,9 +33,11 @@ public final class QuantizedMatMulJob: ParallelJob {
         activations = act
         totalRows = a.rows + (b?.rows ?? 0) + (c?.rows ?? 0)
         let split = pool.rangeSplit(count: totalRows, minChunk: 16)
-        // Whole groups of 8 per chunk when any weights are interleaved, so chunks stay even.
+        // Whole pairs of 8-row groups per chunk when any weights are interleaved: the AVX-512 tiles
+        // take groups two at a time, and a chunk with an odd group count ends on the narrower tiles.
         let interleaved = a.interleaved != nil || b?.interleaved != nil || c?.interleaved != nil
-        chunkSize = interleaved ? (split.size + 7) / 8 * 8 : split.size
+        let quantum = 2 * InterleavedLayout.rowsPerGroup
+        chunkSize = interleaved ? (split.size + quantum - 1) / quantum * quantum : split.size
         pool.run(self, chunks: (totalRows + chunkSize - 1) / chunkSize)
         activations = nil
     }
