@@ -110,8 +110,14 @@ func halfMatMulRows(_ kind: HalfKind, _ weights: UnsafeRawPointer, _ n: Int, _ o
         while o + 4 <= outputs.upperBound {
             let r0 = weights + o * rowBytes, r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes
             var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+            let next = r0 + 4 * rowBytes
             var i = 0
             while i < end {
+                if vector && i & 31 == 0 {
+                    // Decode streams each row once: request the next four rows' lines meanwhile.
+                    prefetch(next + 2 * i); prefetch(next + rowBytes + 2 * i)
+                    prefetch(next + 2 * rowBytes + 2 * i); prefetch(next + 3 * rowBytes + 2 * i)
+                }
                 let v = load8(xt + i)
                 a0 = a0.addingProduct(loadHalf8(r0, i, kind, vector: vector), v)
                 a1 = a1.addingProduct(loadHalf8(r1, i, kind, vector: vector), v)

@@ -58,3 +58,10 @@ import _Builtin_intrinsics.intel
 @inline(__always) func horizontalAdd(_ v: SIMD8<Float>) -> Float {
     ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
 }
+
+/// LLVM's prefetch intrinsic (`prefetcht0` on x86), which Swift does not otherwise expose: the
+/// streaming decode loops request lines a little ahead of their loads.
+@_silgen_name("llvm.prefetch.p0")
+func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
+
+@inline(__always) func prefetch(_ address: UnsafeRawPointer) { llvmPrefetch(address, 0, 3, 1) }

@@ -139,6 +139,12 @@ public final class HalfLinear: LinearOperator {
     public var weightBytes: Int { outFeatures * inFeatures * 2 }
     public var formatName: String { kind == .f16 ? "F16" : "BF16" }
 
+    /// The rows of panels `range` (of `panels`), for a dispatch shared with other projections.
+    func forward(panels range: Range<Int>, _ x: Matrix, into y: Matrix) {
+        guard let panels else { return }
+        halfPanelMatMul(panels, weights: weights, panels: range, x: x.base, xStride: x.stride, tokens: x.rows, out: y.base, outStride: y.stride)
+    }
+
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         let w = weights, n = inFeatures, kind = self.kind
         if let panels {
