@@ -214,6 +214,8 @@ func interleavedTiles(_ weights: UnsafeRawPointer, _ layout: InterleavedLayout, 
         while t < tokens {
             let a = Q8Row(act, row: t)
             for g in stripStart..<stripEnd {
+                // One token streams each group once: request the next group's lines meanwhile.
+                if tokens == 1 { prefetchLines(weights + (g + 1) * groupBytes, bytes: groupBytes) }
                 storeLanes(kind.dot1(weights + g * groupBytes, a, blocks: blocks), out + t * outStride + 8 * g)
             }
             t += 1

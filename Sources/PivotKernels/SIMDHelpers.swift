@@ -65,3 +65,9 @@ import _Builtin_intrinsics.intel
 func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
 
 @inline(__always) func prefetch(_ address: UnsafeRawPointer) { llvmPrefetch(address, 0, 3, 1) }
+
+/// Every 64-byte line of `bytes` bytes from `start`.
+@inline(__always) func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {
+    var offset = 0
+    while offset < bytes { prefetch(start + offset); offset += 64 }
+}

@@ -224,6 +224,8 @@ func groupTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ 
         while t < tokens {
             let row = act.row(t)
             for g in stripStart..<stripEnd {
+                // One token streams each group once: request the next group's lines meanwhile.
+                if tokens == 1 { prefetchLines(weights + (g + 1) * groupBytes, bytes: groupBytes) }
                 _mm256_storeu_ps(out + t * outStride + 8 * g, groupDot(weights + g * groupBytes, (row, row, row, row), count: 1, blocks: blocks, kind: kind).v0)
             }
             t += 1
@@ -260,3 +262,4 @@ public func interleavedMatMulAVXVNNI(_ format: VNNIInterleavedFormat, weights: U
     }
 }
 #endif
+
