@@ -59,15 +59,9 @@ import _Builtin_intrinsics.intel
     ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
 }
 
-/// LLVM's prefetch intrinsic (`prefetcht0` on x86), which Swift does not otherwise expose: the
-/// streaming decode loops request lines a little ahead of their loads.
-@_silgen_name("llvm.prefetch.p0")
-func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
-
-@inline(__always) func prefetch(_ address: UnsafeRawPointer) { llvmPrefetch(address, 0, 3, 1) }
-
-/// Every 64-byte line of `bytes` bytes from `start`.
-@inline(__always) func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {
-    var offset = 0
-    while offset < bytes { prefetch(start + offset); offset += 64 }
-}
+#if !arch(x86_64)
+/// No prefetch hints off x86: the portable loops leave it to the hardware. (On x86 `prefetch` and
+/// `prefetchLines` come from PivotKernelsAVX512.)
+@inline(__always) func prefetch(_ address: UnsafeRawPointer) {}
+@inline(__always) func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {}
+#endif

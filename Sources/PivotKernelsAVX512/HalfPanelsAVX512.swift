@@ -6,18 +6,6 @@ import _Builtin_intrinsics.intel
 /// 24 FMAs into 24 accumulators (48 rows × 8 tokens), and each accumulator lane is one output's
 /// chain over the columns in order — no horizontal sums, and the same bits in every tile shape.
 
-/// LLVM's prefetch intrinsic (`prefetcht0`), which Swift does not otherwise expose.
-@_silgen_name("llvm.prefetch.p0")
-func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
-
-@inline(__always) public func prefetch(_ address: UnsafeRawPointer) { llvmPrefetch(address, 0, 3, 1) }
-
-/// Every 64-byte line of `bytes` bytes from `start`.
-@inline(__always) public func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {
-    var offset = 0
-    while offset < bytes { prefetch(start + offset); offset += 64 }
-}
-
 /// How far ahead of a one-token tile's loads each panel's lines are requested: 64 columns (2 KiB).
 /// The hardware prefetchers alone left decode at 75–85 t/s on the BF16 file; 1–4 KiB ahead gave
 /// 98–112 (BENCHMARKS, "Prefetch").
