@@ -11,6 +11,14 @@ final class IntactPrefixTests: XCTestCase {
     /// The default model's file with a chat-preamble prefix computed from itself, written once per process.
     nonisolated(unsafe) private static var written: (path: String, prefix: IntactPrefix)?
 
+    /// The shared file is 99 MB: removed once the class's tests are done, not left in the temporary folder.
+    override class func tearDown() {
+        Shared.lock.lock(); defer { Shared.lock.unlock() }
+        if let written { try? FileManager.default.removeItem(atPath: written.path) }
+        written = nil
+        super.tearDown()
+    }
+
     private func intactFile() throws -> (path: String, prefix: IntactPrefix) {
         Shared.lock.lock(); defer { Shared.lock.unlock() }
         if let written = Self.written { return written }
