@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import PivotKernelsAVX512
 #endif
 
 // The standard library's generic SIMD conversions and min/max are not specialized in hot loops
@@ -65,3 +66,12 @@ import _Builtin_intrinsics.intel
 @inline(__always) func prefetch(_ address: UnsafeRawPointer) {}
 @inline(__always) func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {}
 #endif
+
+/// Decode's prefetch spread over a group's blocks: block b of `blocks` requests its share of the
+/// group's bytes `ahead` bytes on, so the next group's lines arrive while this one is summed (the
+/// AVX-512 tiles do the same for pairs, `prefetchShare` there).
+@inline(__always)
+func prefetchShare(_ group: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
+    let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share
+    prefetchLines(group + ahead + from, bytes: to - from)
+}

@@ -187,10 +187,16 @@ func byteBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a: (
 }
 
 @inline(__always)
-func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, blocks: Int, kind: GroupKind) -> Floats4 {
+func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, blocks: Int, kind: GroupKind,
+              ahead: Int = 0, groupBytes: Int = 0) -> Floats4 {
     let zero = _mm256_setzero_ps()
     var acc = Floats4(v0: zero, v1: zero, v2: zero, v3: zero)
     for b in 0..<blocks {
+        if ahead > 0 {
+            // Decode: this block's share of the group `ahead` bytes on (see PivotKernels' prefetchShare).
+            let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share
+            prefetchLines(group + ahead + from, bytes: to - from)
+        }
         switch kind.codes {
         case .nibbles, .planes: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
         case .sixBit, .threeBit: scaledHalvesBlock(&acc, group, b, a, count: count, kind: kind)
@@ -224,9 +230,9 @@ func groupTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ 
         while t < tokens {
             let row = act.row(t)
             for g in stripStart..<stripEnd {
-                // One token streams each group once: request the next group's lines meanwhile.
-                if tokens == 1 { prefetchLines(weights + (g + 1) * groupBytes, bytes: groupBytes) }
-                _mm256_storeu_ps(out + t * outStride + 8 * g, groupDot(weights + g * groupBytes, (row, row, row, row), count: 1, blocks: blocks, kind: kind).v0)
+                // One token streams each group once: the next group's lines are requested block by block.
+                _mm256_storeu_ps(out + t * outStride + 8 * g, groupDot(weights + g * groupBytes, (row, row, row, row), count: 1, blocks: blocks, kind: kind,
+                                                                       ahead: tokens == 1 ? groupBytes : 0, groupBytes: groupBytes).v0)
             }
             t += 1
         }
