@@ -8,7 +8,7 @@ import _Builtin_intrinsics.intel
 
 /// How far ahead of a one-token tile's loads each panel's lines are requested: 64 columns (2 KiB).
 /// The hardware prefetchers alone left decode at 75–85 t/s on the BF16 file; 1–4 KiB ahead gave
-/// 98–112 (BENCHMARKS, "Prefetch").
+/// 98–112 (BENCHMARKS, "Kernels, third pass").
 let panelPrefetchDistance = 2048
 
 /// One panel's accumulators for up to 8 tokens.

@@ -95,8 +95,8 @@ struct PairKind {
 
 /// Decode's prefetch, spread over a pair's blocks: block b of `blocks` requests its share of both
 /// groups' bytes `ahead` bytes on (the next pair), so the lines arrive while this pair is summed. A
-/// burst of the whole next pair at once, before it, left the fill buffers queueing (deep Q4_0 file
-/// 56–60 → 73–82 t/s spread out; BENCHMARKS, "Prefetch").
+/// burst of the whole next pair before it was slower (a model larger than the cache: Q4_0 56–60 →
+/// 73–82 t/s spread out; BENCHMARKS, "Kernels, third pass").
 @inline(__always)
 func prefetchShare(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
     let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share

@@ -1,7 +1,7 @@
 #if arch(x86_64)
 /// LLVM's prefetch intrinsic (`prefetcht0`), which Swift does not otherwise expose. Decode streams
 /// every weight once; requesting lines a little ahead of the loads keeps more of them in flight than
-/// the hardware prefetchers do (BENCHMARKS, "Prefetch"). Shared by every x86 path.
+/// the hardware prefetchers do (BENCHMARKS, "Kernels, third pass"). Shared by every x86 path.
 @_silgen_name("llvm.prefetch.p0") @usableFromInline
 func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
 
