@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import PivotKernelsAVX512
 #endif
 
 /// Q8_0 in the eight-row interleaved layout (see `InterleavedLayout`), per block of 32 columns: the

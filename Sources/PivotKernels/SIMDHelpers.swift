@@ -62,16 +62,7 @@ import PivotKernelsAVX512
 
 #if !arch(x86_64)
 /// No prefetch hints off x86: the portable loops leave it to the hardware. (On x86 `prefetch` and
-/// `prefetchLines` come from PivotKernelsAVX512.)
+/// the helpers built on it come from PivotKernelsAVX512's Prefetch.swift.)
 @inline(__always) func prefetch(_ address: UnsafeRawPointer) {}
-@inline(__always) func prefetchLines(_ start: UnsafeRawPointer, bytes: Int) {}
 #endif
 
-/// Decode's prefetch spread over a group's blocks: block b of `blocks` requests its share of the
-/// group's bytes `ahead` bytes on, so the next group's lines arrive while this one is summed (the
-/// AVX-512 tiles do the same for pairs, `prefetchShare` there).
-@inline(__always)
-func prefetchShare(_ group: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
-    let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share
-    prefetchLines(group + ahead + from, bytes: to - from)
-}

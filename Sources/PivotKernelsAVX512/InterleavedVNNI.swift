@@ -93,15 +93,11 @@ struct PairKind {
     return _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(4)))
 }
 
-/// Decode's prefetch, spread over a pair's blocks: block b of `blocks` requests its share of both
-/// groups' bytes `ahead` bytes on (the next pair), so the lines arrive while this pair is summed. A
-/// burst of the whole next pair before it was slower (a model larger than the cache: Q4_0 56–60 →
-/// 73–82 t/s spread out; BENCHMARKS, "Kernels, third pass").
+/// `prefetchShare` for both groups of a pair (`ahead`: the pair's bytes, so the next pair).
 @inline(__always)
-func prefetchShare(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
-    let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share
-    prefetchLines(g0 + ahead + from, bytes: to - from)
-    prefetchLines(g1 + ahead + from, bytes: to - from)
+func prefetchPair(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
+    prefetchShare(g0, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks)
+    prefetchShare(g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks)
 }
 
 /// 16 rows × `count` tokens (1 or 4; rows beyond `count` are ignored).
@@ -111,7 +107,7 @@ func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     let low = _mm512_set1_epi8(0x0F)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         let (d, m, c0, c1) = kind.block(g0, g1, b)
         let high = kind.hasHighBit ? loadPair(c0 + kind.highBitsOffset, c1 + kind.highBitsOffset) : _mm512_setzero_si512()
         var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
@@ -182,7 +178,7 @@ func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
                count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 144 + 192 * (b % 8), c1 = h1 + 144 + 192 * (b % 8)
         let d = loadHalves16(h0, h1)
@@ -220,7 +216,7 @@ func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     let flip = _mm512_set1_epi8(-128)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
         @inline(__always) func start(_ a: VNNIRow) -> __m512i { _mm512_set1_epi32(-128 &* (a.halfSums[2 * b] &+ a.halfSums[2 * b + 1])) }
         var s0 = start(a0), s1 = s0, s2 = s0, s3 = s0
@@ -251,7 +247,7 @@ func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
                count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 144 + 96 * (b % 8), c1 = h1 + 144 + 96 * (b % 8)
         let d = loadHalves16(h0, h1), high = loadPair(c0 + 64, c1 + 64)
@@ -286,7 +282,7 @@ func pairDotK2(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
                count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 160 + 64 * (b % 8), c1 = h1 + 160 + 64 * (b % 8)
         for h in 0..<2 {

@@ -192,11 +192,7 @@ func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRo
     let zero = _mm256_setzero_ps()
     var acc = Floats4(v0: zero, v1: zero, v2: zero, v3: zero)
     for b in 0..<blocks {
-        if ahead > 0 {
-            // Decode: this block's share of the group `ahead` bytes on (see PivotKernels' prefetchShare).
-            let share = groupBytes / blocks, from = b * share, to = b + 1 == blocks ? groupBytes : from + share
-            prefetchLines(group + ahead + from, bytes: to - from)
-        }
+        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
         switch kind.codes {
         case .nibbles, .planes: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
         case .sixBit, .threeBit: scaledHalvesBlock(&acc, group, b, a, count: count, kind: kind)
