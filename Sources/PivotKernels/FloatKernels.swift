@@ -64,7 +64,8 @@ public func exponentiateInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) ->
     var top = SIMD8<Float>(repeating: -.infinity)
     var i = 0
     #if arch(x86_64)
-    // The largest of whole sixteens on 512-bit registers (a maximum is the same in any order).
+    // The largest of whole sixteens on 512-bit registers (the same value in any order, a zero's sign
+    // aside, which exp(±0) = 1 does not see).
     if KernelISA.active == .avx512, count >= 16 { i = count / 16 * 16; top = largestOfSixteens(x, count: i) }
     #endif
     while i + 8 <= count { top = maximum(top, load8(x + i)); i += 8 }

@@ -113,7 +113,7 @@ func halfMatMulRows(_ kind: HalfKind, _ weights: UnsafeRawPointer, _ n: Int, _ o
             let next = r0 + 4 * rowBytes
             var i = 0
             while i < end {
-                if vector && i & 31 == 0 {
+                if vector && tokens == 1 && i & 31 == 0 {
                     // Decode streams each row once: request the next four rows' lines meanwhile.
                     prefetch(next + 2 * i); prefetch(next + rowBytes + 2 * i)
                     prefetch(next + 2 * rowBytes + 2 * i); prefetch(next + 3 * rowBytes + 2 * i)

@@ -99,8 +99,8 @@ struct InterleavedKind {
         }
     }
 
-    @inline(__always)
     /// `ahead` > 0 (decode): each block also requests its share of the group `ahead` bytes on.
+    @inline(__always)
     func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
         switch codes {
         case .nibbles, .planes: return interleavedDot1(group, a, blocks: blocks, kind: self, ahead: ahead, groupBytes: groupBytes)

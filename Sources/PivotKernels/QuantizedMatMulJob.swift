@@ -34,7 +34,8 @@ public final class QuantizedMatMulJob: ParallelJob {
         totalRows = a.rows + (b?.rows ?? 0) + (c?.rows ?? 0)
         let split = pool.rangeSplit(count: totalRows, minChunk: 16)
         // Whole pairs of 8-row groups per chunk when any weights are interleaved: the AVX-512 tiles
-        // take groups two at a time, and a chunk with an odd group count ends on the narrower tiles.
+        // take groups two at a time, and a chunk with an odd group count ends on the narrower tiles
+        // (still possible at a segment whose own group count is odd; the results are the same).
         let interleaved = a.interleaved != nil || b?.interleaved != nil || c?.interleaved != nil
         let quantum = 2 * InterleavedLayout.rowsPerGroup
         chunkSize = interleaved ? (split.size + quantum - 1) / quantum * quantum : split.size

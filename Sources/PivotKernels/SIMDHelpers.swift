@@ -65,4 +65,3 @@ import PivotKernelsAVX512
 /// the helpers built on it come from PivotKernelsAVX512's Prefetch.swift.)
 @inline(__always) func prefetch(_ address: UnsafeRawPointer) {}
 #endif
-

@@ -54,12 +54,12 @@ struct PanelSums {
 @inline(__always)
 func panelTile<W: HalfWidening>(_ weights: UnsafeRawPointer, _ n: Int, _ rows: Int, _ p0: Int, panelCount: Int,
                                 _ x: UnsafePointer<Float>, _ xStride: Int, _ t: Int, tokenCount: Int,
-                                _ out: UnsafeMutablePointer<Float>, _ outStride: Int, _ w: W.Type) {
+                                _ out: UnsafeMutablePointer<Float>, _ outStride: Int, _ w: W.Type, streaming: Bool) {
     var s0 = PanelSums(), s1 = PanelSums(), s2 = PanelSums()
     let w0 = weights + p0 * n * 32, w1 = w0 + n * 32, w2 = w1 + n * 32
     let xt = x + t * xStride
     for k in 0..<n {
-        if tokenCount == 1 && k & 1 == 0 {
+        if streaming && tokenCount == 1 && k & 1 == 0 {
             // Decode streams each panel once: ask for the lines a little ahead of the widenings.
             prefetch(w0 + 32 * k + panelPrefetchDistance)
             if panelCount > 1 { prefetch(w1 + 32 * k + panelPrefetchDistance) }
@@ -92,11 +92,11 @@ func panelTiles<W: HalfWidening>(_ weights: UnsafeRawPointer, _ n: Int, _ rows: 
     @inline(__always) func sweep(_ strip: Range<Int>, _ t: Int, _ tokenCount: Int) {
         var p = strip.lowerBound
         while p + 3 <= strip.upperBound {
-            panelTile(weights, n, rows, p, panelCount: 3, x, xStride, t, tokenCount: tokenCount, out, outStride, w)
+            panelTile(weights, n, rows, p, panelCount: 3, x, xStride, t, tokenCount: tokenCount, out, outStride, w, streaming: tokens == 1)
             p += 3
         }
         while p < strip.upperBound {
-            panelTile(weights, n, rows, p, panelCount: 1, x, xStride, t, tokenCount: tokenCount, out, outStride, w)
+            panelTile(weights, n, rows, p, panelCount: 1, x, xStride, t, tokenCount: tokenCount, out, outStride, w, streaming: tokens == 1)
             p += 1
         }
     }

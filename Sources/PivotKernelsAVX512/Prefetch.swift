@@ -2,6 +2,8 @@
 /// LLVM's prefetch intrinsic (`prefetcht0`), which Swift does not otherwise expose. Decode streams
 /// every weight once; requesting lines a little ahead of the loads keeps more of them in flight than
 /// the hardware prefetchers do (BENCHMARKS, "Kernels, third pass"). Shared by every x86 path.
+/// The `.p0` name is LLVM's opaque-pointer spelling (LLVM 15 on, every Swift 6 toolchain); the
+/// constant hint arguments are written inside `prefetch`, which is inlinable, so they stay constants.
 @_silgen_name("llvm.prefetch.p0") @usableFromInline
 func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
 

@@ -264,4 +264,3 @@ public func interleavedMatMulAVXVNNI(_ format: VNNIInterleavedFormat, weights: U
     }
 }
 #endif
-

@@ -66,6 +66,7 @@ final class AttentionKernelTests: XCTestCase {
             if let fast = byPath[.avx512], let avx2 = byPath[.avx2] {
                 XCTAssertEqual(fast.0.map(\.bitPattern), avx2.0.map(\.bitPattern), "count \(count): exponentials differ")
                 XCTAssertEqual(fast.2.bitPattern, avx2.2.bitPattern, "count \(count): sums differ")
+                XCTAssertEqual(fast.1.bitPattern, avx2.1.bitPattern, "count \(count): maxima differ")
             }
         }
     }

@@ -141,7 +141,7 @@ public final class HalfLinear: LinearOperator {
 
     /// The rows of panels `range` (of `panels`), for a dispatch shared with other projections.
     func forward(panels range: Range<Int>, _ x: Matrix, into y: Matrix) {
-        guard let panels else { return }
+        guard let panels else { preconditionFailure("forward(panels:) on weights without panels") }
         halfPanelMatMul(panels, weights: weights, panels: range, x: x.base, xStride: x.stride, tokens: x.rows, out: y.base, outStride: y.stride)
     }
 
