@@ -64,9 +64,10 @@ public func exponentiateInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) ->
     var top = SIMD8<Float>(repeating: -.infinity)
     var i = 0
     #if arch(x86_64)
-    // The largest of whole sixteens on 512-bit registers (the same value in any order, a zero's sign
-    // aside, which exp(±0) = 1 does not see).
-    if KernelISA.active == .avx512, count >= 16 { i = count / 16 * 16; top = largestOfSixteens(x, count: i) }
+    // Whole sixteens on 512-bit registers: their largest (the same value in any order, a zero's sign
+    // aside, which exp(±0) = 1 does not see), then their exponentials below.
+    let sixteens = KernelISA.active == .avx512 ? count / 16 * 16 : 0
+    if sixteens > 0 { i = sixteens; top = largestOfSixteens(x, count: sixteens) }
     #endif
     while i + 8 <= count { top = maximum(top, load8(x + i)); i += 8 }
     var largest = horizontalMax(top)
@@ -75,11 +76,8 @@ public func exponentiateInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) ->
     var sums = SIMD8<Float>()
     i = 0
     #if arch(x86_64)
-    if KernelISA.active == .avx512, count >= 16 {
-        // Whole sixteens on 512-bit registers, the same bits (the sums fold each 16 as two eights).
-        i = count / 16 * 16
-        sums = exponentiate16AVX512(x, count: i, largest: largest)
-    }
+    // The same bits as the loop below (the sums fold each 16 as two eights).
+    if sixteens > 0 { i = sixteens; sums = exponentiate16AVX512(x, count: sixteens, largest: largest) }
     #endif
     while i + 8 <= count { let e = fastExp8(load8(x + i) - shift); store8(e, x + i); sums += e; i += 8 }
     var total = horizontalAdd(sums)

@@ -99,15 +99,15 @@ struct InterleavedKind {
         }
     }
 
-    /// `ahead` > 0 (decode): each block also requests its share of the group `ahead` bytes on.
+    /// `prefetchGroupBytes` > 0 (decode): each block also requests its share of the next group.
     @inline(__always)
-    func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+    func dot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, prefetchGroupBytes: Int = 0) -> __m256 {
         switch codes {
-        case .nibbles, .planes: return interleavedDot1(group, a, blocks: blocks, kind: self, ahead: ahead, groupBytes: groupBytes)
-        case .twoBit: return interleavedDotK2x1(group, a, blocks: blocks, ahead: ahead, groupBytes: groupBytes)
-        case .threeBit: return interleavedDotK3x1(group, a, blocks: blocks, ahead: ahead, groupBytes: groupBytes)
-        case .sixBit: return interleavedDotK6x1(group, a, blocks: blocks, ahead: ahead, groupBytes: groupBytes)
-        case .eightBit: return interleavedDotQ8x1(group, a, blocks: blocks, ahead: ahead, groupBytes: groupBytes)
+        case .nibbles, .planes: return interleavedDot1(group, a, blocks: blocks, kind: self, prefetchGroupBytes: prefetchGroupBytes)
+        case .twoBit: return interleavedDotK2x1(group, a, blocks: blocks, prefetchGroupBytes: prefetchGroupBytes)
+        case .threeBit: return interleavedDotK3x1(group, a, blocks: blocks, prefetchGroupBytes: prefetchGroupBytes)
+        case .sixBit: return interleavedDotK6x1(group, a, blocks: blocks, prefetchGroupBytes: prefetchGroupBytes)
+        case .eightBit: return interleavedDotQ8x1(group, a, blocks: blocks, prefetchGroupBytes: prefetchGroupBytes)
         }
     }
 
@@ -134,11 +134,11 @@ struct InterleavedKind {
 /// Eight rows × one token. Steps 0–3 and 4–7 are summed in 16 bits (≤ 4·2·31·127, no overflow),
 /// then widened; the four-token form below does exactly the same per token.
 @inline(__always)
-func interleavedDot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, kind: InterleavedKind, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+func interleavedDot1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, kind: InterleavedKind, prefetchGroupBytes: Int = 0) -> __m256 {
     var acc = _mm256_setzero_ps()
     let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let (d, m, codes) = kind.block(group, b)
         let high = kind.hasHighBit ? loadBytes32(codes + kind.highBitsOffset) : _mm256_setzero_si256()
         var total = _mm256_setzero_si256()
@@ -217,7 +217,7 @@ func interleavedTiles(_ weights: UnsafeRawPointer, _ layout: InterleavedLayout, 
             let a = Q8Row(act, row: t)
             for g in stripStart..<stripEnd {
                 // One token streams each group once: the next group's lines are requested block by block.
-                storeLanes(kind.dot1(weights + g * groupBytes, a, blocks: blocks, ahead: tokens == 1 ? groupBytes : 0, groupBytes: groupBytes),
+                storeLanes(kind.dot1(weights + g * groupBytes, a, blocks: blocks, prefetchGroupBytes: tokens == 1 ? groupBytes : 0),
                            out + t * outStride + 8 * g)
             }
             t += 1

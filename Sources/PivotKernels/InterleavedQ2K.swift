@@ -83,11 +83,11 @@ func interleavedCodesK2(_ plane: __m256i, _ j: Int) -> __m256i {
 
 /// Eight rows × one token; each half's four steps summed in 16 bits (≤ 4·2·3·127), then widened.
 @inline(__always)
-func interleavedDotK2x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+func interleavedDotK2x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, prefetchGroupBytes: Int = 0) -> __m256 {
     var acc = _mm256_setzero_ps()
     let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let header = group + (b / 8) * InterleavedLayout.superBlockBytesK2, codes = header + 160 + 64 * (b % 8)
         for h in 0..<2 {
             let plane = loadBytes32(codes + 32 * h)

@@ -76,11 +76,11 @@ func interleavedCodesK3(_ plane: __m256i, _ k: Int, high: __m256i) -> __m256i {
 
 /// Eight rows × one token; each half's four steps summed in 16 bits (≤ 4·2·7·127), then widened.
 @inline(__always)
-func interleavedDotK3x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+func interleavedDotK3x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, prefetchGroupBytes: Int = 0) -> __m256 {
     var acc = _mm256_setzero_ps()
     let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let header = group + (b / 8) * InterleavedLayout.superBlockBytesK3, codes = header + 144 + 96 * (b % 8)
         let d = loadHalves8(header), high = loadBytes32(codes + 64)
         for h in 0..<2 {

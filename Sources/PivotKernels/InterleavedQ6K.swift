@@ -99,11 +99,11 @@ func accumulateCenteredHalf(_ acc: __m256, _ sums: __m256i, scale: __m256, offse
 
 /// Eight rows × one token. Each half sums two steps in 16 bits (≤ 2·2·63·127), widens, twice.
 @inline(__always)
-func interleavedDotK6x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+func interleavedDotK6x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, prefetchGroupBytes: Int = 0) -> __m256 {
     var acc = _mm256_setzero_ps()
     let ones = _mm256_set1_epi16(1)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let header = group + (b / 8) * InterleavedLayout.superBlockBytesK6, codes = header + 144 + 192 * (b % 8)
         let d = loadHalves8(header)
         for h in 0..<2 {

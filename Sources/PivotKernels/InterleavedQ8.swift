@@ -52,10 +52,10 @@ func stepProductQ8(_ magnitude: __m256i, _ w: __m256i, _ a: Q8Row, _ b: Int, _ k
 
 /// Eight rows × one token.
 @inline(__always)
-func interleavedDotQ8x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, ahead: Int = 0, groupBytes: Int = 0) -> __m256 {
+func interleavedDotQ8x1(_ group: UnsafeRawPointer, _ a: Q8Row, blocks: Int, prefetchGroupBytes: Int = 0) -> __m256 {
     var acc = _mm256_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let block = group + b * InterleavedLayout.blockBytesQ8
         var sums = _mm256_setzero_si256()
         for k in 0..<8 {

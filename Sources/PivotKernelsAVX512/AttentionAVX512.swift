@@ -36,9 +36,6 @@ public func scoreRows64AVX512(_ queries: UnsafePointer<Float>, heads: Int, rows:
     }
 }
 
-#endif
-
-#if arch(x86_64)
 /// `accumulateRows64` for `heads` query heads sharing the rows (GQA):
 /// o_h[0..<64] += Σ_r weights[h·weightStride + r] · rows[r], o_h at `out + h·64`. Each row is loaded
 /// once for up to four heads, whose 4·n chains run side by side where one head's four chains waited

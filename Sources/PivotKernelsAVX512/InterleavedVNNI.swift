@@ -93,21 +93,22 @@ struct PairKind {
     return _mm512_or_si512(low, _mm512_and_si512(moved, _mm512_set1_epi8(4)))
 }
 
-/// `prefetchShare` for both groups of a pair (`ahead`: the pair's bytes, so the next pair).
+/// `prefetchShare` of the next pair for both groups of a pair (`prefetchGroupBytes` > 0 in the
+/// kernels below: decode, one token).
 @inline(__always)
-func prefetchPair(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int, ahead: Int, groupBytes: Int, blocks: Int) {
-    prefetchShare(g0, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks)
-    prefetchShare(g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks)
+func prefetchPair(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ b: Int, groupBytes: Int, blocks: Int) {
+    prefetchShare(g0, b, ahead: 2 * groupBytes, groupBytes: groupBytes, blocks: blocks)
+    prefetchShare(g1, b, ahead: 2 * groupBytes, groupBytes: groupBytes, blocks: blocks)
 }
 
 /// 16 rows × `count` tokens (1 or 4; rows beyond `count` are ignored).
 @inline(__always)
 func pairDot(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
-             count: Int, blocks: Int, kind: PairKind, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
+             count: Int, blocks: Int, kind: PairKind, prefetchGroupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     let low = _mm512_set1_epi8(0x0F)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchPair(g0, g1, b, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let (d, m, c0, c1) = kind.block(g0, g1, b)
         let high = kind.hasHighBit ? loadPair(c0 + kind.highBitsOffset, c1 + kind.highBitsOffset) : _mm512_setzero_si512()
         var s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512()
@@ -175,10 +176,10 @@ func accumulateCenteredHalf(_ acc: __m512, _ sums: __m512i, scale: __m512, offse
 /// Q6_K: 16 rows × `count` tokens, each half of 16 columns scaled on its own.
 @inline(__always)
 func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
-               count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
+               count: Int, blocks: Int, blockBytes: Int, prefetchGroupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchPair(g0, g1, b, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 144 + 192 * (b % 8), c1 = h1 + 144 + 192 * (b % 8)
         let d = loadHalves16(h0, h1)
@@ -212,11 +213,11 @@ func pairDotK6(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
 /// the AVX2 kernel's sign trick, then its float tail.
 @inline(__always)
 func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
-               count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
+               count: Int, blocks: Int, blockBytes: Int, prefetchGroupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     let flip = _mm512_set1_epi8(-128)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchPair(g0, g1, b, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let p0 = g0 + b * blockBytes, p1 = g1 + b * blockBytes
         @inline(__always) func start(_ a: VNNIRow) -> __m512i { _mm512_set1_epi32(-128 &* (a.halfSums[2 * b] &+ a.halfSums[2 * b + 1])) }
         var s0 = start(a0), s1 = s0, s2 = s0, s3 = s0
@@ -244,10 +245,10 @@ func pairDotQ8(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
 /// Q3_K: 16 rows × `count` tokens; codes u = two plane bits + a high bit, weight d·sc·(u − 4).
 @inline(__always)
 func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
-               count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
+               count: Int, blocks: Int, blockBytes: Int, prefetchGroupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchPair(g0, g1, b, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 144 + 96 * (b % 8), c1 = h1 + 144 + 96 * (b % 8)
         let d = loadHalves16(h0, h1), high = loadPair(c0 + 64, c1 + 64)
@@ -279,10 +280,10 @@ func pairDotK3(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ 
 /// Q2_K: 16 rows × `count` tokens; weight d·sc·q − dmin·m per 16 columns.
 @inline(__always)
 func pairDotK2(_ g0: UnsafeRawPointer, _ g1: UnsafeRawPointer, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow,
-               count: Int, blocks: Int, blockBytes: Int, ahead: Int = 0, groupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
+               count: Int, blocks: Int, blockBytes: Int, prefetchGroupBytes: Int = 0) -> (__m512, __m512, __m512, __m512) {
     var acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps()
     for b in 0..<blocks {
-        if ahead > 0 { prefetchPair(g0, g1, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchPair(g0, g1, b, groupBytes: prefetchGroupBytes, blocks: blocks) }
         let h0 = g0 + (b / 8) * blockBytes, h1 = g1 + (b / 8) * blockBytes
         let c0 = h0 + 160 + 64 * (b % 8), c1 = h1 + 160 + 64 * (b % 8)
         for h in 0..<2 {
@@ -321,14 +322,14 @@ func pairTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ g
     @inline(__always) func dot(_ g: Int, _ a0: VNNIRow, _ a1: VNNIRow, _ a2: VNNIRow, _ a3: VNNIRow, count: Int) -> (__m512, __m512, __m512, __m512) {
         let g0 = weights + g * groupBytes, g1 = g0 + groupBytes
         // One token streams each pair once: the next pair's lines are requested block by block.
-        let ahead = count == 1 && tokens == 1 ? 2 * groupBytes : 0, bb = kind.blockBytes
+        let prefetchGroupBytes = count == 1 && tokens == 1 ? groupBytes : 0, bb = kind.blockBytes
         switch kind.codes {
         case .nibbles, .planes:
-            return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind, ahead: ahead, groupBytes: groupBytes)
-        case .twoBit: return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, ahead: ahead, groupBytes: groupBytes)
-        case .threeBit: return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, ahead: ahead, groupBytes: groupBytes)
-        case .sixBit: return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, ahead: ahead, groupBytes: groupBytes)
-        case .eightBit: return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, ahead: ahead, groupBytes: groupBytes)
+            return pairDot(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, kind: kind, prefetchGroupBytes: prefetchGroupBytes)
+        case .twoBit: return pairDotK2(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, prefetchGroupBytes: prefetchGroupBytes)
+        case .threeBit: return pairDotK3(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, prefetchGroupBytes: prefetchGroupBytes)
+        case .sixBit: return pairDotK6(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, prefetchGroupBytes: prefetchGroupBytes)
+        case .eightBit: return pairDotQ8(g0, g1, a0, a1, a2, a3, count: count, blocks: blocks, blockBytes: bb, prefetchGroupBytes: prefetchGroupBytes)
         }
     }
     let strip = max(2, (128 * 1024) / groupBytes / 2 * 2)

@@ -188,11 +188,11 @@ func byteBlock(_ acc: inout Floats4, _ group: UnsafeRawPointer, _ b: Int, _ a: (
 
 @inline(__always)
 func groupDot(_ group: UnsafeRawPointer, _ a: (VNNIRow, VNNIRow, VNNIRow, VNNIRow), count: Int, blocks: Int, kind: GroupKind,
-              ahead: Int = 0, groupBytes: Int = 0) -> Floats4 {
+              prefetchGroupBytes: Int = 0) -> Floats4 {
     let zero = _mm256_setzero_ps()
     var acc = Floats4(v0: zero, v1: zero, v2: zero, v3: zero)
     for b in 0..<blocks {
-        if ahead > 0 { prefetchShare(group, b, ahead: ahead, groupBytes: groupBytes, blocks: blocks) }
+        if prefetchGroupBytes > 0 { prefetchShare(group, b, ahead: prefetchGroupBytes, groupBytes: prefetchGroupBytes, blocks: blocks) }
         switch kind.codes {
         case .nibbles, .planes: nibbleBlock(&acc, group, b, a, count: count, kind: kind)
         case .sixBit, .threeBit: scaledHalvesBlock(&acc, group, b, a, count: count, kind: kind)
@@ -228,7 +228,7 @@ func groupTiles(_ weights: UnsafeRawPointer, _ format: VNNIInterleavedFormat, _ 
             for g in stripStart..<stripEnd {
                 // One token streams each group once: the next group's lines are requested block by block.
                 _mm256_storeu_ps(out + t * outStride + 8 * g, groupDot(weights + g * groupBytes, (row, row, row, row), count: 1, blocks: blocks, kind: kind,
-                                                                       ahead: tokens == 1 ? groupBytes : 0, groupBytes: groupBytes).v0)
+                                                                       prefetchGroupBytes: tokens == 1 ? groupBytes : 0).v0)
             }
             t += 1
         }

@@ -148,9 +148,7 @@ public final class HalfLinear: LinearOperator {
     public func forward(_ x: Matrix, into y: Matrix, context: ComputeContext) {
         let w = weights, n = inFeatures, kind = self.kind
         if let panels {
-            context.pool.parallelRanges(count: panels.panels, minChunk: 3) { range in
-                halfPanelMatMul(panels, weights: w, panels: range, x: x.base, xStride: x.stride, tokens: x.rows, out: y.base, outStride: y.stride)
-            }
+            context.pool.parallelRanges(count: panels.panels, minChunk: 3) { self.forward(panels: $0, x, into: y) }
             return
         }
         context.pool.parallelRanges(count: outFeatures, minChunk: 16) { range in
